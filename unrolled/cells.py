@@ -25,7 +25,7 @@ state, each (B, H), for inspection (LSTMVis-style views) and tests.
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -72,7 +72,7 @@ class Cell(nn.Module):
         self.hidden_size = hidden_size
         self.bias = bias
         rows = len(self.gates) * hidden_size
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.weight_ih = nn.Parameter(torch.empty(rows, input_size, **factory))  # (G*H, I)
         self.weight_hh = nn.Parameter(torch.empty(rows, hidden_size, **factory))  # (G*H, H)
         if bias:
@@ -252,6 +252,9 @@ class LSTMCell(Cell):
 
     trace_names = ("i", "f", "g", "o", "c", "h")
     has_cell_state = True
+    weight_ci: Tensor | None
+    weight_cf: Tensor | None
+    weight_co: Tensor | None
 
     def __init__(
         self,
@@ -286,7 +289,7 @@ class LSTMCell(Cell):
             if kept
         )
         super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         for name, gate in (("weight_ci", "i"), ("weight_cf", "f"), ("weight_co", "o")):
             if peepholes and gate in self.gates:
                 self.register_parameter(name, nn.Parameter(torch.empty(hidden_size, **factory)))

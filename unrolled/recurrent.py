@@ -33,11 +33,12 @@ D directions (1 or 2).
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, _VF, nn
+from torch import _VF, Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from unrolled.cells import Cell, Gates, State, make_cell
@@ -48,7 +49,10 @@ Trace = dict[str, dict[str, Tensor]]
 LayerState = Tensor | tuple[Tensor, Tensor]
 """A layer's state as torch gives it: h (L*D, B, H), or (h, c) for the LSTM."""
 
-FUSED_KERNELS = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}
+FUSED_KERNELS: dict[str, Callable[..., Any]] = {
+    "LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu
+}
+"""torch's fused kernels (what nn.LSTM / GRU / RNN call), by the cells' `fused_mode`."""
 TORCH_NAME = re.compile(r"(?P<param>\w+?)_l(?P<layer>\d+)(?P<reverse>_reverse)?$")
 
 
@@ -194,6 +198,10 @@ class Recurrent(nn.Module):
         layer, direction = divmod(index, self.num_directions)
         return f"_l{layer}" + ("_reverse" if direction else "")
 
+    def cell(self, index: int) -> Cell:
+        """Cell `index` in torch's order: layer 0 forward, layer 0 reverse, layer 1 forward, ..."""
+        return cast(Cell, self.cells[index])
+
     def cell_index(self, layer: int, reverse: bool) -> int:
         return layer * self.num_directions + int(reverse)
 
@@ -218,7 +226,7 @@ class Recurrent(nn.Module):
     @property
     def fused_mode(self) -> str | None:
         """The fused kernel's name when it computes this layer's function, else None."""
-        modes = {cell.fused_mode for cell in self.cells}  # type: ignore[union-attr]
+        modes = {self.cell(index).fused_mode for index in range(len(self.cells))}
         mode = modes.pop() if len(modes) == 1 else None
         return mode if self.fused else None
 
@@ -227,11 +235,12 @@ class Recurrent(nn.Module):
         trace: bool = False,
     ) -> Any:
         unbatched = x.dim() == 2
-        x, lengths = self.check_input(x.unsqueeze(1 if self.batch_first else 0) if unbatched else x, lengths)
+        batch_dim = 0 if self.batch_first else 1
+        x, lengths = self.check_input(x.unsqueeze(batch_dim) if unbatched else x, lengths)
         if self.batch_first:
             x = x.transpose(0, 1)  # (T, B, I)
         if state is not None and unbatched:
-            state = tuple(s.unsqueeze(1) for s in state) if isinstance(state, tuple) else state.unsqueeze(1)
+            state = map_state(state, lambda part: part.unsqueeze(1))
         state = self.check_state(state, x)
         if lengths is not None and bool((lengths == x.shape[0]).all()):
             lengths = None  # nothing is padded
@@ -244,10 +253,9 @@ class Recurrent(nn.Module):
             out = out.transpose(0, 1)
             gates = {key: {n: v.transpose(0, 1) for n, v in g.items()} for key, g in gates.items()}
         if unbatched:
-            out = out.squeeze(1 if self.batch_first else 0)
-            state = tuple(s.squeeze(1) for s in state) if isinstance(state, tuple) else state.squeeze(1)
-            squeeze = 1 if self.batch_first else 0
-            gates = {key: {n: v.squeeze(squeeze) for n, v in g.items()} for key, g in gates.items()}
+            out = out.squeeze(batch_dim)
+            state = map_state(state, lambda part: part.squeeze(1))
+            gates = {key: {n: v.squeeze(batch_dim) for n, v in g.items()} for key, g in gates.items()}
         return (out, state, gates) if trace else (out, state)
 
     def run_transparent(
@@ -263,7 +271,7 @@ class Recurrent(nn.Module):
             outputs = []
             for reverse in range(self.num_directions):
                 index = self.cell_index(layer, bool(reverse))
-                cell: Cell = self.cells[index]  # type: ignore[assignment]
+                cell = self.cell(index)
                 seq = reverse_padded(x, lengths) if reverse else x
                 out, final, traced = unroll(cell, seq, cell_state(state, index), mask=mask, trace=trace)
                 if reverse:
@@ -277,8 +285,8 @@ class Recurrent(nn.Module):
             if layer < self.num_layers - 1 and self.dropout > 0:
                 x = F.dropout(x, self.dropout, self.training)
         if isinstance(finals[0], tuple):
-            h_n = torch.stack([s[0] for s in finals])  # type: ignore[index]
-            c_n = torch.stack([s[1] for s in finals])  # type: ignore[index]
+            h_n = torch.stack([s[0] for s in finals])
+            c_n = torch.stack([s[1] for s in finals])
             return x, (h_n, c_n), gates
         return x, torch.stack(finals), gates  # type: ignore[arg-type]
 
@@ -312,7 +320,7 @@ class Recurrent(nn.Module):
         expected = layout.replace("I", str(self.input_size))
         if x.dim() != 3 or x.shape[-1] != self.input_size:
             raise ValueError(f"Recurrent expects input {expected} or unbatched, got {tuple(x.shape)}")
-        weight = self.cells[0].weight_ih  # type: ignore[union-attr]
+        weight = self.cell(0).weight_ih
         if x.dtype != weight.dtype:
             raise ValueError(
                 f"Recurrent's parameters are {weight.dtype} but the input is {x.dtype}: "
@@ -331,7 +339,7 @@ class Recurrent(nn.Module):
     def check_state(self, state: LayerState | None, x: Tensor) -> LayerState:
         """A given state must have shape (L*D, B, H) (both parts for the LSTM); None gives zeros."""
         expected = (self.num_layers * self.num_directions, x.shape[1], self.hidden_size)
-        is_lstm = self.cells[0].has_cell_state  # type: ignore[union-attr]
+        is_lstm = self.cell(0).has_cell_state
         if state is None:
             zeros = x.new_zeros(expected)
             return (zeros, zeros.clone()) if is_lstm else zeros
@@ -343,11 +351,14 @@ class Recurrent(nn.Module):
         return state
 
 
+def map_state(state: LayerState, fn: Callable[[Tensor], Tensor]) -> LayerState:
+    """Apply fn to h, or to both h and c, keeping the state's structure."""
+    return (fn(state[0]), fn(state[1])) if isinstance(state, tuple) else fn(state)
+
+
 def cell_state(state: LayerState, index: int) -> State:
     """Cell `index`'s share of a layer state: h[index], or (h[index], c[index])."""
-    if isinstance(state, tuple):
-        return (state[0][index], state[1][index])
-    return state[index]
+    return map_state(state, lambda part: part[index])
 
 
 def _to_torch_names(module: nn.Module, state_dict: dict[str, Any], prefix: str, _meta: Any) -> None:
