@@ -122,22 +122,25 @@ class Cell(nn.Module):
 
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """One step from the raw input x (B, I): returns (h_t, state_t)."""
-        if x.dim() != 2:
-            raise ValueError(f"{type(self).__name__} expects input (B, {self.input_size}), got {tuple(x.shape)}")
-        if state is None:
-            state = self.initial_state(x.shape[0], like=x)
-        self.check_state(state, x.shape[0])
+        state = self.check_step(x, state)
         h, state, _ = self.step(self.project(x), state)
         return h, state
 
     def trace(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State, Gates]:
         """One step that also returns its gates: (h_t, state_t, {name: (B, H)})."""
-        if state is None:
-            state = self.initial_state(x.shape[0], like=x)
-        self.check_state(state, x.shape[0])
+        state = self.check_step(x, state)
         h, state, gates = self.step(self.project(x), state, trace=True)
         assert gates is not None
         return h, state, gates
+
+    def check_step(self, x: Tensor, state: State | None) -> State:
+        """Raise ValueError unless x is (B, I) and state fits it; returns the state (zeros if None)."""
+        if x.dim() != 2 or x.shape[1] != self.input_size:
+            raise ValueError(f"{type(self).__name__} expects input (B, {self.input_size}), got {tuple(x.shape)}")
+        if state is None:
+            return self.initial_state(x.shape[0], like=x)
+        self.check_state(state, x.shape[0])
+        return state
 
     def check_state(self, state: State, batch: int) -> None:
         """Raise ValueError unless `state` has this cell's structure and shape (B, H)."""
