@@ -18,6 +18,12 @@ i.e. W = [W_hh | W_ih] and b = b_ih + b_hh.
 
 Dimensions: B batch, I input features, H hidden units, G gate blocks.
 
+The recurrent products (W_hh h_{t-1} + b_hh and, for Cho's GRU, W_hn (r * h))
+go through a `product(name, h, weight, bias)` function, `F.linear` unless the
+caller passes another: `unroll` passes one that computes the same values but
+defers the weight gradient to one matrix product over all steps
+(`unrolled.products`).
+
 Every step can return a trace: a dict of the step's gate activations and new
 state, each (B, H), for inspection (LSTMVis-style views) and tests.
 """
@@ -25,17 +31,28 @@ state, each (B, H), for inspection (LSTMVis-style views) and tests.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from unrolled.products import project
+
 State = Tensor | tuple[Tensor, Tensor]
 """A cell's state: h (B, H) for RNN and GRU, (h, c) for the LSTM."""
 
 Gates = dict[str, Tensor]
 """One step's trace: gate name -> activation (B, H)."""
+
+Product = Callable[[str, Tensor, Tensor, "Tensor | None"], Tensor]
+"""product(name, h, weight, bias) = h weight^T + bias; `name` tells one product of a step from another."""
+
+
+def linear(name: str, h: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """The plain product h W^T + b (the default `Product`)."""
+    return F.linear(h, weight, bias)
 
 NONLINEARITIES = ("tanh", "relu")
 GRU_VARIANTS = ("cudnn", "cho")
@@ -109,14 +126,16 @@ class Cell(nn.Module):
             raise ValueError(
                 f"{type(self).__name__} expects input (..., {self.input_size}), got {tuple(x.shape)}"
             )
-        return F.linear(x, self.weight_ih, self.bias_ih)
+        return project(x, self.weight_ih, self.bias_ih)
 
     def initial_state(self, batch: int, *, like: Tensor) -> State:
         """The zero state for a batch, on the device and dtype of `like`."""
         h = like.new_zeros(batch, self.hidden_size)
         return (h, h.clone()) if self.has_cell_state else h
 
-    def step(self, xw: Tensor, state: State, trace: bool = False) -> tuple[Tensor, State, Gates | None]:
+    def step(
+        self, xw: Tensor, state: State, trace: bool = False, product: Product = linear
+    ) -> tuple[Tensor, State, Gates | None]:
         """One step from the projected input xw (B, G*H): returns (h_t, state_t, trace or None)."""
         raise NotImplementedError
 
@@ -202,9 +221,11 @@ class RNNCell(Cell):
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, nonlinearity={self.nonlinearity!r}"
 
-    def step(self, xw: Tensor, state: State, trace: bool = False) -> tuple[Tensor, State, Gates | None]:
+    def step(
+        self, xw: Tensor, state: State, trace: bool = False, product: Product = linear
+    ) -> tuple[Tensor, State, Gates | None]:
         assert isinstance(state, Tensor)
-        a = xw + F.linear(state, self.weight_hh, self.bias_hh)  # (B, H)
+        a = xw + product("hh", state, self.weight_hh, self.bias_hh)  # (B, H)
         h = torch.tanh(a) if self.nonlinearity == "tanh" else torch.relu(a)  # (B, H)
         return h, h, ({"h": h} if trace else None)
 
@@ -330,10 +351,12 @@ class LSTMCell(Cell):
                 options.append(f"{name}=False")
         return f"{super().extra_repr()}, {', '.join(options)}"
 
-    def step(self, xw: Tensor, state: State, trace: bool = False) -> tuple[Tensor, State, Gates | None]:
+    def step(
+        self, xw: Tensor, state: State, trace: bool = False, product: Product = linear
+    ) -> tuple[Tensor, State, Gates | None]:
         assert isinstance(state, tuple)
         h_prev, c_prev = state  # (B, H), (B, H)
-        a = xw + F.linear(h_prev, self.weight_hh, self.bias_hh)  # (B, G*H)
+        a = xw + product("hh", h_prev, self.weight_hh, self.bias_hh)  # (B, G*H)
         blocks = dict(zip(self.gates, a.chunk(len(self.gates), dim=1), strict=True))  # each (B, H)
         i = self.gate(blocks, "i", self.weight_ci, c_prev)  # (B, H) or None meaning 1
         if self.coupled:
@@ -422,12 +445,14 @@ class GRUCell(Cell):
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, variant={self.variant!r}"
 
-    def step(self, xw: Tensor, state: State, trace: bool = False) -> tuple[Tensor, State, Gates | None]:
+    def step(
+        self, xw: Tensor, state: State, trace: bool = False, product: Product = linear
+    ) -> tuple[Tensor, State, Gates | None]:
         assert isinstance(state, Tensor)
         h_prev = state  # (B, H)
         x_r, x_z, x_n = xw.chunk(3, dim=1)  # each (B, H)
         if self.variant == "cudnn":
-            h_r, h_z, h_n = F.linear(h_prev, self.weight_hh, self.bias_hh).chunk(3, dim=1)  # each (B, H)
+            h_r, h_z, h_n = product("hh", h_prev, self.weight_hh, self.bias_hh).chunk(3, dim=1)  # each (B, H)
             r = torch.sigmoid(x_r + h_r)
             z = torch.sigmoid(x_z + h_z)
             n = torch.tanh(x_n + r * h_n)
@@ -436,10 +461,10 @@ class GRUCell(Cell):
             w_rz, w_n = self.weight_hh[: 2 * size], self.weight_hh[2 * size :]  # (2H, H), (H, H)
             b_rz = None if self.bias_hh is None else self.bias_hh[: 2 * size]
             b_n = None if self.bias_hh is None else self.bias_hh[2 * size :]
-            h_r, h_z = F.linear(h_prev, w_rz, b_rz).chunk(2, dim=1)  # each (B, H)
+            h_r, h_z = product("hh_rz", h_prev, w_rz, b_rz).chunk(2, dim=1)  # each (B, H)
             r = torch.sigmoid(x_r + h_r)
             z = torch.sigmoid(x_z + h_z)
-            n = torch.tanh(x_n + F.linear(r * h_prev, w_n, b_n))
+            n = torch.tanh(x_n + product("hh_n", r * h_prev, w_n, b_n))
         h = n + z * (h_prev - n)  # = (1 - z) n + z h_{t-1}   (B, H)
         return h, h, ({"r": r, "z": z, "n": n, "h": h} if trace else None)
 

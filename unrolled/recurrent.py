@@ -42,6 +42,7 @@ from torch import _VF, Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from unrolled.cells import Cell, Gates, State, make_cell
+from unrolled.products import DeferredProducts
 
 Trace = dict[str, dict[str, Tensor]]
 """Gate activations of a whole run: "l0", "l0_reverse", "l1", ... -> gate name -> (B, T, H) or (T, B, H)."""
@@ -67,10 +68,12 @@ def unroll(
     """
     xw = cell.project(x)  # (T, B, G*H): the input half of every gate, one product
     keep = None if mask is None else mask.unsqueeze(-1).unbind(0)  # T x (B, 1)
+    products = DeferredProducts(x.shape[0])  # the recurrent weight's gradient: one product over all steps
     outputs: list[Tensor] = []
     steps: list[Gates] = []
     for t, xw_t in enumerate(xw.unbind(0)):  # unbind, not xw[t]: indexing makes backward far slower
-        h, new_state, gates = cell.step(xw_t, state, trace)
+        products.step = t
+        h, new_state, gates = cell.step(xw_t, state, trace, products)
         if keep is not None:
             h, new_state, gates = masked(keep[t], h, new_state, state, gates)
         outputs.append(h)
