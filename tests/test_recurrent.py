@@ -64,8 +64,12 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("defer", [True, False], ids=["deferred", "plain"])
 @pytest.mark.parametrize(("mode", "layers", "bidirectional", "batch_first", "padded", "dtype"), CASES)
-def test_transparent_fused_and_torch_agree_to_the_gradient(mode, layers, bidirectional, batch_first, padded, dtype):
+def test_transparent_fused_and_torch_agree_to_the_gradient(
+    mode, layers, bidirectional, batch_first, padded, dtype, defer, monkeypatch
+):
+    monkeypatch.setattr("unrolled.recurrent.DEFER_MIN_MACS", 0 if defer else 10**18)
     torch.manual_seed(layers * 10 + bidirectional)
     batch, steps = 4, 7
     reference = torch_layer(mode, layers=layers, bidirectional=bidirectional, batch_first=batch_first, dtype=dtype)
