@@ -311,3 +311,16 @@ def test_bad_input_raises_value_error_naming_the_expected_shape(call, message):
 def test_bad_configuration_raises_value_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Recurrent(input_size=I, hidden_size=H, **kwargs)
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn"])
+def test_without_bias_both_paths_match_torch(mode):
+    torch.manual_seed(7)
+    reference = TORCH_LAYERS[mode](I, H, 2, bias=False, bidirectional=True).double()
+    ours = Recurrent(mode, I, H, 2, bias=False, bidirectional=True).double()
+    ours.load_state_dict(reference.state_dict())
+    x = torch.randn(5, 2, I, dtype=torch.float64)
+    want = reference(x)[0]
+    for fused in (True, False):
+        ours.fused = fused
+        torch.testing.assert_close(ours(x)[0], want, atol=1e-10, rtol=1e-10)
