@@ -54,12 +54,24 @@ def onednn_linear() -> Any:
     return op if agrees else None
 
 
+def onednn_for(x: Tensor) -> Any:
+    """oneDNN's linear op when it serves x (CPU, float32, available), else None."""
+    return onednn_linear() if x.dtype == torch.float32 and x.device.type == "cpu" else None
+
+
 def dense(x: Tensor, weight: Tensor) -> Tensor:
     """x W^T for x (N, K) and W (M, K), outside autograd: oneDNN on CPU float32 when it can, else F.linear."""
-    op = onednn_linear() if x.dtype == torch.float32 and x.device.type == "cpu" else None
+    op = onednn_for(x)
     if op is None or not (x.is_contiguous() and weight.is_contiguous()):
         return F.linear(x, weight)
     return op(x, weight, None, "none", [], "")
+
+
+def affine(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """x W^T + b for x (..., I) through oneDNN, outside autograd (the caller checked `onednn_for(x)`)."""
+    flat = x.reshape(-1, x.shape[-1]).contiguous()  # (N, I)
+    out = onednn_linear()(flat, weight.contiguous(), bias, "none", [], "")  # (N, G*H)
+    return out.view(*x.shape[:-1], -1)
 
 
 class DeferredProducts:
@@ -163,11 +175,10 @@ def project(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     float32 (dL/dW stays with torch.mm, which needs no transposed copy of G);
     elsewhere it is `F.linear`.
     """
-    if not (x.dtype == torch.float32 and x.device.type == "cpu" and onednn_linear() is not None):
+    if onednn_for(x) is None:
         return F.linear(x, weight, bias)
     if not torch.is_grad_enabled():
-        flat = x.reshape(-1, x.shape[-1]).contiguous()
-        return onednn_linear()(flat, weight.contiguous(), bias, "none", [], "").view(*x.shape[:-1], -1)
+        return affine(x, weight, bias)
     return Projection.apply(x, weight, bias)
 
 
@@ -176,11 +187,10 @@ class Projection(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: FunctionCtx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        flat = x.reshape(-1, x.shape[-1]).contiguous()  # (N, I)
+        flat = x.reshape(-1, x.shape[-1]).contiguous()  # (N, I): copied once, if at all
         ctx.save_for_backward(flat, weight)
         ctx.shape, ctx.has_bias = x.shape, bias is not None  # type: ignore[attr-defined]
-        out = onednn_linear()(flat, weight.contiguous(), bias, "none", [], "")  # (N, G*H)
-        return out.view(*x.shape[:-1], -1)
+        return affine(flat, weight, bias).view(*x.shape[:-1], -1)
 
     @staticmethod
     @once_differentiable
