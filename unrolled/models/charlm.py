@@ -5,7 +5,7 @@ the unknown character). The model reads them one at a time and at every step
 predicts the next:
 
 .. math::
-    e_t &= E[x_t]                                  &&\text{an embedding row (E), or the one-hot vector (V) as in the lecture}\\
+    e_t &= E[x_t]                                  &&\text{an embedding row (E), or one-hot (V) as in the lecture}\\
     h^{(1)}_t, \dots, h^{(L)}_t &= \mathrm{Recurrent}(e_t, \text{state}_{t-1})
                                                    &&\text{L stacked cells (LSTM, GRU or RNN), dropout between layers}\\
     p(x_{t+1} \mid x_{\le t}) &= \mathrm{softmax}(W_{hy}\, \mathrm{dropout}(h^{(L)}_t) + b_y)
@@ -201,16 +201,18 @@ class CharLM(nn.Module):
     def prime(self, tokens: Tensor) -> tuple[Tensor, DecodeState]:
         """Read prime tokens (N, P), P >= 1, in one pass: log-probs of the next token (N, V) and the state."""
         logits, state = self(tokens)
-        return F.log_softmax(logits[:, -1].float(), dim=-1), tuple(cell_state(state, i) for i in range(len(self.rnn.cells)))
+        cells = tuple(cell_state(state, i) for i in range(len(self.rnn.cells)))
+        return F.log_softmax(logits[:, -1].float(), dim=-1), cells
 
     def step(self, tokens: Tensor, state: DecodeState) -> tuple[Tensor, DecodeState]:
         """One character for N streams: tokens (N,) -> log-probs (N, V), stepping each cell once."""
         x = self.embed(tokens)  # (N, E)
-        product = _fast_product if onednn_for(x) is not None and not torch.is_grad_enabled() else None
+        fast = onednn_for(x) is not None and not torch.is_grad_enabled()
         new: list[State] = []
-        for cell, cell_state_ in zip(self.rnn.cells, state, strict=True):
+        for index, before in enumerate(state):
+            cell = self.rnn.cell(index)
             xw = cell.project(x)  # (N, G*H)
-            x, after, _ = cell.step(xw, cell_state_) if product is None else cell.step(xw, cell_state_, product=product)
+            x, after, _ = cell.step(xw, before, product=_fast_product) if fast else cell.step(xw, before)
             new.append(after)
         return F.log_softmax(self.head(x).float(), dim=-1), tuple(new)
 
