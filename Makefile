@@ -11,8 +11,17 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# The main job: train the character LM on Shakespeare for about 5 minutes, then sample at two temperatures.
+# It replaces runs/demo (the demo's own folder) each time.
+DEMO := runs/demo
 demo: $(STAMP)
-	$(BIN)/unrolled hello
+	rm -rf $(DEMO)
+	$(BIN)/unrolled lm train --dataset shakespeare --out $(DEMO) --max-time 5m --eval-every 200
+	@echo "--- sample, temperature 0.5 ---"
+	$(BIN)/unrolled lm sample $(DEMO) --prime "ROMEO:" --length 400 --temperature 0.5 --seed 1
+	@echo "--- sample, temperature 1.0 ---"
+	$(BIN)/unrolled lm sample $(DEMO) --prime "ROMEO:" --length 400 --temperature 1.0 --seed 1
+	@echo "learning curve: $(DEMO)/curve.png   metrics: $(DEMO)/metrics.jsonl"
 
 lint: $(STAMP)
 	$(BIN)/ruff check unrolled tests bench
