@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-quality clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/recurrent_speed.py
+	$(BIN)/python bench/lm_speed.py
+
+# About an hour: 30 minutes of our char LM on tinyshakespeare, then 30 of the plain PyTorch loop.
+bench-quality: $(STAMP)
+	$(BIN)/python bench/lm_quality.py --minutes 30 --peer-minutes 30 -- --no-progress
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -60,7 +60,8 @@ def add_lm_commands(commands: Any) -> None:
     shape.add_argument("--hidden", type=positive_int, default=512, help="units per layer (default: 512)")
     shape.add_argument("--embedding", type=non_negative_int, default=64,
                        help="embedding size; 0 feeds one-hot vectors as in the lecture (default: 64)")
-    shape.add_argument("--dropout", type=fraction, default=0.2, help="dropout between layers (default: 0.2)")
+    shape.add_argument("--dropout", type=fraction, default=0.3,
+                       help="dropout between layers and before the output layer (default: 0.3)")
     shape.add_argument("--tie-weights", action="store_true", help="share embedding and output weights")
     data = train.add_argument_group("data")
     data.add_argument("--seq-len", type=positive_int, default=128,
@@ -106,11 +107,15 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--optimizer", choices=("adam", "adamw", "rmsprop", "sgd"), default="adamw",
                        help="(default: adamw)")
     group.add_argument("--lr", type=positive_float, default=2e-3, help="peak learning rate (default: 2e-3)")
-    group.add_argument("--weight-decay", type=non_negative_float, default=0.0, help="(default: 0)")
+    group.add_argument("--weight-decay", type=non_negative_float, default=0.1,
+                       help="decoupled weight decay (AdamW) or L2 penalty (others) (default: 0.1)")
     group.add_argument("--schedule", choices=("constant", "cosine", "step", "plateau"), default="cosine",
                        help="learning-rate schedule after warm-up (default: cosine, to the end of the budget)")
-    group.add_argument("--warmup", type=non_negative_int, default=0, metavar="STEPS",
-                       help="linear warm-up steps (default: 0)")
+    group.add_argument("--warmup", type=non_negative_int, default=100, metavar="STEPS",
+                       help="linear warm-up steps (default: 100)")
+    group.add_argument("--decay-steps", type=positive_int, metavar="STEPS",
+                       help="length of the cosine decay (default: the step or epoch budget, or the steps that fit "
+                            "in --max-time, measured once at the start)")
     group.add_argument("--clip", type=non_negative_float, default=1.0,
                        help="clip the gradient's global norm to this; 0 turns it off (default: 1.0)")
     group.add_argument("--max-steps", type=positive_int, help="stop after this many steps")
@@ -133,8 +138,8 @@ def train_config(args: argparse.Namespace) -> Any:
     unbounded = args.max_steps is None and args.max_epochs is None and max_time is None
     max_epochs = 1 if unbounded else args.max_epochs  # a budget is needed; one pass over the text by default
     return TrainConfig(optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
-                       warmup_steps=args.warmup, clip_norm=args.clip or None, max_steps=args.max_steps,
-                       max_epochs=max_epochs, max_time=max_time, eval_every=args.eval_every,
+                       warmup_steps=args.warmup, decay_steps=args.decay_steps, clip_norm=args.clip or None,
+                       max_steps=args.max_steps, max_epochs=max_epochs, max_time=max_time, eval_every=args.eval_every,
                        early_stop=args.early_stop, seed=args.seed, device=args.device,
                        progress=not args.no_progress)
 
