@@ -67,7 +67,10 @@ def ours(text: str, out: Path, minutes: float, args: argparse.Namespace) -> dict
     stream = model.evaluate(validation)
     windows = model.evaluate_windows(validation, length=256, count=args.windows)
     curve = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return {"recipe": " ".join(cli), "steps": result.steps, "stopped": result.stopped_because, "seconds": trained,
+    from unrolled.training import resolve_precision
+
+    return {"recipe": " ".join(cli), "precision": resolve_precision(config.precision, config.device),
+            "steps": result.steps, "stopped": result.stopped_because, "seconds": trained,
             "stream": stream["loss"], "windows": windows["loss"], "curve": curve,
             "parameters": sum(p.numel() for p in model.parameters())}
 
@@ -191,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
               "published": PUBLISHED}
     (args.out / "result.json").write_text(json.dumps(report, indent=1) + "\n")
     (args.out / "ours_metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mine["curve"]))
-    print(f"\nvalidation loss, nats/char (tinyshakespeare, last 10%; ours: {mine['steps']} steps, "
-          f"{mine['seconds'] / 60:.1f} min, {mine['parameters']:,} parameters)")
+    print(f"\nvalidation loss, nats/char (tinyshakespeare, last 10%; ours: {mine['steps']} steps in "
+          f"{mine['precision']}, {mine['seconds'] / 60:.1f} min, {mine['parameters']:,} parameters)")
     print(f"  {'unrolled, one stateful stream':55s} {mine['stream']:.4f}")
     print(f"  {'unrolled, random 256-char windows (nanoGPT method)':55s} {mine['windows']:.4f}")
     if theirs:

@@ -195,3 +195,29 @@ def test_bad_max_time(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_eval_of_a_missing_file(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     one_error_line(capsys, main(["lm", "eval", str(run), str(tmp_path / "gone.txt")]), "gone.txt")
+
+
+def _train_losses(run: Path) -> list[float]:
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in lines if r["split"] == "train"]
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no native bfloat16 on this CPU")
+def test_bf16_training_resumes_exactly_and_stays_close_to_fp32(corpus: Path, tmp_path: Path) -> None:
+    """bf16 autocast: same losses as fp32 to bf16's precision; a stop and resume repeats the run bit for bit."""
+    common = [str(corpus), "--max-steps", "6", *TINY, "--eval-every", "100", "--dropout", "0"]
+    log_every = ["--log-every", "1"]
+    assert main(["lm", "train", *common, *log_every, "--out", str(tmp_path / "whole"), "--precision", "bf16"]) == 0
+    assert main(["lm", "train", *common, *log_every, "--out", str(tmp_path / "fp32"), "--precision", "fp32"]) == 0
+    half = [a if a != "6" else "3" for a in common]
+    assert main(["lm", "train", *half, *log_every, "--out", str(tmp_path / "cut"), "--precision", "bf16"]) == 0
+    assert main(["lm", "train", *common, *log_every, "--out", str(tmp_path / "cut"), "--precision", "bf16",
+                 "--resume"]) == 0
+    whole, cut = CharLM.load(tmp_path / "whole" / "last"), CharLM.load(tmp_path / "cut" / "last")
+    for (name, a), b in zip(whole.state_dict().items(), cut.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert _train_losses(tmp_path / "whole") == _train_losses(tmp_path / "cut")
+    assert _train_losses(tmp_path / "whole") != _train_losses(tmp_path / "fp32")  # bf16 really ran
+    for low, high in zip(_train_losses(tmp_path / "whole"), _train_losses(tmp_path / "fp32"), strict=True):
+        assert abs(low - high) < 0.02 * high
+

@@ -124,10 +124,15 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
                        help="stop after this much training time, e.g. 90s, 10m, 1.5h")
     group.add_argument("--eval-every", type=positive_int, default=500, metavar="STEPS",
                        help="evaluate on the validation text every this many steps (default: 500)")
+    group.add_argument("--log-every", type=positive_int, default=10, metavar="STEPS",
+                       help="a line of training metrics every this many steps (default: 10)")
     group.add_argument("--early-stop", type=positive_int, metavar="N",
                        help="stop after N evaluations without a better validation loss")
     group.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     group.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default: cpu)")
+    group.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                       help="training arithmetic: bf16 runs the forward in bfloat16 (weights and evaluation stay "
+                            "float32); auto picks bf16 where the device computes it natively (default: auto)")
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -140,7 +145,8 @@ def train_config(args: argparse.Namespace) -> Any:
     return TrainConfig(optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
                        warmup_steps=args.warmup, decay_steps=args.decay_steps, clip_norm=args.clip or None,
                        max_steps=args.max_steps, max_epochs=max_epochs, max_time=max_time, eval_every=args.eval_every,
-                       early_stop=args.early_stop, seed=args.seed, device=args.device,
+                       early_stop=args.early_stop, log_every=args.log_every, seed=args.seed, device=args.device,
+                       precision=args.precision,
                        progress=not args.no_progress)
 
 

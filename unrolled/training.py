@@ -81,6 +81,7 @@ nothing (its `last` from the latest evaluation or save stays).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import json
@@ -119,6 +120,7 @@ from unrolled.checkpoint import (
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 SCHEDULES = ("constant", "cosine", "step", "plateau")
+PRECISIONS = ("fp32", "bf16", "auto")
 STOP_REASONS = ("max_steps", "max_epochs", "max_time", "early_stop", "interrupted")
 LAST, BEST = "last", "best"
 METRICS_FILE, CURVE_FILE = "metrics.jsonl", "curve.png"
@@ -213,6 +215,9 @@ class TrainConfig:
     seed              seeds torch, NumPy and Python at the start of a fresh run
     progress          show a progress bar (stderr)
     device            "cpu", "cuda", "cuda:1", ... (distributed CUDA runs use cuda:LOCAL_RANK)
+    precision         "fp32"; "bf16": the training forward under ``torch.autocast`` in bfloat16
+                      (float32 weights, gradients and optimiser state; evaluation stays float32);
+                      "auto": bf16 where the device computes it natively (`bf16_native`), else fp32
     ================  ==========================================================
     """
 
@@ -240,10 +245,12 @@ class TrainConfig:
     seed: int = 0
     progress: bool = True
     device: str = "cpu"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)
+        _choice("precision", self.precision, PRECISIONS)
         _number("lr", self.lr, low=0.0, low_open=True, hint="e.g. 2e-3")
         _number("weight_decay", self.weight_decay, low=0.0, hint="0 turns it off")
         if not isinstance(self.betas, (tuple, list)) or len(self.betas) != 2:
@@ -446,6 +453,27 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def bf16_native(device: torch.device | str) -> bool:
+    """Whether `device` computes bfloat16 matrix products natively (CPU: AVX-512 BF16 or AMX via oneDNN).
+
+    Where it does not, bfloat16 is emulated and slower than float32, so
+    precision "auto" stays float32 there.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """ "fp32" or "bf16": `precision`, with "auto" decided by `bf16_native`."""
+    if precision == "auto":
+        return "bf16" if bf16_native(device) else "fp32"
+    return precision
 
 
 def to_device(batch: Any, device: torch.device | str) -> Any:
@@ -658,6 +686,13 @@ class Trainer:
             self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.device = device
         self._local_rank = local_rank
+        self.precision = resolve_precision(self.config.precision, device)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """The training forward's precision context: bfloat16 autocast, or nothing for fp32."""
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def _setup(self, resume: bool) -> None:
         config = self.config
@@ -855,7 +890,8 @@ class Trainer:
 
     def _step(self, batch: Any) -> tuple[float, dict[str, float], float | None]:
         """Forward, backward, clip, update; returns the loss, the metrics and the gradient norm (before clipping)."""
-        loss, metrics = self._loss(batch)
+        with self._autocast():
+            loss, metrics = self._loss(batch)
         value = loss.item()
         distributed = self.world > 1
         if not distributed and not math.isfinite(value):

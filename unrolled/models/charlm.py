@@ -192,8 +192,9 @@ class CharLM(nn.Module):
             (inputs, targets), carry = batch, None
         logits, state = self(inputs, carry.state if carry is not None else None)
         if carry is not None:
-            carry.state = map_state(state, Tensor.detach)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+            carry.state = map_state(state, _detached_float)
+        wide = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 training: the loss in float32
+        loss = F.cross_entropy(wide.reshape(-1, wide.shape[-1]), targets.reshape(-1))
         return loss, {"tokens": float(targets.numel())}
 
     # ------------------------------------------------------------------ decoding interface
@@ -350,6 +351,11 @@ class CharLM(nn.Module):
         vocabulary = self.require_vocabulary()
         unknown = vocabulary.unknown_characters(text)
         return vocabulary.encode(text), sum(text.count(c) for c in unknown)
+
+
+def _detached_float(tensor: Tensor) -> Tensor:
+    """A carried state tensor cut from the graph and kept in float32 (bf16 training returns bf16 states)."""
+    return tensor.detach().to(torch.promote_types(tensor.dtype, torch.float32))
 
 
 def nll_sum(logits: Tensor, targets: Tensor) -> float:
