@@ -15,6 +15,7 @@ curves are measured on the same machine. Both curves go into one picture.
 
     .venv/bin/python bench/lm_quality.py                          # 30 minutes, ours only
     .venv/bin/python bench/lm_quality.py --minutes 30 --peer-minutes 30
+    .venv/bin/python bench/lm_quality.py --minutes 30 --peer-from bench/results/lm_quality/peer.json
     .venv/bin/python bench/lm_quality.py --minutes 1 --out /tmp/q  # checks that it runs
 """
 
@@ -173,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="tinyshakespeare.txt")
     parser.add_argument("--minutes", type=float, default=30.0, help="our training time (default: 30)")
     parser.add_argument("--peer-minutes", type=float, default=0.0, help="also train the plain PyTorch loop")
+    parser.add_argument("--peer-from", type=Path, metavar="JSON",
+                        help="instead, the peer's curve recorded by an earlier run (e.g. bench/results/lm_quality/"
+                             "peer.json), printed with when it was measured")
     parser.add_argument("--eval-every", type=int, default=200, help="our validation every N steps (default: 200)")
     parser.add_argument("--windows", type=int, default=2000, help="random windows for the nanoGPT-style loss")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "lm_quality")
@@ -188,6 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"tinyshakespeare: {len(text):,} characters; training ours for {args.minutes} min", file=sys.stderr)
     mine = ours(text, run, args.minutes, args)
     theirs = peer(text, args.peer_minutes, eval_every_s=60.0) if args.peer_minutes > 0 else None
+    if theirs is not None:
+        theirs["measured"] = "in this run"
+        (args.out / "peer.json").write_text(json.dumps({"minutes": args.peer_minutes, **theirs}, indent=1) + "\n")
+    elif args.peer_from is not None:
+        theirs = json.loads(args.peer_from.read_text())
+        args.peer_minutes = theirs["minutes"]
     plot(args.out / "curve.png", mine, theirs)
     report = {"data": str(args.data), "torch": torch.__version__, "threads": torch.get_num_threads(),
               "ours": {k: v for k, v in mine.items() if k != "curve"}, "peer": theirs, "target": TARGET,
@@ -200,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {'unrolled, random 256-char windows (nanoGPT method)':55s} {mine['windows']:.4f}")
     if theirs:
         print(f"  {'plain PyTorch loop, same machine, best of its curve':55s} {theirs['best']:.4f} "
-              f"({args.peer_minutes:.0f} min, 16 stateful streams)")
+              f"({args.peer_minutes:.0f} min, 16 stateful streams; measured {theirs.get('measured', '?')})")
     print(f"  {ISSUE_BASELINE}")
     for name, value in PUBLISHED:
         print(f"  {name:55s} {value:.4f}")

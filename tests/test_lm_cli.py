@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.cli_errors import one_error_line
 from unrolled.cli import main
 from unrolled.models import CharLM
 
@@ -30,14 +31,6 @@ def run(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert main(["lm", "train", str(corpus), "--out", str(out), "--max-steps", "12", *TINY]) == 0
     return out
 
-
-def one_error_line(capsys: pytest.CaptureFixture[str], code: int, *fragments: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert len(err.splitlines()) == 1, err
-    for fragment in fragments:
-        assert fragment in err, err
-    return err
 
 
 def test_train_writes_checkpoints_metrics_and_curve(run: Path) -> None:

@@ -376,3 +376,32 @@ def _brief(error: BaseException) -> str:
     lines = str(error).strip().splitlines() or [type(error).__name__]
     text = lines[0]
     return text if len(text) <= ERROR_DETAIL_CHARS else text[: ERROR_DETAIL_CHARS - 3] + "..."
+
+
+def resolve_checkpoint(path: str | os.PathLike[str], *, command: str = "unrolled ... train") -> Path:
+    """The checkpoint folder to load for a run folder (best, else last) or a checkpoint folder itself.
+
+    `command` names the command that makes such runs, for the error messages.
+    """
+    folder = Path(path)
+    if (folder / CONFIG_FILE).is_file():
+        return folder
+    if not folder.exists():
+        raise ValueError(f"{folder}: no such run or checkpoint folder")
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: is a file, expected a run folder (from `{command} --out`)")
+    for name in ("best", "last"):
+        if (folder / name).exists() or any(folder.glob(f".{name}.*")):
+            return folder / name
+    raise ValueError(f"{folder}: holds no checkpoint (no best/ or last/ folder); train one with `{command}`")
+
+
+def saved_run_config(out: str | os.PathLike[str], *, kind: str) -> dict[str, Any] | None:
+    """The config of run `out`'s last checkpoint (a resume's model, vocabulary and split), None if it has none.
+
+    With no checkpoint, the trainer itself says what is wrong with resuming nothing.
+    """
+    last = Path(out) / "last"
+    if not last.exists() and not any(Path(out).glob(".last.*")):
+        return None
+    return load_checkpoint(last, kind=kind).config

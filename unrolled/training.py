@@ -9,7 +9,8 @@ of an epoch from any index on, a share per process, a little state). One step::
     zero_grad(set_to_none=True); loss.backward()
     norm = clip_grad_norm_(params, clip_norm)           checked finite; skipped when clipping is off
     lr = learning_rate(config, step, ...)               a pure function of the step (plateau: x its scale)
-    optimizer.step(); step += 1; index += 1             index == len(data): next epoch, index 0
+    optimizer.step(); model.after_update()              the hook only where the model defines it
+    step += 1; index += 1                               index == len(data): next epoch, index 0
 
 and between steps: a metrics line every `log_every` steps (means over those
 steps), an evaluation every `eval_every` (`best` when it improves, then
@@ -152,6 +153,10 @@ class Trainable(Protocol):
     """
 
     def loss(self, batch: Any) -> tuple[Tensor, dict[str, float]]: ...
+
+
+# A model may also define ``after_update()``: the trainer calls it after every
+# optimizer step (e.g. Kim's max-norm constraint on the CNN classifier's output weights).
 
 
 class TrainData(Protocol):
@@ -913,6 +918,9 @@ class Trainer:
             group["lr"] = self._lr
         self._phase = UPDATE
         self.optimizer.step()
+        constrain = getattr(self.model, "after_update", None)
+        if callable(constrain):
+            constrain()  # e.g. a max-norm constraint on some weights
         return value, metrics, norm
 
     def _after_step(self, loss: float, metrics: dict[str, float], norm: float | None) -> bool:

@@ -1,22 +1,84 @@
 """Data: named datasets obtained from package registries, and text turned into batches.
 
 ``registry`` knows each dataset's source, licence and how to obtain it into
-the cache (``$UNROLLED_DATA``, default ``~/.cache/unrolled``); ``text`` reads
-UTF-8 files, builds the character vocabulary, splits the text and batches it.
+the cache (``$UNROLLED_DATA``, default ``~/.cache/unrolled``): ``shakespeare``
+(plain text), ``mr`` (sentences labelled positive or negative, TSV) and
+``restore`` (casing and punctuation tags, CoNLL). ``text`` reads UTF-8 files,
+builds the character vocabulary, splits the text and batches it for language
+models. ``labelled`` reads labelled CSV, TSV and JSON-lines files, splits them
+and batches token ids for classifiers and taggers; ``vocab`` has the
+tokenisers, the token vocabulary, the label set and pretrained vectors;
+``conll`` reads and writes tagged sentences and defines the restoration task.
 """
 
+from unrolled.data.conll import (
+    TaggedSentence,
+    read_conll,
+    restoration_sentences,
+    restoration_tags,
+    restore_text,
+    write_conll,
+)
+from unrolled.data.labelled import (
+    FORMATS,
+    IGNORE_LABEL,
+    Example,
+    LabelledData,
+    TokenBatch,
+    iterate_batches,
+    kfold_indices,
+    make_batch,
+    read_labelled,
+    split_indices,
+    truncate,
+)
 from unrolled.data.registry import Dataset, cache_dir, get, obtain
 from unrolled.data.text import UNKNOWN_ID, StreamBatches, Vocabulary, random_windows, read_text, split_text
+from unrolled.data.vocab import (
+    PAD_ID,
+    TOKENIZERS,
+    UNK_ID,
+    LabelSet,
+    TokenVocabulary,
+    char_ids,
+    load_vectors,
+    tokenize,
+)
 
 __all__ = [
+    "FORMATS",
+    "IGNORE_LABEL",
+    "PAD_ID",
+    "TOKENIZERS",
     "UNKNOWN_ID",
+    "UNK_ID",
     "Dataset",
+    "Example",
+    "LabelSet",
+    "LabelledData",
     "StreamBatches",
+    "TaggedSentence",
+    "TokenBatch",
+    "TokenVocabulary",
     "Vocabulary",
     "cache_dir",
+    "char_ids",
     "get",
+    "iterate_batches",
+    "kfold_indices",
+    "load_vectors",
+    "make_batch",
     "obtain",
     "random_windows",
+    "read_conll",
+    "read_labelled",
     "read_text",
+    "restoration_sentences",
+    "restoration_tags",
+    "restore_text",
+    "split_indices",
     "split_text",
+    "tokenize",
+    "truncate",
+    "write_conll",
 ]

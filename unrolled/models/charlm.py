@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 from unrolled import decoding
 from unrolled.cells import CELLS, State
-from unrolled.checkpoint import CheckpointError, load_checkpoint
+from unrolled.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from unrolled.data.text import StreamBatches, Vocabulary, random_windows, split_text
 from unrolled.products import affine, onednn_for
 from unrolled.recurrent import LayerState, Recurrent, cell_state, map_state
@@ -226,7 +226,7 @@ class CharLM(nn.Module):
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, map_location: str = "cpu") -> CharLM:
         """A trained model from a run folder (its best checkpoint, else its last) or a checkpoint folder."""
-        checkpoint = load_checkpoint(resolve_checkpoint(path), kind=KIND)
+        checkpoint = load_checkpoint(resolve_checkpoint(path, command="unrolled lm train"), kind=KIND)
         config, vocabulary = checkpoint.config.get("model"), checkpoint.config.get("vocabulary")
         if not isinstance(config, dict) or not isinstance(vocabulary, list):
             raise CheckpointError(f"{path}: config.json lacks the model config or the vocabulary")
@@ -373,21 +373,6 @@ def summary(loss: float, characters: int, unknown: int) -> dict[str, float]:
 def _fast_product(name: str, h: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """h W^T + b through oneDNN (what `Recurrent` uses for these shapes), outside autograd."""
     return affine(h, weight, bias)
-
-
-def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
-    """The checkpoint folder to load for a run folder (best, else last) or a checkpoint folder itself."""
-    folder = Path(path)
-    if (folder / "config.json").is_file():
-        return folder
-    if not folder.exists():
-        raise ValueError(f"{folder}: no such run or checkpoint folder")
-    if not folder.is_dir():
-        raise ValueError(f"{folder}: is a file, expected a run folder (from `unrolled lm train --out`)")
-    for name in ("best", "last"):
-        if (folder / name).exists() or any(folder.glob(f".{name}.*")):
-            return folder / name
-    raise ValueError(f"{folder}: holds no checkpoint (no best/ or last/ folder); train one with `unrolled lm train`")
 
 
 def checkpoint_config(model: CharLM, **extra: Any) -> dict[str, Any]:

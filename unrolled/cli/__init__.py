@@ -1,0 +1,91 @@
+"""The `unrolled` command. Bad input ends in one line on stderr and exit status 2, never a traceback.
+
+Each application adds its commands from its own module (`lm`, `classify`,
+`tag`); every action sets ``handler(args) -> exit status``. Warnings are
+printed as one line each, ``unrolled <command>: warning: ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import NoReturn, TextIO
+
+from unrolled import __version__
+from unrolled.cells import CELLS
+from unrolled.cli.classify import add_classify_commands
+from unrolled.cli.common import positive_int, train_config
+from unrolled.cli.lm import add_lm_commands
+from unrolled.cli.tag import add_tag_commands
+
+__all__ = ["build_parser", "main", "train_config"]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with usage mistakes reported in one line (and where to look) instead of the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="unrolled", description="Recurrent neural networks made real.")
+    parser.add_argument("--version", action="version", version=f"unrolled {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+    hello = commands.add_parser(
+        "hello",
+        help="the lecture's toy: learn 'hello' character by character, then generate",
+        description="Train a tiny recurrent network on the lecture's h,e,l,l,o example and generate from 'h'.",
+    )
+    hello.add_argument("--cell", choices=tuple(CELLS), default="rnn", help="cell type (default: rnn)")
+    hello.add_argument("--hidden-size", type=positive_int, default=8, help="units in the cell (default: 8)")
+    hello.add_argument("--steps", type=positive_int, default=300, help="Adam steps (default: 300)")
+    hello.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    hello.set_defaults(handler=run_hello)
+    add_lm_commands(commands)
+    add_classify_commands(commands)
+    add_tag_commands(commands)
+    return parser
+
+
+def run_hello(args: argparse.Namespace) -> int:
+    from unrolled.hello import HelloConfig, run
+
+    print(run(HelloConfig(mode=args.cell, hidden_size=args.hidden_size, steps=args.steps, seed=args.seed)))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    name = " ".join(part for part in (args.command, getattr(args, "action", None)) if part)
+
+    def one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                         file: TextIO | None = None, line: str | None = None) -> None:
+        print(f"unrolled {name}: warning: {one_line(Exception(str(message)))}", file=sys.stderr)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = one_line_warning
+            warnings.simplefilter("always", UserWarning)  # the user sees each of ours, as one line
+            return int(args.handler(args))
+    except BrokenPipeError:  # e.g. `unrolled lm sample RUN | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 0
+    except (ValueError, OSError) as error:
+        print(f"unrolled {name}: error: {one_line(error)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"unrolled {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (OSError: "file: reason")."""
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.filename}: {error.strerror or error}"
+    return " ".join(str(error).split())
+
+

@@ -1,0 +1,108 @@
+"""Scores of predictions against references: accuracy, precision, recall, F1, the confusion matrix.
+
+For C classes, the confusion matrix counts every (true class, predicted class)
+pair: M[i, j] = #{n : y_n = i, p_n = j}. From it, for class c,
+
+    precision_c = M[c, c] / sum_i M[i, c]     (0 when nothing was predicted c)
+    recall_c    = M[c, c] / sum_j M[c, j]     (0 when class c never occurs)
+    F1_c        = 2 precision_c recall_c / (precision_c + recall_c)   (0 when both are 0)
+    accuracy    = trace(M) / sum(M)
+    macro-F1    = mean over classes of F1_c, over the classes that occur in the references or the predictions
+
+(scikit-learn's conventions with ``zero_division=0``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def confusion_matrix(references: Sequence[int], predictions: Sequence[int], classes: int) -> np.ndarray:
+    """M (C, C) int64: M[i, j] counts references i predicted as j."""
+    y, p = np.asarray(references, dtype=np.int64), np.asarray(predictions, dtype=np.int64)
+    if y.shape != p.shape or y.ndim != 1:
+        raise ValueError(f"references and predictions must be two equal-length lists, got {y.shape} and {p.shape}")
+    if len(y) and (min(y.min(), p.min()) < 0 or max(y.max(), p.max()) >= classes):
+        raise ValueError(f"class ids must lie in [0, {classes})")
+    matrix = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(matrix, (y, p), 1)
+    return matrix
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    return np.divide(numerator, denominator, out=np.zeros(numerator.shape, dtype=np.float64),
+                     where=denominator > 0)
+
+
+def classification_report(references: Sequence[int], predictions: Sequence[int],
+                          labels: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, macro-F1 and per-class precision, recall, F1 and support, as plain JSON.
+
+    ``labels[c]`` names class c. The result::
+
+        {"accuracy": a, "macro_f1": f, "examples": N,
+         "classes": {label: {"precision": p, "recall": r, "f1": f, "support": n}, ...},
+         "confusion": M as a list of rows}
+    """
+    matrix = confusion_matrix(references, predictions, len(labels))
+    correct = np.diag(matrix).astype(np.float64)  # (C,)
+    predicted, actual = matrix.sum(0), matrix.sum(1)  # (C,) columns: predicted as c; rows: truly c
+    precision, recall = _ratio(correct, predicted), _ratio(correct, actual)
+    f1 = _ratio(2 * precision * recall, precision + recall)
+    present = (predicted + actual) > 0
+    total = int(matrix.sum())
+    return {
+        "accuracy": float(correct.sum() / total) if total else 0.0,
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "examples": total,
+        "classes": {label: {"precision": float(precision[c]), "recall": float(recall[c]), "f1": float(f1[c]),
+                            "support": int(actual[c])} for c, label in enumerate(labels)},
+        "confusion": matrix.tolist(),
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as a small table: accuracy and macro-F1, then one row per class."""
+    width = max([len("class"), *(len(label) for label in report["classes"])])
+    lines = [f"accuracy {report['accuracy']:.4f}   macro-F1 {report['macro_f1']:.4f}   "
+             f"({report['examples']} examples)",
+             f"{'class':<{width}}  precision  recall      f1  support"]
+    for label, row in report["classes"].items():
+        lines.append(f"{label:<{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:6.4f}  "
+                     f"{row['support']:7d}")
+    return "\n".join(lines)
+
+
+def plot_confusion(matrix: np.ndarray | list[list[int]], labels: Sequence[str], path: str | Path, *,
+                   title: str = "confusion matrix") -> Path:
+    """Write the confusion matrix as a PNG: rows the true class, columns the prediction, counts in the cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = np.asarray(matrix)
+    size = max(3.0, 0.5 * len(labels) + 2.0)
+    figure, axes = plt.subplots(figsize=(size + 1.0, size))
+    image = axes.imshow(counts, cmap="Blues")
+    figure.colorbar(image, ax=axes, fraction=0.046)
+    axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    axes.set_yticks(range(len(labels)), labels)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(title)
+    if len(labels) <= 30:
+        threshold = counts.max() / 2 if counts.size else 0
+        for i in range(counts.shape[0]):
+            for j in range(counts.shape[1]):
+                axes.text(j, i, str(counts[i, j]), ha="center", va="center",
+                          color="white" if counts[i, j] > threshold else "black", fontsize=8)
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

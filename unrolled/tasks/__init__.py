@@ -1,0 +1,8 @@
+"""Applications end to end: data files -> vocabulary -> model -> trainer -> checkpoint -> predictions and scores.
+
+One file per application that combines several models or a data pipeline of
+its own (the char LM's lives beside its model in `unrolled.models.charlm`):
+
+- `classify`: sentence classification with the RNN or the CNN classifier.
+- `tag`: a label per token with the bidirectional tagger.
+"""

@@ -1,0 +1,67 @@
+"""A recorded split: train, validation and test parts made again, identically, from the same data.
+
+A run stores a `SplitRecord` in its checkpoint; `split_parts` rebuilds the parts
+from it (so `eval --split test` scores exactly the held-out part) and refuses
+other data, recognised by a fingerprint (sha256 over the items' keys).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from unrolled.data.labelled import kfold_indices, split_indices
+
+Item = TypeVar("Item")
+PARTS = ("train", "validation", "test")
+
+
+@dataclass
+class SplitRecord:
+    """How items were split.
+
+    Without `folds`: a shuffled `validation` and `test` fraction (seeded). With
+    `folds` K: fold `fold` is the test part, and `validation` of the rest
+    validates. `examples` and `fingerprint` tie the record to the data.
+    """
+
+    seed: int
+    validation: float
+    test: float
+    folds: int | None
+    fold: int | None
+    examples: int
+    fingerprint: str
+
+
+def fingerprint(keys: Iterable[str]) -> str:
+    """sha256 of the items' keys, one per line."""
+    digest = hashlib.sha256()
+    for key in keys:
+        digest.update(key.encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def split_parts(items: list[Item], record: SplitRecord, key: Callable[[Item], str]) -> dict[str, list[Item]]:
+    """The train / validation / test parts `record` describes; a one-line error for other data."""
+    if record.examples != len(items) or record.fingerprint != fingerprint(key(item) for item in items):
+        raise ValueError(f"this is not the data the run was split on ({record.examples} examples, fingerprint "
+                         f"{record.fingerprint[:12]}): pass the run's training data")
+    if record.folds is None:
+        parts = split_indices(len(items), validation=record.validation, test=record.test, seed=record.seed)
+    else:
+        assert record.fold is not None
+        rest, held = kfold_indices(len(items), folds=record.folds, fold=record.fold, seed=record.seed)
+        inner = split_indices(len(rest), validation=record.validation, test=0.0, seed=record.seed)
+        parts = {"train": [rest[i] for i in inner["train"]], "validation": [rest[i] for i in inner["validation"]],
+                 "test": list(held)}
+    return {name: [items[i] for i in parts.get(name, [])] for name in PARTS}
+
+
+def new_record(items: list[Item], key: Callable[[Item], str], *, seed: int, validation: float, test: float,
+               folds: int | None = None, fold: int | None = None) -> SplitRecord:
+    """The record of a fresh split of `items`."""
+    return SplitRecord(seed, validation, test, folds, fold, len(items), fingerprint(key(item) for item in items))
