@@ -14,6 +14,9 @@ ours and for the peer, and reported as ratios:
      batch_first) -> nn.Dropout -> nn.Linear, AdamW (same lr, betas, weight decay), the
      same stateful windows (state detached), ``zero_grad(set_to_none=True); backward;
      clip_grad_norm_(1.0); step``; no schedule, no logging, no checks.
+   * ``--precision bf16``: both sides run the training forward under
+     ``torch.autocast("cpu", bfloat16)`` (ours through ``TrainConfig(precision="bf16")``,
+     what ``unrolled lm train`` picks by default on CPUs with native bfloat16).
 
    How it is timed: ONE ``Trainer.fit`` call runs all of our steps; its data is
    ``TextStreams`` behind a thin wrapper that notes the time whenever the trainer asks
@@ -58,6 +61,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
 import json
 import os
@@ -106,10 +110,11 @@ class Shape:
     dropout: float = 0.3
     batch: int = 64
     seq_len: int = 128
+    precision: str = "fp32"  # "bf16": both sides' training forward under torch.autocast(bfloat16)
 
     def describe(self) -> str:
         return (f"{self.cell} layers={self.layers} H={self.hidden} E={self.embedding} dropout={self.dropout} "
-                f"B={self.batch} T={self.seq_len} ({self.batch * self.seq_len} tokens/step)")
+                f"B={self.batch} T={self.seq_len} ({self.batch * self.seq_len} tokens/step), {self.precision}")
 
 
 FULL_SHAPE = Shape()
@@ -142,9 +147,9 @@ def our_model(shape: Shape, vocabulary: Vocabulary) -> CharLM:
     return CharLM(config, vocabulary)
 
 
-def train_config(steps: int) -> TrainConfig:
+def train_config(steps: int, precision: str = "fp32") -> TrainConfig:
     return TrainConfig(progress=False, max_steps=steps, eval_every=NEVER, log_every=NEVER, weight_decay=0.1,
-                       warmup_steps=100)
+                       warmup_steps=100, precision=precision)
 
 
 class PeerLM(nn.Module):
@@ -184,6 +189,7 @@ class PeerLoop:
         base = train_config(1)
         self.optimizer = torch.optim.AdamW(self.parameters, lr=base.lr, betas=base.betas, weight_decay=0.1)
         self.windows = StreamBatches(ids, batch_size=shape.batch, seq_len=shape.seq_len)
+        self.bf16 = shape.precision == "bf16"
         self.index = 0
         self.state: tuple[Tensor, Tensor] | None = None
 
@@ -194,9 +200,10 @@ class PeerLoop:
             self.state = None
         inputs, targets = self.windows[self.index]  # (B, T) each
         self.index += 1
-        logits, state = self.model(inputs, self.state)
-        self.state = (state[0].detach(), state[1].detach())
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            logits, state = self.model(inputs, self.state)
+        self.state = (state[0].detach().float(), state[1].detach().float())
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(self.parameters, 1.0)
@@ -301,7 +308,7 @@ def time_training(shape: Shape, ids: Tensor, vocabulary: Vocabulary, args: argpa
     schedule = Schedule(schedule_blocks(args.steps, args.repeats, args.warmup), peer)
     data = Watched(TextStreams(ids, batch_size=shape.batch, seq_len=shape.seq_len), schedule.on_batch)
     with tempfile.TemporaryDirectory(prefix="lm_speed-") as folder:
-        trainer = Trainer(lm, data, train_config(schedule.our_steps), Path(folder) / "run",
+        trainer = Trainer(lm, data, train_config(schedule.our_steps, shape.precision), Path(folder) / "run",
                           checkpoint_config=checkpoint_config(lm))
         called = time.perf_counter()
         result: TrainResult = trainer.fit()
@@ -486,7 +493,8 @@ def memory_child(payload: str) -> None:
     lm = our_model(shape, vocabulary)
     data = Watched(TextStreams(ids, batch_size=shape.batch, seq_len=shape.seq_len), on_batch)
     with tempfile.TemporaryDirectory(prefix="lm_speed-") as folder:
-        Trainer(lm, data, train_config(steps + 1), Path(folder) / "run", checkpoint_config=checkpoint_config(lm)).fit()
+        Trainer(lm, data, train_config(steps + 1, shape.precision), Path(folder) / "run",
+                checkpoint_config=checkpoint_config(lm)).fit()
     print(json.dumps(measured))
 
 
@@ -621,6 +629,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice; 1 with --quick)")
     parser.add_argument("--data", help=f"the training text (default {DEFAULT_DATA}, else random ids)")
     parser.add_argument("--quick", action="store_true", help="tiny shape and few steps: checks that it runs")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="training arithmetic of both sides (bf16: autocast, as `lm train` picks on CPUs "
+                             "with native bfloat16) (default: fp32)")
     parser.add_argument("--json", metavar="PATH", help="also write every figure to PATH as JSON")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -639,7 +650,7 @@ def main(argv: list[str] | None = None) -> None:
         return memory_child(args.memory_child)
     if args.threads:
         torch.set_num_threads(args.threads)
-    shape = QUICK_SHAPE if args.quick else FULL_SHAPE
+    shape = dataclasses.replace(QUICK_SHAPE if args.quick else FULL_SHAPE, precision=args.precision)
     start = time.perf_counter()
     ids, vocabulary, source = load_data(args.data)
     info = header(args, shape, source, len(vocabulary))
