@@ -12,11 +12,12 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 # The main job: train the character LM on Shakespeare for about 5 minutes, then sample at two temperatures.
-# It replaces runs/demo (the demo's own folder) each time.
+# It replaces runs/demo (the demo's own folder) each time. Five minutes see 1.6 epochs of the 5 MB text, too few
+# to overfit, so the demo drops dropout: 1.652 nats/char after 901 steps here (step 600: 1.698, 1.720 with 0.3).
 DEMO := runs/demo
 demo: $(STAMP)
 	rm -rf $(DEMO)
-	$(BIN)/unrolled lm train --dataset shakespeare --out $(DEMO) --max-time 5m --eval-every 200
+	$(BIN)/unrolled lm train --dataset shakespeare --out $(DEMO) --max-time 5m --eval-every 200 --dropout 0
 	@echo "--- sample, temperature 0.5 ---"
 	$(BIN)/unrolled lm sample $(DEMO) --prime "ROMEO:" --length 400 --temperature 0.5 --seed 1
 	@echo "--- sample, temperature 1.0 ---"
