@@ -222,6 +222,7 @@ def test_keyboard_interrupt_inside_a_step_saves_the_previous_step_and_resumes_ex
 
 def test_sigint_during_an_update_waits_for_it_then_saves_that_step(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, signal.getsignal(signal.SIGINT)
     _, reference = train(tmp_path / "straight", settings(eval_every=100))
     original = torch.optim.AdamW.step
     calls = [0]
@@ -229,7 +230,7 @@ def test_sigint_during_an_update_waits_for_it_then_saves_that_step(tmp_path: Pat
     def step_with_sigint(self: torch.optim.AdamW, *args: Any, **kwargs: Any) -> Any:
         calls[0] += 1
         if calls[0] == 5:
-            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of the 5th update
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C in the middle of the 5th update, to this thread
         return original(self, *args, **kwargs)
 
     with monkeypatch.context() as patch:
