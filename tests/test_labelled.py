@@ -313,6 +313,7 @@ def test_split_sizes_round_half_up_and_are_sorted() -> None:
 def test_split_partitions_and_keeps_the_test_part_when_validation_changes(n: int, validation: float, test: float,
                                                                           seed: int) -> None:
     assume(n * validation / 2 >= 0.5 and n * test >= 0.5)  # every part gets an example, with validation halved too
+    assume(n - int(n * validation + 0.5) - int(n * test + 0.5) >= 1)  # and train keeps one (else: refused, tested)
     parts = split_indices(n, validation=validation, test=test, seed=seed)
     assert sorted(i for part in parts.values() for i in part) == list(range(n))
     assert len(parts["test"]) == int(n * test + 0.5) and len(parts["validation"]) == int(n * validation + 0.5)
@@ -326,6 +327,8 @@ def test_split_seeds_differ_and_bad_fractions_are_refused() -> None:
             split_indices(100, **{"validation": 0.1, "test": 0.1, "seed": 0, **bad})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="4 examples are too few for a test part"):
         split_indices(4, validation=0.25, test=0.1, seed=0)
+    with pytest.raises(ValueError, match="4 examples are too few for a train part"):
+        split_indices(4, validation=0.375, test=0.375, seed=0)
 
 
 def test_kfold_tests_every_example_once() -> None:
