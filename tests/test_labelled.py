@@ -41,6 +41,7 @@ from unrolled.data import (
     restoration_sentences,
     restoration_tags,
     restore_text,
+    split_groups,
     split_indices,
     tokenize,
     truncate,
@@ -685,3 +686,26 @@ def test_every_registered_dataset_writes_its_filename() -> None:
     for name in ("shakespeare", "mr", "restore"):
         dataset = get(name)
         assert dataset.name == name and re.fullmatch(r"[a-z]+\.(txt|tsv|conll)", dataset.filename)
+
+
+@settings(max_examples=40, deadline=None)
+@given(groups=st.lists(st.sampled_from("abcdefghijklmnopqrstuvwxyz"), min_size=1, max_size=80),
+       seed=st.integers(0, 99))
+def test_split_groups_keeps_every_group_on_one_side(groups: list[str], seed: int) -> None:
+    distinct = len(set(groups))
+    assume(distinct * 0.2 >= 0.5 and distinct - 2 * int(distinct * 0.2 + 0.5) >= 1)
+    parts = split_groups(groups, validation=0.2, test=0.2, seed=seed)
+    assert sorted(i for part in parts.values() for i in part) == list(range(len(groups)))
+    sides = [{groups[i] for i in part} for part in parts.values()]
+    assert all(not (a & b) for k, a in enumerate(sides) for b in sides[k + 1 :])  # no group on two sides
+    assert len(sides[2]) == int(distinct * 0.2 + 0.5)  # the test fraction counts groups
+    assert split_groups(groups, validation=0.2, test=0.2, seed=seed) == parts
+
+
+def test_split_groups_known_answer_matches_split_indices_of_the_groups() -> None:
+    words = ["read", "read", "a", "live", "live", "b", "c", "d", "e", "f"]  # 8 groups in first-seen order
+    by_group = split_indices(8, validation=0.25, test=0.25, seed=5)
+    order = ["read", "a", "live", "b", "c", "d", "e", "f"]
+    expected = {name: sorted(i for i, w in enumerate(words) if order.index(w) in members)
+                for name, members in by_group.items()}
+    assert split_groups(words, validation=0.25, test=0.25, seed=5) == expected

@@ -29,6 +29,7 @@ from unrolled.data.labelled import (
     kfold_indices,
     make_batch,
     read_labelled,
+    split_groups,
     split_indices,
     truncate,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "restoration_sentences",
     "restoration_tags",
     "restore_text",
+    "split_groups",
     "split_indices",
     "split_text",
     "tokenize",

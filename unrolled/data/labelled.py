@@ -70,6 +70,7 @@ __all__ = [
     "load_vectors",
     "make_batch",
     "read_labelled",
+    "split_groups",
     "split_indices",
     "tokenize",
     "truncate",
@@ -287,6 +288,26 @@ def kfold_indices(n: int, *, folds: int, fold: int, seed: int) -> tuple[list[int
     parts = np.array_split(np.random.default_rng(seed).permutation(n), folds)
     train = np.concatenate([part for k, part in enumerate(parts) if k != fold])
     return sorted(train.tolist()), sorted(parts[fold].tolist())
+
+
+def split_groups(groups: Sequence[str], *, validation: float, test: float, seed: int) -> dict[str, list[int]]:
+    """`split_indices` over distinct groups: every example of a group lands in the same part.
+
+    For held-out evaluation where near-duplicates must not leak, e.g. every
+    pronunciation of a word (the group is the word). The distinct groups, in
+    order of first appearance, are split by ``split_indices(G, ...)``; each
+    part is then the example indices of its groups, sorted. The fractions count
+    groups, not examples.
+    """
+    first: dict[str, int] = {}
+    for group in groups:
+        first.setdefault(group, len(first))
+    parts = split_indices(len(first), validation=validation, test=test, seed=seed)
+    side = {g: name for name, members in parts.items() for g in members}
+    result: dict[str, list[int]] = {name: [] for name in parts}
+    for index, group in enumerate(groups):
+        result[side[first[group]]].append(index)
+    return result
 
 
 def _round(value: float) -> int:
