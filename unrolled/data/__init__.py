@@ -33,6 +33,7 @@ from unrolled.data.labelled import (
     split_indices,
     truncate,
 )
+from unrolled.data.pairs import Pair, read_pairs
 from unrolled.data.registry import Dataset, cache_dir, get, obtain
 from unrolled.data.text import UNKNOWN_ID, StreamBatches, Vocabulary, random_windows, read_text, split_text
 from unrolled.data.vocab import (
@@ -57,6 +58,7 @@ __all__ = [
     "Example",
     "LabelSet",
     "LabelledData",
+    "Pair",
     "StreamBatches",
     "TaggedSentence",
     "TokenBatch",
@@ -73,6 +75,7 @@ __all__ = [
     "random_windows",
     "read_conll",
     "read_labelled",
+    "read_pairs",
     "read_text",
     "restoration_sentences",
     "restoration_tags",
