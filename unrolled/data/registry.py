@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
+import json
 import math
 import os
 import re
@@ -260,6 +262,48 @@ def obtain_cmudict(folder: Path, *, download: Downloader | None = None) -> Path:
     return target
 
 
+CHATTERBOT_REQUIREMENT = "chatterbot-corpus==1.3.3"
+CHATTERBOT_FOLDER = ("chatterbot_corpus", "data", "english")
+
+
+def obtain_chatterbot(folder: Path, *, download: Downloader | None = None) -> Path:
+    """Write ``chatterbot.jsonl``: each pair of consecutive turns of the English conversations of chatterbot-corpus.
+
+    The sdist's ``chatterbot_corpus/data/english/*.yml`` (read with
+    ``yaml.safe_load``) hold ``conversations``: lists of turns. A conversation
+    of n turns gives n - 1 pairs ``{"source": turn i, "target": turn i+1,
+    "conversation": "<file>#<k>"}``; the conversation key lets a split keep a
+    conversation on one side. Whitespace runs (tabs, line breaks) become one space.
+    """
+    import yaml
+
+    download = download or pip_download
+    with tempfile.TemporaryDirectory(dir=folder) as scratch:
+        archive = download(CHATTERBOT_REQUIREMENT, Path(scratch))
+        texts = read_sdist_texts(archive, folder=CHATTERBOT_FOLDER, suffix=".yml")
+    lines = []
+    for name in sorted(texts):
+        try:
+            document = yaml.safe_load(texts[name])
+        except yaml.YAMLError as error:
+            raise ValueError(f"{CHATTERBOT_REQUIREMENT}: {name} is not valid YAML ({' '.join(str(error).split())})"
+                             ) from None
+        conversations = document.get("conversations") if isinstance(document, dict) else None
+        if not isinstance(conversations, list):
+            raise ValueError(f"{CHATTERBOT_REQUIREMENT}: {name} has no list of conversations")
+        for k, turns in enumerate(conversations):
+            said = [" ".join(str(turn).split()) for turn in turns or [] if turn is not None]
+            for source, target in itertools.pairwise(said):
+                if source and target:
+                    lines.append(json.dumps({"source": source, "target": target, "conversation": f"{name}#{k}"},
+                                            ensure_ascii=False) + "\n")
+    if not lines:
+        raise ValueError(f"{CHATTERBOT_REQUIREMENT}: no conversations in {'/'.join(CHATTERBOT_FOLDER)}/*.yml")
+    target_path = folder / "chatterbot.jsonl"
+    target_path.write_text("".join(lines), encoding="utf-8", newline="\n")
+    return target_path
+
+
 REGISTRY: dict[str, Dataset] = {
     "shakespeare": Dataset(
         name="shakespeare",
@@ -296,6 +340,15 @@ REGISTRY: dict[str, Dataset] = {
         licence="BSD-2-Clause (Carnegie Mellon University)",
         filename="cmudict.tsv",
         obtain=obtain_cmudict,
+    ),
+    "chatterbot": Dataset(
+        name="chatterbot",
+        description="auto-reply: consecutive turns of 2,025 English conversations of chatterbot-corpus as JSON "
+                    "lines {source, target, conversation}",
+        source="PyPI source distribution chatterbot-corpus==1.3.3, chatterbot_corpus/data/english/*.yml",
+        licence="BSD-3-Clause (Gunther Cox)",
+        filename="chatterbot.jsonl",
+        obtain=obtain_chatterbot,
     ),
 }
 
