@@ -405,3 +405,12 @@ def saved_run_config(out: str | os.PathLike[str], *, kind: str) -> dict[str, Any
     if not last.exists() and not any(Path(out).glob(".last.*")):
         return None
     return load_checkpoint(last, kind=kind).config
+
+
+def load_model_state(model: Any, state: dict[str, Tensor], path: str | os.PathLike[str]) -> None:
+    """``model.load_state_dict(state)``; a one-line CheckpointError naming `path` when the weights do not fit."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: the weights do not fit the model config ({str(error).splitlines()[0]})"
+                              ) from None

@@ -375,6 +375,14 @@ def map_state(state: LayerState, fn: Callable[[Tensor], Tensor]) -> LayerState:
     return (fn(state[0]), fn(state[1])) if isinstance(state, tuple) else fn(state)
 
 
+def at_least_float32(tensor: Tensor) -> Tensor:
+    """`tensor` in float32 if it is in a narrower float (bfloat16 or half from mixed precision), else as it is.
+
+    Losses and carried states of bf16 training are kept in float32 with it; float64 stays float64.
+    """
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+
+
 def cell_state(state: LayerState, index: int) -> State:
     """Cell `index`'s share of a layer state: h[index], or (h[index], c[index])."""
     return map_state(state, lambda part: part[index])

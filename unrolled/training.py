@@ -734,6 +734,8 @@ class Trainer:
                 module, device_ids=ids, **_NO_BUFFER_SYNC)
         else:
             self._loss = cast(Trainable, self.model).loss
+        hook = getattr(self.model, "after_update", None)
+        self._after_update: Callable[[], None] | None = hook if callable(hook) else None
         if self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._prepare_metrics(resume)
@@ -918,9 +920,8 @@ class Trainer:
             group["lr"] = self._lr
         self._phase = UPDATE
         self.optimizer.step()
-        constrain = getattr(self.model, "after_update", None)
-        if callable(constrain):
-            constrain()  # e.g. a max-norm constraint on some weights
+        if self._after_update is not None:
+            self._after_update()  # e.g. a max-norm constraint on some weights
         return value, metrics, norm
 
     def _after_step(self, loss: float, metrics: dict[str, float], norm: float | None) -> bool:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from unrolled.cells import CELLS
-from unrolled.cli.common import add_train_options, fraction, positive_int, report_training, train_config
+from unrolled.cli.common import add_train_options, data_file, fraction, positive_int, report_training, train_config
 
 CLASSIFY_TRAIN_DEFAULTS: dict[str, Any] = {
     "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "constant", "warmup": 0, "clip": 5.0,
@@ -116,13 +116,7 @@ def widths(text: str) -> tuple[int, ...]:
 
 def data_path(args: argparse.Namespace) -> Path:
     """The labelled file: DATA, or the named dataset obtained into the cache."""
-    from unrolled.data import obtain
-
-    if args.data and args.dataset:
-        raise ValueError("give a data file or --dataset, not both")
-    if not args.data and not args.dataset:
-        raise ValueError("no data: give a labelled file (CSV, TSV or JSON lines) or --dataset mr")
-    return Path(args.data) if args.data else obtain(args.dataset)
+    return data_file(args, what="a labelled file (CSV, TSV or JSON lines)", dataset="mr")
 
 
 def read(args: argparse.Namespace, path: Path) -> list[Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -72,6 +73,20 @@ def train_config(args: argparse.Namespace, *, eval_every: int | None = None) -> 
                        eval_every=every if every is not None else 500, early_stop=args.early_stop,
                        log_every=args.log_every, seed=args.seed, device=args.device, precision=args.precision,
                        progress=not args.no_progress)
+
+
+def data_file(args: argparse.Namespace, *, what: str, dataset: str) -> Path:
+    """The file of ``args.data``, or the named dataset ``args.dataset`` obtained into the cache; not both, not none.
+
+    `what` and `dataset` name a kind of file and a dataset for the error message.
+    """
+    from unrolled.data import obtain
+
+    if args.data and args.dataset:
+        raise ValueError("give a data file or --dataset, not both")
+    if not args.data and not args.dataset:
+        raise ValueError(f"no data: give {what} or --dataset {dataset}")
+    return Path(args.data) if args.data else obtain(args.dataset)
 
 
 def report_training(result: Any, out: str, unit: str = "") -> int:

@@ -11,6 +11,7 @@ from typing import Any
 from unrolled.cells import CELLS
 from unrolled.cli.common import (
     add_train_options,
+    data_file,
     fraction,
     non_negative_int,
     positive_int,
@@ -89,14 +90,9 @@ def add_tag_commands(commands: Any) -> None:
 
 
 def read_sentences(args: argparse.Namespace) -> list[Any]:
-    from unrolled.data import obtain
     from unrolled.data.conll import read_conll
 
-    if args.data and args.dataset:
-        raise ValueError("give a data file or --dataset, not both")
-    if not args.data and not args.dataset:
-        raise ValueError("no data: give a CoNLL-style file or --dataset restore")
-    path = Path(args.data) if args.data else obtain(args.dataset)
+    path = data_file(args, what="a CoNLL-style file", dataset="restore")
     sentences = read_conll(path, token_column=args.token_column, tag_column=args.tag_column)
     return sentences[: args.limit] if args.limit else sentences
 

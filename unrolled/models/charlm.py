@@ -44,10 +44,10 @@ from torch import Tensor, nn
 
 from unrolled import decoding
 from unrolled.cells import CELLS, State
-from unrolled.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+from unrolled.checkpoint import CheckpointError, load_checkpoint, load_model_state, resolve_checkpoint
 from unrolled.data.text import StreamBatches, Vocabulary, random_windows, split_text
 from unrolled.products import affine, onednn_for
-from unrolled.recurrent import LayerState, Recurrent, cell_state, map_state
+from unrolled.recurrent import LayerState, Recurrent, at_least_float32, cell_state, map_state
 
 KIND = "char-lm"
 EVAL_CHUNK = 4096  # characters per forward pass when evaluating a stream (the state is carried across chunks)
@@ -193,7 +193,7 @@ class CharLM(nn.Module):
         logits, state = self(inputs, carry.state if carry is not None else None)
         if carry is not None:
             carry.state = map_state(state, _detached_float)
-        wide = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 training: the loss in float32
+        wide = at_least_float32(logits)  # bf16 training: the loss in float32
         loss = F.cross_entropy(wide.reshape(-1, wide.shape[-1]), targets.reshape(-1))
         return loss, {"tokens": float(targets.numel())}
 
@@ -231,11 +231,7 @@ class CharLM(nn.Module):
         if not isinstance(config, dict) or not isinstance(vocabulary, list):
             raise CheckpointError(f"{path}: config.json lacks the model config or the vocabulary")
         model = cls(CharLMConfig.from_dict(config), Vocabulary.from_json(vocabulary))
-        try:
-            model.load_state_dict(checkpoint.model_state)
-        except RuntimeError as error:
-            raise CheckpointError(f"{path}: the weights do not fit the model config ({str(error).splitlines()[0]})"
-                                  ) from None
+        load_model_state(model, checkpoint.model_state, path)
         return model.to(map_location).eval()
 
     def require_vocabulary(self) -> Vocabulary:
@@ -355,12 +351,12 @@ class CharLM(nn.Module):
 
 def _detached_float(tensor: Tensor) -> Tensor:
     """A carried state tensor cut from the graph and kept in float32 (bf16 training returns bf16 states)."""
-    return tensor.detach().to(torch.promote_types(tensor.dtype, torch.float32))
+    return at_least_float32(tensor.detach())
 
 
 def nll_sum(logits: Tensor, targets: Tensor) -> float:
     """The summed negative log-likelihood of targets (...,) under logits (..., V), in at least float32."""
-    wide = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+    wide = at_least_float32(logits)
     return float(F.cross_entropy(wide.reshape(-1, wide.shape[-1]), targets.reshape(-1), reduction="sum"))
 
 

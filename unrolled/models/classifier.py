@@ -53,7 +53,7 @@ from unrolled.models.pooling import (
     sequence_mask,
     token_embedding,
 )
-from unrolled.recurrent import Recurrent
+from unrolled.recurrent import Recurrent, at_least_float32
 
 POOLINGS = ("last", "mean", "max", "attention")
 KIM_WIDTHS = (3, 4, 5)
@@ -165,8 +165,7 @@ class SequenceClassifier(nn.Module):
             shape = None if labels is None else tuple(labels.shape)
             raise ValueError(f"a classifier needs one label per sequence, labels (B,); got {shape}")
         logits = self(batch.ids, batch.lengths)  # (B, C)
-        wide = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 training: the loss in float32
-        loss = F.cross_entropy(wide, labels)
+        loss = F.cross_entropy(at_least_float32(logits), labels)  # bf16 training: the loss in float32
         accuracy = (logits.argmax(-1) == labels).float().mean()
         return loss, {"tokens": float(labels.shape[0]), "accuracy": float(accuracy)}
 
@@ -177,7 +176,7 @@ class SequenceClassifier(nn.Module):
         try:
             with torch.no_grad():
                 logits = self(batch.ids, batch.lengths)  # (B, C)
-                return torch.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+                return torch.softmax(at_least_float32(logits), dim=-1)
         finally:
             self.train(was_training)
 

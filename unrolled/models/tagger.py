@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from unrolled.cells import CELLS
 from unrolled.data.labelled import IGNORE_LABEL, PAD_ID, TokenBatch
 from unrolled.models.pooling import ConvMaxPool, copy_vectors, last_pool, sequence_mask, token_embedding
-from unrolled.recurrent import Recurrent
+from unrolled.recurrent import Recurrent, at_least_float32
 
 CHAR_ENCODERS = ("lstm", "cnn")
 
@@ -221,7 +221,7 @@ class Tagger(nn.Module):
         labels = labels.masked_fill(~mask, IGNORE_LABEL)  # (B, T): whatever the batch put past the lengths
         counted = labels != IGNORE_LABEL  # (B, T)
         steps = counted.sum()
-        wide = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 training: the loss in float32
+        wide = at_least_float32(logits)  # bf16 training: the loss in float32
         total = F.cross_entropy(wide.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_LABEL, reduction="sum")
         loss = total / steps.clamp(min=1)
         correct = ((logits.argmax(-1) == labels) & counted).sum()

@@ -25,12 +25,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from unrolled.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint, saved_run_config
+from unrolled.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model_state,
+    resolve_checkpoint,
+    saved_run_config,
+)
 from unrolled.data.labelled import (
     Example,
     LabelledData,
     LabelSet,
     TokenVocabulary,
+    iterate_batches,
     load_vectors,
     make_batch,
     tokenize,
@@ -71,13 +78,12 @@ class TextEncoding:
 
     def encode(self, texts: list[str]) -> tuple[list[list[int]], int]:
         """The ids of each text (at least one id each), and how many texts were cut to `max_len`."""
-        sequences, cut = [], 0
-        for text in texts:
-            kept, was_cut = truncate(tokenize(text, self.tokens), self.max_len)
-            cut += was_cut
-            ids = self.vocabulary.encode(kept)
-            sequences.append(ids or [UNK_ID])  # an empty text reads as one unknown token
-        return sequences, cut
+        token_lists, cut = tokenize_texts(texts, self.tokens, self.max_len)
+        return self.ids(token_lists), cut
+
+    def ids(self, token_lists: list[list[str]]) -> list[list[int]]:
+        """The ids of tokenised texts; an empty text reads as one unknown token."""
+        return [self.vocabulary.encode(tokens) or [UNK_ID] for tokens in token_lists]
 
     def to_json(self) -> dict[str, Any]:
         return {"tokens": self.tokens, "max_len": self.max_len, "vocabulary": self.vocabulary.to_json()}
@@ -85,6 +91,16 @@ class TextEncoding:
     @classmethod
     def from_json(cls, saved: dict[str, Any]) -> TextEncoding:
         return cls(saved["tokens"], int(saved["max_len"]), TokenVocabulary.from_json(saved["vocabulary"]))
+
+
+def tokenize_texts(texts: list[str], kind: str, max_len: int) -> tuple[list[list[str]], int]:
+    """Each text's first `max_len` tokens, and how many texts were longer."""
+    token_lists, cut = [], 0
+    for text in texts:
+        kept, was_cut = truncate(tokenize(text, kind), max_len)
+        token_lists.append(kept)
+        cut += was_cut
+    return token_lists, cut
 
 
 def warn_truncated(cut: int, total: int, max_len: int) -> None:
@@ -136,11 +152,7 @@ class TextClassifier:
             labels = LabelSet.from_json(saved["labels"])
         except (KeyError, TypeError) as error:
             raise CheckpointError(f"{path}: config.json lacks what a classifier needs ({error})") from None
-        try:
-            model.load_state_dict(checkpoint.model_state)
-        except RuntimeError as error:
-            raise CheckpointError(f"{path}: the weights do not fit the model config "
-                                  f"({str(error).splitlines()[0]})") from None
+        load_model_state(model, checkpoint.model_state, path)
         return cls(model, saved["model_type"], encoding, labels, saved.get("split"))
 
     @torch.inference_mode()
@@ -182,8 +194,7 @@ def validation_loss(model: nn.Module, sequences: list[list[int]], labels: list[i
     model.eval()
     total, correct = 0.0, 0
     with torch.no_grad():
-        for start in range(0, len(sequences), batch_size):
-            batch = make_batch(sequences[start : start + batch_size], labels[start : start + batch_size])
+        for batch in iterate_batches(sequences, labels, batch_size=batch_size):
             assert batch.labels is not None
             logits = model(batch.ids, batch.lengths).float()  # (B, C)
             total += float(F.cross_entropy(logits, batch.labels, reduction="sum"))
@@ -220,10 +231,11 @@ def fit(examples: list[Example], out: str | os.PathLike[str], *, model: str = "r
     if saved:
         encoding, labels = TextEncoding.from_json(saved["encoding"]), LabelSet.from_json(saved["labels"])
         model, config = saved["model_type"], saved["model"]
+        sequences, cut = encoding.encode([example.text for example in parts["train"]])
     else:
-        texts = [example.text for example in parts["train"]]
-        token_lists = [truncate(tokenize(text, tokens), max_len)[0] for text in texts]
+        token_lists, cut = tokenize_texts([example.text for example in parts["train"]], tokens, max_len)
         encoding = TextEncoding(tokens, max_len, TokenVocabulary.build(token_lists, min_freq=min_freq))
+        sequences = encoding.ids(token_lists)
         labels = LabelSet.build([example.label for example in parts["train"]])
         config = {**(model_options or {}), "vocab_size": len(encoding.vocabulary), "classes": len(labels)}
     torch.manual_seed(train_config.seed)
@@ -232,8 +244,7 @@ def fit(examples: list[Example], out: str | os.PathLike[str], *, model: str = "r
         table, found = load_vectors(vectors, encoding.vocabulary)
         network.load_embeddings(table, freeze=freeze_vectors)
         warnings.warn(f"pretrained vectors for {found} of {len(encoding.vocabulary) - 2} words", stacklevel=2)
-    sequences, cut = encoding.encode([example.text for example in parts["train"]])
-    warn_truncated(cut, len(sequences), max_len)
+    warn_truncated(cut, len(sequences), encoding.max_len)
     targets = [labels.encode(example.label) for example in parts["train"]]
     data = LabelledData(sequences, targets, batch_size=batch_size, seed=train_config.seed)
     if eval_every is None:

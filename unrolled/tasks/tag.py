@@ -22,7 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unrolled.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint, saved_run_config
+from unrolled.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model_state,
+    resolve_checkpoint,
+    saved_run_config,
+)
 from unrolled.data.conll import WORD, TaggedSentence, restore_text
 from unrolled.data.labelled import IGNORE_LABEL, LabelledData, LabelSet, TokenVocabulary, iterate_batches, truncate
 from unrolled.data.vocab import UNK_ID, char_ids
@@ -50,7 +56,7 @@ class TagEncoding:
         """Word ids (at least one per sentence), character ids per word (or None), and how many were cut."""
         words, chars, cut = [], [], 0
         for tokens in sentences:
-            kept, was_cut = truncate([t.lower() if self.lowercase else t for t in tokens], self.max_len)
+            kept, was_cut = kept_tokens(tokens, self.lowercase, self.max_len)
             cut += was_cut
             words.append(self.vocabulary.encode(kept) or [UNK_ID])
             if self.characters is not None:
@@ -66,6 +72,11 @@ class TagEncoding:
         characters = saved.get("characters")
         return cls(bool(saved["lowercase"]), int(saved["max_len"]), TokenVocabulary.from_json(saved["vocabulary"]),
                    None if characters is None else TokenVocabulary.from_json(characters))
+
+
+def kept_tokens(tokens: list[str], lowercase: bool, max_len: int) -> tuple[list[str], bool]:
+    """The tokens as the tagger reads them (lower-cased if asked, the first max_len), and whether any were cut."""
+    return truncate([t.lower() if lowercase else t for t in tokens], max_len)
 
 
 def sentence_key(sentence: TaggedSentence) -> str:
@@ -99,11 +110,7 @@ class SequenceTagger:
             encoding, tags = TagEncoding.from_json(saved["encoding"]), LabelSet.from_json(saved["tags"])
         except (KeyError, TypeError) as error:
             raise CheckpointError(f"{path}: config.json lacks what a tagger needs ({error})") from None
-        try:
-            model.load_state_dict(checkpoint.model_state)
-        except RuntimeError as error:
-            raise CheckpointError(f"{path}: the weights do not fit the model config "
-                                  f"({str(error).splitlines()[0]})") from None
+        load_model_state(model, checkpoint.model_state, path)
         return cls(model, encoding, tags, saved.get("task", "plain"), saved.get("split"))
 
     @torch.inference_mode()
@@ -212,7 +219,7 @@ def fit(sentences: list[TaggedSentence], out: str | os.PathLike[str], *, model_o
 
 def _build(sentences: list[TaggedSentence], options: dict[str, Any], lowercase: bool, chars: bool, min_freq: int,
            max_len: int) -> tuple[TagEncoding, LabelSet, TaggerConfig]:
-    token_lists = [[t.lower() if lowercase else t for t in s.tokens][:max_len] for s in sentences]
+    token_lists = [kept_tokens(s.tokens, lowercase, max_len)[0] for s in sentences]
     vocabulary = TokenVocabulary.build(token_lists, min_freq=min_freq)
     characters = TokenVocabulary.build(list(token) for tokens in token_lists for token in tokens) if chars else None
     tags = LabelSet.build(tag for s in sentences for tag in s.tags or [])
