@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, cast
 
 import torch
@@ -229,12 +229,16 @@ class Hypothesis:
     score: the sum of their log-probabilities, the end token's included.
     normalised: score / lp(length), lp the GNMT length penalty (`gnmt_penalty`).
     finished: whether it ended with the end token (False: it reached max_length first).
+    weights: with `beam_search(weights=...)`, what each scored token was predicted with, one row per token
+        (the end token's included): (len(tokens) + finished, S), e.g. a seq2seq model's attention over
+        its S source positions; else None.
     """
 
     tokens: list[int]
     score: float
     normalised: float
     finished: bool = True
+    weights: Tensor | None = field(default=None, compare=False, repr=False)
 
 
 def gnmt_penalty(length: int, alpha: float) -> float:
@@ -256,6 +260,8 @@ def beam_search(
     length_penalty: float = 0.0,
     n_best: int = 1,
     min_length: int = 0,
+    no_repeat_ngram: int = 0,
+    weights: Callable[[Any], Tensor] | None = None,
 ) -> list[list[Hypothesis]]:
     """The n_best best hypotheses of each of N inputs, by beam search: a list of N lists, best first.
 
@@ -282,6 +288,12 @@ def beam_search(
     excluded, before the end token may come. If an input has fewer than n_best
     finished hypotheses at max_length, its best unfinished ones (max_length
     tokens, finished=False) fill the list after the finished ones.
+
+    no_repeat_ngram n > 0 blocks repeated n-grams: a token that would complete
+    an n-gram the hypothesis already holds gets probability 0 (the end token
+    too). weights(state) -> (rows, S), when given, is read from the state that
+    comes with each step's log-probabilities (the primed state first) and
+    follows every hypothesis as its tokens do (`Hypothesis.weights`).
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be at least 1, got {beam_size}")
@@ -293,6 +305,8 @@ def beam_search(
         raise ValueError(f"min_length must be in 0..max_length-1={max_length - 1}, got {min_length}")
     if not math.isfinite(length_penalty):
         raise ValueError(f"length_penalty must be finite, got {length_penalty}")
+    if no_repeat_ngram < 0:
+        raise ValueError(f"no_repeat_ngram must be 0 (off) or a positive n-gram size, got {no_repeat_ngram}")
     check_tokens(log_probs, end_token)
     alpha, size = length_penalty, beam_size
     with torch.inference_mode():
@@ -307,10 +321,14 @@ def beam_search(
         pools: list[list[Hypothesis]] = [[] for _ in range(inputs)]  # the n_best best finished, best first
         threshold = torch.full((inputs,), -math.inf, device=device, dtype=torch.float64)  # n_best-th normalised
         candidates = min(2 * size, size * vocabulary)  # enough that K of them do not end
+        trail: Tensor | None = None  # the weights of every hypothesis's tokens so far, (n*K, t, S)
         for t in range(max_length):
             n = active.shape[0]
             if t < min_length:
                 log_probs = log_probs.index_fill(1, torch.tensor([end_token], device=device), -math.inf)
+            if no_repeat_ngram and t >= no_repeat_ngram - 1:
+                log_probs = block_repeats(log_probs, history, no_repeat_ngram)
+            current = None if weights is None else weights(state)  # (n*K, S), or (n, S) at t = 0
             total = (scores.unsqueeze(2) + log_probs.view(n, size, vocabulary)).view(n, size * vocabulary)
             top, flat = total.topk(candidates, dim=1)  # (n, C), best first
             beam, token = flat // vocabulary, flat % vocabulary
@@ -321,11 +339,13 @@ def beam_search(
                 position, rank = final.nonzero(as_tuple=True)
                 rows = position * size + beam[position, rank]
                 normaliser = gnmt_penalty(t + 1, alpha)
+                ended = _trail(trail, current, rows, rows if t > 0 else rows // size)  # (M, t+1, S) or None
                 touched: set[int] = set()
-                for i, tokens, score in zip(
+                for m, (i, tokens, score) in enumerate(zip(
                     active[position].tolist(), history[rows].tolist(), top[position, rank].tolist(), strict=True
-                ):
-                    pools[i].append(Hypothesis(tokens, score, score / normaliser))
+                )):
+                    pools[i].append(Hypothesis(tokens, score, score / normaliser,
+                                               weights=None if ended is None else ended[m]))
                     touched.add(i)
                 full: list[tuple[int, float]] = []
                 for i in touched:
@@ -339,6 +359,7 @@ def beam_search(
             parent = torch.arange(n, device=device).unsqueeze(1) * size + beam.gather(1, pick)  # rows, (n, K)
             token = token.gather(1, pick)
             history = torch.cat([history[parent.view(-1)], token.view(-1, 1)], dim=1)
+            trail = _trail(trail, current, parent.view(-1), parent.view(-1) if t > 0 else parent.view(-1) // size)
             if t + 1 == max_length:
                 break
             # the best normalised score a live hypothesis could reach, at length t + 2 .. max_length
@@ -352,6 +373,8 @@ def beam_search(
                     break
                 active, scores, parent, token = active[keep], scores[keep], parent[keep], token[keep]
                 history = history.view(n, size, t + 1)[keep].view(-1, t + 1)
+                if trail is not None:
+                    trail = trail.view(n, size, t + 1, -1)[keep].flatten(0, 1)
             source = parent if t > 0 else parent // size  # at t = 0 the state still has one row per input
             state = decoder.reorder(state, source.reshape(-1))
             log_probs, state = decoder.step(token.reshape(-1), state)
@@ -360,13 +383,42 @@ def beam_search(
         if lacking:  # the search reached max_length: fill up with the best unfinished
             normaliser = gnmt_penalty(max_length, alpha)
             histories = history.view(active.shape[0], size, -1)[lacking].tolist()
-            for i, tokens_k, scores_k in zip(
+            trails = None if trail is None else trail.view(active.shape[0], size, *trail.shape[1:])[lacking]
+            for m, (i, tokens_k, scores_k) in enumerate(zip(
                 active[lacking].tolist(), histories, scores[lacking].tolist(), strict=True
-            ):
+            )):
                 unfinished = [
-                    Hypothesis(tokens, score, score / normaliser, finished=False)
-                    for tokens, score in zip(tokens_k, scores_k, strict=True)
+                    Hypothesis(tokens, score, score / normaliser, finished=False,
+                               weights=None if trails is None else trails[m, k])
+                    for k, (tokens, score) in enumerate(zip(tokens_k, scores_k, strict=True))
                     if math.isfinite(score)
                 ]
                 results[i] += sorted(unfinished, key=lambda h: -h.normalised)[: n_best - len(results[i])]
         return results
+
+
+def _trail(trail: Tensor | None, current: Tensor | None, parents: Tensor, sources: Tensor) -> Tensor | None:
+    """The weights trail of hypotheses `parents` extended by the current step's rows `sources`: (M, t+1, S)."""
+    if current is None:
+        return None
+    step = current.index_select(0, sources).unsqueeze(1)  # (M, 1, S)
+    return step if trail is None else torch.cat([trail.index_select(0, parents), step], dim=1)
+
+
+def block_repeats(log_probs: Tensor, history: Tensor, n: int) -> Tensor:
+    """log_probs (R, V) with -inf for every token that would complete an n-gram already in its row of history (R, t).
+
+    The last n - 1 tokens of a row are its prefix; wherever the same n - 1 tokens
+    occur earlier in the row, the token that followed them there is blocked.
+    For n = 1, every token already in the row is blocked.
+    """
+    steps = history.shape[1]
+    if steps < max(n - 1, 1) or steps == 0:
+        return log_probs
+    windows = history.unfold(1, n, 1) if steps >= n else history.new_empty(history.shape[0], 0, n)  # (R, W, n)
+    prefix = history[:, steps - n + 1 :] if n > 1 else history[:, :0]  # (R, n-1)
+    match = (windows[:, :, : n - 1] == prefix.unsqueeze(1)).all(-1)  # (R, W)
+    blocked = torch.zeros_like(log_probs).scatter_add(
+        1, windows[:, :, n - 1], torch.where(match, -math.inf, 0.0).to(log_probs.dtype)
+    )
+    return log_probs + blocked

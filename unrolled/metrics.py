@@ -10,6 +10,15 @@ pair: M[i, j] = #{n : y_n = i, p_n = j}. From it, for class c,
     macro-F1    = mean over classes of F1_c, over the classes that occur in the references or the predictions
 
 (scikit-learn's conventions with ``zero_division=0``).
+
+For generated sequences, each hypothesis h_n against its references R_n (one or
+more: a word's pronunciations, a sentence's translations):
+
+    sequence error (WER of G2P)   = #{n : h_n not in R_n} / N
+    token error (PER of G2P)      = sum_n min_{r in R_n} d(h_n, r) / sum_n |r*_n|,
+                                    d the Levenshtein distance, r*_n the closest reference
+    BLEU, chrF                    = sacrebleu's corpus scores (Papineni et al. 2002, Popovic 2015),
+                                    with every reference of each item
 """
 
 from __future__ import annotations
@@ -106,3 +115,44 @@ def plot_confusion(matrix: np.ndarray | list[list[int]], labels: Sequence[str], 
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+def edit_distance(a: Sequence[Any], b: Sequence[Any]) -> int:
+    """Levenshtein distance: the fewest insertions, deletions and substitutions that turn `a` into `b`."""
+    previous = list(range(len(b) + 1))  # distances from a[:0]
+    for i, x in enumerate(a, start=1):
+        current = [i]
+        for j, y in enumerate(b, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
+        previous = current
+    return previous[-1]
+
+
+def sequence_errors(hypotheses: Sequence[Sequence[str]], references: Sequence[Sequence[Sequence[str]]]
+                    ) -> dict[str, float]:
+    """Sequence error rate and token error rate (see the module docstring); each item needs a reference."""
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but references for {len(references)} items")
+    wrong, errors, length = 0, 0, 0
+    for hypothesis, options in zip(hypotheses, references, strict=True):
+        if not options:
+            raise ValueError("every item needs at least one reference")
+        distance, closest = min((edit_distance(hypothesis, r), len(r)) for r in options)
+        wrong += distance > 0
+        errors += distance
+        length += closest
+    n = len(hypotheses)
+    return {"sequence_error": wrong / n if n else float("nan"),
+            "token_error": errors / length if length else float("nan")}
+
+
+def bleu_chrf(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Corpus BLEU and chrF (sacrebleu's defaults) of detokenised texts; an item may have several references."""
+    import sacrebleu
+
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but references for {len(references)} items")
+    most = max((len(r) for r in references), default=0)
+    streams = [[r[k] if k < len(r) else None for r in references] for k in range(most)]
+    return {"bleu": sacrebleu.corpus_bleu(list(hypotheses), streams).score,  # type: ignore[arg-type]
+            "chrf": sacrebleu.corpus_chrf(list(hypotheses), streams).score}  # type: ignore[arg-type]

@@ -1,7 +1,7 @@
 """The `unrolled` command. Bad input ends in one line on stderr and exit status 2, never a traceback.
 
 Each application adds its commands from its own module (`lm`, `classify`,
-`tag`); every action sets ``handler(args) -> exit status``. Warnings are
+`tag`, `seq2seq`); every action sets ``handler(args) -> exit status``. Warnings are
 printed as one line each, ``unrolled <command>: warning: ...``.
 """
 
@@ -19,6 +19,7 @@ from unrolled.cells import CELLS
 from unrolled.cli.classify import add_classify_commands
 from unrolled.cli.common import positive_int, train_config
 from unrolled.cli.lm import add_lm_commands
+from unrolled.cli.seq2seq import add_seq2seq_commands
 from unrolled.cli.tag import add_tag_commands
 
 __all__ = ["build_parser", "main", "train_config"]
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_lm_commands(commands)
     add_classify_commands(commands)
     add_tag_commands(commands)
+    add_seq2seq_commands(commands)
     return parser
 
 

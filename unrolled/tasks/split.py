@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from unrolled.data.labelled import kfold_indices, split_indices
+from unrolled.data.labelled import kfold_indices, split_groups, split_indices
 
 Item = TypeVar("Item")
 PARTS = ("train", "validation", "test")
@@ -25,6 +25,8 @@ class SplitRecord:
     Without `folds`: a shuffled `validation` and `test` fraction (seeded). With
     `folds` K: fold `fold` is the test part, and `validation` of the rest
     validates. `examples` and `fingerprint` tie the record to the data.
+    `grouped`: the fractions count groups (`split_groups`), every item of a
+    group on one side (a seq2seq source with all its targets); no folds then.
     """
 
     seed: int
@@ -34,6 +36,7 @@ class SplitRecord:
     fold: int | None
     examples: int
     fingerprint: str
+    grouped: bool = False
 
 
 def fingerprint(keys: Iterable[str]) -> str:
@@ -45,12 +48,21 @@ def fingerprint(keys: Iterable[str]) -> str:
     return digest.hexdigest()
 
 
-def split_parts(items: list[Item], record: SplitRecord, key: Callable[[Item], str]) -> dict[str, list[Item]]:
-    """The train / validation / test parts `record` describes; a one-line error for other data."""
+def split_parts(items: list[Item], record: SplitRecord, key: Callable[[Item], str],
+                group: Callable[[Item], str] | None = None) -> dict[str, list[Item]]:
+    """The train / validation / test parts `record` describes; a one-line error for other data.
+
+    A grouped record needs `group`, the group of an item.
+    """
     if record.examples != len(items) or record.fingerprint != fingerprint(key(item) for item in items):
         raise ValueError(f"this is not the data the run was split on ({record.examples} examples, fingerprint "
                          f"{record.fingerprint[:12]}): pass the run's training data")
-    if record.folds is None:
+    if record.grouped:
+        if group is None:
+            raise ValueError("a grouped split needs the group of each item")
+        parts = split_groups([group(item) for item in items], validation=record.validation, test=record.test,
+                             seed=record.seed)
+    elif record.folds is None:
         parts = split_indices(len(items), validation=record.validation, test=record.test, seed=record.seed)
     else:
         assert record.fold is not None
@@ -62,6 +74,9 @@ def split_parts(items: list[Item], record: SplitRecord, key: Callable[[Item], st
 
 
 def new_record(items: list[Item], key: Callable[[Item], str], *, seed: int, validation: float, test: float,
-               folds: int | None = None, fold: int | None = None) -> SplitRecord:
-    """The record of a fresh split of `items`."""
-    return SplitRecord(seed, validation, test, folds, fold, len(items), fingerprint(key(item) for item in items))
+               folds: int | None = None, fold: int | None = None, grouped: bool = False) -> SplitRecord:
+    """The record of a fresh split of `items` (`grouped`: by groups, see `SplitRecord`)."""
+    if grouped and folds is not None:
+        raise ValueError("a grouped split takes no folds")
+    return SplitRecord(seed, validation, test, folds, fold, len(items), fingerprint(key(item) for item in items),
+                       grouped)
