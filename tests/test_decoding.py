@@ -635,3 +635,58 @@ def test_beam_search_rejects_bad_options(options: dict[str, Any], message: str) 
     arguments: dict[str, Any] = {"beam_size": 3, "max_length": 5, "end_token": END, **options}
     with pytest.raises(ValueError, match=message):
         beam_search(chain, *chain.start([0]), **arguments)
+
+
+def repeats_an_ngram(tokens: list[int], n: int) -> bool:
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_ngram_blocking_equals_brute_force_without_repeats(seed: int, n: int) -> None:
+    """A wide beam with no_repeat_ngram=n finds the best hypotheses among those with no n-gram twice."""
+    vocabulary, max_length = 4, 6
+    chain = Chain(random_table(vocabulary, seed, end_weight=0.3))
+    starts = [1, 2, 3]
+    found = beam_search(chain, *chain.start(starts), beam_size=500, max_length=max_length, end_token=END,
+                        n_best=4, no_repeat_ngram=n)
+    for start, hypotheses in zip(starts, found, strict=True):
+        finished, _ = exhaustive(chain.log_table, start, max_length=max_length)
+        allowed = [h for h in finished if not repeats_an_ngram([*h.tokens, END], n)]
+        assert_same(hypotheses, allowed[:4], allowed)
+        assert not any(repeats_an_ngram(h.tokens, n) for h in hypotheses)
+
+
+def test_ngram_blocking_changes_a_repeating_greedy_path() -> None:
+    """From 3 the chain's argmax path repeats 3 3 3 ...; with bigrams blocked, the third 3 would repeat (3, 3),
+    so the next best, the end token (0.30), comes instead."""
+    chain = Chain(CHAIN)
+    (plain,), = beam_search(chain, *chain.start([3]), beam_size=1, max_length=5, end_token=END)
+    assert plain.tokens == [3, 3, 3, 3, 3] and not plain.finished
+    (blocked,), = beam_search(chain, *chain.start([3]), beam_size=1, max_length=5, end_token=END, no_repeat_ngram=2)
+    assert blocked.tokens == [3, 3] and blocked.finished
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_weights_follow_each_hypothesis(beam: int) -> None:
+    """With weights(state) = one-hot of the chain's last token, row k of a hypothesis's weights is the token
+    before its k-th token (the start for k = 0), whatever reordering the beam did."""
+    chain = Chain(random_table(5, 3, end_weight=0.4))
+    starts = [0, 1, 2, 4]
+    found = beam_search(chain, *chain.start(starts), beam_size=beam, max_length=6, end_token=END, n_best=beam,
+                        weights=lambda state: torch.nn.functional.one_hot(state, 5).double())
+    for start, hypotheses in zip(starts, found, strict=True):
+        for h in hypotheses:
+            assert h.weights is not None
+            before = [start, *h.tokens][: len(h.tokens) + h.finished]
+            assert h.weights.shape == (len(before), 5)
+            assert h.weights.argmax(1).tolist() == before
+    plain = beam_search(chain, *chain.start(starts), beam_size=beam, max_length=6, end_token=END, n_best=beam)
+    assert plain == found and all(h.weights is None for hs in plain for h in hs)
+
+
+def test_no_repeat_ngram_must_not_be_negative() -> None:
+    chain = Chain(CHAIN)
+    with pytest.raises(ValueError, match="no_repeat_ngram"):
+        beam_search(chain, *chain.start([1]), beam_size=2, max_length=3, end_token=END, no_repeat_ngram=-1)

@@ -299,7 +299,7 @@ class Seq2Seq(nn.Module):
     def step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
         """`unrolled.decoding`'s step: tokens (N,) -> log-probabilities (N, V_t) of the next token, new state."""
         logits, state = self.decode_step(tokens, state)
-        logits = logits.float().index_fill(1, self.never_generated.to(logits.device), -math.inf)
+        logits = at_least_float32(logits).index_fill(1, self.never_generated.to(logits.device), -math.inf)
         return F.log_softmax(logits, dim=-1), state
 
     def reorder(self, state: DecoderState, index: Tensor) -> DecoderState:

