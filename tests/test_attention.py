@@ -121,3 +121,16 @@ def test_bad_input_says_what_is_wrong() -> None:
         attention(queries, memory, length_mask(torch.tensor([3, 0, 2]), S))
     with pytest.raises(ValueError, match="bool"):
         attention(queries, memory, torch.ones(B, S))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_precomputed_keys_give_the_same_result(kind: str) -> None:
+    attention = make(kind)
+    queries, memory = inputs(attention)
+    mask = length_mask(torch.tensor([6, 2, 1]), S)
+    keys = attention.keys(memory)
+    assert (keys is None) == (kind != "additive")
+    plain = attention(queries, memory, mask)
+    cached = attention(queries, memory, mask, keys)
+    for a, b in zip(plain, cached, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

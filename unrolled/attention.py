@@ -27,6 +27,12 @@ A call takes queries (B, T, D_q), or one step (B, D_q), and memory (B, S, D_k);
 it returns the context (B, T, D_k) and the weights (B, T, S), or (B, D_k) and
 (B, S) for one step. `mask` (B, S), True at real memory positions, keeps padding
 out: its weight is exactly 0.
+
+A decoder attends over the same memory at every step, so what depends on the
+memory alone is computed once: `keys(memory)` gives the additive score's
+:math:`W_k k_j` (B, S, A), to pass to every call. The general score multiplies
+on the query's side, :math:`(q^\top W_a) k_j`: a step costs
+:math:`D_q D_k + S D_k` per query instead of :math:`S D_q D_k`.
 """
 
 from __future__ import annotations
@@ -64,25 +70,30 @@ class Attention(nn.Module):
             self.memory_layer = nn.Linear(memory_size, units)
             self.v = nn.Parameter(torch.empty(units).uniform_(-1 / math.sqrt(units), 1 / math.sqrt(units)))
 
-    def score(self, queries: Tensor, memory: Tensor) -> Tensor:
-        """s (B, T, S) for queries (B, T, D_q) and memory (B, S, D_k)."""
+    def keys(self, memory: Tensor) -> Tensor | None:
+        """What the score needs of the memory (B, S, D_k) alone: W_k k (B, S, A) for additive, else None."""
+        return self.memory_layer(memory) if self.kind == "additive" else None
+
+    def score(self, queries: Tensor, memory: Tensor, keys: Tensor | None = None) -> Tensor:
+        """s (B, T, S) for queries (B, T, D_q) and memory (B, S, D_k); `keys` = `keys(memory)` if precomputed."""
         if self.kind == "dot":
             return queries @ memory.transpose(1, 2)  # (B, T, S)
         if self.kind == "scaled":
             return queries @ memory.transpose(1, 2) / math.sqrt(self.memory_size)
         if self.kind == "general":
-            return queries @ self.linear_in(memory).transpose(1, 2)  # q^T (W_a k)
+            return (queries @ self.linear_in.weight) @ memory.transpose(1, 2)  # (q^T W_a) k
         wq = self.query_layer(queries).unsqueeze(2)  # (B, T, 1, A)
-        wk = self.memory_layer(memory).unsqueeze(1)  # (B, 1, S, A)
+        wk = (self.memory_layer(memory) if keys is None else keys).unsqueeze(1)  # (B, 1, S, A)
         return torch.tanh(wq + wk) @ self.v  # (B, T, S)
 
-    def forward(self, queries: Tensor, memory: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, queries: Tensor, memory: Tensor, mask: Tensor | None = None,
+                keys: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The context and the weights; see the module docstring for the shapes."""
         one_step = queries.dim() == 2
         if one_step:
             queries = queries.unsqueeze(1)  # (B, 1, D_q)
         self._check(queries, memory, mask)
-        scores = self.score(queries, memory)  # (B, T, S)
+        scores = self.score(queries, memory, keys)  # (B, T, S)
         if mask is not None:
             scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))
         weights = torch.softmax(scores, dim=-1)  # (B, T, S); exp(-inf) = 0 exactly

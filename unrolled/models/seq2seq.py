@@ -133,6 +133,7 @@ class DecoderState(NamedTuple):
     feed: the last attentional state h~ (N, H) with input feeding, else None.
     memory, mask: the encoder states (N, S, D*H) and their real positions (N, S); None without attention.
     attention: the weights of the last step (N, S), or None (no attention, or no step yet).
+    keys: what the attention precomputes of the memory (additive: (N, S, A)), or None.
     """
 
     rnn: tuple[State, ...]
@@ -140,6 +141,7 @@ class DecoderState(NamedTuple):
     memory: Tensor | None
     mask: Tensor | None
     attention: Tensor | None
+    keys: Tensor | None = None
 
 
 class Seq2Seq(nn.Module):
@@ -186,7 +188,7 @@ class Seq2Seq(nn.Module):
         feed = memory.new_zeros(source.shape[0], self.config.hidden) if self.config.input_feed else None
         if self.attention is None:
             return DecoderState(rnn, feed, None, None, None)
-        return DecoderState(rnn, feed, memory, mask, None)
+        return DecoderState(rnn, feed, memory, mask, None, self.attention.keys(memory))
 
     def bridge(self, final: LayerState) -> LayerState:
         """s_0: the encoder's final state (L*D, B, H) -> the decoder's (L, B, H)."""
@@ -209,7 +211,7 @@ class Seq2Seq(nn.Module):
         if self.attention is None:
             return o, None
         assert self.combine is not None and state.memory is not None
-        context, weights = self.attention(o, state.memory, state.mask)  # (.., D*H), (.., S)
+        context, weights = self.attention(o, state.memory, state.mask, state.keys)  # (.., D*H), (.., S)
         return torch.tanh(self.combine(torch.cat([context, o], dim=-1))), weights
 
     def decode_step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
@@ -226,7 +228,7 @@ class Seq2Seq(nn.Module):
         h_tilde, weights = self.attend(x, state)  # (N, H), (N, S)
         logits = self.generator(self.drop(h_tilde))  # (N, V_t)
         feed = at_least_float32(h_tilde) if state.feed is not None else None
-        return logits, DecoderState(tuple(cells), feed, state.memory, state.mask, weights)
+        return logits, DecoderState(tuple(cells), feed, state.memory, state.mask, weights, state.keys)
 
     def forward(self, source: Tensor, source_lengths: Tensor, target_in: Tensor) -> tuple[Tensor, Tensor | None]:
         """Teacher forcing: logits (B, T, V_t) for target inputs (B, T) (``<s>`` y_1 ... y_{T-1}), and the
