@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-quality bench-classify clean
+.PHONY: demo test lint bench bench-quality bench-classify bench-g2p bench-bible bench-eole clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,5 +48,26 @@ bench-classify: $(BENCH_STAMP)
 bench-quality: $(STAMP)
 	$(BIN)/python bench/lm_quality.py --minutes 30 --peer-minutes 30 -- --no-progress
 
+# About 65 minutes: G2P on cmudict, 30 min with attention and 30 without (one thread each), greedy and beam 5.
+bench-g2p: $(STAMP)
+	$(BIN)/python bench/g2p_cmudict.py --model attention --minutes 30
+	$(BIN)/python bench/g2p_cmudict.py --model none --minutes 30
+	$(BIN)/python bench/g2p_cmudict.py --report
+
+# About 2 h 10 min: English -> Spanish Bible verses, 60 min with attention and 60 without.
+bench-bible: $(STAMP)
+	$(BIN)/python bench/translate_bible.py --model attention --minutes 60
+	$(BIN)/python bench/translate_bible.py --model none --minutes 60
+	$(BIN)/python bench/translate_bible.py --report
+
+# About 65 minutes: ours beside Eole 0.6.4 on G2P, 30 min each; Eole in its own environment, .venv-eole.
+EOLE_VENV := .venv-eole
+$(EOLE_VENV)/.installed:
+	test -x $(EOLE_VENV)/bin/python || $(PYTHON) -m venv $(EOLE_VENV)
+	$(EOLE_VENV)/bin/python -m pip install --quiet torch==2.13.0 eole==0.6.4 aiohttp
+	touch $(EOLE_VENV)/.installed
+bench-eole: $(STAMP) $(EOLE_VENV)/.installed
+	$(BIN)/python bench/g2p_eole.py --minutes 30 --threads 1
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(EOLE_VENV) .pytest_cache .mypy_cache .ruff_cache
