@@ -248,3 +248,19 @@ def test_pairs_from_python(tmp_path: Path) -> None:
     assert result.steps == 5 and (tmp_path / "run" / "best" / "config.json").is_file()
     (outputs,) = Translator.load(tmp_path / "run").translate(["abc"], beam=2, n_best=2)
     assert len(outputs) == 2 and all(isinstance(o.text, str) for o in outputs)
+
+
+def test_sampling_draws_varied_outputs_reproducibly(run: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "in.txt"
+    source.write_text("abcdef\n" * 30, encoding="utf-8")
+    common = ["seq2seq", "translate", str(run), str(source), "--sample", "--seed", "3"]
+    assert main([*common, "--temperature", "3"]) == 0
+    hot = capsys.readouterr().out.splitlines()
+    assert main([*common, "--temperature", "3"]) == 0
+    assert capsys.readouterr().out.splitlines() == hot, "a seed makes the draws reproducible"
+    assert len(hot) == 30 and len(set(hot)) > 5, "a high temperature varies the outputs"
+    assert main([*common, "--top-k", "1"]) == 0
+    assert set(capsys.readouterr().out.splitlines()) == {"fedcba"}, "top-k 1 is greedy"
+    one_error_line(capsys, main([*common, "--temperature", "0"]), "temperature")
+    one_error_line(capsys, main([*common, "--n-best", "2"]), "--sample")

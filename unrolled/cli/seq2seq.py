@@ -105,6 +105,13 @@ def add_seq2seq_commands(commands: Any) -> None:
                            help="fewest tokens before </s> may come (default: 0)")
     translate.add_argument("--no-repeat-ngram", type=non_negative_int, default=0, metavar="N",
                            help="never repeat an n-gram of this size in an output; 0: off (default: 0)")
+    translate.add_argument("--sample", action="store_true",
+                           help="draw each output from the model's distribution instead of searching for the most "
+                                "likely (varied replies); takes --temperature, --top-k, --top-p, --seed")
+    translate.add_argument("--temperature", type=float, default=1.0, help="--sample: temperature (default: 1)")
+    translate.add_argument("--top-k", type=positive_int, help="--sample: keep only the k most likely tokens")
+    translate.add_argument("--top-p", type=float, help="--sample: keep the smallest set of tokens of mass p")
+    translate.add_argument("--seed", type=int, help="--sample: random seed, for reproducible draws")
     translate.add_argument("--json", action="store_true",
                            help="JSON lines {source, outputs: [{text, score, normalised, finished}]}")
     translate.add_argument("--attention-map", metavar="PNG",
@@ -191,6 +198,13 @@ def seq2seq_translate(args: argparse.Namespace) -> int:
 
     translator = Translator.load(args.run)
     lines = read_input_lines(args.file)
+    if args.sample:
+        if args.n_best > 1 or args.attention_map or args.json:
+            raise ValueError("--sample draws one output per line: it takes no --n-best, --json or --attention-map")
+        for text in translator.sample(lines, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                                      seed=args.seed, max_length=args.max_len, batch_size=args.batch_size):
+            print(text)
+        return 0
     if args.n_best > args.beam:
         raise ValueError(f"--n-best {args.n_best} needs a beam at least as wide (--beam {args.beam})")
     results = translator.translate(lines, beam=args.beam, n_best=args.n_best, length_penalty=args.length_penalty,

@@ -272,6 +272,33 @@ class Translator:
                                                   h.finished, source_tokens, weight))
         return results
 
+    @torch.inference_mode()
+    def sample(self, texts: list[str], *, temperature: float = 1.0, top_k: int | None = None,
+               top_p: float | None = None, seed: int | None = None, max_length: int | None = None,
+               batch_size: int = TRANSLATE_BATCH) -> list[str]:
+        """One output per text drawn token by token from the model's distribution (`decoding.sample`):
+        tempered, cut to the top k and to the nucleus p; varied replies instead of the most likely one.
+
+        With `seed` the draws are reproducible (for a given batch size).
+        """
+        decoding.check_filter(temperature, top_k, top_p)
+        limit = max_length if max_length is not None else self.max_length
+        ids = self.encode_sources(texts)
+        device = next(self.model.parameters()).device
+        generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+        results: list[str] = []
+        for start in range(0, len(ids), batch_size):
+            chunk = ids[start : start + batch_size]
+            pairs = next(iterate_pair_batches(chunk, [[BOS_ID, EOS_ID]] * len(chunk), batch_size=len(chunk)))
+            log_probs, state = self.model.prime(pairs.source.to(device), pairs.source_lengths.to(device))
+            drawn = decoding.sample(self.model, log_probs, state, length=limit,
+                                    temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
+                                    end_token=EOS_ID)
+            for row in drawn.tolist():
+                tokens = self.target.decode(row[: row.index(EOS_ID)] if EOS_ID in row else row)
+                results.append(self.target.text(tokens))
+        return results
+
     def evaluate(self, pairs: list[Pair], *, beams: tuple[int, ...] = (1, 5), length_penalty: float = 0.0,
                  batch_size: int = TRANSLATE_BATCH) -> dict[str, Any]:
         """Scores of each beam size on `pairs` grouped by source (all targets of a source are its references).
