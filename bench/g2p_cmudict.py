@@ -59,8 +59,8 @@ def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict
     out = RESULTS / f"run-{name}"
     shutil.rmtree(out, ignore_errors=True)
     arguments = ["seq2seq", "train", "--dataset", "cmudict", "--out", str(out), "--max-time", f"{minutes}m",
-                 "--max-epochs", "1000", "--embedding", "128", "--hidden", "256", "--schedule", "cosine", "--lr", "2e-3",
-                 "--eval-every", "2000", "--no-progress", "--log-every", "500", *MODELS[name], *extra]
+                 "--max-epochs", "1000", "--embedding", "128", "--hidden", "256", "--schedule", "cosine",
+                 "--lr", "2e-3", "--eval-every", "2000", "--no-progress", "--log-every", "500", *MODELS[name], *extra]
     started = time.monotonic()
     code = main(arguments)
     trained = time.monotonic() - started
