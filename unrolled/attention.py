@@ -29,10 +29,11 @@ it returns the context (B, T, D_k) and the weights (B, T, S), or (B, D_k) and
 out: its weight is exactly 0.
 
 A decoder attends over the same memory at every step, so what depends on the
-memory alone is computed once: `keys(memory)` gives the additive score's
-:math:`W_k k_j` (B, S, A), to pass to every call. The general score multiplies
-on the query's side, :math:`(q^\top W_a) k_j`: a step costs
-:math:`D_q D_k + S D_k` per query instead of :math:`S D_q D_k`.
+memory alone is computed once: `keys(memory)` gives the general score's
+:math:`W_a k_j` (B, S, D_q) or the additive score's :math:`W_k k_j` (B, S, A),
+to pass to every call; a step then costs :math:`S D_q` per query for the
+general score instead of :math:`S D_q D_k`. Without keys, the general score
+multiplies on the query's side, :math:`(q^\top W_a) k_j`.
 """
 
 from __future__ import annotations
@@ -71,7 +72,10 @@ class Attention(nn.Module):
             self.v = nn.Parameter(torch.empty(units).uniform_(-1 / math.sqrt(units), 1 / math.sqrt(units)))
 
     def keys(self, memory: Tensor) -> Tensor | None:
-        """What the score needs of the memory (B, S, D_k) alone: W_k k (B, S, A) for additive, else None."""
+        """What the score needs of the memory (B, S, D_k) alone: W_a k (B, S, D_q) for general, W_k k (B, S, A)
+        for additive; None for dot and scaled."""
+        if self.kind == "general":
+            return self.linear_in(memory)
         return self.memory_layer(memory) if self.kind == "additive" else None
 
     def score(self, queries: Tensor, memory: Tensor, keys: Tensor | None = None) -> Tensor:
@@ -81,6 +85,8 @@ class Attention(nn.Module):
         if self.kind == "scaled":
             return queries @ memory.transpose(1, 2) / math.sqrt(self.memory_size)
         if self.kind == "general":
+            if keys is not None:
+                return queries @ keys.transpose(1, 2)  # q^T (W_a k)
             return (queries @ self.linear_in.weight) @ memory.transpose(1, 2)  # (q^T W_a) k
         wq = self.query_layer(queries).unsqueeze(2)  # (B, T, 1, A)
         wk = (self.memory_layer(memory) if keys is None else keys).unsqueeze(1)  # (B, 1, S, A)
