@@ -112,7 +112,8 @@ def test_batching_never_changes_a_translation(run: Path) -> None:
     for k in range(0, 70, 9):
         alone = translator.translate([sources[k]], beam=5, n_best=2, batch_size=1)[0]
         assert [t.text for t in alone] == [t.text for t in together[k]]
-        assert [t.score for t in alone] == pytest.approx([t.score for t in together[k]], rel=1e-6)
+        # the same up to float32 rounding: a batch of another shape sums in another order
+        assert [t.score for t in alone] == pytest.approx([t.score for t in together[k]], rel=1e-5, abs=1e-6)
 
 
 def test_resume_continues_the_run(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
