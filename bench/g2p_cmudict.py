@@ -20,6 +20,7 @@ encoder-decoders are reported at about 21 to 23.5% WER. Their split (the
 
     .venv/bin/python bench/g2p_cmudict.py --model attention --minutes 30     # one model, writes its JSON
     .venv/bin/python bench/g2p_cmudict.py --model none --minutes 30
+    .venv/bin/python bench/g2p_cmudict.py --speed --threads 1                # decoding speed, nothing else running
     .venv/bin/python bench/g2p_cmudict.py --report                           # the table of what was measured
 """
 
@@ -42,9 +43,16 @@ PUBLISHED = [
 MODELS = {
     "attention": ["--attention", "general"],
     "attention-nofeed": ["--attention", "general", "--no-input-feed"],
+    "attention-smooth": ["--attention", "general", "--dropout", "0.3", "--label-smoothing", "0.1"],
     "none": ["--attention", "none", "--no-input-feed"],
 }
 TARGET_WER = 30.0
+DESCRIPTIONS = {
+    "attention": "general attention, input feeding",
+    "attention-nofeed": "general attention, no input feeding",
+    "attention-smooth": "general attention, input feeding, dropout 0.3, smoothing 0.1",
+    "none": "no attention",
+}
 
 
 def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict[str, Any]:
@@ -71,12 +79,42 @@ def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict
     pairs = read_pairs(obtain("cmudict"))
     test = split_pairs(pairs, SplitRecord(**translator.split))["test"]
     report = translator.evaluate(test, beams=(1, 5))
-    steps = sum(1 for line in (out / "metrics.jsonl").read_text().splitlines() if '"split": "train"' in line)
     result = {"model": name, "arguments": arguments, "threads": threads, "train_seconds": round(trained, 1),
-              "logged_train_lines": steps, **report}
+              "epochs": trained_epochs(out), **report}
     shutil.copy(out / "curve.png", RESULTS / f"curve-{name}.png")
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def measure_speed(threads: int) -> None:
+    """Greedy and beam-5 words/s of every trained model on the test words, with nothing else running."""
+    import torch
+
+    from unrolled.data import obtain
+    from unrolled.data.pairs import read_pairs
+    from unrolled.tasks.seq2seq import SplitRecord, Translator, references, split_pairs
+
+    torch.set_num_threads(threads)
+    pairs = read_pairs(obtain("cmudict"))
+    speeds = json.loads((RESULTS / "speed.json").read_text()) if (RESULTS / "speed.json").is_file() else {}
+    for name in MODELS:
+        if not (RESULTS / f"run-{name}").is_dir():
+            continue
+        translator = Translator.load(RESULTS / f"run-{name}")
+        assert translator.split is not None
+        words, _ = references(split_pairs(pairs, SplitRecord(**translator.split))["test"])
+        for beam in (1, 5):
+            translator.translate(words[:256], beam=beam)  # warm up
+            started = time.perf_counter()
+            translator.translate(words, beam=beam)
+            speeds[f"{name} beam{beam} threads{threads}"] = len(words) / (time.perf_counter() - started)
+    (RESULTS / "speed.json").write_text(json.dumps(speeds, indent=2) + "\n")
+
+
+def trained_epochs(run: Path) -> float:
+    """The epochs a run went through: its last metrics line's."""
+    last = (run / "metrics.jsonl").read_text().splitlines()[-1]
+    return round(float(json.loads(last)["epoch"]), 1)
 
 
 def report() -> None:
@@ -88,21 +126,32 @@ def report() -> None:
     if not rows:
         raise SystemExit(f"nothing measured yet in {RESULTS}; run with --model first")
     print(f"G2P on cmudict, test words of our split ({rows[0]['sources']} words, {rows[0]['pairs']} pronunciations)")
-    print(f"{'model':<58} {'WER %':>6} {'PER %':>6} {'words/s':>8}")
+    print(f"{'model':<84} {'WER %':>6} {'PER %':>6} {'words/s':>8}")
     for row in rows:
+        epochs = row.get("epochs", "?")
         for beam in (1, 5):
             s = row[f"beam{beam}"]
-            label = f"ours, {row['model']} attention, {'greedy' if beam == 1 else 'beam 5'}" if row["model"] != "none" \
-                else f"ours, no attention, {'greedy' if beam == 1 else 'beam 5'}"
-            print(f"{label:<58} {100 * s['sequence_error']:6.2f} {100 * s['token_error']:6.2f} "
+            label = (f"ours, {DESCRIPTIONS[row['model']]} ({row['train_seconds'] / 60:.0f} min, {epochs} epochs), "
+                     f"{'greedy' if beam == 1 else 'beam 5'}")
+            print(f"{label:<84} {100 * s['sequence_error']:6.2f} {100 * s['token_error']:6.2f} "
                   f"{s['per_second']:8.0f}")
     for label, wer, per in PUBLISHED:
-        print(f"{label:<58} {wer:6.2f} {'' if per is None else f'{per:6.2f}':>6} {'':>8}")
+        print(f"{label:<84} {wer:6.2f} {'' if per is None else f'{per:6.2f}':>6} {'':>8}")
     for row in rows:
         greedy, beam = row["beam1"], row["beam5"]
         print(f"{row['model']}: beam 5 decodes at {beam['per_second'] / greedy['per_second']:.2f}x greedy's speed "
               f"({beam['per_second']:.0f} vs {greedy['per_second']:.0f} words/s, {row['threads']} thread(s)); "
               f"trained {row['train_seconds'] / 60:.1f} min")
+    speed_file = RESULTS / "speed.json"
+    if speed_file.is_file():
+        speeds = json.loads(speed_file.read_text())
+        print("decoding speed measured alone (--speed), test words/s, batches of 64:")
+        for key in sorted(k for k in speeds if "beam1" in k):
+            name, _, threads = key.split()
+            greedy, beam = speeds[key], speeds.get(f"{name} beam5 {threads}")
+            if beam is not None:
+                print(f"  {name:<18} {threads:<9} greedy {greedy:7.0f}  beam 5 {beam:7.0f}  ratio {beam / greedy:.2f}x"
+                      f"  (target: beam 5 >= 500 words/s and >= 0.5x greedy)")
     best = min(row["beam5"]["sequence_error"] for row in rows if row["model"] == "attention") \
         if any(row["model"] == "attention" for row in rows) else None
     if best is not None:
@@ -116,11 +165,15 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0, help="training time per model (default: 30)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     parser.add_argument("--report", action="store_true", help="print the table of the models measured so far")
+    parser.add_argument("--speed", action="store_true",
+                        help="measure every trained model's greedy and beam-5 speed with --threads (run it alone)")
     args, extra = parser.parse_known_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.model:
         run_model(args.model, args.minutes, args.threads, extra)
-    if args.report or not args.model:
+    if args.speed:
+        measure_speed(args.threads)
+    if args.report or not (args.model or args.speed):
         report()
 
 
