@@ -175,7 +175,8 @@ def main() -> None:
         code = unrolled(["seq2seq", "train", "--dataset", "cmudict", "--out", str(out), "--max-time",
                          f"{args.minutes}m", "--max-epochs", "1000", "--embedding", "128", "--hidden", "256",
                          "--no-bidirectional", "--attention", "general", "--dropout", "0.2", "--lr", "2e-3",
-                         "--schedule", "constant", "--batch", "64", "--eval-every", "2000", "--no-progress", "--log-every", "1000"])
+                         "--schedule", "constant", "--batch", "64", "--eval-every", "2000", "--no-progress",
+                         "--log-every", "1000"])
         if code != 0:
             raise SystemExit(f"unrolled seq2seq train failed with status {code}")
         trained = time.monotonic() - started
