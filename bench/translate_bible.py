@@ -48,7 +48,8 @@ def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict
     out = RESULTS / f"run-{name}"
     shutil.rmtree(out, ignore_errors=True)
     arguments = ["seq2seq", "train", "--dataset", "bible-en-es", "--out", str(out), "--max-time", f"{minutes}m",
-                 "--source-tokens", "subword", "--target-tokens", "subword", "--subword-vocab", "4000",
+                 "--max-epochs", "1000", "--source-tokens", "subword", "--target-tokens", "subword",
+                 "--subword-vocab", "4000",
                  "--max-len", "120", "--embedding", "256", "--hidden", "256", "--batch", "32",
                  "--schedule", "cosine", "--lr", "2e-3", "--dropout", "0.3", "--eval-every", "500",
                  "--no-progress", "--log-every", "100", *MODELS[name], *extra]
