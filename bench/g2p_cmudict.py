@@ -44,6 +44,7 @@ MODELS = {
     "attention": ["--attention", "general"],
     "attention-nofeed": ["--attention", "general", "--no-input-feed"],
     "attention-smooth": ["--attention", "general", "--dropout", "0.3", "--label-smoothing", "0.1"],
+    "attention-2threads": ["--attention", "general"],
     "none": ["--attention", "none", "--no-input-feed"],
 }
 TARGET_WER = 30.0
@@ -51,6 +52,7 @@ DESCRIPTIONS = {
     "attention": "general attention, input feeding",
     "attention-nofeed": "general attention, no input feeding",
     "attention-smooth": "general attention, input feeding, dropout 0.3, smoothing 0.1",
+    "attention-2threads": "general attention, input feeding, 2 threads",
     "none": "no attention",
 }
 
