@@ -89,6 +89,19 @@ def data_file(args: argparse.Namespace, *, what: str, dataset: str) -> Path:
     return Path(args.data) if args.data else obtain(args.dataset)
 
 
+def run_part(items: list[Any], split: dict[str, Any] | None, part: str, run: str,
+             split_items: Callable[[list[Any], Any], dict[str, list[Any]]], record: Callable[..., Any]) -> list[Any]:
+    """`items` itself for part "all", else the run's recorded `part` of them; one-line errors otherwise."""
+    if part == "all":
+        return items
+    if split is None:
+        raise ValueError(f"{run} records no split; evaluate with --split all")
+    chosen = split_items(items, record(**split))[part]
+    if not chosen:
+        raise ValueError(f"the run's {part} part is empty (it was trained with no {part} fraction)")
+    return chosen
+
+
 def report_training(result: Any, out: str, unit: str = "") -> int:
     """Print how a training run ended and where its files are; the exit status (130 when interrupted)."""
     best = f", best validation loss {result.best_loss:.4f}{unit}" if result.best_loss is not None else ""

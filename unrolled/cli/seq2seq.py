@@ -16,6 +16,7 @@ from unrolled.cli.common import (
     non_negative_int,
     positive_int,
     report_training,
+    run_part,
     train_config,
 )
 
@@ -236,12 +237,7 @@ def seq2seq_eval(args: argparse.Namespace) -> int:
 
     translator = Translator.load(args.run)
     pairs = read_pairs_of(args)
-    if args.split != "all":
-        if translator.split is None:
-            raise ValueError(f"{args.run} records no split; evaluate with --split all")
-        pairs = split_pairs(pairs, SplitRecord(**translator.split))[args.split]
-        if not pairs:
-            raise ValueError(f"the run's {args.split} part is empty (it was trained with no {args.split} fraction)")
+    pairs = run_part(pairs, translator.split, args.split, args.run, split_pairs, SplitRecord)
     beams = (1,) if args.beam == 1 else (1, args.beam)
     report = translator.evaluate(pairs, beams=beams, length_penalty=args.length_penalty, batch_size=args.batch_size)
     if args.json:

@@ -16,6 +16,7 @@ from unrolled.cli.common import (
     non_negative_int,
     positive_int,
     report_training,
+    run_part,
     train_config,
 )
 
@@ -142,12 +143,7 @@ def tag_eval(args: argparse.Namespace) -> int:
 
     tagger = SequenceTagger.load(args.run)
     sentences = read_sentences(args)
-    if args.split != "all":
-        if tagger.split is None:
-            raise ValueError(f"{args.run} records no split; evaluate with --split all")
-        sentences = split_sentences(sentences, SplitRecord(**tagger.split))[args.split]
-        if not sentences:
-            raise ValueError(f"the run's {args.split} part is empty (it was trained with no {args.split} fraction)")
+    sentences = run_part(sentences, tagger.split, args.split, args.run, split_sentences, SplitRecord)
     report = tagger.evaluate(sentences)
     run = Path(args.run)
     folder = run.parent if (run / "config.json").is_file() else run

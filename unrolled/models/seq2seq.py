@@ -286,7 +286,8 @@ class Seq2Seq(nn.Module):
         smoothed = F.cross_entropy(wide, gold.flatten(), ignore_index=PAD_ID, reduction="sum",
                                    label_smoothing=self.config.label_smoothing)
         with torch.no_grad():
-            nll = F.cross_entropy(wide, gold.flatten(), ignore_index=PAD_ID, reduction="sum") / count
+            nll = (F.cross_entropy(wide, gold.flatten(), ignore_index=PAD_ID, reduction="sum")
+                   if self.config.label_smoothing else smoothed) / count  # unsmoothed: computed once when it is
             correct = ((wide.argmax(-1) == gold.flatten()) & real).sum()
         return smoothed / count, {"tokens": float(count), "accuracy": float(correct) / float(count),
                                   "nll": float(nll)}

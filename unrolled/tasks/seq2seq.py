@@ -42,7 +42,7 @@ from unrolled.checkpoint import (
     saved_run_config,
 )
 from unrolled.data.labelled import truncate
-from unrolled.data.pairs import Pair, PairData, iterate_pair_batches
+from unrolled.data.pairs import Pair, PairBatch, PairData, iterate_pair_batches, make_pair_batch
 from unrolled.data.vocab import UNK_ID, UNK_TOKEN, TokenVocabulary
 from unrolled.metrics import bleu_chrf, sequence_errors
 from unrolled.models.seq2seq import BOS_ID, EOS_ID, KIND, Seq2Seq, Seq2SeqConfig
@@ -168,6 +168,11 @@ class Translation:
     attention: Tensor | None = dataclasses.field(default=None, repr=False)
 
 
+def source_batch(sources: list[list[int]]) -> PairBatch:
+    """A batch of sources to decode (each target only ``<s>`` ``</s>``)."""
+    return make_pair_batch(sources, [[BOS_ID, EOS_ID]] * len(sources))
+
+
 def pair_key(pair: Pair) -> str:
     return pair.source + "\t" + pair.target
 
@@ -256,9 +261,7 @@ class Translator:
         weights = (lambda state: state.attention) if attention and self.model.attention is not None else None
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            batch = iterate_pair_batches([ids[i] for i in chunk], [[BOS_ID, EOS_ID]] * len(chunk),
-                                         batch_size=len(chunk))
-            pairs = next(batch)
+            pairs = source_batch([ids[i] for i in chunk])
             log_probs, state = self.model.prime(pairs.source.to(device), pairs.source_lengths.to(device))
             found = decoding.beam_search(self.model, log_probs, state, beam_size=beam, max_length=limit,
                                          end_token=EOS_ID, length_penalty=length_penalty, n_best=n_best,
@@ -289,7 +292,7 @@ class Translator:
         results: list[str] = []
         for start in range(0, len(ids), batch_size):
             chunk = ids[start : start + batch_size]
-            pairs = next(iterate_pair_batches(chunk, [[BOS_ID, EOS_ID]] * len(chunk), batch_size=len(chunk)))
+            pairs = source_batch(chunk)
             log_probs, state = self.model.prime(pairs.source.to(device), pairs.source_lengths.to(device))
             drawn = decoding.sample(self.model, log_probs, state, length=limit,
                                     temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
@@ -345,8 +348,7 @@ def validation_scores(model: Seq2Seq, sources: list[list[int]], targets: list[li
             wrong = 0
             for start in range(0, len(references_ids), TRANSLATE_BATCH):
                 chunk = references_ids[start : start + TRANSLATE_BATCH]
-                batch = next(iterate_pair_batches([s for s, _ in chunk], [[BOS_ID, EOS_ID]] * len(chunk),
-                                                  batch_size=len(chunk)))
+                batch = source_batch([s for s, _ in chunk])
                 log_probs, state = model.prime(batch.source.to(device), batch.source_lengths.to(device))
                 longest = max(len(r) for _, refs in chunk for r in refs)
                 found = decoding.greedy(model, log_probs, state, length=longest + 2, end_token=EOS_ID)
