@@ -46,7 +46,10 @@ MODELS = {
     "attention-smooth": ["--attention", "general", "--dropout", "0.3", "--label-smoothing", "0.1"],
     "attention-2threads": ["--attention", "general"],
     "none": ["--attention", "none", "--no-input-feed"],
+    "attention-nostress": ["--attention", "general"],
+    "none-nostress": ["--attention", "none", "--no-input-feed"],
 }
+DATASETS = {"attention-nostress": "cmudict-nostress", "none-nostress": "cmudict-nostress"}  # else cmudict
 TARGET_WER = 30.0
 DESCRIPTIONS = {
     "attention": "general attention, input feeding",
@@ -54,6 +57,8 @@ DESCRIPTIONS = {
     "attention-smooth": "general attention, input feeding, dropout 0.3, smoothing 0.1",
     "attention-2threads": "general attention, input feeding, 2 threads",
     "none": "no attention",
+    "attention-nostress": "general attention, input feeding, no stress (39 phonemes)",
+    "none-nostress": "no attention, no stress (39 phonemes)",
 }
 
 
@@ -68,7 +73,8 @@ def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict
     torch.set_num_threads(threads)
     out = RESULTS / f"run-{name}"
     shutil.rmtree(out, ignore_errors=True)
-    arguments = ["seq2seq", "train", "--dataset", "cmudict", "--out", str(out), "--max-time", f"{minutes}m",
+    dataset = DATASETS.get(name, "cmudict")
+    arguments = ["seq2seq", "train", "--dataset", dataset, "--out", str(out), "--max-time", f"{minutes}m",
                  "--max-epochs", "1000", "--embedding", "128", "--hidden", "256", "--schedule", "cosine",
                  "--lr", "2e-3", "--eval-every", "2000", "--no-progress", "--log-every", "500", *MODELS[name], *extra]
     started = time.monotonic()
@@ -78,7 +84,7 @@ def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict
         raise SystemExit(f"seq2seq train ({name}) failed with status {code}")
     translator = Translator.load(out)
     assert translator.split is not None
-    pairs = read_pairs(obtain("cmudict"))
+    pairs = read_pairs(obtain(dataset))
     test = split_pairs(pairs, SplitRecord(**translator.split))["test"]
     report = translator.evaluate(test, beams=(1, 5))
     result = {"model": name, "arguments": arguments, "threads": threads, "train_seconds": round(trained, 1),
@@ -97,13 +103,13 @@ def measure_speed(threads: int) -> None:
     from unrolled.tasks.seq2seq import SplitRecord, Translator, references, split_pairs
 
     torch.set_num_threads(threads)
-    pairs = read_pairs(obtain("cmudict"))
     speeds = json.loads((RESULTS / "speed.json").read_text()) if (RESULTS / "speed.json").is_file() else {}
     for name in MODELS:
         if not (RESULTS / f"run-{name}").is_dir():
             continue
         translator = Translator.load(RESULTS / f"run-{name}")
         assert translator.split is not None
+        pairs = read_pairs(obtain(DATASETS.get(name, "cmudict")))
         words, _ = references(split_pairs(pairs, SplitRecord(**translator.split))["test"])
         for beam in (1, 5):
             translator.translate(words[:256], beam=beam)  # warm up

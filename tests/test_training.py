@@ -305,6 +305,22 @@ def test_a_time_bounded_run_fixes_its_cosine_horizon_once_and_resume_keeps_it(tm
     assert [lr for _, _, lr in losses(tmp_path / "split")] == [by_step[s] for s in range(1, 60)]
 
 
+def test_a_cosine_run_decays_over_whichever_budget_ends_first(tmp_path: Path) -> None:
+    clock = FakeClock()  # 1 s a step, 100 s: the time ends at step 100, before the 500 steps
+    timed, _ = train(tmp_path / "time", settings(max_steps=500, max_time=100.0, eval_every=1000),
+                     hook=clock.ticking(1.0), clock=clock)
+    assert timed.stopped_because == "max_time" and timed.steps == 100
+    assert load_checkpoint(tmp_path / "time" / "last").training_state["progress"]["horizon"] == 100
+    clock = FakeClock()  # the same, with 60 steps: they end first
+    stepped, _ = train(tmp_path / "steps", settings(max_steps=60, max_time=100.0, eval_every=1000),
+                       hook=clock.ticking(1.0), clock=clock)
+    assert stepped.stopped_because == "max_steps" and stepped.steps == 60
+    assert load_checkpoint(tmp_path / "steps" / "last").training_state["progress"]["horizon"] == 60
+    config = settings(max_steps=60, max_time=100.0)
+    assert losses(tmp_path / "steps")[-1][2] == pytest.approx(learning_rate(config, 59, horizon=60))
+    assert learning_rate(config, 60, horizon=60) == pytest.approx(config.lr * config.min_lr_ratio)
+
+
 def test_max_epochs_stops_at_an_epoch_end(tmp_path: Path) -> None:
     result, _ = train(tmp_path, settings(max_steps=None, max_epochs=2, eval_every=100))
     assert result.stopped_because == "max_epochs" and result.steps == 2 * WINDOWS and result.epochs == 2.0

@@ -35,9 +35,11 @@ The cosine horizon N is `decay_steps`, else `max_steps`, else
 `max_epochs * len(data)`, taken from the config each time a run starts or
 resumes (so a run stopped at max_steps k and resumed to n decays over n steps
 after the resume: set decay_steps to n in both for the schedule of an n-step
-run). A run bounded only by `max_time` times 20 steps (after the first of the
-session) and fixes N = steps done + steps that fit in the time left, once: it
-is saved with the run and kept by every resume.
+run). A run with a `max_time` (and no `decay_steps`) times 20 steps (after the
+first of the session) and fixes N = steps done + steps that fit in the time
+left, or the step or epoch budget if that ends first, once: it is saved with
+the run and kept by every resume. So a cosine run decays fully whichever
+budget stops it.
 
 A run folder::
 
@@ -205,7 +207,8 @@ class TrainConfig:
     schedule          "constant", "cosine", "step" or "plateau" (see the module docstring)
     warmup_steps      linear warm-up over the first updates, for every schedule
     min_lr_ratio      the cosine floor, a fraction of lr
-    decay_steps       the cosine horizon; default max_steps, else max_epochs x batches per epoch
+    decay_steps       the cosine horizon; default max_steps, else max_epochs x batches per epoch, or
+                      what fits in max_time if that is sooner (see the module docstring)
     step_size, gamma  step decay: x gamma every step_size updates
     plateau_factor    reduce-on-plateau: the lr is multiplied by plateau_factor after
     plateau_patience  plateau_patience (regular) evaluations in a row without a new best loss
@@ -724,8 +727,12 @@ class Trainer:
         fixed = config.decay_steps or config.max_steps
         if fixed is None and config.max_epochs is not None:
             fixed = config.max_epochs * self._epoch_length
-        if fixed is not None:
+        timed = config.schedule == "cosine" and config.decay_steps is None and config.max_time is not None
+        self._horizon_cap = fixed if timed else None
+        if not timed:
             self._progress.horizon = fixed
+        elif not resume:
+            self._progress.horizon = None  # timed below; a resumed run keeps the horizon it saved
         self._estimate_horizon = config.schedule == "cosine" and self._progress.horizon is None
         if self.world > 1:
             module = _LossOf(self.model)
@@ -968,6 +975,8 @@ class Trainer:
         per_step = max((now - self._timing_start) / HORIZON_TIMED_STEPS, 1e-9)
         left = max(0.0, float(self.config.max_time or 0.0) - self._elapsed())
         horizon = self._progress.step + int(left / per_step)
+        if self._horizon_cap is not None:  # the step or epoch budget ends first
+            horizon = min(horizon, self._horizon_cap)
         self._progress.horizon = int(self._broadcast(float(horizon)))
         self._estimate_horizon = False
 

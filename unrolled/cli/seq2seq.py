@@ -25,7 +25,7 @@ SEQ2SEQ_TRAIN_DEFAULTS: dict[str, Any] = {
     "max_epochs": 10, "eval_every": None, "early_stop": None,
 }
 ATTENTION_CHOICES = ("none", "dot", "general", "scaled", "additive")
-DATASETS = "cmudict, chatterbot, bible-en-es"
+DATASETS = "cmudict, cmudict-nostress, chatterbot, bible-en-es"
 
 
 def add_seq2seq_commands(commands: Any) -> None:

