@@ -205,6 +205,37 @@ def test_beam_of_one_is_greedy_and_batches_do_not_change_results(attention: str)
         assert [h.score for h in alone] == pytest.approx([h.score for h in together[i]], rel=1e-9)
 
 
+@pytest.mark.parametrize("attention", ["general", "additive"])
+def test_reorder_shares_the_memory_and_steps_as_with_a_copy_per_hypothesis(attention: str) -> None:
+    model = make_model(attention=attention).eval()
+    b = batch()
+    log_probs, state = model.prime(b.source, b.source_lengths)
+    copied = state  # the reference: every tensor reordered, a memory row per hypothesis
+
+    def step_both(index: list[int], tokens: list[int]) -> tuple[Tensor, Tensor]:
+        nonlocal state, copied
+        rows = torch.tensor(index)
+        state = model.reorder(state, rows)
+        copied = decoding.index_state(copied, rows, 0)
+        ours, state = model.step(torch.tensor(tokens), state)
+        theirs, copied = model.step(torch.tensor(tokens), copied)
+        return ours, theirs
+
+    for index, shared in [
+        ([0, 0, 1, 1, 2, 2], 3),  # a beam of 2 over 3 inputs: the memory is not copied
+        ([1, 0, 2, 3, 5, 5], 3),  # within each input's block: still shared
+        ([0, 1, 4, 4], 2),  # the second input leaves the search
+        ([3, 0, 1, 2], 4),  # not blocks of one input each: a memory row per hypothesis
+        ([1, 1, 2], 3),
+    ]:
+        ours, theirs = step_both(index, [4 + i % 5 for i in range(len(index))])
+        assert state.memory is not None and state.memory.shape[0] == shared
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
+        torch.testing.assert_close(state.attention, copied.attention, rtol=0, atol=1e-12)
+    unchanged = model.reorder(state, torch.arange(3))
+    assert unchanged.memory is state.memory and unchanged.keys is state.keys
+
+
 def test_decoding_never_emits_padding_or_start() -> None:
     model = make_model(attention="general").eval()
     with torch.no_grad():

@@ -26,6 +26,7 @@ SEQ2SEQ_TRAIN_DEFAULTS: dict[str, Any] = {
 }
 ATTENTION_CHOICES = ("none", "dot", "general", "scaled", "additive")
 DATASETS = "cmudict, cmudict-nostress, chatterbot, bible-en-es"
+CHARACTER_SOURCES = ("cmudict", "cmudict-nostress")  # datasets whose sources are spelled words
 
 
 def add_seq2seq_commands(commands: Any) -> None:
@@ -54,7 +55,7 @@ def add_seq2seq_commands(commands: Any) -> None:
     data.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N pairs")
     data.add_argument("--source-tokens", choices=("char", "word", "subword"), default=None,
                       help="how sources are cut into tokens: characters, whitespace-separated words, or "
-                           "sentencepiece subwords (default: word; char for --dataset cmudict)")
+                           "sentencepiece subwords (default: word; char for the cmudict datasets)")
     data.add_argument("--target-tokens", choices=("char", "word", "subword"), default="word",
                       help="how targets are cut into tokens (default: word)")
     data.add_argument("--subword-vocab", type=positive_int, default=8000,
@@ -165,7 +166,7 @@ def seq2seq_train(args: argparse.Namespace) -> int:
     pairs = read_pairs_of(args)
     validation = (read_pairs(Path(args.validation_data), format=args.format, source_field=args.source_field,
                              target_field=args.target_field) if args.validation_data else None)
-    source_tokens = args.source_tokens or ("char" if args.dataset == "cmudict" else "word")
+    source_tokens = args.source_tokens or ("char" if args.dataset in CHARACTER_SOURCES else "word")
     options = {"embedding": args.embedding, "cell": args.cell, "hidden": args.hidden, "layers": args.layers,
                "bidirectional": args.bidirectional, "attention": args.attention, "input_feed": args.input_feed,
                "dropout": args.dropout, "tie_embeddings": args.tie_embeddings,

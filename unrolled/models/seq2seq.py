@@ -131,9 +131,14 @@ class DecoderState(NamedTuple):
 
     rnn: one cell state per layer, h (N, H) or the LSTM's (h, c).
     feed: the last attentional state h~ (N, H) with input feeding, else None.
-    memory, mask: the encoder states (N, S, D*H) and their real positions (N, S); None without attention.
+    memory, mask: the encoder states (n, S, D*H) and their real positions (n, S); None without attention.
     attention: the weights of the last step (N, S), or None (no attention, or no step yet).
-    keys: what the attention precomputes of the memory (additive: (N, S, A)), or None.
+    keys: what the attention precomputes of the memory (additive: (n, S, A)), or None.
+
+    The memory is shared by the hypotheses of one input: the N = n K hypotheses
+    are n blocks of K consecutive rows, block b reading memory row b (K = 1:
+    a memory row per hypothesis). `Seq2Seq.reorder` keeps this layout, so a
+    beam search copies the memory only when inputs leave the search.
     """
 
     rnn: tuple[State, ...]
@@ -211,7 +216,12 @@ class Seq2Seq(nn.Module):
         if self.attention is None:
             return o, None
         assert self.combine is not None and state.memory is not None
-        context, weights = self.attention(o, state.memory, state.mask, state.keys)  # (.., D*H), (.., S)
+        inputs = state.memory.shape[0]
+        if o.dim() == 2 and o.shape[0] != inputs:  # K hypotheses per memory row: (n, K, H) queries
+            context, weights = self.attention(o.view(inputs, -1, o.shape[-1]), state.memory, state.mask, state.keys)
+            context, weights = context.flatten(0, 1), weights.flatten(0, 1)  # (N, D*H), (N, S)
+        else:
+            context, weights = self.attention(o, state.memory, state.mask, state.keys)  # (.., D*H), (.., S)
         return torch.tanh(self.combine(torch.cat([context, o], dim=-1))), weights
 
     def decode_step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
@@ -306,8 +316,29 @@ class Seq2Seq(nn.Module):
         return F.log_softmax(logits, dim=-1), state
 
     def reorder(self, state: DecoderState, index: Tensor) -> DecoderState:
-        """The state of hypotheses `index` (M,), every tensor along dim 0."""
-        return index_state(state, index, 0)
+        """The state of hypotheses `index` (M,), every tensor along dim 0; the memory stays shared.
+
+        Hypothesis r of the N reads memory row g_r = r // K (K = N / n). The new
+        rows read g_index. When they form blocks of equal size, one input after
+        another (a beam search's reorder always does), the memory keeps one row
+        per block, untouched when no input left; otherwise it gets one row per
+        new hypothesis.
+        """
+        rows = state.rnn[0][0] if isinstance(state.rnn[0], tuple) else state.rnn[0]
+        per_row = index_state(state._replace(memory=None, mask=None, keys=None), index, 0)
+        if state.memory is None:
+            return per_row
+        inputs = state.memory.shape[0]
+        group = index.to(state.memory.device) // (rows.shape[0] // inputs)  # the memory row of each new row, (M,)
+        kept = torch.unique_consecutive(group)
+        blocks = index.shape[0] % kept.shape[0] == 0 and bool(
+            (group.view(kept.shape[0], -1) == kept.unsqueeze(1)).all())
+        if not blocks:
+            kept = group
+        if kept.shape[0] == inputs and bool((kept == torch.arange(inputs, device=kept.device)).all()):
+            return per_row._replace(memory=state.memory, mask=state.mask, keys=state.keys)
+        shared = index_state((state.memory, state.mask, state.keys), kept, 0)
+        return per_row._replace(memory=shared[0], mask=shared[1], keys=shared[2])
 
 
 def layer_state(rnn: tuple[State, ...]) -> LayerState:
