@@ -209,7 +209,7 @@ def test_beam_of_one_is_greedy_and_batches_do_not_change_results(attention: str)
 def test_reorder_shares_the_memory_and_steps_as_with_a_copy_per_hypothesis(attention: str) -> None:
     model = make_model(attention=attention).eval()
     b = batch()
-    log_probs, state = model.prime(b.source, b.source_lengths)
+    _, state = model.prime(b.source, b.source_lengths)
     copied = state  # the reference: every tensor reordered, a memory row per hypothesis
 
     def step_both(index: list[int], tokens: list[int]) -> tuple[Tensor, Tensor]:
