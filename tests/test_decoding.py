@@ -19,6 +19,7 @@ from unrolled.decoding import (
     index_state,
     repeat_hypotheses,
     sample,
+    shared_rows,
 )
 
 END = 0  # the end token of every test vocabulary
@@ -690,3 +691,22 @@ def test_no_repeat_ngram_must_not_be_negative() -> None:
     chain = Chain(CHAIN)
     with pytest.raises(ValueError, match="no_repeat_ngram"):
         beam_search(chain, *chain.start([1]), beam_size=2, max_length=3, end_token=END, no_repeat_ngram=-1)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_shared_rows_give_each_new_hypothesis_its_input_row(seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    inputs, per = 1 + seed % 4, 1 + seed % 3
+    rows = torch.arange(inputs)  # the shared tensor: row b is input b
+    if seed % 2:  # a beam search's reorder: blocks of one input each, some inputs gone
+        kept = torch.randperm(inputs, generator=generator)[: 1 + seed % inputs].sort().values
+        new_per = 1 + seed % 5
+        index = (kept.repeat_interleave(new_per) * per
+                 + torch.randint(0, per, (kept.numel() * new_per,), generator=generator))
+    else:  # any index at all
+        index = torch.randint(0, inputs * per, (1 + seed % 7,), generator=generator)
+    chosen = shared_rows(index, hypotheses=inputs * per, inputs=inputs)
+    shared = rows if chosen is None else rows[chosen]
+    new_per = index.numel() // shared.numel()
+    assert index.numel() == shared.numel() * new_per
+    assert [int(shared[r // new_per]) for r in range(index.numel())] == (index // per).tolist()

@@ -83,6 +83,28 @@ def index_state(state: S, index: Tensor, dim: int = 0) -> S:
     return state
 
 
+def shared_rows(index: Tensor, *, hypotheses: int, inputs: int) -> Tensor | None:
+    """The rows of a per-input tensor (n, ...) that hypotheses `index` (M,) read after a reorder; None: all, as is.
+
+    A model whose N = n K hypotheses are n blocks of K consecutive rows, block b
+    reading row b of what is shared by an input's hypotheses (an encoder's
+    memory), reorders the per-hypothesis state by `index` and the shared rows
+    by this: hypothesis r reads row g_r = r // K, so the new rows read
+    g_index. When those form blocks of equal size, one input after another (a
+    beam search's reorder always does), the result keeps one row per block,
+    and is None when that is every row in order (nothing to copy); otherwise it
+    is g_index itself, one row per new hypothesis (K = 1).
+    """
+    group = index // (hypotheses // inputs)  # (M,)
+    kept = torch.unique_consecutive(group)
+    blocks = index.shape[0] % kept.shape[0] == 0 and bool((group.view(kept.shape[0], -1) == kept.unsqueeze(1)).all())
+    if not blocks:
+        return group
+    if kept.shape[0] == inputs and bool((kept == torch.arange(inputs, device=kept.device)).all()):
+        return None
+    return kept
+
+
 def repeat_hypotheses(decoder: Decoder, log_probs: Tensor, state: Any, copies: int) -> tuple[Tensor, Any]:
     """Repeat each of N hypotheses `copies` times: row i becomes rows i*copies .. (i+1)*copies - 1.
 

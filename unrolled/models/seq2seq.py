@@ -65,7 +65,7 @@ from torch import Tensor, nn
 from unrolled.attention import KINDS, Attention
 from unrolled.cells import CELLS, State
 from unrolled.data.vocab import PAD_ID
-from unrolled.decoding import index_state
+from unrolled.decoding import index_state, shared_rows
 from unrolled.models.pooling import sequence_mask, token_embedding
 from unrolled.recurrent import LayerState, Recurrent, at_least_float32, cell_state, map_state
 
@@ -328,14 +328,8 @@ class Seq2Seq(nn.Module):
         per_row = index_state(state._replace(memory=None, mask=None, keys=None), index, 0)
         if state.memory is None:
             return per_row
-        inputs = state.memory.shape[0]
-        group = index.to(state.memory.device) // (rows.shape[0] // inputs)  # the memory row of each new row, (M,)
-        kept = torch.unique_consecutive(group)
-        blocks = index.shape[0] % kept.shape[0] == 0 and bool(
-            (group.view(kept.shape[0], -1) == kept.unsqueeze(1)).all())
-        if not blocks:
-            kept = group
-        if kept.shape[0] == inputs and bool((kept == torch.arange(inputs, device=kept.device)).all()):
+        kept = shared_rows(index, hypotheses=rows.shape[0], inputs=state.memory.shape[0])
+        if kept is None:
             return per_row._replace(memory=state.memory, mask=state.mask, keys=state.keys)
         shared = index_state((state.memory, state.mask, state.keys), kept, 0)
         return per_row._replace(memory=shared[0], mask=shared[1], keys=shared[2])
