@@ -111,7 +111,8 @@ class PairBatch:
     target: Tensor
 
 
-def _pad(sequences: Sequence[Sequence[int]]) -> Tensor:
+def pad_ids(sequences: Sequence[Sequence[int]]) -> Tensor:
+    """(B, longest) int64: the id sequences one per row, padded with `PAD_ID`."""
     lengths = [len(sequence) for sequence in sequences]
     table = np.full((len(sequences), max(lengths)), PAD_ID, dtype=np.int64)
     for b, sequence in enumerate(sequences):
@@ -131,7 +132,7 @@ def make_pair_batch(sources: Sequence[Sequence[int]], targets: Sequence[Sequence
     if short is not None:
         raise ValueError(f"target {short} of the batch lacks <s> and </s>")
     lengths = torch.tensor([len(source) for source in sources], dtype=torch.long)
-    return PairBatch(_pad(sources), lengths, _pad(targets))
+    return PairBatch(pad_ids(sources), lengths, pad_ids(targets))
 
 
 class PairData(LabelledData):
