@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from unrolled.metrics import classification_report, confusion_matrix, format_report, plot_confusion
+from unrolled.metrics import bleu_orders, classification_report, confusion_matrix, format_report, plot_confusion
 
 LABELS = ["cat", "dog", "eel"]
 #               true:  cat cat cat dog dog eel eel eel eel
@@ -68,3 +69,13 @@ def test_format_and_plot(tmp_path: Path) -> None:
     assert len(text.splitlines()) == 2 + len(LABELS)
     path = plot_confusion(report["confusion"], LABELS, tmp_path / "confusion.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bleu_orders_are_the_geometric_means_of_the_first_n_precisions() -> None:
+    # "a b x y": 1-grams 2/4 match, 2-grams 1/3 ("a b"), 3-grams 0/2; the closest reference has 4 words: BP = 1.
+    scores = bleu_orders(["a b x y"], [["a b c d", "p q r s t"]], orders=(1, 2))
+    assert scores["bleu1"] == pytest.approx(100 * 2 / 4)
+    assert scores["bleu2"] == pytest.approx(100 * math.sqrt(2 / 4 * 1 / 3))
+    assert bleu_orders(["a b c d"], [["a b c d"]])["bleu4"] == pytest.approx(100.0)
+    with pytest.raises(ValueError, match="2 hypotheses but references for 1 items"):
+        bleu_orders(["a", "b"], [["a"]])

@@ -156,3 +156,24 @@ def bleu_chrf(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) ->
     streams = [[r[k] if k < len(r) else None for r in references] for k in range(most)]
     return {"bleu": sacrebleu.corpus_bleu(list(hypotheses), streams).score,  # type: ignore[arg-type]
             "chrf": sacrebleu.corpus_chrf(list(hypotheses), streams).score}  # type: ignore[arg-type]
+
+
+def bleu_orders(hypotheses: Sequence[str], references: Sequence[Sequence[str]],
+                orders: Sequence[int] = (1, 2, 3, 4)) -> dict[str, float]:
+    r"""Corpus BLEU-n for each n of `orders` (sacrebleu, tokenizer 13a), as captioning papers report them.
+
+    .. math::
+        \mathrm{BLEU}\text{-}n = \mathrm{BP} \cdot \exp\Bigl(\frac1n \sum_{k=1}^{n} \log p_k\Bigr),\quad
+        \mathrm{BP} = \min(1, e^{1 - r/c})
+
+    p_k the clipped k-gram precision over the corpus (every reference of an item
+    counts for clipping), r the closest reference lengths, c the output length.
+    """
+    from sacrebleu.metrics import BLEU
+
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but references for {len(references)} items")
+    most = max((len(r) for r in references), default=0)
+    streams = [[r[k] if k < len(r) else None for r in references] for k in range(most)]
+    return {f"bleu{n}": BLEU(max_ngram_order=n).corpus_score(list(hypotheses), streams).score  # type: ignore[arg-type]
+            for n in orders}
