@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from tests.test_data import make_sdist
 from tests.test_sword import make_deb
 from unrolled.data import obtain, registry
+from unrolled.data.images import ImageCaptions, concatenate, read_coco, write_coco
 from unrolled.data.mnist import FASHION_FOLDER, read_idx
 
 
@@ -169,3 +171,135 @@ def test_fashion_refuses_images_of_the_wrong_shape(cache: Path, monkeypatch: pyt
     monkeypatch.setattr(registry, "apt_download", lambda package, dest: make_deb(dest / "f_1_all.deb", files))
     with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte\.gz: uint8 of shape \(2, 32, 32\), expected "):
         obtain("fashion")
+
+
+# --- COCO captions ---------------------------------------------------------------------------------------------------
+
+
+def small_captions(n: int = 3, height: int = 6, width: int = 8) -> ImageCaptions:
+    """``n`` random RGB images (one grey), one to three captions each, splits and boxes."""
+    rng = np.random.default_rng(n)
+    images = rng.integers(0, 256, size=(n, height, width, 3), dtype=np.uint8)
+    images[0] = images[0, :, :, :1]  # a grey image: saved with one channel, read back as RGB
+    return ImageCaptions(images=images, captions=[[f"caption {k} {j}" for j in range(1 + k % 3)] for k in range(n)],
+                         names=[f"im{k}.png" for k in range(n)], splits=[("train", "validation", "test")[k % 3]
+                                                                       for k in range(n)],
+                         boxes=[[(0, 0, 2, 4), (1, 4, height, width)][: k % 3] for k in range(n)])
+
+
+def test_write_then_read_coco_gives_the_data_back(tmp_path: Path) -> None:
+    data = small_captions()
+    path = write_coco(tmp_path / "set" / "captions.json", data, info={"what": "test"})
+    assert sorted(p.name for p in (tmp_path / "set" / "images").iterdir()) == ["im0.png", "im1.png", "im2.png"]
+    with Image.open(tmp_path / "set" / "images" / "im0.png") as grey, \
+            Image.open(tmp_path / "set" / "images" / "im1.png") as colour:
+        assert grey.mode == "L" and colour.mode == "RGB"
+    document = json.loads(path.read_text(encoding="utf-8"))
+    assert document["info"] == {"what": "test"}
+    assert document["images"][1] == {"id": 1, "file_name": "im1.png", "height": 6, "width": 8, "split": "validation",
+                                     "boxes": [[0, 0, 2, 4]]}
+    assert [a["image_id"] for a in document["annotations"]] == [0, 1, 1, 2, 2, 2]
+    back = read_coco(path, size=None)
+    assert np.array_equal(back.images, data.images) and back.images.dtype == np.uint8
+    assert (back.captions, back.names, back.splits, back.boxes) == (data.captions, data.names, data.splits,
+                                                                    data.boxes)
+    assert read_coco(path, size=(6, 8)).boxes == data.boxes  # the file's own size: nothing changes
+
+
+def test_read_coco_resizes_images_and_their_boxes(tmp_path: Path) -> None:
+    data = small_captions(n=2, height=10, width=20)
+    data.images[1] = 200
+    path = write_coco(tmp_path / "captions.json", data)
+    square = read_coco(path, size=5)
+    assert square.images.shape == (2, 5, 5, 3)
+    assert np.all(square.images[1] == 200)  # a flat image stays flat
+    assert square.boxes == [[], [(0, 0, 1, 1)]]  # (0, 0, 2, 4) of a 10 x 20 image on a 5 x 5 one
+    assert square.split("validation").names == ["im1.png"]
+    assert read_coco(path, size=(4, 6)).images.shape == (2, 4, 6, 3)
+
+
+def test_read_coco_finds_images_beside_the_json_or_in_a_given_folder(tmp_path: Path) -> None:
+    Image.new("RGB", (3, 2), (255, 0, 0)).save(tmp_path / "red.jpg")
+    document = {"images": [{"id": "a", "file_name": "red.jpg"}],
+                "annotations": [{"image_id": "a", "caption": "  a  red\nsquare "}]}
+    (tmp_path / "captions.json").write_text(json.dumps(document))
+    data = read_coco(tmp_path / "captions.json", size=None)
+    assert data.images.shape == (1, 2, 3, 3) and data.captions == [["a red square"]]
+    assert data.splits is None and data.boxes is None
+    (tmp_path / "elsewhere").mkdir()
+    moved = tmp_path / "elsewhere" / "captions.json"
+    moved.write_text(json.dumps(document))
+    assert read_coco(moved, size=4, image_folder=tmp_path).images.shape == (1, 4, 4, 3)
+    assert concatenate([data, data]).captions == [["a red square"], ["a red square"]]
+
+
+def write_bad(folder: Path, document: object) -> Path:
+    """``document`` as captions.json in ``folder``, beside a 2 x 2 image ok.png."""
+    Image.new("RGB", (2, 2)).save(folder / "ok.png")
+    (folder / "not-an-image.png").write_text("hello")
+    path = folder / "captions.json"
+    path.write_text(document if isinstance(document, str) else json.dumps(document))
+    return path
+
+
+OK_IMAGE = {"id": 1, "file_name": "ok.png"}
+OK_CAPTION = {"image_id": 1, "caption": "a black square"}
+
+
+@pytest.mark.parametrize(("document", "message"), [
+    ('{"images": [],\n "annotations": [}', r"captions\.json: not JSON \(line 2, column 18: "),
+    ([1, 2], r"the JSON is not an object"),
+    ({"annotations": []}, r"no 'images' list; a caption file is"),
+    ({"images": [OK_IMAGE]}, r"no 'annotations' list"),
+    ({"images": [], "annotations": []}, r"no images; a caption file needs at least one image"),
+    ({"images": [{"file_name": "ok.png"}], "annotations": []}, r"images\[0\] has no 'id'"),
+    ({"images": [{"id": 1}], "annotations": []}, r"images\[0\] has no 'file_name'"),
+    ({"images": [OK_IMAGE, OK_IMAGE], "annotations": [OK_CAPTION]}, r"images\[0\] and images\[1\] have the same id 1"),
+    ({"images": [OK_IMAGE | {"split": "val"}], "annotations": [OK_CAPTION]},
+     r"unknown split 'val'; use one of train, validation, test"),
+    ({"images": [OK_IMAGE | {"boxes": [[1, 2, 3]]}], "annotations": [OK_CAPTION]}, r"'boxes' must be a list of"),
+    ({"images": [OK_IMAGE, {"id": 2, "file_name": "ok.png", "split": "test"}],
+      "annotations": [OK_CAPTION, {"image_id": 2, "caption": "x"}]},
+     r"images\[0\] has no 'split' but images\[1\] has; give every image a 'split' or none"),
+    ({"images": [OK_IMAGE], "annotations": [{"caption": "x"}]}, r"annotations\[0\] has no 'image_id' or no 'caption'"),
+    ({"images": [OK_IMAGE], "annotations": [OK_CAPTION, {"image_id": 7, "caption": "x"}]},
+     r"annotations\[1\]: image_id 7 is not the id of any image; add the image or remove the annotation"),
+    ({"images": [OK_IMAGE], "annotations": [{"image_id": 1, "caption": " "}]},
+     r"annotations\[0\]: the caption is empty"),
+    ({"images": [OK_IMAGE, {"id": 2, "file_name": "ok.png"}], "annotations": [OK_CAPTION]},
+     r"image 'ok\.png' \(id 2\) has no caption; add an annotation for it or remove it"),
+    ({"images": [{"id": 1, "file_name": "gone.png"}], "annotations": [OK_CAPTION]},
+     r"image file 'gone\.png' not found in .* or .*images; put it there or pass image_folder"),
+    ({"images": [{"id": 1, "file_name": "not-an-image.png"}], "annotations": [OK_CAPTION]},
+     r"not-an-image\.png: not an image Pillow can read \(cannot identify image file"),
+])
+def test_read_coco_errors_are_one_line_and_say_what_to_do(tmp_path: Path, document: object, message: str) -> None:
+    path = write_bad(tmp_path, document)
+    with pytest.raises(ValueError, match=message) as error:
+        read_coco(path, size=2)
+    assert "\n" not in str(error.value)
+
+
+def test_read_coco_without_size_needs_images_of_one_size(tmp_path: Path) -> None:
+    Image.new("RGB", (4, 2)).save(tmp_path / "wide.png")
+    path = write_bad(tmp_path, {"images": [OK_IMAGE, {"id": 2, "file_name": "wide.png"}],
+                                "annotations": [OK_CAPTION, {"image_id": 2, "caption": "wide"}]})
+    with pytest.raises(ValueError, match=r"'wide\.png' is 2 x 4 but 'ok\.png' is 2 x 2; pass size= to resize them all"):
+        read_coco(path, size=None)
+    assert read_coco(path, size=3).images.shape == (2, 3, 3, 3)
+    with pytest.raises(ValueError, match=r"captions\.json: no such file"):
+        read_coco(tmp_path / "nope" / "captions.json", size=3)
+
+
+def test_write_coco_refuses_bad_names_and_images_without_captions(tmp_path: Path) -> None:
+    data = small_captions(n=2)
+    with pytest.raises(ValueError, match=r"'a/b\.png' is not a plain file name"):
+        write_coco(tmp_path / "c.json", ImageCaptions(data.images, data.captions, ["a/b.png", "c.png"]))
+    with pytest.raises(ValueError, match=r"two images would both be written as 'x\.png'"):
+        write_coco(tmp_path / "c.json", ImageCaptions(data.images, data.captions, ["x.jpg", "x.png"]))
+    with pytest.raises(ValueError, match=r"image 'b\.png' has no caption"):
+        write_coco(tmp_path / "c.json", ImageCaptions(data.images, [["x"], []], ["a.png", "b.png"]))
+    with pytest.raises(ValueError, match=r"2 images but 1 names"):
+        ImageCaptions(data.images, data.captions, ["a.png"])
+    with pytest.raises(ValueError, match=r"images must be uint8 of shape \(N, H, W, 3\)"):
+        ImageCaptions(data.images[..., 0], data.captions, data.names)
