@@ -14,6 +14,16 @@ from PIL import Image
 from tests.test_data import make_sdist
 from tests.test_sword import make_deb
 from unrolled.data import obtain, registry
+from unrolled.data.canvases import (
+    COLOURS,
+    OBJECT_SIZES,
+    PLACES,
+    SceneObject,
+    compose_scenes,
+    digit_strings,
+    held_out_combinations,
+    scene_caption,
+)
 from unrolled.data.images import ImageCaptions, concatenate, read_coco, write_coco
 from unrolled.data.mnist import FASHION_FOLDER, read_idx
 
@@ -303,3 +313,132 @@ def test_write_coco_refuses_bad_names_and_images_without_captions(tmp_path: Path
         ImageCaptions(data.images, data.captions, ["a.png"])
     with pytest.raises(ValueError, match=r"images must be uint8 of shape \(N, H, W, 3\)"):
         ImageCaptions(data.images[..., 0], data.captions, data.names)
+
+
+# --- digit strings ---------------------------------------------------------------------------------------------------
+
+
+def random_digits(per_digit: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct made-up 28 x 28 "digits" (random ink) and their labels 0..9."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(1, 256, size=(10 * per_digit, 28, 28), dtype=np.uint8)
+    return images, np.repeat(np.arange(10, dtype=np.int64), per_digit)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_digit_strings_place_whole_digits_in_reading_order(seed: int) -> None:
+    images, labels = random_digits(per_digit=4)
+    label_of = {image.tobytes(): int(label) for image, label in zip(images, labels, strict=True)}
+    canvases, strings, boxes = digit_strings(images, labels, count=40, max_digits=4, height=40, width=120, seed=seed)
+    assert canvases.dtype == np.uint8 and canvases.shape == (40, 40, 120)
+    assert {len(s) for s in strings} == {1, 2, 3, 4}
+    for canvas, string, placed in zip(canvases, strings, boxes, strict=True):
+        assert len(placed) == len(string)
+        ink = np.zeros(canvas.shape, dtype=bool)
+        for k, (top, left, bottom, right) in enumerate(placed):
+            assert top >= 0 and left >= 0 and bottom <= 40 and right <= 120
+            assert (bottom - top, right - left) == (28, 28)
+            if k:
+                assert placed[k - 1][3] <= left  # left of the next one, never overlapping
+            assert label_of[canvas[top:bottom, left:right].tobytes()] == int(string[k])
+            ink[top:bottom, left:right] = True
+        assert not canvas[~ink].any()  # nothing outside the boxes
+    again = digit_strings(images, labels, count=40, max_digits=4, height=40, width=120, seed=seed)
+    assert np.array_equal(again[0], canvases) and again[1:] == (strings, boxes)
+    other = digit_strings(images, labels, count=40, max_digits=4, height=40, width=120, seed=seed + 10)
+    assert other[1] != strings
+
+
+def test_digit_strings_fill_a_tight_canvas_and_refuse_one_too_small() -> None:
+    images, labels = random_digits(per_digit=1)
+    canvases, strings, boxes = digit_strings(images, labels, count=5, min_digits=3, max_digits=3, height=28,
+                                             width=84, seed=0)
+    assert all(b == [(0, 0, 28, 28), (0, 28, 28, 56), (0, 56, 28, 84)] for b in boxes)
+    assert all(len(s) == 3 for s in strings) and canvases.all()
+    with pytest.raises(ValueError, match=r"4 digits of 28 x 28 pixels do not fit side by side on a canvas 28 high "
+                                         r"and 100 wide; it needs 28 x 112 at least"):
+        digit_strings(images, labels, count=1, max_digits=4, height=28, width=100, seed=0)
+    with pytest.raises(ValueError, match=r"labels must be 10 digits 0\.\.9"):
+        digit_strings(images, labels + 1, count=1, max_digits=1, height=28, width=28, seed=0)
+
+
+# --- scenes ----------------------------------------------------------------------------------------------------------
+
+
+NAMES = ["seven", "sneaker", "bag"]
+
+
+def scene_objects(per_name: int = 3, seed: int = 0) -> dict[str, np.ndarray]:
+    """Made-up 28 x 28 grey objects, ink everywhere (128..255), so every pixel of a placed object shows."""
+    rng = np.random.default_rng(seed)
+    return {name: rng.integers(128, 256, size=(per_name, 28, 28), dtype=np.uint8) for name in NAMES}
+
+
+def coloured(grey: np.ndarray, colour: str) -> np.ndarray:
+    """The grey image in ``colour``, computed here: each channel is ink * colour // 255."""
+    return (grey[..., None].astype(np.int64) * np.array(COLOURS[colour]) // 255).astype(np.int64)
+
+
+def halved(grey: np.ndarray) -> np.ndarray:
+    """The mean of each 2 x 2 block, rounded: a 28 x 28 image at 14 x 14."""
+    return np.floor(grey.reshape(14, 2, 14, 2).astype(np.float64).mean(axis=(1, 3)) + 0.5)
+
+
+def check_scene(canvas: np.ndarray, caption: str, placed: list[SceneObject], objects: dict[str, np.ndarray]) -> None:
+    """The caption names the objects in reading order, and each object is drawn, whole, where its box says."""
+    assert caption == " and ".join(f"a {o.size} {o.colour} {o.name} at the {o.place}" for o in placed)
+    cells = [PLACES.index(o.place) for o in placed]
+    assert cells == sorted(set(cells))  # distinct cells, in reading order
+    ink = np.zeros(canvas.shape[:2], dtype=bool)
+    for thing in placed:
+        top, left, bottom, right = thing.box
+        row, column = divmod(PLACES.index(thing.place), 2)
+        assert row * 32 <= top and bottom <= row * 32 + 32 and column * 32 <= left and right <= column * 32 + 32
+        assert bottom - top == right - left == OBJECT_SIZES[thing.size]
+        patch = canvas[top:bottom, left:right].astype(np.int64)
+        sources = objects[thing.name] if thing.size == "large" else [halved(g) for g in objects[thing.name]]
+        assert any(np.abs(patch - coloured(g, thing.colour)).max() <= 1 for g in sources)
+        ink[top:bottom, left:right] = True
+    assert not canvas[~ink].any()
+
+
+def test_scenes_are_captioned_from_what_is_drawn() -> None:
+    objects = scene_objects()
+    allowed = [(colour, name) for colour in COLOURS for name in NAMES]
+    canvases, captions, placed = compose_scenes(objects, count=30, allowed=allowed, seed=3)
+    assert canvases.dtype == np.uint8 and canvases.shape == (30, 64, 64, 3)
+    assert {len(p) for p in placed} == {2, 3, 4} and {o.size for p in placed for o in p} == {"small", "large"}
+    for canvas, caption, scene in zip(canvases, captions, placed, strict=True):
+        check_scene(canvas, caption, scene, objects)
+        assert scene_caption(list(reversed(scene))) == caption
+    again = compose_scenes(objects, count=30, allowed=list(reversed(allowed)), seed=3)
+    assert np.array_equal(again[0], canvases) and again[1:] == (captions, placed)
+
+
+def test_held_out_combinations_appear_only_where_required() -> None:
+    names = [f"thing{k}" for k in range(8)]
+    held = held_out_combinations(names, count=6, seed=1)
+    assert len(held) == 6 and len({name for _, name in held}) == 6
+    assert {colour for colour, _ in held} == set(COLOURS)  # round the palette: 6 names, 6 colours
+    assert held == held_out_combinations(names, count=6, seed=1)
+    objects = scene_objects(per_name=2)
+    every = [(colour, name) for colour in COLOURS for name in NAMES]
+    held = held_out_combinations(NAMES, count=2, seed=0)
+    seen = [c for c in every if c not in held]
+    _, _, train = compose_scenes(objects, count=50, allowed=seen, seed=0)
+    _, _, test = compose_scenes(objects, count=50, allowed=every, required=held, seed=1)
+    assert not {(o.colour, o.name) for scene in train for o in scene} & set(held)
+    assert all({(o.colour, o.name) for o in scene} & set(held) for scene in test)
+    assert {(o.colour, o.name) for scene in test for o in scene} >= set(held)
+
+
+def test_scene_arguments_are_checked() -> None:
+    objects = scene_objects()
+    with pytest.raises(ValueError, match=r"unknown colour 'pink'; the palette has red, "):
+        compose_scenes(objects, count=1, allowed=[("pink", "bag")], seed=0)
+    with pytest.raises(ValueError, match=r"no images \(N, h, w\) of 'boot'"):
+        compose_scenes(objects, count=1, allowed=[("red", "bag")], required=[("red", "boot")], seed=0)
+    with pytest.raises(ValueError, match=r"a 48 x 48 canvas has 4 cells of 24 pixels; each must fit a large object"):
+        compose_scenes(objects, count=1, allowed=[("red", "bag")], size=48, seed=0)
+    with pytest.raises(ValueError, match="can hold out between 0 and 3"):
+        held_out_combinations(NAMES, count=4, seed=0)
