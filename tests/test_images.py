@@ -25,7 +25,8 @@ from unrolled.data.canvases import (
     scene_caption,
 )
 from unrolled.data.images import ImageCaptions, concatenate, read_coco, write_coco
-from unrolled.data.mnist import FASHION_FOLDER, read_idx
+from unrolled.data.mnist import DIGIT_NAMES, FASHION_CLASSES, FASHION_FOLDER, read_idx
+from unrolled.data.registry import obtain_digit_strings, obtain_scenes, stratified_parts
 
 
 @pytest.fixture
@@ -442,3 +443,90 @@ def test_scene_arguments_are_checked() -> None:
         compose_scenes(objects, count=1, allowed=[("red", "bag")], size=48, seed=0)
     with pytest.raises(ValueError, match="can hold out between 0 and 3"):
         held_out_combinations(NAMES, count=4, seed=0)
+
+
+# --- the digit-strings and scenes datasets ---------------------------------------------------------------------------
+
+
+SMALL_COUNTS = {"train": 20, "validation": 10, "test": 10}
+
+
+def coded(ids: np.ndarray) -> np.ndarray:
+    """28 x 28 images that carry their id: bit b of the id fills 2 x 2 block (0, b) with ink, block (13, 13) always.
+
+    Whole 2 x 2 blocks survive halving to 14 x 14, and any colour keeps ink above 0, so a drawn object's
+    source can be read back with `read_code`.
+    """
+    blocks = np.zeros((len(ids), 14, 14), dtype=np.uint8)
+    for b in range(8):
+        blocks[:, 0, b] = (ids >> b) & 1
+    blocks[:, 13, 13] = 1
+    return np.kron(blocks, np.ones((1, 2, 2), dtype=np.uint8)) * 255
+
+
+def read_code(patch: np.ndarray) -> int:
+    """The id of the coded image drawn as ``patch`` (side 28 or 14, grey or RGB)."""
+    ink = (patch.max(axis=2) if patch.ndim == 3 else patch) > 0
+    blocks = ink[::2, ::2] if len(ink) == 28 else ink
+    assert blocks[13, 13]
+    return sum(int(blocks[0, b]) << b for b in range(8))
+
+
+def fake_sources(tmp_path: Path) -> dict[str, Path]:
+    """digits.npz (10 coded images of each digit, ids 0..99) and fashion.npz (3 training and 2 test images of
+    each kind, ids 100..149, the test ones last)."""
+    digit_labels = np.arange(100) % 10
+    np.savez(tmp_path / "digits.npz", images=coded(np.arange(100)), labels=digit_labels)
+    fashion_labels = np.concatenate([np.arange(30) % 10, np.arange(20) % 10])
+    np.savez(tmp_path / "fashion.npz", images=coded(np.arange(100, 150)), labels=fashion_labels,
+             original_test=np.arange(50) >= 30)
+    return {"digits": tmp_path / "digits.npz", "fashion": tmp_path / "fashion.npz"}
+
+
+def test_digit_strings_dataset_reads_back_with_disjoint_sources(tmp_path: Path) -> None:
+    sources = fake_sources(tmp_path)
+    (tmp_path / "out").mkdir()
+    path = obtain_digit_strings(tmp_path / "out", source=sources.__getitem__, counts=SMALL_COUNTS)
+    assert path == tmp_path / "out" / "captions.json"
+    data = read_coco(path, size=None)
+    assert data.images.shape == (40, 48, 160, 3) and data.splits is not None and data.boxes is not None
+    assert data.splits == ["train"] * 20 + ["validation"] * 10 + ["test"] * 10
+    assert data.names[:2] == ["train-00000.png", "train-00001.png"] and data.names[-1] == "test-00009.png"
+    used: dict[str, set[int]] = {"train": set(), "validation": set(), "test": set()}
+    for image, (caption,), split, boxes in zip(data.images, data.captions, data.splits, data.boxes, strict=True):
+        ids = [read_code(image[top:bottom, left:right, 0]) for top, left, bottom, right in boxes]
+        assert caption == " ".join(str(i % 10) for i in ids)  # the label of digit i is i % 10
+        used[split] |= set(ids)
+    assert not used["train"] & used["validation"] and not used["train"] & used["test"]
+    assert not used["validation"] & used["test"]
+    assert json.loads(path.read_text())["info"]["source_images"] == {"train": 80, "validation": 10, "test": 10}
+
+
+def test_scenes_dataset_holds_out_combinations_from_training(tmp_path: Path) -> None:
+    sources = fake_sources(tmp_path)
+    (tmp_path / "out").mkdir()
+    path = obtain_scenes(tmp_path / "out", source=sources.__getitem__, counts=SMALL_COUNTS)
+    data = read_coco(path, size=None)
+    assert data.images.shape == (40, 64, 64, 3) and data.splits is not None and data.boxes is not None
+    held = {tuple(pair) for pair in json.loads(path.read_text())["info"]["held_out"]}
+    assert len(held) == 10
+    names = [*DIGIT_NAMES, *FASHION_CLASSES]
+    used: dict[str, set[int]] = {"train": set(), "validation": set(), "test": set()}
+    for image, (caption,), split, boxes in zip(data.images, data.captions, data.splits, data.boxes, strict=True):
+        said = [part.split() for part in caption.split(" and ")]
+        assert len(said) == len(boxes) and all(words[0] == "a" and words[4:6] == ["at", "the"] for words in said)
+        ids = [read_code(image[top:bottom, left:right]) for top, left, bottom, right in boxes]
+        assert [words[3] for words in said] == [names[i % 10 + 10 * (i >= 100)] for i in ids]
+        combinations = {(words[2], words[3]) for words in said}
+        assert bool(combinations & held) == (split == "test")
+        used[split] |= set(ids)
+    assert not used["train"] & (used["validation"] | used["test"]) and not used["validation"] & used["test"]
+    assert {i for i in used["train"] if i >= 100} <= set(range(100, 130))  # Fashion-MNIST's training images
+    assert {i for i in used["validation"] | used["test"] if i >= 100} <= set(range(130, 150))
+
+
+def test_stratified_parts_give_every_label_its_share() -> None:
+    labels = np.repeat(np.arange(3), 20)
+    parts = stratified_parts(labels, {"a": 0.8, "b": 0.1, "c": 0.1}, seed=0)
+    assert [np.bincount(labels[parts[name]]).tolist() for name in "abc"] == [[16] * 3, [2] * 3, [2] * 3]
+    assert sorted(np.concatenate(list(parts.values())).tolist()) == list(range(60))
