@@ -271,20 +271,29 @@ def read_coco(path: PathLike, *, size: int | tuple[int, int] | None,
     has_splits = _all_or_none([entry.split for entry in entries], "split", path)
     has_boxes = _all_or_none([entry.boxes for entry in entries], "boxes", path)
     folders = [Path(image_folder)] if image_folder is not None else [path.parent, path.parent / IMAGE_FOLDER]
-    pixels: list[NDArray[np.uint8]] = []
-    boxes: list[list[Box]] = []
-    for entry in entries:
-        array, original = _read_image(entry.file_name, folders, shape, path)
-        if pixels and array.shape != pixels[0].shape:
-            raise ValueError(f"{path}: {entry.file_name!r} is {array.shape[0]} x {array.shape[1]} but "
-                             f"{entries[0].file_name!r} is {pixels[0].shape[0]} x {pixels[0].shape[1]}; "
-                             "pass size= to resize them all")
-        pixels.append(array)
-        if entry.boxes is not None:
-            boxes.append(_scale_boxes(entry.boxes, original, array.shape[:2]))
-    return ImageCaptions(images=np.stack(pixels), captions=captions, names=[entry.file_name for entry in entries],
+    pixels, boxes = _read_images(entries, folders, shape, path)
+    return ImageCaptions(images=pixels, captions=captions, names=[entry.file_name for entry in entries],
                          splits=[str(entry.split) for entry in entries] if has_splits else None,
                          boxes=boxes if has_boxes else None)
+
+
+def _read_images(entries: list[_Entry], folders: list[Path], shape: tuple[int, int] | None,
+                 path: Path) -> tuple[NDArray[np.uint8], list[list[Box]]]:
+    """Every entry's image (`_read_image`) in one uint8 (N, H, W, 3) array, filled in place, and its boxes scaled
+    to it; a ValueError if ``shape`` is None and two images differ in size."""
+    first, _ = _read_image(entries[0].file_name, folders, shape, path)
+    pixels = np.empty((len(entries), *first.shape), dtype=np.uint8)  # (N, H, W, 3)
+    boxes: list[list[Box]] = []
+    for k, entry in enumerate(entries):
+        array, original = _read_image(entry.file_name, folders, shape, path)
+        if array.shape != first.shape:
+            raise ValueError(f"{path}: {entry.file_name!r} is {array.shape[0]} x {array.shape[1]} but "
+                             f"{entries[0].file_name!r} is {first.shape[0]} x {first.shape[1]}; "
+                             "pass size= to resize them all")
+        pixels[k] = array
+        if entry.boxes is not None:
+            boxes.append(_scale_boxes(entry.boxes, original, first.shape[:2]))
+    return pixels, boxes
 
 
 def _png_names(names: list[str]) -> list[str]:
