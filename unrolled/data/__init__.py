@@ -9,8 +9,14 @@ models. ``labelled`` reads labelled CSV, TSV and JSON-lines files, splits them
 and batches token ids for classifiers and taggers; ``vocab`` has the
 tokenisers, the token vocabulary, the label set and pretrained vectors;
 ``conll`` reads and writes tagged sentences and defines the restoration task.
+``images`` reads and writes captioned images in the COCO caption format;
+``mnist`` reads MNIST digits and Fashion-MNIST (the ``digits`` and ``fashion``
+datasets, idx files); ``canvases`` composes them into the multi-digit task of
+Ba et al. 2014 (``digit-strings``) and into captioned scenes with held-out
+colour/object combinations (``scenes``).
 """
 
+from unrolled.data.canvases import COLOURS, SceneObject, compose_scenes, digit_strings, held_out_combinations
 from unrolled.data.conll import (
     TaggedSentence,
     read_conll,
@@ -19,6 +25,7 @@ from unrolled.data.conll import (
     restore_text,
     write_conll,
 )
+from unrolled.data.images import ImageCaptions, read_coco, write_coco
 from unrolled.data.labelled import (
     FORMATS,
     IGNORE_LABEL,
@@ -33,6 +40,7 @@ from unrolled.data.labelled import (
     split_indices,
     truncate,
 )
+from unrolled.data.mnist import DIGIT_NAMES, FASHION_CLASSES, read_idx
 from unrolled.data.pairs import Pair, read_pairs
 from unrolled.data.registry import Dataset, cache_dir, get, obtain
 from unrolled.data.text import UNKNOWN_ID, StreamBatches, Vocabulary, random_windows, read_text, split_text
@@ -48,6 +56,9 @@ from unrolled.data.vocab import (
 )
 
 __all__ = [
+    "COLOURS",
+    "DIGIT_NAMES",
+    "FASHION_CLASSES",
     "FORMATS",
     "IGNORE_LABEL",
     "PAD_ID",
@@ -56,9 +67,11 @@ __all__ = [
     "UNK_ID",
     "Dataset",
     "Example",
+    "ImageCaptions",
     "LabelSet",
     "LabelledData",
     "Pair",
+    "SceneObject",
     "StreamBatches",
     "TaggedSentence",
     "TokenBatch",
@@ -66,14 +79,19 @@ __all__ = [
     "Vocabulary",
     "cache_dir",
     "char_ids",
+    "compose_scenes",
+    "digit_strings",
     "get",
+    "held_out_combinations",
     "iterate_batches",
     "kfold_indices",
     "load_vectors",
     "make_batch",
     "obtain",
     "random_windows",
+    "read_coco",
     "read_conll",
+    "read_idx",
     "read_labelled",
     "read_pairs",
     "read_text",
@@ -85,5 +103,6 @@ __all__ = [
     "split_text",
     "tokenize",
     "truncate",
+    "write_coco",
     "write_conll",
 ]

