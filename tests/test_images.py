@@ -24,7 +24,7 @@ from unrolled.data.canvases import (
     held_out_combinations,
     scene_caption,
 )
-from unrolled.data.images import ImageCaptions, concatenate, read_coco, write_coco
+from unrolled.data.images import ImageCaptions, concatenate, load_image, read_coco, read_images, write_coco
 from unrolled.data.mnist import DIGIT_NAMES, FASHION_CLASSES, FASHION_FOLDER, read_idx
 from unrolled.data.registry import obtain_digit_strings, obtain_scenes, stratified_parts
 
@@ -530,3 +530,41 @@ def test_stratified_parts_give_every_label_its_share() -> None:
     parts = stratified_parts(labels, {"a": 0.8, "b": 0.1, "c": 0.1}, seed=0)
     assert [np.bincount(labels[parts[name]]).tolist() for name in "abc"] == [[16] * 3, [2] * 3, [2] * 3]
     assert sorted(np.concatenate(list(parts.values())).tolist()) == list(range(60))
+
+
+def test_a_few_missing_image_files_are_left_out_with_a_count(tmp_path: Path) -> None:
+    images = [{"id": k, "file_name": "ok.png"} for k in range(150)] + [{"id": 150, "file_name": "gone.png"}]
+    annotations = [{"image_id": k, "caption": f"picture {k}"} for k in range(151)]
+    path = write_bad(tmp_path, {"images": images, "annotations": annotations})
+    with pytest.warns(UserWarning, match=r"1 of 151 image files are missing \(the first: 'gone\.png'\)"):
+        data = read_coco(path, size=2)
+    assert len(data.names) == 150 and data.captions[-1] == ["picture 149"]
+    lost = [{"id": 150, "file_name": "gone.png"}, {"id": 151, "file_name": "lost.png"}]
+    annotations.append({"image_id": 151, "caption": "lost"})
+    two = write_bad(tmp_path, {"images": images[:98] + lost, "annotations": annotations[:98] + annotations[150:]})
+    with pytest.raises(ValueError, match=r"image file 'gone\.png' not found"):  # 2 of 100: more than 1%
+        read_coco(two, size=2)
+
+
+def test_grey_rgba_palette_and_16_bit_images_are_converted_not_rejected(tmp_path: Path) -> None:
+    ramp = np.linspace(0, 65535, 12, dtype=np.uint16).reshape(3, 4)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    with Image.open(tmp_path / "deep.png") as saved:
+        assert saved.mode.startswith("I")
+    Image.new("L", (4, 3), 200).save(tmp_path / "grey.png")
+    Image.new("RGBA", (4, 3), (10, 20, 30, 0)).save(tmp_path / "clear.png")
+    Image.new("P", (4, 3), 0).save(tmp_path / "palette.png")
+    deep, original = load_image(tmp_path / "deep.png", None)
+    assert original == (3, 4) and deep.dtype == np.uint8 and deep.shape == (3, 4, 3)
+    assert deep[0, 0].tolist() == [0, 0, 0] and deep[2, 3].tolist() == [255, 255, 255]
+    assert np.all(np.diff(deep[..., 0].ravel().astype(int)) >= 0)  # the ramp survives: no clipping to white
+    assert load_image(tmp_path / "grey.png", None)[0][0, 0].tolist() == [200, 200, 200]
+    assert load_image(tmp_path / "clear.png", None)[0][0, 0].tolist() == [10, 20, 30]
+    batch = read_images([tmp_path / name for name in ("deep.png", "grey.png", "clear.png", "palette.png")],
+                        size=(6, 8))
+    assert batch.shape == (4, 6, 8, 3) and batch.dtype == np.uint8
+    with pytest.raises(ValueError, match=r"no such image: .*nowhere\.png"):
+        read_images([tmp_path / "nowhere.png"], size=(6, 8))
+    (tmp_path / "text.png").write_text("not pixels")
+    with pytest.raises(ValueError, match=r"text\.png: not an image Pillow can read"):
+        read_images([tmp_path / "text.png"], size=(6, 8))

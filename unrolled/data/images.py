@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -36,6 +37,7 @@ PathLike = str | os.PathLike[str]
 Box = tuple[int, int, int, int]  # (top, left, bottom, right) in pixels; bottom and right exclusive
 SPLITS = ("train", "validation", "test")
 IMAGE_FOLDER = "images"  # where write_coco puts the images, beside the JSON file
+MISSING_TOLERATED = 0.01  # read_coco skips missing image files (with a warning) up to this fraction of the images
 RESAMPLE = Image.Resampling.BILINEAR  # Pillow widens the filter when shrinking, so it averages (antialiases)
 CHANNELS = 3
 
@@ -212,19 +214,52 @@ def _read_image(name: str, folders: list[Path], shape: tuple[int, int] | None,
                 path: Path) -> tuple[NDArray[np.uint8], tuple[int, int]]:
     """Image ``name`` from the first of ``folders`` that holds it, as uint8 (H, W, 3) RGB resized to ``shape``
     (H, W) unless None, and its size (H, W) in the file."""
-    found = next((folder / name for folder in folders if (folder / name).is_file()), None)
+    found = _locate(name, folders)
     if found is None:
         looked = " or ".join(str(folder) for folder in folders)
         raise ValueError(f"{path}: image file {name!r} not found in {looked}; put it there or pass image_folder")
+    return load_image(found, shape)
+
+
+def _locate(name: str, folders: list[Path]) -> Path | None:
+    return next((folder / name for folder in folders if (folder / name).is_file()), None)
+
+
+def load_image(path: Path, shape: tuple[int, int] | None) -> tuple[NDArray[np.uint8], tuple[int, int]]:
+    """One image file as uint8 (H, W, 3) RGB, resized to ``shape`` (H, W) unless None, and its size in the file.
+
+    Any mode Pillow reads is converted, not rejected: grey, palette, RGBA (the
+    alpha dropped), CMYK, and 16- or 32-bit integer grey (scaled from its
+    range to 0..255, where a plain conversion would clip it).
+    """
     try:
-        with Image.open(found) as image:
-            rgb = image.convert("RGB")
+        with Image.open(path) as image:
+            if image.mode.startswith("I"):  # I;16, I;16B, I: integer grey wider than 8 bits
+                wide = np.asarray(image, dtype=np.float64)
+                top = 65535.0 if image.mode.startswith("I;16") else max(float(wide.max()), 1.0)
+                rgb = Image.fromarray(np.clip(wide / top * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+            else:
+                rgb = image.convert("RGB")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise ValueError(f"{found}: not an image Pillow can read ({' '.join(str(error).split())})") from None
+        raise ValueError(f"{path}: not an image Pillow can read ({' '.join(str(error).split())})") from None
     original = (rgb.height, rgb.width)
     if shape is not None and original != shape:
         rgb = rgb.resize((shape[1], shape[0]), RESAMPLE)  # Pillow sizes are (width, height)
     return np.asarray(rgb, dtype=np.uint8), original
+
+
+def read_images(paths: Sequence[PathLike], *, size: tuple[int, int]) -> NDArray[np.uint8]:
+    """Image files as one uint8 (N, H, W, 3) RGB array at ``size`` (H, W) (`load_image`); one-line errors for a
+    file that does not exist or is not an image."""
+    if not paths:
+        raise ValueError("no images given")
+    pixels = np.empty((len(paths), size[0], size[1], 3), dtype=np.uint8)
+    for k, name in enumerate(paths):
+        path = Path(name)
+        if not path.is_file():
+            raise ValueError(f"no such image: {path}")
+        pixels[k], _ = load_image(path, size)
+    return pixels
 
 
 def _scale_boxes(boxes: list[Box], original: tuple[int, int], shape: tuple[int, int]) -> list[Box]:
@@ -249,7 +284,9 @@ def read_coco(path: PathLike, *, size: int | tuple[int, int] | None,
     its line), a missing key, an unknown split, an image file that does not
     exist or is not an image, an image without a caption, an annotation whose
     image_id is unknown, images of different sizes with ``size=None``, or no
-    images at all.
+    images at all. Missing image files up to `MISSING_TOLERATED` of the images
+    are left out with a warning that counts them (a few lost files should not
+    stop a large set); more than that is an error naming the first.
     """
     path = Path(path)
     shape = _target_shape(size)
@@ -271,6 +308,12 @@ def read_coco(path: PathLike, *, size: int | tuple[int, int] | None,
     has_splits = _all_or_none([entry.split for entry in entries], "split", path)
     has_boxes = _all_or_none([entry.boxes for entry in entries], "boxes", path)
     folders = [Path(image_folder)] if image_folder is not None else [path.parent, path.parent / IMAGE_FOLDER]
+    missing = [k for k, entry in enumerate(entries) if _locate(entry.file_name, folders) is None]
+    if missing and len(missing) <= MISSING_TOLERATED * len(entries):
+        warnings.warn(f"{path}: {len(missing)} of {len(entries)} image files are missing (the first: "
+                      f"{entries[missing[0]].file_name!r}); they and their captions were left out", stacklevel=2)
+        kept = sorted(set(range(len(entries))) - set(missing))
+        entries, captions = [entries[k] for k in kept], [captions[k] for k in kept]
     pixels, boxes = _read_images(entries, folders, shape, path)
     return ImageCaptions(images=pixels, captions=captions, names=[entry.file_name for entry in entries],
                          splits=[str(entry.split) for entry in entries] if has_splits else None,
