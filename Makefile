@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-quality bench-classify bench-g2p bench-bible bench-eole clean
+.PHONY: demo test lint bench bench-quality bench-classify bench-g2p bench-bible bench-eole bench-caption clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,9 +50,16 @@ bench-quality: $(STAMP)
 
 # About 65 minutes: G2P on cmudict, 30 min with attention and 30 without (one thread each), greedy and beam 5.
 bench-g2p: $(STAMP)
-	$(BIN)/python bench/g2p_cmudict.py --model attention --minutes 30
-	$(BIN)/python bench/g2p_cmudict.py --model none --minutes 30
+	$(BIN)/python bench/g2p_cmudict.py --model attention-nostress --minutes 30
+	$(BIN)/python bench/g2p_cmudict.py --model none-nostress --minutes 30
+	$(BIN)/python bench/g2p_cmudict.py --speed --threads 1
 	$(BIN)/python bench/g2p_cmudict.py --report
+
+# About 65 minutes: captioning on scenes, 30 min with soft attention and 30 without.
+bench-caption: $(STAMP)
+	$(BIN)/python bench/caption_scenes.py --model soft --minutes 30
+	$(BIN)/python bench/caption_scenes.py --model none --minutes 30
+	$(BIN)/python bench/caption_scenes.py --report
 
 # About 2 h 10 min: English -> Spanish Bible verses, 60 min with attention and 60 without.
 bench-bible: $(STAMP)
