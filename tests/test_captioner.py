@@ -88,7 +88,7 @@ def test_loss_is_token_cross_entropy_plus_the_doubly_stochastic_term() -> None:
     real = gold != 0
     nll = F.cross_entropy(logits[real], gold[real])
     # image b attends over its own real steps only: 4, 2 and 1 of them
-    coverage = torch.stack([((1 - weights[b, :steps].sum(0)) ** 2).sum() for b, steps in enumerate([4, 2, 1])])
+    coverage = torch.stack([((1 - weights[b, :steps].sum(0)) ** 2).mean() for b, steps in enumerate([4, 2, 1])])
     torch.testing.assert_close(loss, nll + 0.5 * coverage.mean(), rtol=0, atol=1e-12)
     assert metrics["tokens"] == 7 and metrics["nll"] == pytest.approx(float(nll.detach()))
 

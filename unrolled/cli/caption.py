@@ -69,7 +69,7 @@ def add_caption_commands(commands: Any) -> None:
     model.add_argument("--hidden", type=positive_int, default=256, help="LSTM units (default: 256)")
     model.add_argument("--dropout", type=fraction, default=0.3, help="dropout before the output (default: 0.3)")
     model.add_argument("--doubly-stochastic", type=non_negative_float, default=1.0, metavar="LAMBDA",
-                       help="weight of the attention regulariser sum_i (1 - sum_t alpha_ti)^2 (default: 1)")
+                       help="weight of the attention regulariser mean_i (1 - sum_t alpha_ti)^2 (default: 1)")
     model.add_argument("--encoder-weights", metavar="FILE",
                        help="start the CNN from this state dict (torch.save or .safetensors) of the same shape")
     model.add_argument("--freeze-encoder", action="store_true", help="keep the CNN as it is (no training)")

@@ -31,7 +31,12 @@ and the loss adds the doubly stochastic regularisation, with :math:`T_b` the
 real steps of caption b:
 
 .. math::
-    \mathcal L = \mathrm{CE} + \lambda \frac1B \sum_b \sum_i \Bigl(1 - \sum_{t \le T_b} \alpha_{bti}\Bigr)^2
+    \mathcal L = \mathrm{CE} + \lambda \frac1B \sum_b \frac1L \sum_i \Bigl(1 - \sum_{t \le T_b} \alpha_{bti}\Bigr)^2
+
+Xu et al. sum over the L cells; the mean used here (as common PyTorch
+reimplementations do) makes lambda mean the same for every grid size. With
+fewer words than cells the term cannot reach 0; its least is at attention
+spread evenly over the caption, so it pushes the model to look everywhere once.
 
 **Plain** (Vinyals et al. 2015, the lecture's picture), ``attention="none"``:
 the image is the decoder's first input and the only link,
@@ -267,7 +272,7 @@ class Captioner(nn.Module):
         if weights is None or self.config.doubly_stochastic == 0:
             return nll, metrics
         attended = (weights * real.unsqueeze(-1).to(weights.dtype)).sum(dim=1)  # sum over real t, (B, L)
-        coverage = ((1.0 - attended) ** 2).sum(dim=1).mean()
+        coverage = ((1.0 - attended) ** 2).mean()  # over cells and images
         metrics["coverage"] = float(coverage.detach())
         return nll + self.config.doubly_stochastic * coverage, metrics
 
