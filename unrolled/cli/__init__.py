@@ -1,7 +1,7 @@
 """The `unrolled` command. Bad input ends in one line on stderr and exit status 2, never a traceback.
 
 Each application adds its commands from its own module (`lm`, `classify`,
-`tag`, `seq2seq`, `caption`); every action sets ``handler(args) -> exit status``. Warnings are
+`tag`, `seq2seq`, `caption`, `glimpse`); every action sets ``handler(args) -> exit status``. Warnings are
 printed as one line each, ``unrolled <command>: warning: ...``.
 """
 
@@ -18,6 +18,7 @@ from unrolled import __version__
 from unrolled.cells import CELLS
 from unrolled.cli.caption import add_caption_commands
 from unrolled.cli.classify import add_classify_commands
+from unrolled.cli.glimpse import add_glimpse_commands
 from unrolled.cli.common import positive_int, train_config
 from unrolled.cli.lm import add_lm_commands
 from unrolled.cli.seq2seq import add_seq2seq_commands
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tag_commands(commands)
     add_seq2seq_commands(commands)
     add_caption_commands(commands)
+    add_glimpse_commands(commands)
     return parser
 
 
