@@ -18,8 +18,8 @@ from unrolled import __version__
 from unrolled.cells import CELLS
 from unrolled.cli.caption import add_caption_commands
 from unrolled.cli.classify import add_classify_commands
-from unrolled.cli.glimpse import add_glimpse_commands
 from unrolled.cli.common import positive_int, train_config
+from unrolled.cli.glimpse import add_glimpse_commands
 from unrolled.cli.lm import add_lm_commands
 from unrolled.cli.seq2seq import add_seq2seq_commands
 from unrolled.cli.tag import add_tag_commands
