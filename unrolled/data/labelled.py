@@ -445,14 +445,20 @@ class LabelledData:
         batches = order.reshape(len(self), self.batch_size)
         return batches[generator.permutation(len(self))] if self.shuffle and self.bucket > 1 else batches
 
-    def batches(self, epoch: int, start: int) -> Iterator[TokenBatch]:
-        """The batches of ``epoch`` from index ``start`` on (this process's rows of each)."""
+    def batch_rows(self, epoch: int, start: int) -> Iterator[list[int]]:
+        """The example indices of each batch of ``epoch`` from index ``start`` on (this process's rows of each);
+        subclasses make their batches of them."""
         if not 0 <= start <= len(self):
             raise ValueError(f"the start batch must be in [0, {len(self)}], got {start}")
         order = self.epoch_order(epoch)
         for k in range(start, len(self)):
-            rows = order[k, self.rows].tolist()
-            yield make_batch([self.sequences[i] for i in rows], [self.labels[i] for i in rows],
+            yield order[k, self.rows].tolist()
+
+    def batches(self, epoch: int, start: int) -> Iterator[TokenBatch]:
+        """The batches of ``epoch`` from index ``start`` on (this process's rows of each)."""
+        for rows in self.batch_rows(epoch, start):
+            labels: Any = [self.labels[i] for i in rows]  # ints, or per-token lists for a tagger
+            yield make_batch([self.sequences[i] for i in rows], labels,
                              chars=None if self.chars is None else [self.chars[i] for i in rows])
 
     def shard(self, rank: int, world: int) -> LabelledData:

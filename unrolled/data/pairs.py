@@ -152,11 +152,7 @@ class PairData(LabelledData):
 
     def batches(self, epoch: int, start: int) -> Iterator[PairBatch]:  # type: ignore[override]
         """The batches of ``epoch`` from index ``start`` on (this process's rows of each)."""
-        if not 0 <= start <= len(self):
-            raise ValueError(f"the start batch must be in [0, {len(self)}], got {start}")
-        order = self.epoch_order(epoch)
-        for k in range(start, len(self)):
-            rows = order[k, self.rows].tolist()
+        for rows in self.batch_rows(epoch, start):
             yield make_pair_batch([self.sequences[i] for i in rows], [self.targets[i] for i in rows])
 
     def shard(self, rank: int, world: int) -> PairData:

@@ -70,11 +70,7 @@ class CaptionData(LabelledData):
         self.images, self.image_of, self.captions = images, image_of, captions
 
     def batches(self, epoch: int, start: int) -> Any:
-        if not 0 <= start <= len(self):
-            raise ValueError(f"the start batch must be in [0, {len(self)}], got {start}")
-        order = self.epoch_order(epoch)
-        for k in range(start, len(self)):
-            rows = order[k, self.rows].tolist()
+        for rows in self.batch_rows(epoch, start):
             yield CaptionBatch(image_tensor(self.images[[self.image_of[i] for i in rows]]),
                                pad_ids([self.captions[i] for i in rows]))
 

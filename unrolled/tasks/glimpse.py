@@ -78,11 +78,7 @@ class ReadData(LabelledData):
         self.images, self.strings, self.symbols = images, strings, symbols
 
     def batches(self, epoch: int, start: int) -> Any:
-        if not 0 <= start <= len(self):
-            raise ValueError(f"the start batch must be in [0, {len(self)}], got {start}")
-        order = self.epoch_order(epoch)
-        for k in range(start, len(self)):
-            rows = order[k, self.rows].tolist()
+        for rows in self.batch_rows(epoch, start):
             yield ReadBatch(as_float(self.images[rows]), symbol_labels([self.strings[i] for i in rows], self.symbols))
 
     def shard(self, rank: int, world: int) -> ReadData:
