@@ -22,7 +22,7 @@ CAPTION_TRAIN_DEFAULTS: dict[str, Any] = {
     "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "cosine", "warmup": 0, "clip": 5.0,
     "max_epochs": 10, "eval_every": None, "early_stop": None,
 }
-DATASETS = "scenes, digit-strings"
+DATASETS = "scenes, digit-strings, emoji"
 
 
 def add_caption_commands(commands: Any) -> None:

@@ -29,6 +29,10 @@ strings      2014), captioned "3 1 4", with boxes; 12,000        style, with a s
 scenes       2 to 4 coloured digits and clothes on 64 x 64,      captions.json + images/, the
              captioned; some colour/object pairs only in         same
              test; 12,000 scenes made from digits and fashion
+emoji        1,357 emoji of Noto Color Emoji (Debian             captions.json + images/, the
+             fonts-noto-color-emoji) on 64 x 64 backgrounds,     same
+             captioned with their Unicode names; 8 pictures
+             of each, every emoji in every split
 ===========  ==================================================  =================================
 
 The folder appears atomically: the dataset is prepared in a temporary folder
@@ -50,6 +54,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -60,6 +65,7 @@ from numpy.typing import NDArray
 
 from unrolled.data.canvases import COLOURS, compose_scenes, digit_strings, held_out_combinations
 from unrolled.data.conll import restoration_sentences, write_conll
+from unrolled.data.emoji import draw_glyphs, emoji_code_points, emoji_pictures
 from unrolled.data.images import Box, ImageCaptions, write_coco
 from unrolled.data.mnist import DIGIT_NAMES, FASHION_CLASSES, FASHION_FOLDER, digits_from_json, fashion_from_files
 from unrolled.data.sword import deb_member
@@ -588,6 +594,47 @@ def obtain_scenes(folder: Path, *, source: Callable[[str], Path] | None = None,
     return _write_canvases(folder, parts, info)
 
 
+EMOJI_PACKAGE = "fonts-noto-color-emoji"
+EMOJI_FOLDER, EMOJI_FILE = "usr/share/fonts/truetype/noto/", "NotoColorEmoji.ttf"
+EMOJI_SIZE = 64  # pictures are 64 x 64, the captioner's default
+EMOJI_SIDES = range(24, 61)  # an emoji's longer side in pixels: 37 sizes, one for each of its pictures at most
+EMOJI_COUNTS = {"train": 6, "validation": 1, "test": 1}  # pictures of every emoji in each split
+
+
+def obtain_emoji(folder: Path, *, download: Downloader | None = None,
+                 counts: Mapping[str, int] = EMOJI_COUNTS) -> Path:
+    """Write ``captions.json`` and ``images/``: every named emoji of Noto Color Emoji, captioned with its name.
+
+    The font comes from the Debian package ``fonts-noto-color-emoji``;
+    `unrolled.data.emoji` picks the single code points with a Unicode name
+    (1,357 with Python 3.11's Unicode 14.0), draws each once and makes
+    ``counts[split]`` 64 x 64 pictures of each emoji per split, each at its
+    own size (24 to 60 pixels), place and background (a colour or a
+    gradient), seed 2014. The caption is the lower-cased Unicode name
+    ("grinning face with smiling eyes"); each image's one box is the emoji's.
+
+    Every emoji is in every split, so validation and test measure naming a
+    known emoji drawn anew (another size, place and background), not naming
+    an emoji never seen. ``download`` defaults to `apt_download`.
+    """
+    download = download or apt_download
+    with tempfile.TemporaryDirectory(dir=folder) as scratch:
+        deb = download(EMOJI_PACKAGE, Path(scratch))
+        font = deb_member(deb, EMOJI_FOLDER).get(EMOJI_FILE)
+    if font is None:
+        raise ValueError(f"{deb.name}: no {EMOJI_FOLDER}{EMOJI_FILE} in the package")
+    try:
+        glyphs = draw_glyphs(font, emoji_code_points(font))
+    except ValueError as error:
+        raise ValueError(f"{deb.name} {EMOJI_FILE}: {error}") from None
+    if not glyphs:
+        raise ValueError(f"{deb.name} {EMOJI_FILE}: no code point with a Unicode name that the font draws")
+    pictures = emoji_pictures(glyphs, counts=counts, size=EMOJI_SIZE, sides=EMOJI_SIDES, seed=IMAGE_SEED)
+    info = {"dataset": "emoji", "source": f"Debian {deb.name}", "seed": IMAGE_SEED, "emoji": len(glyphs),
+            "unicode": unicodedata.unidata_version, "pictures_per_emoji": dict(counts)}
+    return _write_canvases(folder, [(split, *pictures[split]) for split in counts], info)
+
+
 REGISTRY: dict[str, Dataset] = {
     "shakespeare": Dataset(
         name="shakespeare",
@@ -695,6 +742,19 @@ REGISTRY: dict[str, Dataset] = {
         licence="MIT (both sources)",
         filename="captions.json",
         obtain=obtain_scenes,
+    ),
+    "emoji": Dataset(
+        name="emoji",
+        description="image captioning of real pictures: the 1,357 single-code-point emoji of Noto Color Emoji "
+                    "that have a Unicode name, each drawn 8 times at its own size (24 to 60 pixels), place and "
+                    "background (a colour or a gradient) on 64 x 64, captioned with the lower-cased name "
+                    "(\"grinning face with smiling eyes\"); 6 train, 1 validation and 1 test picture of every "
+                    "emoji; COCO-style captions.json + images/",
+        source="Debian package fonts-noto-color-emoji, usr/share/fonts/truetype/noto/NotoColorEmoji.ttf, drawn "
+               "with Pillow with seed 2014; names from Python's unicodedata",
+        licence="OFL-1.1 (the font, Google); the names are Unicode's",
+        filename="captions.json",
+        obtain=obtain_emoji,
     ),
 }
 
