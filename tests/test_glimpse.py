@@ -17,6 +17,7 @@ from unrolled.models.glimpse import (
     Glimpses,
     glimpse_patches,
     read_reward,
+    reward_to_go,
     symbol_labels,
 )
 
@@ -42,6 +43,41 @@ def test_labels_and_reward_count_the_symbols_read_before_the_first_mistake() -> 
     assert read_reward(logits, labels).tolist() == pytest.approx([1 / 3, 1.0, 0.0])
     with pytest.raises(ValueError, match="string 0 has 4 digits; this model reads at most 3"):
         symbol_labels([[1, 2, 3, 4]], symbols=4)
+
+
+def test_reward_to_go_credits_each_glimpse_with_the_symbols_named_after_it() -> None:
+    labels = symbol_labels([[3, 1], [7]], symbols=3)  # [3, 1, END], [7, END, IGNORE]
+    guesses = torch.tensor([[3, 1, 4], [7, END, 2]])  # the first misses its END; the second is read whole
+    logits = torch.nn.functional.one_hot(guesses, 11).float()
+    to_go = reward_to_go(logits, labels, per_symbol=2)
+    # string 1: symbols right before the first mistake: 3 and 1 of 3; glimpses 0, 1 name symbol 0 onwards (2/3),
+    # glimpses 2, 3 name symbol 1 onwards (1/3), glimpses 4, 5 only the missed END (0)
+    assert to_go[0].tolist() == pytest.approx([2 / 3, 2 / 3, 1 / 3, 1 / 3, 0, 0])
+    assert to_go[1].tolist() == pytest.approx([1, 1, 1 / 2, 1 / 2, 0, 0])
+    torch.testing.assert_close(to_go[:, 0], read_reward(logits, labels))  # the whole string's reward
+
+
+def test_guidance_pulls_the_means_towards_the_boxes_it_is_given() -> None:
+    torch.manual_seed(0)
+    config = GlimpseConfig(glimpse=4, scales=2, features=16, hidden=16, per_symbol=2, max_digits=2, context=(4, 8),
+                           guide=3.0)
+    model = Glimpses(config).train()
+    images = torch.rand(2, 1, 16, 32)
+    nan = float("nan")
+    centres = torch.tensor([[[0.5, -0.5], [0.5, 0.5], [nan, nan]], [[-0.2, 0.1], [nan, nan], [nan, nan]]])
+    batch = SimpleNamespace(images=images, labels=symbol_labels([[1, 2], [3]], 3), centres=centres)
+    torch.manual_seed(5)
+    loss, metrics = model.loss(batch)
+    torch.manual_seed(5)
+    unguided, _ = model.loss(SimpleNamespace(images=images, labels=batch.labels))
+    torch.manual_seed(5)
+    with torch.no_grad():
+        _, _, means, _ = model(images)  # the same samples as the losses' (later means depend on them)
+    target = centres.repeat_interleave(2, dim=1)  # glimpses (0, 1) look for symbol 0, (2, 3) for symbol 1
+    known = ~target.isnan().any(-1)
+    expected = ((means - target) ** 2).sum(-1)[known].mean()
+    assert int(known.sum()) == 6 and metrics["guide"] == pytest.approx(float(expected), rel=1e-5)
+    assert float((loss - unguided).detach()) == pytest.approx(3.0 * float(expected), rel=1e-4)
 
 
 def test_training_samples_locations_and_reading_uses_the_mean() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from unrolled.cli import main
@@ -28,6 +29,17 @@ def squares(count: int, seed: int = 0) -> ImageCaptions:
             images[i, 5:11, 9:15] = 255
         captions.append([["1", "2", "1 2"][kind]])
     return ImageCaptions(images=images, captions=captions, names=[f"{i}.png" for i in range(count)], splits=None)
+
+
+def test_box_centres_are_the_digits_centres_in_half_images() -> None:
+    images = np.zeros((2, 16, 32, 3), dtype=np.uint8)
+    data = ImageCaptions(images=images, captions=[["1 2"], ["3"]], names=["a.png", "b.png"], splits=None,
+                         boxes=[[(0, 0, 8, 8), (8, 16, 16, 32)], [(0, 0, 4, 4), (4, 4, 8, 8)]])
+    centres = glimpse.box_centres(data, glimpse.digit_strings_of(data), symbols=3)
+    assert centres is not None
+    torch.testing.assert_close(centres[0, :2], torch.tensor([[-0.5, -0.75], [0.5, 0.5]]))
+    assert bool(centres[0, 2].isnan().all()) and bool(centres[1].isnan().all())  # <end>; 2 boxes for 1 digit
+    assert glimpse.box_centres(squares(2), [[1], [2]], symbols=3) is None  # no boxes: no guidance
 
 
 DRAM = {"glimpse": 4, "scales": 3, "features": 32, "hidden": 32, "per_symbol": 2, "context": (8, 8)}

@@ -8,7 +8,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from unrolled.cli.common import add_train_options, data_file, fraction, positive_int, report_training, train_config
+from unrolled.cli.common import (
+    add_train_options,
+    data_file,
+    fraction,
+    non_negative_float,
+    positive_int,
+    report_training,
+    train_config,
+)
 
 GLIMPSE_TRAIN_DEFAULTS: dict[str, Any] = {
     "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "cosine", "warmup": 0, "clip": 5.0,
@@ -53,6 +61,9 @@ def add_glimpse_commands(commands: Any) -> None:
                        help="dram: units of each core LSTM; cnn: the hidden layer (default: 256)")
     model.add_argument("--std", type=fraction, default=0.1,
                        help="dram: the location policy's standard deviation, in half-images (default: 0.1)")
+    model.add_argument("--guide", type=non_negative_float, default=20.0,
+                       help="dram: weight of the pull of each glimpse towards its digit's box, where the data give "
+                            "boxes (digit-strings does); 0: REINFORCE alone, as Ba et al. (default: 20)")
     add_train_options(train, **GLIMPSE_TRAIN_DEFAULTS)
     train.set_defaults(handler=glimpse_train)
 
@@ -95,7 +106,7 @@ def glimpse_train(args: argparse.Namespace) -> int:
         options["max_digits"] = args.max_digits
     if args.model == "dram":
         options.update(glimpse=args.glimpse, scales=args.scales, per_symbol=args.per_symbol, hidden=args.hidden,
-                       features=args.hidden, std=args.std)
+                       features=args.hidden, std=args.std, guide=args.guide)
     else:
         options["hidden"] = args.hidden
     result = glimpse.fit(data, args.out, model=args.model, model_options=options, train=train_config(args),

@@ -34,12 +34,26 @@ s = 1 .. S (the last symbol of a string is ``<end>``, then nothing is read):
 Training (N = S P glimpses): the labels by cross-entropy (the mean over the
 real symbols of the batch), the locations by REINFORCE with a learned baseline
 :math:`b_n = w_b^\top \mathrm{sg}(h^{(2)}_{n-1}) + c_b`, and the baseline by
-regression, with R the fraction of a string's symbols read right before its
-first mistake (1 for a string read whole) and sg the stop-gradient:
+regression. Glimpse n is credited with what is read after it (reward to go):
+with :math:`c_s = 1` while symbols 1..s of the string (its digits and END,
+:math:`m` of them) were all read right,
 
 .. math::
-    \mathcal L = \mathrm{CE} - \frac1B \sum_b \sum_n \mathrm{sg}(R_b - b_{bn}) \log \pi(l_{bn})
-        + \frac1B \sum_b \sum_n (R_b - b_{bn})^2 / N
+    G_n = \frac1m \sum_{s \ge \lfloor n / P \rfloor} c_s \quad (G_0 = R,\ \text{the share read before the first
+    mistake}),\qquad
+    \mathcal L = \mathrm{CE} - \frac1B \sum_b \sum_n \mathrm{sg}(G_{bn} - b_{bn}) \log \pi(l_{bn})
+        + \frac1{BN} \sum_{b,n} (G_{bn} - b_{bn})^2 + \lambda\, \overline{\lVert \mu_{bn} - z_{b, \lfloor n/P \rfloor}
+        \rVert^2}
+
+The last term is *guidance* (weight `guide` = lambda, off at 0): where the data
+know the box of every digit, the mean location of each glimpse before symbol s
+is pulled to the centre :math:`z_{b,s}` of digit s's box (averaged over the
+glimpses with a box; END has none). From scratch, REINFORCE alone has no
+signal until the classifier can read, and the classifier cannot read until the
+glimpses find the digits: on ``digit-strings`` it read 2.3% of the strings
+after 30 minutes here. Guiding early glimpses to salient places is Lindsey's
+(2017, *Pre-training attention mechanisms*) remedy; here the boxes say where.
+REINFORCE still shapes the sampled glimpses around the means.
 
 Shapes: B batch, H x W image, k scales of g x g patches, G glimpse features,
 U core units, S symbols, P glimpses per symbol.
@@ -75,6 +89,7 @@ class GlimpseConfig:
     max_digits  the longest string read (S = max_digits + 1 with <end>)
     std         sigma of the location policy (in units of half the image)
     context     the coarse image's grid (rows, columns) for the context network
+    guide       lambda, the weight of guidance towards the digits' boxes (0: REINFORCE alone)
     """
 
     glimpse: int = 12
@@ -85,11 +100,14 @@ class GlimpseConfig:
     max_digits: int = 5
     std: float = 0.1
     context: tuple[int, int] = (12, 40)
+    guide: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("glimpse", "scales", "features", "hidden", "per_symbol", "max_digits"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.guide < 0:
+            raise ValueError(f"guide must be at least 0, got {self.guide}")
         if not 0 < self.std < 1:
             raise ValueError(f"std must be in (0, 1), got {self.std}")
         self.context = (int(self.context[0]), int(self.context[1]))
@@ -162,7 +180,7 @@ class Glimpses(nn.Module):
             x = glimpse_patches(images, location, c.glimpse, c.scales).flatten(1)  # (B, k g g)
             g = F.relu(self.what(x - 0.5)) * F.relu(self.where(location))  # (B, G)
             h1, lower = self.lower(g, lower)
-            _, upper = self.upper(h1, upper)
+            _, upper = self.upper(h1.detach(), upper)  # steering's gradients stay out of the reading core
             if (n + 1) % c.per_symbol == 0:
                 logits.append(self.classify(h1))  # (B, 11)
             locations.append(location)
@@ -177,11 +195,12 @@ class Glimpses(nn.Module):
         logits, locations, means, baselines = self(batch.images)
         nll = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
         reward = read_reward(logits.detach(), labels)  # (B,)
+        to_go = reward_to_go(logits.detach(), labels, self.config.per_symbol)  # (B, N)
         std = self.config.std
         log_pi = (-((locations - means) ** 2) / (2 * std ** 2) - math.log(std * math.sqrt(2 * math.pi))).sum(-1)
-        advantage = (reward.unsqueeze(1) - baselines).detach()  # (B, N)
+        advantage = (to_go - baselines).detach()  # (B, N)
         reinforce = -(advantage * log_pi).sum(1).mean()
-        regression = ((reward.unsqueeze(1) - baselines) ** 2).mean()
+        regression = ((to_go - baselines) ** 2).mean()
         real = labels != IGNORE
         with torch.no_grad():
             right = (logits.argmax(-1) == labels) & real
@@ -189,6 +208,14 @@ class Glimpses(nn.Module):
                    "nll": float(nll.detach()), "reward": float(reward.mean()),
                    "sequence_error": float((reward < 1).float().mean())}
         loss = nll + reinforce + regression if self.training else nll
+        centres = getattr(batch, "centres", None)
+        if self.training and self.config.guide > 0 and centres is not None:
+            target = centres.repeat_interleave(self.config.per_symbol, dim=1)  # (B, N, 2), NaN where no box
+            known = ~target.isnan().any(-1)
+            if known.any():
+                guided = ((means - target.nan_to_num()) ** 2).sum(-1)[known].mean()
+                loss = loss + self.config.guide * guided
+                metrics["guide"] = float(guided.detach())
         return loss, metrics
 
     @torch.inference_mode()
@@ -214,6 +241,16 @@ def read_reward(logits: Tensor, labels: Tensor) -> Tensor:
     right = (logits.argmax(-1) == labels) | ~real
     prefix = right.long().cumprod(dim=1) & real  # 1 while every symbol so far was right
     return prefix.sum(1).float() / real.sum(1).clamp(min=1).float()
+
+
+def reward_to_go(logits: Tensor, labels: Tensor, per_symbol: int) -> Tensor:
+    """G (B, N): for glimpse n, the share of the string's symbols named at or after glimpse n (symbols s >= n // P)
+    that were read right with every symbol before them; G at n = 0 is `read_reward`."""
+    real = labels != IGNORE  # (B, S)
+    right = (logits.argmax(-1) == labels) | ~real
+    prefix = (right.long().cumprod(dim=1) & real).float() / real.sum(1, keepdim=True).clamp(min=1).float()
+    after = prefix.flip(1).cumsum(1).flip(1)  # (B, S): the share read right from symbol s on
+    return after.repeat_interleave(per_symbol, dim=1)
 
 
 def symbol_labels(strings: list[list[int]], symbols: int) -> Tensor:

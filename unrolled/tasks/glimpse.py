@@ -67,25 +67,42 @@ class ReadBatch:
 
     images: Tensor
     labels: Tensor
+    centres: Tensor | None = None
 
 
 class ReadData(LabelledData):
     """Shuffled training batches of (image, string), for the trainer (`LabelledData`'s order)."""
 
     def __init__(self, images: np.ndarray, strings: list[list[int]], *, symbols: int, batch_size: int,
-                 seed: int = 0) -> None:
+                 seed: int = 0, centres: Tensor | None = None) -> None:
         super().__init__([[*s, END] for s in strings], list(range(len(strings))), batch_size=batch_size, seed=seed)
-        self.images, self.strings, self.symbols = images, strings, symbols
+        self.images, self.strings, self.symbols, self.centres = images, strings, symbols, centres
 
     def batches(self, epoch: int, start: int) -> Any:
         for rows in self.batch_rows(epoch, start):
-            yield ReadBatch(as_float(self.images[rows]), symbol_labels([self.strings[i] for i in rows], self.symbols))
+            yield ReadBatch(as_float(self.images[rows]), symbol_labels([self.strings[i] for i in rows], self.symbols),
+                            None if self.centres is None else self.centres[rows])
 
     def shard(self, rank: int, world: int) -> ReadData:
         rows = super().shard(rank, world).rows
-        part = ReadData(self.images, self.strings, symbols=self.symbols, batch_size=self.batch_size, seed=self.seed)
+        part = ReadData(self.images, self.strings, symbols=self.symbols, batch_size=self.batch_size, seed=self.seed,
+                        centres=self.centres)
         part.rows = rows
         return part
+
+
+def box_centres(data: ImageCaptions, strings: list[list[int]], symbols: int) -> Tensor | None:
+    """(N, S, 2): the centre of each digit's box as (y, x) in [-1, 1], NaN for <end> and past it; None when the
+    data have no boxes. An image whose box count differs from its digit count gets NaN throughout."""
+    if data.boxes is None:
+        return None
+    height, width = data.images.shape[1:3]
+    centres = torch.full((len(strings), symbols, 2), float("nan"))
+    for n, (boxes, digits) in enumerate(zip(data.boxes, strings, strict=True)):
+        if len(boxes) == len(digits) and len(digits) < symbols:
+            for s, (top, left, bottom, right) in enumerate(boxes):
+                centres[n, s] = torch.tensor([(top + bottom) / height - 1.0, (left + right) / width - 1.0])
+    return centres
 
 
 def build(model: str, options: dict[str, Any], size: tuple[int, int]) -> Glimpses | DigitCNN:
@@ -213,8 +230,10 @@ def fit(data: ImageCaptions, out: str | os.PathLike[str], *, model: str = "dram"
         raise ValueError(f"{len(too_long)} training string(s) have more than {symbols - 1} digits (the first: image "
                          f"{data.names[too_long[0]]!r}); raise --max-digits")
     pixels = grey(data.images)
+    centres = box_centres(data, strings, symbols)
     batches = ReadData(pixels[parts["train"]], [strings[k] for k in parts["train"]], symbols=symbols,
-                       batch_size=batch_size, seed=train_config.seed)
+                       batch_size=batch_size, seed=train_config.seed,
+                       centres=None if centres is None else centres[parts["train"]])
     if eval_every is None:
         train_config = dataclasses.replace(train_config, eval_every=len(batches))
     held = [k for k in parts["validation"] if len(strings[k]) < symbols]
