@@ -32,7 +32,9 @@ def add_video_commands(commands: Any) -> None:
         description="Train a frame labeller. " + CLIPS_FORMAT + " The data's own split is used when it has one, "
                     "else a seeded split of the clips; checkpoints go to RUN/best and RUN/last.")
     train.add_argument("data", nargs="?", metavar="DATA", help="clips file (.npz)")
-    train.add_argument("--dataset", help="a named dataset instead of a file (known: moving-digits)")
+    train.add_argument("--dataset", help="a named dataset instead of a file (known: moving-digits: 10-frame "
+                                         "clips of a digit moving on 40 x 40, each frame labelled up, down, left or "
+                                         "right, the first -1)")
     train.add_argument("--out", required=True, metavar="RUN", help="run folder for checkpoints and metrics")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     data = train.add_argument_group("data")
