@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-quality bench-classify bench-g2p bench-bible bench-eole bench-caption clean
+.PHONY: demo test lint bench bench-quality bench-classify bench-g2p bench-bible bench-eole bench-caption bench-video clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,10 @@ bench-caption: $(STAMP)
 	$(BIN)/python bench/caption_scenes.py --model soft --minutes 30
 	$(BIN)/python bench/caption_scenes.py --model none --minutes 30
 	$(BIN)/python bench/caption_scenes.py --report
+
+# About 11 minutes: frame labelling on moving-digits, 5 min for the CNN + BiLSTM and 5 for the per-frame CNN.
+bench-video: $(STAMP)
+	$(BIN)/python bench/video_moving_digits.py --minutes 5
 
 # About 2 h 10 min: English -> Spanish Bible verses, 60 min with attention and 60 without.
 bench-bible: $(STAMP)

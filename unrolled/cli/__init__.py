@@ -1,7 +1,7 @@
 """The `unrolled` command. Bad input ends in one line on stderr and exit status 2, never a traceback.
 
 Each application adds its commands from its own module (`lm`, `classify`,
-`tag`, `seq2seq`, `caption`, `glimpse`); every action sets ``handler(args) -> exit status``. Warnings are
+`tag`, `seq2seq`, `caption`, `glimpse`, `video`); every action sets ``handler(args) -> exit status``. Warnings are
 printed as one line each, ``unrolled <command>: warning: ...``.
 """
 
@@ -23,6 +23,7 @@ from unrolled.cli.glimpse import add_glimpse_commands
 from unrolled.cli.lm import add_lm_commands
 from unrolled.cli.seq2seq import add_seq2seq_commands
 from unrolled.cli.tag import add_tag_commands
+from unrolled.cli.video import add_video_commands
 
 __all__ = ["build_parser", "main", "train_config"]
 
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_seq2seq_commands(commands)
     add_caption_commands(commands)
     add_glimpse_commands(commands)
+    add_video_commands(commands)
     return parser
 
 

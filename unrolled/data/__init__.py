@@ -12,11 +12,21 @@ tokenisers, the token vocabulary, the label set and pretrained vectors;
 ``images`` reads and writes captioned images in the COCO caption format;
 ``mnist`` reads MNIST digits and Fashion-MNIST (the ``digits`` and ``fashion``
 datasets, idx files); ``canvases`` composes them into the multi-digit task of
-Ba et al. 2014 (``digit-strings``) and into captioned scenes with held-out
-colour/object combinations (``scenes``).
+Ba et al. 2014 (``digit-strings``), into captioned scenes with held-out
+colour/object combinations (``scenes``) and into clips of a moving digit
+(``moving-digits``); ``clips`` reads and writes clips with a label per frame.
 """
 
-from unrolled.data.canvases import COLOURS, SceneObject, compose_scenes, digit_strings, held_out_combinations
+from unrolled.data.canvases import (
+    COLOURS,
+    DIRECTIONS,
+    SceneObject,
+    compose_scenes,
+    digit_strings,
+    held_out_combinations,
+    moving_digits,
+)
+from unrolled.data.clips import Clips, read_clip, read_clips, write_clips
 from unrolled.data.conll import (
     TaggedSentence,
     read_conll,
@@ -58,6 +68,7 @@ from unrolled.data.vocab import (
 __all__ = [
     "COLOURS",
     "DIGIT_NAMES",
+    "DIRECTIONS",
     "FASHION_CLASSES",
     "FORMATS",
     "IGNORE_LABEL",
@@ -65,6 +76,7 @@ __all__ = [
     "TOKENIZERS",
     "UNKNOWN_ID",
     "UNK_ID",
+    "Clips",
     "Dataset",
     "Example",
     "ImageCaptions",
@@ -87,8 +99,11 @@ __all__ = [
     "kfold_indices",
     "load_vectors",
     "make_batch",
+    "moving_digits",
     "obtain",
     "random_windows",
+    "read_clip",
+    "read_clips",
     "read_coco",
     "read_conll",
     "read_idx",
@@ -103,6 +118,7 @@ __all__ = [
     "split_text",
     "tokenize",
     "truncate",
+    "write_clips",
     "write_coco",
     "write_conll",
 ]

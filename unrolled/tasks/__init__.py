@@ -5,4 +5,5 @@ its own (the char LM's lives beside its model in `unrolled.models.charlm`):
 
 - `classify`: sentence classification with the RNN or the CNN classifier.
 - `tag`: a label per token with the bidirectional tagger.
+- `video`: a label per video frame: a CNN per frame, then the tagger's bidirectional recurrent layer.
 """
