@@ -55,6 +55,12 @@ bench-g2p: $(STAMP)
 	$(BIN)/python bench/g2p_cmudict.py --speed --threads 1
 	$(BIN)/python bench/g2p_cmudict.py --report
 
+# About 65 minutes: DRAM and the CNN baseline on digit-strings, 30 min each (one thread each), then the table.
+bench-glimpse: $(STAMP)
+	$(BIN)/python bench/glimpse_digits.py --model dram --minutes 30
+	$(BIN)/python bench/glimpse_digits.py --model cnn --minutes 30
+	$(BIN)/python bench/glimpse_digits.py --report
+
 # About 65 minutes: captioning on scenes, 30 min with soft attention and 30 without.
 bench-caption: $(STAMP)
 	$(BIN)/python bench/caption_scenes.py --model soft --minutes 30

@@ -30,8 +30,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "glimpse"
-MODELS = {"dram": ["--model", "dram"], "cnn": ["--model", "cnn"]}
-DESCRIPTIONS = {"dram": "DRAM, recurrent glimpses", "cnn": "CNN baseline (all digits at once)"}
+MODELS = {"dram": ["--model", "dram", "--precision", "fp32"], "cnn": ["--model", "cnn"]}
+DESCRIPTIONS = {"dram": "DRAM, recurrent glimpses (guided)", "cnn": "CNN baseline (all digits at once)"}
 TARGET = 0.05  # sequence error on 2-digit strings
 
 

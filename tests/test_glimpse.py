@@ -121,13 +121,13 @@ def two_squares(count: int, seed: int) -> SimpleNamespace:
     return SimpleNamespace(images=images, labels=symbol_labels(strings, 3), strings=strings)
 
 
-@pytest.mark.parametrize("kind", ["dram", "cnn"])
+@pytest.mark.parametrize("kind", ["dram", "dram-conv", "cnn"])
 def test_both_readers_learn_a_small_task(kind: str) -> None:
     torch.manual_seed(1)
     model: torch.nn.Module
-    if kind == "dram":  # the widest patch (16 x 16) sees the whole image wherever it looks
+    if kind.startswith("dram"):  # the widest patch (16 x 16) sees the whole image wherever it looks
         model = Glimpses(GlimpseConfig(glimpse=4, scales=3, features=32, hidden=32, per_symbol=2, max_digits=2,
-                                       context=(8, 8)))
+                                       context=(8, 8), sensor="conv" if kind == "dram-conv" else "linear"))
     else:
         model = DigitCNN(DigitCNNConfig(height=16, width=16, channels=(8, 8), hidden=32, max_digits=2))
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)

@@ -19,7 +19,7 @@ from unrolled.cli.common import (
 )
 
 GLIMPSE_TRAIN_DEFAULTS: dict[str, Any] = {
-    "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "cosine", "warmup": 0, "clip": 5.0,
+    "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "cosine", "warmup": 0, "clip": 0.0,
     "max_epochs": 10, "eval_every": None, "early_stop": None,
 }
 
@@ -59,8 +59,11 @@ def add_glimpse_commands(commands: Any) -> None:
                        help="dram: glimpses before each digit is named (default: 3)")
     model.add_argument("--hidden", type=positive_int, default=256,
                        help="dram: units of each core LSTM; cnn: the hidden layer (default: 256)")
-    model.add_argument("--std", type=fraction, default=0.1,
-                       help="dram: the location policy's standard deviation, in half-images (default: 0.1)")
+    model.add_argument("--std", type=fraction, default=0.05,
+                       help="dram: the location policy's standard deviation, in half-images (default: 0.05)")
+    model.add_argument("--sensor", choices=("conv", "linear"), default="conv",
+                       help="dram: what the glimpse network does with the patches: two 3x3 convolutions, or one "
+                            "linear layer as Ba et al.'s MNIST models (default: conv)")
     model.add_argument("--guide", type=non_negative_float, default=20.0,
                        help="dram: weight of the pull of each glimpse towards its digit's box, where the data give "
                             "boxes (digit-strings does); 0: REINFORCE alone, as Ba et al. (default: 20)")
@@ -106,7 +109,8 @@ def glimpse_train(args: argparse.Namespace) -> int:
         options["max_digits"] = args.max_digits
     if args.model == "dram":
         options.update(glimpse=args.glimpse, scales=args.scales, per_symbol=args.per_symbol, hidden=args.hidden,
-                       features=args.hidden, std=args.std, guide=args.guide)
+                       features=args.hidden, std=args.std, guide=args.guide,
+                       sensor=args.sensor)
     else:
         options["hidden"] = args.hidden
     result = glimpse.fit(data, args.out, model=args.model, model_options=options, train=train_config(args),

@@ -75,6 +75,7 @@ KIND = "glimpse"
 END = 10  # the <end> symbol; 0..9 are the digits
 SYMBOLS = 11
 IGNORE = -100  # labels past <end>
+SENSORS = ("linear", "conv")  # the glimpse network's "what" part
 
 
 @dataclass
@@ -90,6 +91,8 @@ class GlimpseConfig:
     std         sigma of the location policy (in units of half the image)
     context     the coarse image's grid (rows, columns) for the context network
     guide       lambda, the weight of guidance towards the digits' boxes (0: REINFORCE alone)
+    sensor      the "what" part of the glimpse network on the k patches: "linear" (W_x x_n + b_x, as above)
+                or "conv" (two 3x3 convolutions of 32 channels, the second of stride 2, then a linear layer)
     """
 
     glimpse: int = 12
@@ -101,11 +104,14 @@ class GlimpseConfig:
     std: float = 0.1
     context: tuple[int, int] = (12, 40)
     guide: float = 0.0
+    sensor: str = "linear"
 
     def __post_init__(self) -> None:
         for name in ("glimpse", "scales", "features", "hidden", "per_symbol", "max_digits"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.sensor not in SENSORS:
+            raise ValueError(f"sensor must be one of {', '.join(SENSORS)}, got {self.sensor!r}")
         if self.guide < 0:
             raise ValueError(f"guide must be at least 0, got {self.guide}")
         if not 0 < self.std < 1:
@@ -150,7 +156,13 @@ class Glimpses(nn.Module):
     def __init__(self, config: GlimpseConfig) -> None:
         super().__init__()
         self.config = c = config
-        self.what = nn.Linear(c.scales * c.glimpse * c.glimpse, c.features)
+        if c.sensor == "conv":
+            side = (c.glimpse + 1) // 2
+            self.what: nn.Module = nn.Sequential(
+                nn.Conv2d(c.scales, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, stride=2, padding=1),
+                nn.ReLU(), nn.Flatten(), nn.Linear(32 * side * side, c.features))
+        else:
+            self.what = nn.Sequential(nn.Flatten(), nn.Linear(c.scales * c.glimpse * c.glimpse, c.features))
         self.where = nn.Linear(2, c.features)
         self.lower = LSTMCell(c.features, c.hidden)
         self.upper = LSTMCell(c.hidden, c.hidden)
@@ -177,7 +189,7 @@ class Glimpses(nn.Module):
             location = mean  # l_n: the mean when reading
             if self.training:  # l_n ~ N(mu_n, sigma^2 I), clipped to the image
                 location = (mean.detach() + c.std * torch.randn_like(mean)).clamp(-1.0, 1.0)
-            x = glimpse_patches(images, location, c.glimpse, c.scales).flatten(1)  # (B, k g g)
+            x = glimpse_patches(images, location, c.glimpse, c.scales)  # (B, k, g, g)
             g = F.relu(self.what(x - 0.5)) * F.relu(self.where(location))  # (B, G)
             h1, lower = self.lower(g, lower)
             _, upper = self.upper(h1.detach(), upper)  # steering's gradients stay out of the reading core
