@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-quality bench-classify bench-g2p bench-bible bench-eole bench-caption bench-video clean
+.PHONY: demo test lint bench bench-quality bench-classify bench-g2p bench-bible bench-eole bench-caption bench-glimpse bench-video clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,11 +55,12 @@ bench-g2p: $(STAMP)
 	$(BIN)/python bench/g2p_cmudict.py --speed --threads 1
 	$(BIN)/python bench/g2p_cmudict.py --report
 
-# About 65 minutes: DRAM and the CNN baseline on digit-strings, 30 min each (one thread each), then the table.
+# About 95 minutes: DRAM and the CNN baseline (two sizes) on digit-strings, 30 min each (one thread each), then the table.
 bench-glimpse: $(STAMP)
 	$(BIN)/python bench/glimpse_digits.py --model dram --minutes 30
 	$(BIN)/python bench/glimpse_digits.py --model cnn --minutes 30
-	$(BIN)/python bench/glimpse_digits.py --report
+	$(BIN)/python bench/glimpse_digits.py --model cnn-800 --minutes 30
+	$(BIN)/python bench/glimpse_digits.py --paths 4 --report
 
 # About 65 minutes: captioning on scenes, 30 min with soft attention and 30 without.
 bench-caption: $(STAMP)

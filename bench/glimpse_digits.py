@@ -30,8 +30,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "glimpse"
-MODELS = {"dram": ["--model", "dram", "--precision", "fp32"], "cnn": ["--model", "cnn"]}
-DESCRIPTIONS = {"dram": "DRAM, recurrent glimpses (guided)", "cnn": "CNN baseline (all digits at once)"}
+MODELS = {"dram": ["--model", "dram", "--precision", "fp32"], "cnn": ["--model", "cnn"],
+          "cnn-800": ["--model", "cnn", "--hidden", "800"]}
+DESCRIPTIONS = {"dram": "DRAM, recurrent glimpses (guided)", "cnn": "CNN baseline (all digits at once)",
+                "cnn-800": "CNN baseline, 800 hidden (DRAM's parameters)"}
 TARGET = 0.05  # sequence error on 2-digit strings
 
 
@@ -65,6 +67,43 @@ def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict
     return result
 
 
+def draw_paths(count: int) -> Path:
+    """Draw DRAM's glimpses on the first `count` test canvases, one per string length where it can, stacked in one
+    PNG (each titled with the truth and what was read)."""
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+
+    from unrolled.data import obtain
+    from unrolled.data.images import read_coco
+    from unrolled.tasks.glimpse import Reader, digit_strings_of, plot_glimpses, split_images
+
+    reader = Reader.load(RESULTS / "run-dram")
+    data = read_coco(obtain("digit-strings"), size=None)
+    test = split_images(data, None)["test"]
+    truth = digit_strings_of(data.select(test))
+    picked: list[int] = []
+    for length in range(2, 2 + count):  # one canvas of each length from 2, then the first others
+        picked += [k for k, t in enumerate(truth) if len(t) == length][:1]
+    picked = (picked + [k for k in range(len(test)) if k not in picked])[:count]
+    found, centres = reader.read(data.images[[test[k] for k in picked]])
+    assert centres is not None
+    panels = []
+    with tempfile.TemporaryDirectory() as folder:
+        for n, k in enumerate(picked):
+            path = Path(folder) / f"{n}.png"
+            title = f"truth {''.join(map(str, truth[k]))}, read {''.join(map(str, found[n]))}"
+            plot_glimpses(data.images[test[k]], centres[n], reader.model.config, path, title=title)
+            panels.append(np.asarray(Image.open(path).convert("RGB")))
+    width = max(panel.shape[1] for panel in panels)
+    stacked = np.concatenate([np.pad(panel, ((0, 0), (0, width - panel.shape[1]), (0, 0)), constant_values=255)
+                              for panel in panels])
+    out = RESULTS / "paths.png"
+    Image.fromarray(stacked).save(out)
+    return out
+
+
 def report() -> None:
     rows = [json.loads((RESULTS / f"{name}.json").read_text()) for name in MODELS
             if (RESULTS / f"{name}.json").is_file()]
@@ -94,11 +133,15 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0, help="training time per model (default: 30)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     parser.add_argument("--report", action="store_true", help="print the table of the models measured so far")
+    parser.add_argument("--paths", type=int, metavar="N",
+                        help="draw DRAM's glimpse paths on N test canvases into paths.png (after --model dram)")
     args, extra = parser.parse_known_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.model:
         run_model(args.model, args.minutes, args.threads, extra)
-    if args.report or not args.model:
+    if args.paths:
+        print(f"glimpse paths: {draw_paths(args.paths)}")
+    if args.report or not (args.model or args.paths):
         report()
 
 
