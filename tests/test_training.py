@@ -222,7 +222,15 @@ def test_keyboard_interrupt_inside_a_step_saves_the_previous_step_and_resumes_ex
 
 def test_sigint_during_an_update_waits_for_it_then_saves_that_step(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, signal.getsignal(signal.SIGINT)
+    # Python's own Ctrl-C handler, also where the shell started us with SIGINT ignored (a background job)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        sigint_during_an_update(tmp_path, monkeypatch)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def sigint_during_an_update(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _, reference = train(tmp_path / "straight", settings(eval_every=100))
     original = torch.optim.AdamW.step
     calls = [0]
