@@ -30,11 +30,12 @@ from unrolled.data.synth import (
     normalise_transcript,
     short_sentences,
     speak_dataset,
+    speaker,
     split_voices,
 )
 
 ACCENTS = ("en-us", "en-gb", "en-029", "en-gb-scotland", "en-us-nyc")
-VARIANTS = tuple(f"v{k}" for k in range(25))
+VARIANTS = (*(f"voice{chr(ord('a') + k)}" for k in range(22)), "robo", "robo2", "Robo7", "f1", "f2")
 FLITE_VOICES = [Voice(FLITE, "kal", "kal"), Voice(FLITE, "kal", "kal16"), Voice(FLITE, "awb", "awb"),
                 Voice(FLITE, "rms", "rms"), Voice(FLITE, "slt", "slt")]
 VOICES = [Voice(ESPEAK, accent, variant) for accent in ACCENTS for variant in VARIANTS] + FLITE_VOICES
@@ -70,10 +71,15 @@ def test_splits_share_no_accent_no_variant_and_no_flite_speaker() -> None:
     for held in ("validation", "test"):
         for engine, attribute in ((ESPEAK, "accent"), (ESPEAK, "timbre"), (FLITE, "accent")):
             assert not parts("train", engine, attribute) & parts(held, engine, attribute)
+        families = {speaker(v) for v in splits[held] if v.engine == ESPEAK}
+        assert not families & {speaker(v) for v in splits["train"] if v.engine == ESPEAK}
     assert not parts("validation", ESPEAK, "timbre") & parts("test", ESPEAK, "timbre")
+    robots = {split for split, voices in splits.items() for v in voices if v.timbre.lower().startswith("robo")}
+    assert len(robots) == 1  # robo, robo2 and Robo7 are one speaker
     held_out = parts("validation", FLITE, "accent") | parts("test", FLITE, "accent")
     assert parts("train", FLITE, "accent") == {"kal", "awb", "rms", "slt"} - held_out
-    assert len(parts("test", ESPEAK, "timbre")) == 10 and len(parts("test", ESPEAK, "accent")) == 1
+    assert len({speaker(v) for v in splits["test"] if v.engine == ESPEAK}) == 10
+    assert len(parts("test", ESPEAK, "accent")) == 1
     kal = [v for split in splits.values() for v in split if v.accent == "kal"]
     assert {v.timbre for v in kal} == {"kal", "kal16"}  # kal and kal16 are one speaker: never split
 

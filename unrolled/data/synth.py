@@ -15,9 +15,10 @@ where it works.
 **Voice-disjoint splits.** A voice is (engine, accent, timbre): for espeak-ng
 an accent such as ``en-gb-scotland`` and a variant such as ``f3``, for flite
 the speaker (kal and kal16 are one speaker). `split_voices` parts the accents
-and the timbres of each engine among train, validation and test, and each
-split's voices are its accents crossed with its timbres: no accent and no
-timbre of a validation or test clip is ever heard in training.
+and the speakers (a variant's family: ``robosoft`` .. ``robosoft8`` are one)
+of each engine among train, validation and test, and each split's voices are
+its accents crossed with its speakers: no accent and no speaker of a
+validation or test clip is ever heard in training.
 
 **An utterance** (`draw_requests`) draws, from one generator seeded per
 split: the engine (flite with probability `FLITE_SHARE` where the split has
@@ -68,7 +69,8 @@ ESPEAK_WPM = 175  # espeak-ng's default speed, words per minute
 SPEEDS = (0.8, 1.25)  # speed factors drawn uniformly
 PITCHES = (20, 80)  # espeak-ng pitches drawn uniformly (0 .. 99, default 50)
 FLITE_SHARE = 0.25  # the share of a split's clips spoken by flite, where the split has flite voices
-HELD_OUT = {"espeak-ng": {"accents": 1, "timbres": 10}, "flite": {"timbres": 1}}  # per validation and test split
+HELD_OUT = {"espeak-ng": {"accents": 1, "speakers": 10}, "flite": {"speakers": 1}}  # per validation and test split
+TRAILING_DIGITS = re.compile(r"\d+$")
 SPLITS = ("train", "validation", "test")
 PROBE_TEXT = "one two three"
 
@@ -233,11 +235,18 @@ def find_engines(tools: Path, *, download: Callable[[str, Path], Path] | None = 
     return engines
 
 
-def split_voices(voices: Sequence[Voice], seed: int) -> dict[str, list[Voice]]:
-    """Each split's voices: per engine, accents and timbres parted by `HELD_OUT`, and crossed within a split.
+def speaker(voice: Voice) -> str:
+    """Who a voice sounds like: an espeak-ng variant's family (``robosoft5`` -> ``robosoft``), a flite speaker."""
+    return TRAILING_DIGITS.sub("", voice.timbre).lower() if voice.engine == ESPEAK else voice.accent
 
-    flite's speakers are its accents and timbres at once (a voice's accent
-    names its speaker), so they are parted as timbres and kept whole.
+
+def split_voices(voices: Sequence[Voice], seed: int) -> dict[str, list[Voice]]:
+    """Each split's voices: per engine, accents and speakers parted by `HELD_OUT`, and crossed within a split.
+
+    Speakers are `speaker`'s: numbered espeak-ng variants of one name
+    (``edward``, ``edward2``) are near copies and stay on one side, as do
+    flite's kal and kal16. flite's speakers are its accents too, so only
+    they are parted.
     """
     generator = np.random.default_rng(seed)
     splits: dict[str, list[Voice]] = {split: [] for split in SPLITS}
@@ -245,11 +254,9 @@ def split_voices(voices: Sequence[Voice], seed: int) -> dict[str, list[Voice]]:
         mine = [voice for voice in voices if voice.engine == engine]
         held = HELD_OUT.get(engine, {})
         accents = _part(sorted({v.accent for v in mine}), held.get("accents", 0), generator)
-        speakers = sorted({v.timbre if engine == ESPEAK else v.accent for v in mine})
-        timbres = _part(speakers, held.get("timbres", 0), generator)
+        speakers = _part(sorted({speaker(v) for v in mine}), held.get("speakers", 0), generator)
         for split in SPLITS:
-            splits[split] += [v for v in mine if (v.timbre if engine == ESPEAK else v.accent) in timbres[split]
-                              and (engine != ESPEAK or v.accent in accents[split])]
+            splits[split] += [v for v in mine if speaker(v) in speakers[split] and v.accent in accents[split]]
     return splits
 
 
