@@ -22,10 +22,14 @@ configured limit (`MAX_SECONDS` by default), and a clip with no sample above
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
 
 from unrolled.data.audio import AudioError, audio_info, is_silent, read_audio
 
@@ -123,6 +127,36 @@ def _utterance(record: dict[str, Any], folder: Path, where: str, number: int, *,
         raise ManifestError(f"{where}: {error}") from None
     extra = {key: value for key, value in record.items() if key not in REQUIRED_KEYS}
     return Utterance(audio=audio, text=record["text"].strip(), seconds=info.seconds, line=number, extra=extra)
+
+
+@dataclass
+class SpeechBatch:
+    """Waveforms and transcripts padded into tensors, what a recogniser's ``loss`` reads.
+
+    waves (B, N) float32, 0 past each length; samples (B,) the real lengths;
+    targets (B, U) int64 character ids, 0 past each length; target_lengths (B,).
+    """
+
+    waves: torch.Tensor
+    samples: torch.Tensor
+    targets: torch.Tensor
+    target_lengths: torch.Tensor
+
+    @classmethod
+    def make(cls, waves: Sequence[NDArray[np.float32]], targets: Sequence[Sequence[int]]) -> SpeechBatch:
+        """Pad the waveforms and the id sequences of one batch (both in the same order)."""
+        if len(waves) != len(targets) or not waves:
+            raise ValueError(f"a batch needs as many transcripts as waveforms, at least one: {len(waves)}, "
+                             f"{len(targets)}")
+        samples = torch.tensor([len(wave) for wave in waves])
+        padded = torch.zeros(len(waves), int(samples.max()))
+        for b, wave in enumerate(waves):
+            padded[b, : len(wave)] = torch.from_numpy(np.asarray(wave, dtype=np.float32))
+        lengths = torch.tensor([len(ids) for ids in targets])
+        ids = torch.zeros(len(targets), max(int(lengths.max()), 1), dtype=torch.int64)
+        for b, row in enumerate(targets):
+            ids[b, : len(row)] = torch.tensor(row, dtype=torch.int64)
+        return cls(padded, samples, ids, lengths)
 
 
 def write_manifest(path: Path, records: Iterable[Mapping[str, Any]]) -> Path:
