@@ -31,7 +31,22 @@ summed by the forward algorithm (``torch.nn.functional.ctc_loss``). A
 transcript of U characters needs :math:`S_b \ge U` plus one step between
 repeated characters; a clip too short for its transcript is an error, not an
 infinite loss. Greedy decoding takes the best symbol at each step and
-applies :math:`\mathcal{B}`.
+applies :math:`\mathcal{B}`. Prefix beam search (`prefix_beam_search`)
+keeps the K most probable transcripts so far instead of paths: for each
+prefix :math:`\ell` after step s, :math:`p_b(\ell)` sums the paths that
+spell :math:`\ell` and end in a blank, :math:`p_n(\ell)` those that end in
+its last character; at step s + 1, with :math:`p = p_{s+1}`,
+
+.. math::
+    p_b'(\ell) &\mathrel{+}= (p_b(\ell) + p_n(\ell))\, p(\text{blank}) \\
+    p_n'(\ell) &\mathrel{+}= p_n(\ell)\, p(c) \quad (c = \text{the last character of } \ell:
+        \text{a repeat merges}) \\
+    p_n'(\ell c) &\mathrel{+}= p_b(\ell)\, p(c) \quad (c = \text{last: only a blank parts a repeat}) \\
+    p_n'(\ell c) &\mathrel{+}= (p_b(\ell) + p_n(\ell))\, p(c) \quad (c \ne \text{last})
+
+then keeps the K prefixes of largest :math:`p_b + p_n`. With K at least the
+number of prefixes it is exact: it finds the most probable transcript, not
+the transcript of the most probable path.
 
 ==========  ======================  ==============================================
 tensor      shape                   meaning
@@ -47,6 +62,7 @@ targets     (B, U) int64            character ids (1..V-1), 0 past each length
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -212,6 +228,46 @@ def ctc_loss(log_probs: Tensor, steps: Tensor, targets: Tensor, target_lengths: 
     per_utterance = F.ctc_loss(log_probs.transpose(0, 1), targets, steps, target_lengths, blank=BLANK,
                                reduction="none")  # (B,)
     return per_utterance.mean()
+
+
+def prefix_beam_search(log_probs: Tensor, beam: int) -> list[tuple[list[int], float]]:
+    """The ``beam`` most probable transcripts of one utterance's log p (S, V), best first, with their log p(y | x).
+
+    As in the module docstring, in log space; ties broken by the prefix, so
+    the result does not depend on dictionary order.
+    """
+    table = log_probs.detach().to(torch.float64).cpu().tolist()  # (S, V)
+    beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, -math.inf)}  # prefix -> (log p_b, log p_n)
+    for row in table:
+        grown: dict[tuple[int, ...], list[float]] = {}
+        for prefix, (blank, last) in beams.items():
+            _extend(grown, prefix, blank=_logsum(blank, last) + row[BLANK])
+            for symbol in range(1, len(row)):
+                if prefix and symbol == prefix[-1]:
+                    _extend(grown, prefix, last=last + row[symbol])  # the repeat merges into the prefix
+                    _extend(grown, (*prefix, symbol), last=blank + row[symbol])  # a blank parted them
+                else:
+                    _extend(grown, (*prefix, symbol), last=_logsum(blank, last) + row[symbol])
+        ranked = sorted(grown.items(), key=lambda item: (-_logsum(*item[1]), item[0]))[:beam]
+        beams = {prefix: (scores[0], scores[1]) for prefix, scores in ranked}
+    return [(list(prefix), _logsum(*scores)) for prefix, scores in beams.items()]
+
+
+def _extend(grown: dict[tuple[int, ...], list[float]], prefix: tuple[int, ...], *, blank: float = -math.inf,
+            last: float = -math.inf) -> None:
+    """Add probability (log) to a prefix's blank-ending and character-ending sums."""
+    scores = grown.setdefault(prefix, [-math.inf, -math.inf])
+    scores[0], scores[1] = _logsum(scores[0], blank), _logsum(scores[1], last)
+
+
+def _logsum(a: float, b: float) -> float:
+    """log(e^a + e^b), exact at -inf."""
+    if a == -math.inf:
+        return b
+    if b == -math.inf:
+        return a
+    top = max(a, b)
+    return top + math.log1p(math.exp(-abs(a - b)))
 
 
 def greedy_decode(log_probs: Tensor, steps: Tensor) -> list[list[int]]:
