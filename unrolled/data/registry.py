@@ -872,7 +872,8 @@ REGISTRY: dict[str, Dataset] = {
                     "engine, speed, pitch} + clips/*.wav (16 kHz mono, 16-bit)",
         source="synthesised with Debian's espeak-ng and flite (from the system, or their packages unpacked into "
                "the cache's tools/) with seed 2016",
-        licence="the texts are generated; espeak-ng is GPL-3.0+, flite BSD-like: the audio they produce is free",
+        licence="the texts are generated here; the audio is made here by espeak-ng (GPL-3.0-or-later) and flite "
+                "(BSD-style licence)",
         filename="manifest.jsonl",
         obtain=obtain_spoken_digits,
     ),
@@ -883,7 +884,8 @@ REGISTRY: dict[str, Dataset] = {
                     "validation, 1,000 test clips with voice-disjoint splits; manifest.jsonl + clips/*.wav",
         source="the English side of the bible-en-es dataset (Debian sword-text-web), synthesised with Debian's "
                "espeak-ng and flite with seed 2016",
-        licence="public domain (the text); the synthesised audio is free",
+        licence="public domain (the text); the audio is made here by espeak-ng (GPL-3.0-or-later) and flite "
+                "(BSD-style licence)",
         filename="manifest.jsonl",
         obtain=obtain_spoken_sentences,
     ),
