@@ -19,6 +19,7 @@ from unrolled.data.audio import (
     is_silent,
     perturb,
     read_audio,
+    trim_silence,
     write_wav,
 )
 
@@ -79,6 +80,19 @@ def test_bad_files_give_one_line_naming_them(tmp_path: Path) -> None:
 def test_silence_is_below_sixty_decibels_of_full_scale() -> None:
     assert is_silent(np.zeros(100, dtype=np.float32)) and is_silent(np.full(100, 9e-4, dtype=np.float32))
     assert not is_silent(np.full(100, 2e-3, dtype=np.float32)) and is_silent(np.zeros(0, dtype=np.float32))
+
+
+def test_trimming_keeps_the_margin_around_the_loud_part() -> None:
+    wave = np.zeros(10_000, dtype=np.float32)
+    wave[3_000:5_000] = tone(500.0, 16_000, 0.125)
+    wave[6_000] = 0.01  # a click above -60 dB is kept with its margin
+    trimmed = trim_silence(wave, margin=1_000)
+    first = int(np.flatnonzero(np.abs(wave) >= 1e-3)[0])
+    assert len(trimmed) == 6_001 + 1_000 - (first - 1_000)
+    assert np.array_equal(trimmed, wave[first - 1_000 : 7_001])
+    assert np.array_equal(trim_silence(wave, margin=20_000), wave)  # the margin never reaches past the ends
+    silent = np.zeros(50, dtype=np.float32)
+    assert trim_silence(silent, margin=0) is silent
 
 
 def test_wav_round_trip_is_16_bit(tmp_path: Path) -> None:

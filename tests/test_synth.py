@@ -160,6 +160,16 @@ def test_the_same_seed_gives_the_same_dataset_byte_for_byte(tmp_path: Path) -> N
     assert digest(folders[0]) == digest(folders[1]) != digest(folders[2])
 
 
+def test_the_silence_around_a_clip_is_cut_to_a_tenth_of_a_second(tmp_path: Path) -> None:
+    def padded(request: Request, out: Path) -> None:
+        speech = 0.3 * (-1.0) ** np.arange(16_000)  # every sample loud
+        soundfile.write(out, np.concatenate([np.zeros(8_000), speech, np.zeros(16_000)]), 16_000)
+
+    manifest = speak_dataset(tmp_path, {"train": ["one"]}, VOICES, padded, seed=0, info={})
+    wave, _ = soundfile.read(str(read_manifest(manifest)[0].audio))
+    assert len(wave) == 16_000 + 2 * 1_600 and not wave[:1_500].any() and not wave[-1_500:].any()
+
+
 def test_a_synthesiser_that_writes_silence_or_nothing_is_named(tmp_path: Path) -> None:
     def silent(request: Request, out: Path) -> None:
         soundfile.write(out, np.zeros(8000), 16_000)

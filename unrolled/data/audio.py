@@ -98,6 +98,15 @@ def is_silent(wave: NDArray[np.floating]) -> bool:
     return wave.size == 0 or float(np.max(np.abs(wave))) < SILENCE_PEAK
 
 
+def trim_silence(wave: Wave, *, margin: int, threshold: float = SILENCE_PEAK) -> Wave:
+    """``wave`` without what lies more than ``margin`` samples before its first or after its last sample at or
+    above ``threshold`` (-60 dB of full scale); a silent wave is returned whole."""
+    loud = np.flatnonzero(np.abs(wave) >= threshold)
+    if loud.size == 0:
+        return wave
+    return wave[max(int(loud[0]) - margin, 0) : int(loud[-1]) + 1 + margin]
+
+
 def write_wav(path: Path | str, wave: NDArray[np.floating], rate: int = SAMPLE_RATE) -> Path:
     """Write ``wave`` (N,) as 16-bit PCM WAV, samples clipped to [-1, 1]; returns the path."""
     soundfile.write(str(path), np.clip(wave, -1.0, 1.0), rate, subtype="PCM_16", format="WAV")

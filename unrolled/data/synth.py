@@ -27,9 +27,11 @@ flite voices), a voice of that engine from the split, a speed factor
 duration stretch ``1 / speed``) and for espeak-ng a pitch ``U{20 .. 80}``
 (0 to 99, 50 by default). The draws depend on the seed and the texts alone,
 so a dataset is the same given its seed and synthesisers; its clips are
-read back (`unrolled.data.audio.read_audio`: mono, 16 kHz) and written as
-16-bit WAV ``clips/<split>-<k>.wav``, listed in ``manifest.jsonl`` with their
-split, voice, engine, speed and pitch.
+read back (`unrolled.data.audio.read_audio`: mono, 16 kHz), cut to the
+speech with `MARGIN_SECONDS` of silence either side (digital silence, which
+real recordings never have, would otherwise fill a sixth of a clip) and
+written as 16-bit WAV ``clips/<split>-<k>.wav``, listed in ``manifest.jsonl``
+with their split, voice, engine, speed and pitch.
 """
 
 from __future__ import annotations
@@ -51,9 +53,10 @@ from typing import Any
 
 import numpy as np
 
-from unrolled.data.audio import AudioError, is_silent, read_audio, write_wav
+from unrolled.data.audio import AudioError, is_silent, read_audio, trim_silence, write_wav
 from unrolled.data.speech import write_manifest
 from unrolled.data.sword import deb_data
+from unrolled.features import SAMPLE_RATE
 
 ESPEAK, FLITE = "espeak-ng", "flite"
 ESPEAK_PACKAGES = ("espeak-ng", "libespeak-ng1", "espeak-ng-data", "libpcaudio0", "libsonic0",
@@ -73,6 +76,7 @@ HELD_OUT = {"espeak-ng": {"accents": 1, "speakers": 10}, "flite": {"speakers": 1
 TRAILING_DIGITS = re.compile(r"\d+$")
 SPLITS = ("train", "validation", "test")
 PROBE_TEXT = "one two three"
+MARGIN_SECONDS = 0.1  # silence kept before and after the speech; the synthesisers leave about 0.3 s of zeros after
 
 
 @dataclass(frozen=True)
@@ -314,7 +318,7 @@ def _spoken(request: Request, raw: Path, synthesise: Synthesiser) -> np.ndarray:
         raise ValueError(f"{request.voice.engine} voice {request.voice.name}: {error}") from None
     if is_silent(wave):
         raise ValueError(f"{request.voice.engine} voice {request.voice.name} wrote silence for {request.text!r}")
-    return wave
+    return trim_silence(wave, margin=round(MARGIN_SECONDS * SAMPLE_RATE))
 
 
 def digit_texts(count: int, generator: np.random.Generator, *, longest: int = 10,
