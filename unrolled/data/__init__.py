@@ -15,6 +15,10 @@ datasets, idx files); ``canvases`` composes them into the multi-digit task of
 Ba et al. 2014 (``digit-strings``), into captioned scenes with held-out
 colour/object combinations (``scenes``) and into clips of a moving digit
 (``moving-digits``); ``clips`` reads and writes clips with a label per frame.
+``audio`` reads audio files into 16 kHz mono waveforms and perturbs them for
+training; ``speech`` reads speech manifests (JSON lines of audio path and
+transcript); ``synth`` speaks texts with espeak-ng and flite into the
+``spoken-digits`` and ``spoken-sentences`` datasets with voice-disjoint splits.
 """
 
 from unrolled.data.canvases import (

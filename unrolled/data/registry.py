@@ -36,6 +36,12 @@ emoji        1,357 emoji of Noto Color Emoji (Debian             captions.json +
 moving-      12,000 clips of 10 frames, 40 x 40: a digit moving,  moving-digits.npz: frames,
 digits       each frame labelled up/down/left/right (its move)   labels, label_names, split,
                                                                  positions (`unrolled.data.clips`)
+spoken-      strings of 1 to 10 digits spoken ("three one       manifest.jsonl + clips/*.wav:
+digits       four") by espeak-ng and flite voices (Debian),      16 kHz mono, a split per line,
+             8,000 train, 1,000 validation, 1,000 test; the      voices of validation and test
+             three splits' voices are disjoint                   never in train
+spoken-      short sentences of the World English Bible (the     manifest.jsonl + clips/*.wav,
+sentences    bible-en-es dataset) spoken the same way            the same
 ===========  ==================================================  =================================
 
 The folder appears atomically: the dataset is prepared in a temporary folder
@@ -80,6 +86,7 @@ from unrolled.data.emoji import draw_glyphs, emoji_code_points, emoji_pictures
 from unrolled.data.images import Box, ImageCaptions, write_coco
 from unrolled.data.mnist import DIGIT_NAMES, FASHION_CLASSES, FASHION_FOLDER, digits_from_json, fashion_from_files
 from unrolled.data.sword import deb_member
+from unrolled.data.synth import Engines, Voice, digit_texts, engines_info, find_engines, short_sentences, speak_dataset
 
 CACHE_VARIABLE = "UNROLLED_DATA"
 DEFAULT_CACHE = Path("~/.cache/unrolled")
@@ -672,6 +679,57 @@ def obtain_moving_digits(folder: Path, *, source: Callable[[str], Path] | None =
     return write_clips(folder / "moving-digits.npz", clips,
                        positions=np.concatenate([positions for _, _, positions in made]))
 
+
+SPEECH_SEED = 2016  # seeds the spoken datasets: their texts, voice splits and every draw (Chan et al. 2016, LAS)
+SPEECH_COUNTS = {"train": 8_000, "validation": 1_000, "test": 1_000}  # clips in each split
+
+
+def _voices(engines: Engines) -> list[Voice]:
+    return [voice for engine in sorted(engines.voices) for voice in engines.voices[engine]]
+
+
+def obtain_spoken_digits(folder: Path, *, engines: Engines | None = None,
+                         counts: Mapping[str, int] = SPEECH_COUNTS) -> Path:
+    """Write ``manifest.jsonl`` and ``clips/``: strings of 1 to 10 digits spoken by synthesised voices.
+
+    Each split's texts are `unrolled.data.synth.digit_texts` with its own seed
+    (strings may repeat across splits; voices never do); the clips come from
+    `unrolled.data.synth.speak_dataset` with voice-disjoint splits. ``engines``
+    default to `find_engines` (espeak-ng and flite, from the system or from
+    Debian packages unpacked into ``<cache>/tools``).
+    """
+    engines = engines or find_engines(cache_dir() / "tools")
+    texts = {split: digit_texts(count, np.random.default_rng(SPEECH_SEED + 100 + k))
+             for k, (split, count) in enumerate(counts.items())}
+    info = {"dataset": "spoken-digits", "engines": engines_info(engines)}
+    return speak_dataset(folder, texts, _voices(engines), engines.synthesise, seed=SPEECH_SEED, info=info)
+
+
+def obtain_spoken_sentences(folder: Path, *, engines: Engines | None = None,
+                            source: Callable[[str], Path] | None = None,
+                            counts: Mapping[str, int] = SPEECH_COUNTS) -> Path:
+    """Write ``manifest.jsonl`` and ``clips/``: short sentences of the World English Bible, spoken.
+
+    The English side of ``bible-en-es`` (public domain) is cut into sentences
+    and normalised by `unrolled.data.synth.short_sentences` (4 to 12 words,
+    every word common in the Bible, lower-case letters and apostrophes); a
+    seeded shuffle deals distinct sentences to the splits, which are spoken
+    as in `obtain_spoken_digits`. ``source`` gives a dataset's file (default `obtain`).
+    """
+    path = (source or obtain)("bible-en-es")
+    passages = [json.loads(line)["source"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    sentences = short_sentences(passages)
+    if len(sentences) < sum(counts.values()):
+        raise ValueError(f"{path} gives {len(sentences)} short sentences, fewer than the {sum(counts.values())} asked")
+    order = np.random.default_rng(SPEECH_SEED).permutation(len(sentences))
+    bounds = np.cumsum([0, *counts.values()])
+    texts = {split: [sentences[k] for k in order[bounds[i] : bounds[i + 1]]] for i, split in enumerate(counts)}
+    engines = engines or find_engines(cache_dir() / "tools")
+    info = {"dataset": "spoken-sentences", "source": "bible-en-es (World English Bible)",
+            "sentences": len(sentences), "engines": engines_info(engines)}
+    return speak_dataset(folder, texts, _voices(engines), engines.synthesise, seed=SPEECH_SEED, info=info)
+
+
 REGISTRY: dict[str, Dataset] = {
     "shakespeare": Dataset(
         name="shakespeare",
@@ -804,6 +862,32 @@ REGISTRY: dict[str, Dataset] = {
         licence="MIT (the package); the digits are from LeCun, Cortes and Burges' MNIST",
         filename="moving-digits.npz",
         obtain=obtain_moving_digits,
+    ),
+    "spoken-digits": Dataset(
+        name="spoken-digits",
+        description="speech recognition: strings of 1 to 10 digits spoken as words (\"three one four\") by "
+                    "espeak-ng voices (8 English accents x about 100 variants, speed and pitch drawn per clip) and "
+                    "flite voices; 8,000 train, 1,000 validation, 1,000 test clips; no accent, variant or flite "
+                    "speaker of validation or test is in train; a JSON-lines manifest {audio, text, split, voice, "
+                    "engine, speed, pitch} + clips/*.wav (16 kHz mono, 16-bit)",
+        source="synthesised with Debian's espeak-ng and flite (from the system, or their packages unpacked into "
+               "the cache's tools/) with seed 2016",
+        licence="the texts are generated here; the audio is made here by espeak-ng (GPL-3.0-or-later) and flite "
+                "(BSD-style licence)",
+        filename="manifest.jsonl",
+        obtain=obtain_spoken_digits,
+    ),
+    "spoken-sentences": Dataset(
+        name="spoken-sentences",
+        description="speech recognition: distinct short sentences (4 to 12 common words) of the World English "
+                    "Bible, lower-case letters and apostrophes, spoken as in spoken-digits; 8,000 train, 1,000 "
+                    "validation, 1,000 test clips with voice-disjoint splits; manifest.jsonl + clips/*.wav",
+        source="the English side of the bible-en-es dataset (Debian sword-text-web), synthesised with Debian's "
+               "espeak-ng and flite with seed 2016",
+        licence="public domain (the text); the audio is made here by espeak-ng (GPL-3.0-or-later) and flite "
+                "(BSD-style licence)",
+        filename="manifest.jsonl",
+        obtain=obtain_spoken_sentences,
     ),
 }
 

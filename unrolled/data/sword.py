@@ -131,8 +131,8 @@ def parallel_verses(source: dict[Reference, str], target: dict[Reference, str]) 
             if text and target.get(reference) and ours[reference[:2]] == theirs[reference[:2]]]
 
 
-def deb_member(deb: Path, prefix: str) -> dict[str, bytes]:
-    """The files of a Debian package's data archive whose paths start with `prefix` (no leading ./)."""
+def deb_data(deb: Path) -> bytes:
+    """The compressed tar archive ``data.tar.*`` of a Debian package (an ``ar`` archive), as bytes."""
     raw = deb.read_bytes()
     if not raw.startswith(b"!<arch>\n"):
         raise ValueError(f"{deb}: not a Debian package (no ar header)")
@@ -144,13 +144,18 @@ def deb_member(deb: Path, prefix: str) -> dict[str, bytes]:
         body = raw[position + 60 : position + 60 + size]
         position += 60 + size + (size % 2)
         if name.startswith("data.tar"):
-            files = {}
-            with tarfile.open(fileobj=io.BytesIO(body), mode="r:*") as archive:
-                for member in archive.getmembers():
-                    path = member.name.removeprefix("./")
-                    if member.isfile() and path.startswith(prefix):
-                        extracted = archive.extractfile(member)
-                        assert extracted is not None
-                        files[path[len(prefix) :]] = extracted.read()
-            return files
+            return body
     raise ValueError(f"{deb}: no data.tar member")
+
+
+def deb_member(deb: Path, prefix: str) -> dict[str, bytes]:
+    """The files of a Debian package's data archive whose paths start with `prefix` (no leading ./)."""
+    files = {}
+    with tarfile.open(fileobj=io.BytesIO(deb_data(deb)), mode="r:*") as archive:
+        for member in archive.getmembers():
+            path = member.name.removeprefix("./")
+            if member.isfile() and path.startswith(prefix):
+                extracted = archive.extractfile(member)
+                assert extracted is not None
+                files[path[len(prefix) :]] = extracted.read()
+    return files

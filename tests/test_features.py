@@ -1,0 +1,164 @@
+"""The speech front end against librosa (an independent implementation) and against loops written here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from unrolled.features import (
+    LOG_FLOOR,
+    FeatureConfig,
+    FrontEnd,
+    SpecAugmentConfig,
+    mel_filterbank,
+    normalise,
+    spec_augment,
+    stack_frames,
+)
+
+librosa = pytest.importorskip("librosa")
+
+
+def noise(samples: int, seed: int = 0) -> np.ndarray:
+    """float32 white noise with a slow chirp on top: energy in every band, changing over time."""
+    generator = np.random.default_rng(seed)
+    time = np.arange(samples) / 16_000
+    chirp = 0.5 * np.sin(2 * np.pi * (200 + 1500 * time) * time)
+    return (0.1 * generator.standard_normal(samples) + chirp).astype(np.float32)
+
+
+@pytest.mark.parametrize(("rate", "fft_size", "bands", "fmin", "fmax"),
+                         [(16_000, 512, 80, 20.0, 8000.0), (8_000, 256, 40, 0.0, 4000.0),
+                          (16_000, 1024, 64, 100.0, 7000.0)])
+def test_filterbank_is_librosas_htk_bank(rate: int, fft_size: int, bands: int, fmin: float, fmax: float) -> None:
+    ours = mel_filterbank(rate=rate, fft_size=fft_size, bands=bands, fmin=fmin, fmax=fmax).numpy()
+    theirs = librosa.filters.mel(sr=rate, n_fft=fft_size, n_mels=bands, fmin=fmin, fmax=fmax, htk=True, norm=None,
+                                 dtype=np.float64)
+    assert ours.shape == (bands, fft_size // 2 + 1)
+    np.testing.assert_allclose(ours, theirs, atol=1e-10)
+    assert (ours.max(axis=1) > 0).all()  # no empty band
+
+
+def test_a_tone_lights_the_band_around_its_frequency() -> None:
+    bank = mel_filterbank(rate=16_000, fft_size=512, bands=80, fmin=20.0, fmax=8000.0)
+    front = FrontEnd()
+    for hz in (250.0, 1000.0, 4000.0):
+        tone = torch.sin(2 * torch.pi * hz * torch.arange(16_000) / 16_000)[None]
+        logs, _ = front.log_mel(tone, torch.tensor([16_000]))
+        loudest = int(logs[0, 50].argmax())
+        bin_hz = torch.arange(257) * 16_000 / 512
+        band_centre = float((bank[loudest] * bin_hz).sum() / bank[loudest].sum())
+        assert abs(band_centre - hz) < 0.1 * hz
+
+
+def test_log_mel_is_librosas_melspectrogram() -> None:
+    wave = noise(16_000 + 123)
+    front = FrontEnd()
+    ours, frames = front.log_mel(torch.from_numpy(wave)[None], torch.tensor([len(wave)]))
+    mel = librosa.feature.melspectrogram(y=wave.astype(np.float64), sr=16_000, n_fft=512, hop_length=160,
+                                         win_length=400, window="hann", center=True, pad_mode="constant", power=2.0,
+                                         n_mels=80, fmin=20.0, fmax=8000.0, htk=True, norm=None)
+    theirs = np.log(mel.T + LOG_FLOOR)  # (T, M)
+    assert int(frames[0]) == theirs.shape[0] == 1 + len(wave) // 160
+    np.testing.assert_allclose(ours[0].numpy(), theirs, atol=2e-3)
+
+
+def test_features_of_an_utterance_are_the_same_alone_and_in_a_padded_batch() -> None:
+    waves = [noise(8_000, seed=1), noise(12_345, seed=2), noise(3_210, seed=3)]
+    lengths = torch.tensor([len(w) for w in waves])
+    batch = torch.zeros(3, int(lengths.max()))
+    for b, wave in enumerate(waves):
+        batch[b, : len(wave)] = torch.from_numpy(wave)
+    front = FrontEnd(FeatureConfig(stack=3, stride=2))
+    together, together_lengths = front(batch, lengths)
+    for b, wave in enumerate(waves):
+        alone, alone_lengths = front(torch.from_numpy(wave)[None], lengths[b : b + 1])
+        assert int(alone_lengths[0]) == int(together_lengths[b])
+        torch.testing.assert_close(together[b, : int(alone_lengths[0])], alone[0], atol=1e-4, rtol=1e-4)
+        assert (together[b, int(alone_lengths[0]) :] == 0).all()
+
+
+def test_normalised_bands_have_mean_zero_and_deviation_one_over_real_frames() -> None:
+    logs = torch.randn(2, 50, 7, dtype=torch.float64) * 3 + 5
+    lengths = torch.tensor([50, 20])
+    z = normalise(logs, lengths)
+    for b, frames in enumerate(lengths.tolist()):
+        real = z[b, :frames]
+        torch.testing.assert_close(real.mean(dim=0), torch.zeros(7, dtype=torch.float64), atol=1e-9, rtol=0)
+        torch.testing.assert_close(real.std(dim=0, unbiased=False), torch.ones(7, dtype=torch.float64), atol=1e-4,
+                                   rtol=0)
+        assert (z[b, frames:] == 0).all()
+
+
+def test_silence_gives_zeros_and_loudness_does_not_matter() -> None:
+    front = FrontEnd()
+    silent, _ = front(torch.zeros(1, 4_000), torch.tensor([4_000]))
+    assert torch.isfinite(silent).all() and float(silent.abs().max()) < 1e-6
+    wave = torch.from_numpy(noise(8_000))[None]
+    quiet, _ = front(0.25 * wave, torch.tensor([8_000]))
+    loud, _ = front(wave, torch.tensor([8_000]))
+    torch.testing.assert_close(quiet, loud, atol=5e-3, rtol=0)  # the floor: 1e-6 against energies of 1e-3 and up
+
+
+def test_stacking_matches_a_loop() -> None:
+    features = torch.randn(2, 11, 4)
+    lengths = torch.tensor([11, 7])
+    stacked, out_lengths = stack_frames(features, lengths, stack=3, stride=2)
+    assert out_lengths.tolist() == [6, 4] and stacked.shape == (2, 6, 12)
+    for b, frames in enumerate(lengths.tolist()):
+        for t in range(int(out_lengths[b])):
+            expected = torch.cat([features[b, min(2 * t + j, frames - 1)] for j in range(3)])
+            assert torch.equal(stacked[b, t], expected)
+        assert (stacked[b, int(out_lengths[b]) :] == 0).all()
+    same, same_lengths = stack_frames(features, lengths, stack=1, stride=1)
+    assert same is features and same_lengths is lengths
+
+
+def test_front_end_sizes_and_frame_counts() -> None:
+    config = FeatureConfig(stack=4, stride=3)
+    assert (config.window, config.hop, config.fft_size, config.size) == (400, 160, 512, 320)
+    front = FrontEnd(config)
+    out, lengths = front(torch.randn(2, 16_000), torch.tensor([16_000, 160]))
+    assert out.shape == (2, 34, 320) and lengths.tolist() == [34, 1]  # ceil(101 / 3), ceil(2 / 3)
+    assert "filterbank" not in front.state_dict()
+
+
+@pytest.mark.parametrize("bad", [FeatureConfig(fmin=9000.0), FeatureConfig(fmax=9000.0), FeatureConfig(stack=0),
+                                 FeatureConfig(hop_ms=30.0)])
+def test_unusable_settings_are_refused(bad: FeatureConfig) -> None:
+    with pytest.raises(ValueError, match=r"must|need"):
+        FrontEnd(bad)
+
+
+def masked(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """bool: where SpecAugment changed the (nonzero) features."""
+    return after != before
+
+
+def test_spec_augment_masks_are_whole_bands_and_frames_within_the_limits() -> None:
+    features = torch.rand(4, 120, 80) + 1  # never 0, so a 0 is a mask
+    lengths = torch.tensor([120, 100, 60, 5])
+    config = SpecAugmentConfig(freq_masks=2, freq_width=27, time_masks=2, time_width=40, time_share=0.2)
+    out = spec_augment(features, lengths, config, generator=torch.Generator().manual_seed(0))
+    hidden = masked(features, out)
+    assert (out[hidden] == 0).all() and torch.equal(out[~hidden], features[~hidden])
+    for b, frames in enumerate(lengths.tolist()):
+        bands = hidden[b, frames:].all(dim=0) if frames < 120 else hidden[b].all(dim=0)  # masked in every frame
+        times = hidden[b].all(dim=1)
+        assert int(bands.sum()) <= 2 * 27
+        assert int(times.sum()) <= 2 * min(40, int(0.2 * frames))
+        assert not times[frames:].any()  # no time mask past the utterance
+        assert torch.equal(hidden[b], bands[None, :] | times[:, None])  # nothing but whole bands and frames
+
+
+def test_spec_augment_is_seeded_and_masks_something_on_average() -> None:
+    features = torch.rand(8, 200, 80) + 1
+    lengths = torch.full((8,), 200)
+    config = SpecAugmentConfig()
+    first = spec_augment(features, lengths, config, generator=torch.Generator().manual_seed(5))
+    again = spec_augment(features, lengths, config, generator=torch.Generator().manual_seed(5))
+    other = spec_augment(features, lengths, config, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    share = float((first == 0).float().mean())
+    assert 0.15 < share < 0.6  # two masks of up to 27 of 80 bands and two of up to 40 of 200 frames

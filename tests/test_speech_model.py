@@ -1,0 +1,192 @@
+"""The CTC recogniser: its loss against a brute-force sum and a NumPy forward algorithm, decoding, the pyramid."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from unrolled.data.speech import SpeechBatch
+from unrolled.features import FeatureConfig
+from unrolled.models.speech import (
+    BLANK,
+    Alphabet,
+    CTCRecogniser,
+    PyramidEncoder,
+    SpeechConfig,
+    ctc_loss,
+    greedy_decode,
+    needed_steps,
+    pair_steps,
+    prefix_beam_search,
+)
+
+
+def collapse(path: tuple[int, ...]) -> list[int]:
+    """CTC's many-to-one map: merge repeats, then drop blanks."""
+    merged = [s for t, s in enumerate(path) if t == 0 or s != path[t - 1]]
+    return [s for s in merged if s != BLANK]
+
+
+def brute_force_nll(log_probs: np.ndarray, target: list[int]) -> float:
+    """-log of the summed probability of every path that spells the target (every path enumerated)."""
+    steps, symbols = log_probs.shape
+    total = sum(np.exp(sum(log_probs[t, s] for t, s in enumerate(path)))
+                for path in itertools.product(range(symbols), repeat=steps) if collapse(path) == target)
+    return float(-np.log(total))
+
+
+def forward_nll(log_probs: np.ndarray, target: list[int]) -> float:
+    """Graves et al. 2006's forward recursion over the target with blanks around and between its symbols."""
+    extended = [BLANK]
+    for symbol in target:
+        extended += [symbol, BLANK]
+    alpha = np.full(len(extended), -np.inf)
+    alpha[0] = log_probs[0, BLANK]
+    alpha[1] = log_probs[0, extended[1]]
+    for t in range(1, len(log_probs)):
+        new = np.full(len(extended), -np.inf)
+        for k, symbol in enumerate(extended):
+            terms = [alpha[k]] + ([alpha[k - 1]] if k >= 1 else [])
+            if k >= 2 and symbol != BLANK and symbol != extended[k - 2]:
+                terms.append(alpha[k - 2])
+            new[k] = np.logaddexp.reduce(terms) + log_probs[t, symbol]
+        alpha = new
+    return float(-np.logaddexp(alpha[-1], alpha[-2]))
+
+
+def random_log_probs(batch: int, steps: int, symbols: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.log_softmax(torch.randn(batch, steps, symbols, generator=generator, dtype=torch.float64), dim=-1)
+
+
+@pytest.mark.parametrize("target", [[1, 2], [1, 1], [2], [2, 1, 2]])
+def test_ctc_loss_is_the_brute_force_sum_over_paths(target: list[int]) -> None:
+    log_probs = random_log_probs(1, 5, 3, seed=len(target) + target[0])
+    loss = ctc_loss(log_probs, torch.tensor([5]), torch.tensor([target]), torch.tensor([len(target)]))
+    assert float(loss) == pytest.approx(brute_force_nll(log_probs[0].numpy(), target), rel=1e-9)
+
+
+def test_ctc_loss_averages_the_forward_algorithm_over_a_padded_batch() -> None:
+    log_probs = random_log_probs(3, 12, 6, seed=1)
+    steps = torch.tensor([12, 9, 4])
+    targets = [[1, 2, 2, 5], [3, 3, 3], [4]]
+    padded = torch.zeros(3, 4, dtype=torch.int64)
+    for b, row in enumerate(targets):
+        padded[b, : len(row)] = torch.tensor(row)
+    loss = ctc_loss(log_probs, steps, padded, torch.tensor([4, 3, 1]))
+    expected = np.mean([forward_nll(log_probs[b, : int(steps[b])].numpy(), targets[b]) for b in range(3)])
+    assert float(loss) == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_clip_too_short_for_its_transcript_is_an_error_not_infinity() -> None:
+    targets = torch.tensor([[1, 1, 2], [1, 2, 3]])
+    assert needed_steps(targets, torch.tensor([3, 2])).tolist() == [4, 2]  # a blank must part the two 1s
+    with pytest.raises(ValueError, match=r"utterance 0 of the batch has 3 encoder steps, too few for its 3 characters"):
+        ctc_loss(random_log_probs(2, 3, 4, seed=0), torch.tensor([3, 3]), targets, torch.tensor([3, 2]))
+
+
+def test_greedy_decoding_merges_repeats_then_drops_blanks() -> None:
+    paths = [[1, 1, 0, 1, 2, 2, 0, 0], [0, 3, 0, 3, 3, 9, 9, 9]]  # the second is 5 steps long: the 9s are padding
+    log_probs = torch.full((2, 8, 10), -10.0)
+    for b, path in enumerate(paths):
+        log_probs[b, torch.arange(8), torch.tensor(path)] = 0.0
+    assert greedy_decode(log_probs, torch.tensor([8, 5])) == [[1, 1, 2], [3, 3]]
+
+
+def labelling_log_probs(log_probs: np.ndarray) -> dict[tuple[int, ...], float]:
+    """log p(y | x) of every transcript y, by summing every path (enumerated)."""
+    sums: dict[tuple[int, ...], float] = {}
+    for path in itertools.product(range(log_probs.shape[1]), repeat=len(log_probs)):
+        key = tuple(collapse(path))
+        sums[key] = np.logaddexp(sums.get(key, -np.inf), sum(log_probs[t, s] for t, s in enumerate(path)))
+    return sums
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_wide_enough_prefix_beam_is_exact(seed: int) -> None:
+    log_probs = random_log_probs(1, 5, 3, seed=seed)[0]
+    exact = labelling_log_probs(log_probs.numpy())
+    best = sorted(exact.items(), key=lambda item: -item[1])[:4]
+    found = prefix_beam_search(log_probs, beam=1000)[:4]
+    assert [tuple(ids) for ids, _ in found] == [ids for ids, _ in best]
+    for (_, ours), (_, theirs) in zip(found, best, strict=True):
+        assert ours == pytest.approx(theirs, rel=1e-9)
+
+
+def test_the_beam_finds_the_likeliest_transcript_where_the_best_path_misleads() -> None:
+    # Each step: blank 0.4, "a" 0.35, "b" 0.25. The best path is all blanks (the empty transcript, 0.064),
+    # but "a" collects more probability over its many paths.
+    log_probs = torch.log(torch.tensor([[0.4, 0.35, 0.25]] * 3, dtype=torch.float64))
+    assert greedy_decode(log_probs[None], torch.tensor([3])) == [[]]
+    found = prefix_beam_search(log_probs, beam=4)
+    exact = labelling_log_probs(log_probs.numpy())
+    assert found[0][0] == [1] and found[0][1] == pytest.approx(exact[(1,)], rel=1e-9)
+    assert exact[(1,)] > exact[()]
+    assert len(prefix_beam_search(log_probs, beam=2)) == 2
+
+
+def test_alphabet_round_trip_and_unknown_characters() -> None:
+    alphabet = Alphabet.build(["three one", "zero"])
+    assert len(alphabet) == len(set("three onezero")) + 1
+    ids = alphabet.encode("one three")
+    assert BLANK not in ids and alphabet.decode([BLANK, *ids, BLANK]) == "one three"
+    with pytest.raises(ValueError, match=r"the alphabet has no 'q', 'x' \(text 'zoqx'\)"):
+        alphabet.encode("zoqx")
+
+
+def test_each_pyramid_level_halves_the_steps_and_keeps_padding_out() -> None:
+    h = torch.arange(2 * 5 * 3, dtype=torch.float32).reshape(2, 5, 3)
+    paired, lengths = pair_steps(h, torch.tensor([5, 2]))
+    assert paired.shape == (2, 3, 6) and lengths.tolist() == [3, 1]
+    assert torch.equal(paired[0, 1], torch.cat([h[0, 2], h[0, 3]])) and (paired[0, 2, 3:] == 0).all()
+    torch.manual_seed(0)
+    encoder = PyramidEncoder(4, hidden=5, levels=2, dropout=0.0).eval()
+    x = torch.randn(3, 13, 4)
+    out, out_lengths = encoder(x, torch.tensor([13, 8, 1]))
+    assert out.shape == (3, 4, 10) and out_lengths.tolist() == [4, 2, 1]  # 13 -> 7 -> 4, 8 -> 4 -> 2, 1 -> 1 -> 1
+    assert (out[1, 2:] == 0).all() and (out[2, 1:] == 0).all()
+    alone, _ = encoder(x[1:2, :8], torch.tensor([8]))
+    torch.testing.assert_close(out[1, :2], alone[0])
+
+
+def tone_word(word: str, generator: np.random.Generator) -> np.ndarray:
+    """A made-up "speech": each letter a 0.1 s tone of its own pitch, with a little noise."""
+    pitches = {"a": 300.0, "b": 1200.0, "c": 2500.0}
+    time = np.arange(1600) / 16_000
+    pieces = [np.sin(2 * np.pi * pitches[ch] * time) for ch in word]
+    wave = np.concatenate(pieces) * 0.5 + 0.01 * generator.standard_normal(1600 * len(word))
+    return wave.astype(np.float32)
+
+
+def test_a_small_recogniser_learns_to_spell_tone_words() -> None:
+    torch.manual_seed(0)
+    generator = np.random.default_rng(0)
+    words = ["ab", "ba", "cab", "acb"]
+    alphabet = Alphabet.build(words)
+    config = SpeechConfig(vocabulary=len(alphabet), features=FeatureConfig(bands=20, stack=2, stride=2), hidden=32,
+                          levels=1, dropout=0.0, spec_augment=None)
+    model = CTCRecogniser(config)
+    batch = SpeechBatch.make([tone_word(w, generator) for w in words], [alphabet.encode(w) for w in words])
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = None
+    for _ in range(80):
+        loss, metrics = model.loss(batch)
+        first = first if first is not None else float(loss.detach())
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    assert metrics["characters"] == 10 and float(loss.detach()) < 0.1 * first
+    assert [alphabet.decode(ids) for ids in model.greedy(batch.waves, batch.samples)] == words
+
+
+def test_config_round_trips_through_json_and_refuses_bad_values() -> None:
+    config = SpeechConfig(vocabulary=30, features=FeatureConfig(stack=4, stride=3))
+    again = SpeechConfig(**config.to_json())
+    assert again == config and isinstance(again.features, FeatureConfig)
+    with pytest.raises(ValueError, match=r"blank and at least one character"):
+        SpeechConfig(vocabulary=1)
+    with pytest.raises(ValueError, match=r"dropout"):
+        SpeechConfig(vocabulary=5, dropout=1.0)

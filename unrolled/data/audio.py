@@ -1,0 +1,176 @@
+r"""Audio files in, 16 kHz mono waveforms out; and the waveform perturbations of training.
+
+Reading (soundfile, so WAV, FLAC, OGG and the other formats of libsndfile):
+a file of :math:`C` channels at rate :math:`r_0` becomes one channel, the
+mean of the channels, resampled to :math:`r` = 16 kHz with soxr (the SoX
+resampler, "high quality": a linear-phase low-pass that keeps the band below
+the lower Nyquist frequency and removes what would alias). Samples are
+float32 in [-1, 1].
+
+Perturbations (`perturb`, seeded by a NumPy generator; each utterance draws
+its own):
+
+* speed (Ko et al. 2015): with a factor :math:`\alpha` drawn from a few
+  values (0.9, 1.0, 1.1), the waveform is resampled as if it had been
+  recorded at :math:`\alpha r`, so it plays :math:`\alpha` times faster and
+  higher: :math:`N' \approx N / \alpha` samples.
+* volume: :math:`y = g x` with :math:`g = 10^{G/20}`, :math:`G \sim U[G_{min}, G_{max}]` dB.
+  The front end's log and mean normalisation remove a gain (up to the log
+  floor), so this matters where it meets noise and the floor.
+* noise, with probability :math:`p_n`: Gaussian noise of power spectrum
+  :math:`\propto 1/f^\beta` (:math:`\beta` = 0 white, 1 pink, 2 brown, drawn
+  uniformly) at a signal-to-noise ratio :math:`S \sim U[S_{min}, S_{max}]` dB:
+  with :math:`P_x = \frac{1}{N}\sum_n x_n^2`, the noise :math:`\nu` is scaled
+  so that :math:`P_\nu = P_x 10^{-S/10}`, and :math:`y = x + \nu`.
+
+Errors are one line and name the file: `AudioError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import soxr
+from numpy.typing import NDArray
+
+from unrolled.features import SAMPLE_RATE
+
+Wave = NDArray[np.float32]
+SILENCE_PEAK = 10 ** (-60 / 20)  # a clip whose loudest sample is below -60 dB of full scale is silent
+NOISE_COLOURS = (0.0, 1.0, 2.0)  # beta: white, pink, brown
+
+
+class AudioError(ValueError):
+    """A file that is missing, is not audio, or is not usable as speech; the message is one line."""
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a file's header says: its rate, channels and length in samples per channel."""
+
+    rate: int
+    channels: int
+    samples: int
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / self.rate
+
+
+def audio_info(path: Path | str) -> AudioInfo:
+    """The header of an audio file (nothing decoded); an `AudioError` if it is missing or not audio."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"audio file {path} not found")
+    try:
+        info = soundfile.info(str(path))
+    except (soundfile.LibsndfileError, RuntimeError) as error:
+        raise AudioError(f"{path} is not audio that soundfile can read ({_first_line(error)})") from None
+    return AudioInfo(rate=int(info.samplerate), channels=int(info.channels), samples=int(info.frames))
+
+
+def read_audio(path: Path | str, *, rate: int = SAMPLE_RATE) -> Wave:
+    """float32 (N,): the file mixed down to mono and resampled to ``rate``; an `AudioError` if unreadable or empty."""
+    path = Path(path)
+    audio_info(path)  # missing file, not audio: one line each
+    try:
+        samples, file_rate = soundfile.read(str(path), dtype="float32", always_2d=True)  # (N, C)
+    except (soundfile.LibsndfileError, RuntimeError) as error:
+        raise AudioError(f"{path} could not be decoded ({_first_line(error)})") from None
+    if samples.shape[0] == 0:
+        raise AudioError(f"{path} holds no samples")
+    return resample(samples.mean(axis=1), file_rate, rate)
+
+
+def resample(wave: NDArray[np.floating], from_rate: float, to_rate: float) -> Wave:
+    """float32: ``wave`` (N,) at ``from_rate`` resampled to ``to_rate`` with soxr (high quality)."""
+    if from_rate == to_rate:
+        return np.ascontiguousarray(wave, dtype=np.float32)
+    return np.asarray(soxr.resample(np.asarray(wave, dtype=np.float32), from_rate, to_rate, quality="HQ"),
+                      dtype=np.float32)
+
+
+def is_silent(wave: NDArray[np.floating]) -> bool:
+    """True when no sample reaches `SILENCE_PEAK` (-60 dB of full scale)."""
+    return wave.size == 0 or float(np.max(np.abs(wave))) < SILENCE_PEAK
+
+
+def trim_silence(wave: Wave, *, margin: int, threshold: float = SILENCE_PEAK) -> Wave:
+    """``wave`` without what lies more than ``margin`` samples before its first or after its last sample at or
+    above ``threshold`` (-60 dB of full scale); a silent wave is returned whole."""
+    loud = np.flatnonzero(np.abs(wave) >= threshold)
+    if loud.size == 0:
+        return wave
+    return wave[max(int(loud[0]) - margin, 0) : int(loud[-1]) + 1 + margin]
+
+
+def write_wav(path: Path | str, wave: NDArray[np.floating], rate: int = SAMPLE_RATE) -> Path:
+    """Write ``wave`` (N,) as 16-bit PCM WAV, samples clipped to [-1, 1]; returns the path."""
+    soundfile.write(str(path), np.clip(wave, -1.0, 1.0), rate, subtype="PCM_16", format="WAV")
+    return Path(path)
+
+
+def _first_line(error: BaseException) -> str:
+    """The reason in soundfile's message, without its "Error opening '<path>': " prefix."""
+    line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return line.rsplit("': ", 1)[-1]
+
+
+@dataclass
+class PerturbConfig:
+    """Waveform perturbations for training (module docstring); each utterance draws its own.
+
+    speeds        alpha, drawn uniformly from these factors
+    gain_db       (G_min, G_max), the volume change in dB
+    noise         p_n, the probability of adding noise
+    snr_db        (S_min, S_max), the signal-to-noise ratio of added noise in dB
+    """
+
+    speeds: tuple[float, ...] = (0.9, 1.0, 1.1)
+    gain_db: tuple[float, float] = (-10.0, 6.0)
+    noise: float = 0.5
+    snr_db: tuple[float, float] = (10.0, 40.0)
+
+
+def change_speed(wave: Wave, factor: float, rate: int = SAMPLE_RATE) -> Wave:
+    """The waveform played ``factor`` times faster (and higher): resampled from ``factor * rate`` to ``rate``."""
+    return resample(wave, factor * rate, rate)
+
+
+def change_volume(wave: Wave, gain_db: float) -> Wave:
+    """y = 10^(G / 20) x."""
+    return (wave * np.float32(10 ** (gain_db / 20))).astype(np.float32)
+
+
+def coloured_noise(samples: int, beta: float, generator: np.random.Generator) -> Wave:
+    """Gaussian noise (N,) whose power spectrum falls as 1 / f^beta, scaled to unit mean square."""
+    spectrum = np.fft.rfft(generator.standard_normal(samples))
+    frequency = np.fft.rfftfreq(samples)
+    frequency[0] = frequency[1] if samples > 1 else 1.0  # the DC bin gets the lowest frequency's weight
+    noise = np.fft.irfft(spectrum / frequency ** (beta / 2), n=samples)
+    power = float(np.mean(noise**2))
+    return (noise / np.sqrt(power) if power > 0 else noise).astype(np.float32)
+
+
+def add_noise(wave: Wave, snr_db: float, noise: Wave) -> Wave:
+    """x + nu, the noise scaled so that P_x / P_nu = 10^(S / 10); silence stays silence."""
+    signal_power = float(np.mean(wave.astype(np.float64) ** 2))
+    noise_power = float(np.mean(noise.astype(np.float64) ** 2))
+    if signal_power == 0 or noise_power == 0:
+        return wave.copy()
+    scale = np.sqrt(signal_power / (noise_power * 10 ** (snr_db / 10)))
+    return (wave + scale * noise[: len(wave)]).astype(np.float32)
+
+
+def perturb(wave: Wave, config: PerturbConfig, generator: np.random.Generator, *, rate: int = SAMPLE_RATE) -> Wave:
+    """One random draw of speed, then volume, then (with probability p_n) noise, as in the module docstring."""
+    speed = float(generator.choice(config.speeds))
+    out = change_speed(wave, speed, rate) if speed != 1.0 else wave
+    out = change_volume(out, float(generator.uniform(*config.gain_db)))
+    if generator.random() < config.noise:
+        beta = float(generator.choice(NOISE_COLOURS))
+        out = add_noise(out, float(generator.uniform(*config.snr_db)), coloured_noise(len(out), beta, generator))
+    return out
