@@ -1,4 +1,4 @@
-"""The long-range tasks by their known answers: adding sums the marked values, copy returns its string, order's class."""
+"""The long-range tasks by known answers: adding sums the marked values, copy returns its string, order's class."""
 
 from __future__ import annotations
 
