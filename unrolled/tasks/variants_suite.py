@@ -30,6 +30,8 @@ from unrolled.tasks.variants import VARIANTS, RunResult, RunSpec, check_variants
 
 COLUMNS = ("task", "variant", "length", "seed", "metric", "score", "loss", "steps", "seconds", "engine")
 Key = tuple[str, str, int, int]
+MARKERS = "os^vD<>"
+"""Markers cycled over the variants' lines (with 20 colours, so no two of the 12 variants look alike)."""
 
 
 @dataclass(frozen=True)
@@ -170,11 +172,13 @@ def plot(rows: list[dict[str, str]], out: Path, tasks: dict[str, Task]) -> list[
     paths = []
     for task in dict.fromkeys(row["task"] for row in rows):
         figure, axes = plt.subplots(figsize=(7, 4.5))
-        for variant in VARIANTS:
+        for number, variant in enumerate(VARIANTS):
             points = sorted((n, mean_sd(s)) for (t, n, v), s in grouped.items() if t == task and v == variant)
             if points:
                 axes.errorbar([n for n, _ in points], [m for _, (m, _) in points],
-                              yerr=[sd for _, (_, sd) in points], marker="o", capsize=3, label=variant)
+                              yerr=[sd for _, (_, sd) in points], capsize=3, label=variant,
+                              color=plt.get_cmap("tab20")(number), marker=MARKERS[number % len(MARKERS)],
+                              linestyle="-" if VARIANTS[variant][0] == "lstm" else "--")
         axes.axhline(tasks[task].chance, color="grey", linestyle=":", label="chance")
         axes.set(xlabel="dependency length T", ylabel=tasks[task].metric, title=f"{task}: variants")
         axes.legend(fontsize=7, ncol=2)
