@@ -177,3 +177,14 @@ def test_the_command_trains_writes_and_prints_findings(tmp_path: Path, capsys: p
     printed = capsys.readouterr().out
     assert code == 0 and "Vanilla RNN fails at long lengths" in printed
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "order.png", "results.csv", "results.md"]
+
+
+def test_quick_is_every_variant_on_the_three_tasks_within_its_budget() -> None:
+    from unrolled.cli import build_parser
+    from unrolled.cli.bench import suite_config
+
+    config = suite_config(build_parser().parse_args(["bench", "variants", "--quick", "--out", "x"]))
+    assert config.tasks == ("adding", "copy", "order") and config.variants == tuple(VARIANTS)
+    assert len(config.grid()) == 72 and config.budget <= 240 and config.text is None
+    full = suite_config(build_parser().parse_args(["bench", "variants", "--out", "x"]))
+    assert len(full.grid()) == 324 and full.budget == 3600
