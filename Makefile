@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-quality bench-classify bench-g2p bench-bible bench-eole bench-caption bench-glimpse bench-video clean
+.PHONY: demo test lint bench bench-quality bench-classify bench-g2p bench-bible bench-eole bench-caption bench-glimpse bench-video bench-variants bench-variants-quick clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -71,6 +71,16 @@ bench-caption: $(STAMP)
 # About 11 minutes: frame labelling on moving-digits, 5 min for the CNN + BiLSTM and 5 for the per-frame CNN.
 bench-video: $(STAMP)
 	$(BIN)/python bench/video_moving_digits.py --minutes 5
+
+# About 60 minutes: every cell variant on adding, copy and temporal order at T = 10, 50, 100, 3 seeds (issue 9).
+VARIANTS_OUT ?= bench/results/variants/run-full
+bench-variants: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/unrolled bench variants --budget 60m --out $(VARIANTS_OUT) --resume
+	OMP_NUM_THREADS=1 $(BIN)/python bench/variants_speed.py
+
+# Under 5 minutes: every variant, the three synthetic tasks at T = 10 and 40, one seed.
+bench-variants-quick: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/unrolled bench variants --quick --out bench/results/variants/run-quick --resume
 
 # About 2 h 10 min: English -> Spanish Bible verses, 60 min with attention and 60 without.
 bench-bible: $(STAMP)

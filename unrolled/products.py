@@ -55,7 +55,12 @@ def onednn_linear() -> Any:
 
 
 def onednn_for(x: Tensor) -> Any:
-    """oneDNN's linear op when it serves x (CPU, float32, available), else None."""
+    """oneDNN's linear op when it serves x (CPU, float32, available, not inside torch.compile), else None.
+
+    torch.compile cannot trace the oneDNN op; under it the products are F.linear, which it fuses itself.
+    """
+    if torch.compiler.is_compiling():
+        return None
     return onednn_linear() if x.dtype == torch.float32 and x.device.type == "cpu" else None
 
 

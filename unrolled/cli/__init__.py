@@ -1,8 +1,8 @@
 """The `unrolled` command. Bad input ends in one line on stderr and exit status 2, never a traceback.
 
 Each application adds its commands from its own module (`lm`, `classify`,
-`tag`, `seq2seq`, `caption`, `glimpse`, `video`); every action sets ``handler(args) -> exit status``. Warnings are
-printed as one line each, ``unrolled <command>: warning: ...``.
+`tag`, `seq2seq`, `caption`, `glimpse`, `video`), and the benchmarks theirs from `bench`; every action sets
+``handler(args) -> exit status``. Warnings are printed as one line each, ``unrolled <command>: warning: ...``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import NoReturn, TextIO
 
 from unrolled import __version__
 from unrolled.cells import CELLS
+from unrolled.cli.bench import add_bench_commands
 from unrolled.cli.caption import add_caption_commands
 from unrolled.cli.classify import add_classify_commands
 from unrolled.cli.common import positive_int, train_config
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_caption_commands(commands)
     add_glimpse_commands(commands)
     add_video_commands(commands)
+    add_bench_commands(commands)
     return parser
 
 

@@ -1,0 +1,101 @@
+"""Training speed of every cell variant beside the fused LSTM of the same size, measured in the same run.
+
+Variants without a fused kernel (the Greff et al. ablations, peepholes, CIFG, Cho's GRU) run
+through `unroll`'s Python loop; the issue's target is 0.8x the fused LSTM's steps/s, with
+`torch.compile` where eager is slower. Each contender is one training step of the benchmark's
+model (`unrolled.tasks.variants.VariantNet`): a fresh batch of the task, forward, loss,
+backward, clipping, Adam. After warm-up (which includes compiling), the contenders are timed
+round-robin, `--steps` steps per turn, `--repeats` turns, so a shared machine slows them alike;
+the figure is the median steps/s and the ratio to the fused LSTM's median.
+
+    .venv/bin/python bench/variants_speed.py                          # T=20, eager all, compiled cifg, gru-cho
+    .venv/bin/python bench/variants_speed.py --length 50 --compiled none
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from unrolled.data.longrange import TASKS, make_task
+from unrolled.tasks.variants import VARIANTS, VariantNet, compiled, train_step
+
+BASELINE = "lstm"
+TARGET = 0.8
+
+
+def contender(task_name: str, variant: str, length: int, hidden: int, batch: int,
+              compile: str) -> tuple[Callable[[], None], str, float]:
+    """A function doing one training step, its engine, and the seconds its first step took (compiling)."""
+    task = make_task(task_name)
+    torch.manual_seed(0)
+    model = VariantNet(task, variant, hidden)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    forward, engine = compiled(model, compile)
+    rng = np.random.default_rng(0)
+
+    def step() -> None:
+        train_step(forward, model, task, optimizer, task.batch(rng, batch, length), 1.0)
+
+    start = time.perf_counter()
+    try:
+        step()
+    except Exception as error:
+        forward, engine = model, f"eager ({type(error).__name__})"
+        step()
+    return step, engine, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", choices=TASKS[:3], default="order")
+    parser.add_argument("--length", type=int, default=20)
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--compiled", default="cifg,gru-cho",
+                        help="variants also timed under torch.compile ('none' for none; 45-120 s each to compile)")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    variants = [v for v in args.variants.split(",") if v]
+    to_compile = [] if args.compiled == "none" else [v for v in args.compiled.split(",") if v]
+    print(f"variants training speed: task {args.task}, T={args.length}, H={args.hidden}, B={args.batch}, "
+          f"{args.threads} thread(s), torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
+    runs: dict[str, tuple[Callable[[], None], str, float]] = {}
+    for variant in dict.fromkeys([BASELINE, *variants]):
+        runs[variant] = contender(args.task, variant, args.length, args.hidden, args.batch, "off")
+    for variant in to_compile:
+        runs[f"{variant} compiled"] = contender(args.task, variant, args.length, args.hidden, args.batch, "on")
+    for step, _, _ in runs.values():
+        for _ in range(2):
+            step()
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    names = list(runs)
+    for repeat in range(args.repeats):
+        for name in names[repeat % len(names):] + names[: repeat % len(names)]:
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                runs[name][0]()
+            rates[name].append(args.steps / (time.perf_counter() - start))
+    base = statistics.median(rates[BASELINE])
+    print(f"\n| variant | engine | steps/s | fused LSTM steps/s | ratio | >= {TARGET}x | first step (s) |")
+    print("| --- | --- | ---: | ---: | ---: | --- | ---: |")
+    for name, (_, engine, first) in runs.items():
+        rate = statistics.median(rates[name])
+        print(f"| {name} | {engine} | {rate:.1f} | {base:.1f} | {rate / base:.2f} | "
+              f"{'yes' if rate / base >= TARGET else 'no'} | {first:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""The variants benchmark: the table builds the right cells, runs learn, compile falls back, resume skips, errors."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tests.cli_errors import one_error_line
+from unrolled.cells import GRUCell, LSTMCell, RNNCell
+from unrolled.cli import main
+from unrolled.data.longrange import make_task
+from unrolled.tasks import variants as variants_module
+from unrolled.tasks import variants_suite
+from unrolled.tasks.variants import VARIANTS, RunResult, RunSpec, VariantNet, compiled, run
+from unrolled.tasks.variants_suite import SuiteConfig, run_suite
+
+FUSED = {"rnn", "lstm", "lstm-fb0", "gru-cudnn"}
+
+
+def cell_of(variant: str) -> Any:
+    return VariantNet(make_task("order"), variant, 8).rnn.cell(0)
+
+
+def total_forget_bias(cell: LSTMCell) -> torch.Tensor:
+    return cell.block(cell.bias_ih, "f") + cell.block(cell.bias_hh, "f")  # type: ignore[operator]
+
+
+def test_the_table_names_every_variant_of_the_issue() -> None:
+    assert tuple(VARIANTS) == ("rnn", "lstm", "lstm-fb0", "nig", "nfg", "nog", "niaf", "noaf", "peepholes",
+                               "cifg", "gru-cho", "gru-cudnn")
+    for name in VARIANTS:
+        model = VariantNet(make_task("order"), name, 8)
+        assert model.fused == (name in FUSED), name
+
+
+def test_the_table_maps_to_the_cells_gates() -> None:
+    assert isinstance(cell_of("rnn"), RNNCell) and cell_of("rnn").nonlinearity == "tanh"
+    assert cell_of("lstm").gates == ("i", "f", "g", "o") and not cell_of("lstm").peepholes
+    assert torch.equal(total_forget_bias(cell_of("lstm")), torch.ones(8))
+    assert torch.equal(total_forget_bias(cell_of("lstm-fb0")), torch.zeros(8))
+    assert cell_of("nig").gates == ("f", "g", "o")
+    assert cell_of("nfg").gates == ("i", "g", "o")
+    assert cell_of("nog").gates == ("i", "f", "g")
+    assert cell_of("cifg").gates == ("i", "g", "o") and cell_of("cifg").coupled
+    assert cell_of("peepholes").weight_cf is not None
+    gru = cell_of("gru-cho")
+    assert isinstance(gru, GRUCell) and gru.variant == "cho" and cell_of("gru-cudnn").variant == "cudnn"
+
+
+def traced(variant: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    cell = cell_of(variant)
+    torch.manual_seed(0)
+    x, state = torch.randn(4, cell.input_size) * 3, (torch.randn(4, 8), torch.randn(4, 8) * 3)
+    with torch.no_grad():
+        _, _, gates = cell.trace(x, state)
+        return cell.project(x) + cell.weight_hh.matmul(state[0].t()).t() + cell.bias_hh, gates
+
+
+def test_the_ablations_change_the_step_as_their_names_say() -> None:
+    _, cifg = traced("cifg")
+    torch.testing.assert_close(cifg["f"], 1 - cifg["i"])
+    _, noaf = traced("noaf")
+    torch.testing.assert_close(noaf["h"], noaf["o"] * noaf["c"])
+    _, lstm = traced("lstm")
+    torch.testing.assert_close(lstm["h"], lstm["o"] * torch.tanh(lstm["c"]))
+    pre, niaf = traced("niaf")
+    torch.testing.assert_close(niaf["g"], pre[:, 16:24])  # the candidate is the raw block g, no tanh
+    assert float(niaf["g"].abs().max()) > 1
+
+
+@pytest.mark.parametrize("variant", ["lstm", "cifg"])
+def test_a_short_run_learns_temporal_order_at_length_10(variant: str) -> None:
+    task = make_task("order")
+    result = run(task, RunSpec("order", variant, 10, 0, hidden=32), budget=3.0)
+    assert result.score > 0.9, result
+    assert result.engine == ("fused" if variant == "lstm" else "eager")
+
+
+def test_runs_are_deterministic_by_seed_for_a_fixed_step_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    task = make_task("adding")
+    spec = RunSpec("adding", "nog", 10, 1, hidden=8)
+    first, again = (run(task, spec, budget=0.0) for _ in range(2))  # budget 0: exactly one step
+    assert first.steps == again.steps == 1 and first.score == again.score and first.loss == again.loss
+
+
+def test_compile_falls_back_to_eager_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    task = make_task("order")
+    model = VariantNet(task, "cifg", 8)
+    assert compiled(VariantNet(task, "lstm", 8), "on")[1] == "fused"
+
+    def refuse(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("no compiler")
+
+    monkeypatch.setattr(torch, "compile", refuse)
+    assert compiled(model, "on") == (model, "eager (RuntimeError)")
+
+    def fails_when_called(*_: Any, **__: Any) -> Any:
+        def call(x: torch.Tensor) -> torch.Tensor:
+            raise AssertionError("backend failed")
+        return call
+
+    monkeypatch.setattr(torch, "compile", fails_when_called)
+    result = run(task, RunSpec("order", "cifg", 10, 0, hidden=8), budget=0.0, compile="on")
+    assert result.engine == "eager (AssertionError)" and result.steps == 1
+
+
+def fake_run(calls: list[tuple[str, str]]) -> Any:
+    def fake(task: Any, spec: RunSpec, *, budget: float, compile: str) -> RunResult:
+        calls.append((spec.variant, spec.task))
+        return RunResult(score=0.5, loss=1.0, steps=1, seconds=budget, engine="eager")
+    return fake
+
+
+def test_resume_skips_finished_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, str]] = []
+    monkeypatch.setattr(variants_suite, "run", fake_run(calls))
+    out = tmp_path / "out"
+    config = SuiteConfig(tasks=("order",), variants=("rnn", "lstm"), lengths=(10,), seeds=2, budget=60)
+    run_suite(config, out, report=lambda _: None)
+    assert len(calls) == 4
+    with pytest.raises(ValueError, match="exists: give another --out, or --resume"):
+        run_suite(config, out, report=lambda _: None)
+    calls.clear()
+    more = SuiteConfig(tasks=("order",), variants=("rnn", "lstm", "cifg"), lengths=(10,), seeds=2, budget=60)
+    rows = run_suite(more, out, resume=True, report=lambda _: None)
+    assert calls == [("cifg", "order")] * 2 and len(rows) == 6
+    with (out / "results.csv").open(newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == 6
+    assert "| cifg | 0.500 ± 0.000 |" in (out / "results.md").read_text()
+    assert (out / "order.png").stat().st_size > 0
+
+
+def test_findings_name_the_papers_and_ours(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fake(task: Any, spec: RunSpec, *, budget: float, compile: str) -> RunResult:
+        score = {"rnn": 0.25, "nfg": 0.3}.get(spec.variant, 1.0) - 0.01 * spec.seed
+        return RunResult(score=score, loss=1.0, steps=1, seconds=0.0, engine="eager")
+
+    monkeypatch.setattr(variants_suite, "run", fake)
+    config = SuiteConfig(tasks=("order",), variants=tuple(VARIANTS), lengths=(10, 20), seeds=3, budget=600)
+    run_suite(config, tmp_path / "out", report=lambda _: None)
+    text = (tmp_path / "out" / "results.md").read_text()
+    assert "rnn - lstm = -0.750" in text and "nfg hurts significantly" in text
+    assert "none is significantly better" in text and "no gap to close" in text
+
+
+def cli(*args: str) -> int:
+    return main(["bench", "variants", *args])
+
+
+@pytest.mark.parametrize(("args", "fragments"), [
+    (["--tasks", "adding,parity"], ["unknown task 'parity'", "adding, copy, order, charlm"]),
+    (["--variants", "lstm,mgu"], ["unknown variant 'mgu'", "rnn, lstm, lstm-fb0"]),
+    (["--budget", "0.001s", "--tasks", "order", "--variants", "lstm"], ["too small", "one evaluation"]),
+    (["--lengths", "5"], ["at least 10"]),
+    (["--budget", "soon"], ["cannot read 'soon' as a duration"]),
+    (["--tasks", "charlm", "--text", "/nonexistent/t.txt"], ["not found: give --text FILE"]),
+])
+def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
+                               fragments: list[str]) -> None:
+    one_error_line(capsys, cli(*args, "--out", str(tmp_path / "out")), *fragments)
+
+
+def test_an_existing_out_without_resume_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    one_error_line(capsys, cli("--out", str(tmp_path)), "exists", "--resume")
+
+
+def test_the_command_trains_writes_and_prints_findings(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(variants_module, "EVAL_EXAMPLES", 64)
+    out = tmp_path / "out"
+    code = cli("--tasks", "order", "--variants", "rnn,lstm", "--lengths", "10", "--seeds", "1", "--budget", "4s",
+               "--hidden", "8", "--out", str(out))
+    printed = capsys.readouterr().out
+    assert code == 0 and "Vanilla RNN fails at long lengths" in printed
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "order.png", "results.csv", "results.md"]
+
+
+def test_quick_is_every_variant_on_the_three_tasks_within_its_budget() -> None:
+    from unrolled.cli import build_parser
+    from unrolled.cli.bench import suite_config
+
+    config = suite_config(build_parser().parse_args(["bench", "variants", "--quick", "--out", "x"]))
+    assert config.tasks == ("adding", "copy", "order") and config.variants == tuple(VARIANTS)
+    assert len(config.grid()) == 72 and config.budget <= 240 and config.text is None
+    full = suite_config(build_parser().parse_args(["bench", "variants", "--out", "x"]))
+    assert len(full.grid()) == 324 and full.budget == 3600

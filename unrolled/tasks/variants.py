@@ -1,0 +1,196 @@
+"""Which variation is best: one training run of a cell variant on a long-range task.
+
+The variants are the cells of `unrolled.cells` with the options each paper
+names (Greff et al. 2015, "LSTM: A Search Space Odyssey"; Jozefowicz et al.
+2015; Cho et al. 2014). The model is the smallest that can show a difference:
+
+    e_t = E x_t                  embedding (tokens) or a linear map (features)   (B, T, E)
+    h_t = cell(e_t, h_{t-1})     one `Recurrent` layer of the variant's cell       (B, T, H)
+    y   = W_o h_{T-k+1..T} + b_o the head on the last k steps (every step for the LM)
+
+trained by Adam with the gradient's norm clipped, on fresh batches from the
+task's generator, until the run's time budget is spent; then scored once on a
+held-out set drawn from another seed.
+
+Speed: variants without a fused kernel run through `unroll`'s Python loop.
+`compile="on"` hands those models to `torch.compile`; if compiling fails
+(or this torch cannot), the run goes on eagerly and says so in `RunResult.engine`.
+Off by default: on 2 CPU cores compiling the unrolled loop took 44 s at T=20 and
+121 s at T=60 (LSTM-CIFG, H=64), more than a run's share of the suite's budget.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from unrolled.data.longrange import CharLM, Task
+from unrolled.recurrent import Recurrent
+
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "rnn": ("rnn", {}),
+    "lstm": ("lstm", {}),
+    "lstm-fb0": ("lstm", {"forget_bias": 0.0}),
+    "nig": ("lstm", {"input_gate": False}),
+    "nfg": ("lstm", {"forget_gate": False}),
+    "nog": ("lstm", {"output_gate": False}),
+    "niaf": ("lstm", {"input_activation": False}),
+    "noaf": ("lstm", {"output_activation": False}),
+    "peepholes": ("lstm", {"peepholes": True}),
+    "cifg": ("lstm", {"coupled": True}),
+    "gru-cho": ("gru", {"variant": "cho"}),
+    "gru-cudnn": ("gru", {"variant": "cudnn"}),
+}
+"""Variant name -> (Recurrent mode, cell options). Every LSTM but lstm-fb0 starts its forget bias at 1."""
+DESCRIPTIONS = {
+    "rnn": "vanilla RNN, tanh", "lstm": "LSTM, forget bias 1", "lstm-fb0": "LSTM, forget bias 0",
+    "nig": "no input gate", "nfg": "no forget gate", "nog": "no output gate", "niaf": "no input activation",
+    "noaf": "no output activation", "peepholes": "LSTM with peepholes", "cifg": "coupled input-forget gate",
+    "gru-cho": "GRU, Cho et al. form", "gru-cudnn": "GRU, cuDNN form",
+}
+COMPILE_CHOICES = ("off", "on")
+EVAL_EXAMPLES = 512
+EVAL_BATCH = 256
+EMBEDDING = 16
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One cell of the benchmark's grid, and the model and optimiser it trains."""
+
+    task: str
+    variant: str
+    length: int
+    seed: int
+    hidden: int = 64
+    batch: int = 32
+    lr: float = 3e-3
+    clip: float = 1.0
+
+
+@dataclass(frozen=True)
+class RunResult:
+    score: float
+    loss: float
+    steps: int
+    seconds: float
+    engine: str
+
+
+def check_variants(names: list[str]) -> None:
+    unknown = [name for name in names if name not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variant {unknown[0]!r}: choose from {', '.join(VARIANTS)}")
+
+
+class VariantNet(nn.Module):
+    """Input map, one recurrent layer of the variant's cell, a head on the last `read_last` steps."""
+
+    def __init__(self, task: Task, variant: str, hidden: int) -> None:
+        super().__init__()
+        check_variants([variant])
+        mode, options = VARIANTS[variant]
+        self.read_last = task.read_last
+        size = EMBEDDING if task.tokens else task.inputs
+        self.embed: nn.Module = nn.Embedding(task.inputs, size) if task.tokens else nn.Identity()
+        self.rnn = Recurrent(mode, size, hidden, batch_first=True, **options)
+        self.head = nn.Linear(hidden, task.outputs)
+
+    @property
+    def fused(self) -> bool:
+        return self.rnn.fused_mode is not None
+
+    def forward(self, x: Tensor) -> Tensor:
+        e = self.embed(x)  # (B, T, E)
+        h, _ = self.rnn(e)  # (B, T, H)
+        if self.read_last:
+            h = h[:, -self.read_last :]  # (B, k, H)
+        y = self.head(h)  # (B, k or T, outputs)
+        return y.squeeze(1) if self.read_last == 1 else y
+
+
+def seed_rng(spec: RunSpec, part: int) -> np.random.Generator:
+    """The generator of one run's data: part 0 trains, part 1 evaluates (the same for every variant)."""
+    return np.random.default_rng([spec.seed, spec.length, part])
+
+
+def evaluation_set(task: Task, spec: RunSpec) -> tuple[Tensor, Tensor]:
+    """The held-out examples: validation text for the LM, else EVAL_EXAMPLES drawn from the evaluation seed."""
+    if isinstance(task, CharLM):
+        return task.validation(spec.length)
+    return task.batch(seed_rng(spec, 1), EVAL_EXAMPLES, spec.length)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, task: Task, data: tuple[Tensor, Tensor]) -> tuple[float, float]:
+    """(score, loss) over the held-out set, in batches, the model in eval mode."""
+    model.eval()
+    x, y = data
+    predictions = torch.cat([model(x[i : i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)])
+    model.train()
+    return task.score(predictions, y), float(task.loss(predictions, y))
+
+
+def compiled(model: VariantNet, mode: str) -> tuple[Any, str]:
+    """The callable to train with and its engine's name: torch.compile for the transparent path under "on"."""
+    if model.fused:
+        return model, "fused"
+    if mode == "off":
+        return model, "eager"
+    try:
+        return torch.compile(model, dynamic=False), "compiled"
+    except Exception as error:
+        return model, f"eager ({type(error).__name__})"
+
+
+def train_step(forward: Any, model: nn.Module, task: Task, optimizer: torch.optim.Optimizer,
+               batch: tuple[Tensor, Tensor], clip: float) -> float:
+    x, y = batch
+    optimizer.zero_grad(set_to_none=True)
+    loss = task.loss(forward(x), y)
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    return float(loss.detach())
+
+
+def run(task: Task, spec: RunSpec, *, budget: float, compile: str = "off") -> RunResult:
+    """Train `spec` for `budget` seconds of wall time (the evaluation's time left out), then score it once."""
+    torch.manual_seed(spec.seed)
+    model = VariantNet(task, spec.variant, spec.hidden)
+    optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr)
+    rng = seed_rng(spec, 0)
+    forward, engine = compiled(model, compile)
+    start = time.perf_counter()
+    steps = 0
+    while steps == 0 or time.perf_counter() - start < budget:
+        batch = task.batch(rng, spec.batch, spec.length)
+        try:
+            train_step(forward, model, task, optimizer, batch, spec.clip)
+        except Exception as error:
+            if engine != "compiled" or steps:
+                raise
+            forward, engine = model, f"eager ({type(error).__name__})"
+            train_step(forward, model, task, optimizer, batch, spec.clip)
+        steps += 1
+    seconds = time.perf_counter() - start
+    score, loss = evaluate(model, task, evaluation_set(task, spec))
+    if not math.isfinite(loss):
+        score = task.chance if task.higher_better else float("inf")
+    return RunResult(score=score, loss=loss, steps=steps, seconds=seconds, engine=engine)
+
+
+def evaluation_seconds(task: Task, spec: RunSpec) -> float:
+    """Wall time of one held-out evaluation of an untrained model of `spec` (the smallest useful budget)."""
+    torch.manual_seed(spec.seed)
+    model = VariantNet(task, spec.variant, spec.hidden)
+    data = evaluation_set(task, spec)
+    start = time.perf_counter()
+    evaluate(model, task, data)
+    return time.perf_counter() - start
