@@ -112,12 +112,14 @@ def report() -> None:
     lengths = sorted({length for row in rows for length in row["by_length"]}, key=int)
     print(f"digit-strings, {rows[0]['images']} test canvases; sequence error % (a string not read whole)")
     header = " ".join(f"{length + ' dig.':>7}" for length in lengths)
-    print(f"{'model':<52} {'all':>6} {header} {'params':>9} {'img/s':>7}")
-    for row in rows:
-        label = f"{DESCRIPTIONS[row['model']]} ({row['train_seconds'] / 60:.0f} min, {row['epochs']} epochs)"
+    labels = [f"{DESCRIPTIONS[row['model']]} ({row['train_seconds'] / 60:.0f} min, {row['epochs']} epochs)"
+              for row in rows]
+    wide = max(len(label) for label in labels)
+    print(f"{'model':<{wide}} {'all':>6} {header} {'params':>9} {'img/s':>7}")
+    for label, row in zip(labels, rows, strict=True):
         cells = " ".join(f"{100 * row['by_length'][length]['sequence_error']:7.2f}" if length in row["by_length"]
                          else f"{'':>7}" for length in lengths)
-        print(f"{label:<52} {100 * row['sequence_error']:6.2f} {cells} {row['parameters']:9,d} "
+        print(f"{label:<{wide}} {100 * row['sequence_error']:6.2f} {cells} {row['parameters']:9,d} "
               f"{row['per_second']:7.0f}")
     for row in rows:
         two = row["by_length"].get("2")
