@@ -132,6 +132,15 @@ def test_resume_skips_finished_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         assert len(list(csv.DictReader(handle))) == 6
     assert "| cifg | 0.500 ± 0.000 |" in (out / "results.md").read_text()
     assert (out / "order.png").stat().st_size > 0
+    calls.clear()
+    wider = SuiteConfig(tasks=("order",), variants=("rnn", "lstm", "gru-cho"), lengths=(10,), seeds=2, budget=60,
+                        hidden=128)
+    with pytest.raises(ValueError, match=r"was run with hidden 64, not 128: resume with the same --hidden"):
+        run_suite(wider, out, resume=True, report=lambda _: None)
+    assert calls == []  # nothing trained, nothing mixed into results.csv
+    (out / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"cannot read the resumed suite's settings"):
+        run_suite(more, out, resume=True, report=lambda _: None)
 
 
 def test_findings_name_the_papers_and_ours(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

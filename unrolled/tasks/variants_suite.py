@@ -63,6 +63,26 @@ def prepare_out(out: Path, resume: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+RUN_SHAPING = ("hidden", "compile", "text")
+"""What changes a run's result besides its key: a resumed suite must keep them, or its rows would not compare."""
+
+
+def check_same_runs(config: SuiteConfig, out: Path) -> None:
+    """A one-line error when out/config.json (the suite being resumed) was run with other `RUN_SHAPING` values."""
+    path = out / "config.json"
+    if not path.exists():
+        return
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: cannot read the resumed suite's settings ({error}); give another --out") from None
+    changed = [name for name in RUN_SHAPING if isinstance(saved, dict) and saved.get(name) != getattr(config, name)]
+    if changed:
+        name = changed[0]
+        raise ValueError(f"{out} was run with {name} {saved[name]!r}, not {getattr(config, name)!r}: resume with "
+                         f"the same --{name}, or give another --out")
+
+
 def finished(out: Path) -> dict[Key, dict[str, str]]:
     """The rows of results.csv by key (nothing if there is none yet)."""
     path = out / "results.csv"
@@ -99,6 +119,7 @@ def run_suite(config: SuiteConfig, out: Path, *, resume: bool = False,
     check_tasks(config.tasks)
     check_variants(list(config.variants))
     prepare_out(out, resume)
+    check_same_runs(config, out)
     tasks = {name: make_task(name, text=config.text) for name in config.tasks}
     done = finished(out)
     todo = [key for key in config.grid() if key not in done]
