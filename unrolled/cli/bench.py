@@ -48,7 +48,8 @@ def add_bench_commands(commands: Any) -> None:
     variants.add_argument("--text", default=DEFAULT_TEXT, help=f"the charlm task's text (default: {DEFAULT_TEXT})")
     variants.add_argument("--quick", action="store_true", help="a small suite that finishes within 5 minutes")
     variants.add_argument("--out", required=True, help="folder for results.csv, results.md and plots (must not exist)")
-    variants.add_argument("--resume", action="store_true", help="continue an existing --out, skipping finished runs (same --hidden, --compile and --text)")
+    variants.add_argument("--resume", action="store_true",
+                          help="continue an existing --out, skipping finished runs (same --hidden, --compile, --text)")
     variants.set_defaults(handler=run_variants)
 
 
