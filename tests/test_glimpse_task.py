@@ -42,6 +42,12 @@ def test_box_centres_are_the_digits_centres_in_half_images() -> None:
     assert glimpse.box_centres(squares(2), [[1], [2]], symbols=3) is None  # no boxes: no guidance
 
 
+def test_guidance_without_boxes_says_it_has_no_effect(tmp_path: Path) -> None:
+    config = TrainConfig(max_steps=2, eval_every=100, progress=False)
+    with pytest.warns(UserWarning, match=r"no box for each digit, so guidance \(--guide\) has no effect"):
+        glimpse.fit(squares(40), tmp_path / "guided", model_options={**DRAM, "guide": 1.0}, train=config)
+
+
 DRAM = {"glimpse": 4, "scales": 3, "features": 32, "hidden": 32, "per_symbol": 2, "context": (8, 8)}
 
 
