@@ -109,8 +109,7 @@ def glimpse_train(args: argparse.Namespace) -> int:
         options["max_digits"] = args.max_digits
     if args.model == "dram":
         options.update(glimpse=args.glimpse, scales=args.scales, per_symbol=args.per_symbol, hidden=args.hidden,
-                       features=args.hidden, std=args.std, guide=args.guide,
-                       sensor=args.sensor)
+                       features=args.hidden, std=args.std, guide=args.guide, sensor=args.sensor)
     else:
         options["hidden"] = args.hidden
     result = glimpse.fit(data, args.out, model=args.model, model_options=options, train=train_config(args),

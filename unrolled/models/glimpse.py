@@ -206,8 +206,8 @@ class Glimpses(nn.Module):
         labels = batch.labels  # (B, S)
         logits, locations, means, baselines = self(batch.images)
         nll = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
-        reward = read_reward(logits.detach(), labels)  # (B,)
         to_go = reward_to_go(logits.detach(), labels, self.config.per_symbol)  # (B, N)
+        reward = to_go[:, 0]  # R (B,), the whole string's
         std = self.config.std
         log_pi = (-((locations - means) ** 2) / (2 * std ** 2) - math.log(std * math.sqrt(2 * math.pi))).sum(-1)
         advantage = (to_go - baselines).detach()  # (B, N)
@@ -247,21 +247,25 @@ def strip_end(symbols: list[int]) -> list[int]:
     return symbols[: symbols.index(END)] if END in symbols else symbols
 
 
-def read_reward(logits: Tensor, labels: Tensor) -> Tensor:
-    """R (B,): the fraction of each string's symbols (its digits and END) read right before the first mistake."""
+def read_prefix(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """c (B, S) int64: 1 while every real symbol so far was read right, 0 from the first mistake and past the string;
+    and m (B, 1) float: the count of real symbols (its digits and END), at least 1."""
     real = labels != IGNORE  # (B, S)
     right = (logits.argmax(-1) == labels) | ~real
-    prefix = right.long().cumprod(dim=1) & real  # 1 while every symbol so far was right
-    return prefix.sum(1).float() / real.sum(1).clamp(min=1).float()
+    return right.long().cumprod(dim=1) & real, real.sum(1, keepdim=True).clamp(min=1).float()
+
+
+def read_reward(logits: Tensor, labels: Tensor) -> Tensor:
+    """R (B,): the fraction of each string's symbols (its digits and END) read right before the first mistake."""
+    prefix, count = read_prefix(logits, labels)
+    return prefix.sum(1).float() / count.squeeze(1)
 
 
 def reward_to_go(logits: Tensor, labels: Tensor, per_symbol: int) -> Tensor:
     """G (B, N): for glimpse n, the share of the string's symbols named at or after glimpse n (symbols s >= n // P)
     that were read right with every symbol before them; G at n = 0 is `read_reward`."""
-    real = labels != IGNORE  # (B, S)
-    right = (logits.argmax(-1) == labels) | ~real
-    prefix = (right.long().cumprod(dim=1) & real).float() / real.sum(1, keepdim=True).clamp(min=1).float()
-    after = prefix.flip(1).cumsum(1).flip(1)  # (B, S): the share read right from symbol s on
+    prefix, count = read_prefix(logits, labels)
+    after = prefix.flip(1).cumsum(1).flip(1).float() / count  # (B, S): the share read right from symbol s on
     return after.repeat_interleave(per_symbol, dim=1)
 
 

@@ -232,13 +232,14 @@ def fit(data: ImageCaptions, out: str | os.PathLike[str], *, model: str = "dram"
                          f"{data.names[too_long[0]]!r}); raise --max-digits")
     pixels = grey(data.images)
     centres = box_centres(data, strings, symbols)
+    train_centres = None if centres is None else centres[parts["train"]]
     if isinstance(network, Glimpses) and network.config.guide > 0 and (
-            centres is None or bool(centres[parts["train"]].isnan().all())):
+            train_centres is None or bool(train_centres.isnan().all())):
         warnings.warn("the data give no box for each digit, so guidance (--guide) has no effect: DRAM learns where "
                       "to look by REINFORCE alone, which is slow (see the README's DRAM benchmark)", stacklevel=2)
     batches = ReadData(pixels[parts["train"]], [strings[k] for k in parts["train"]], symbols=symbols,
                        batch_size=batch_size, seed=train_config.seed,
-                       centres=None if centres is None else centres[parts["train"]])
+                       centres=train_centres)
     if eval_every is None:
         train_config = dataclasses.replace(train_config, eval_every=len(batches))
     held = [k for k in parts["validation"] if len(strings[k]) < symbols]
