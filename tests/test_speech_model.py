@@ -9,11 +9,13 @@ import pytest
 import torch
 
 from unrolled.data.speech import SpeechBatch
+from unrolled.decoding import beam_search, greedy
 from unrolled.features import FeatureConfig
 from unrolled.models.speech import (
     BLANK,
     Alphabet,
-    CTCRecogniser,
+    LocationAttention,
+    Recogniser,
     PyramidEncoder,
     SpeechConfig,
     ctc_loss,
@@ -168,7 +170,8 @@ def test_a_small_recogniser_learns_to_spell_tone_words() -> None:
     alphabet = Alphabet.build(words)
     config = SpeechConfig(vocabulary=len(alphabet), features=FeatureConfig(bands=20, stack=2, stride=2), hidden=32,
                           levels=1, dropout=0.0, spec_augment=None)
-    model = CTCRecogniser(config)
+    model = Recogniser(config)
+    assert config.decoder == "ctc" and model.output is not None and not hasattr(model, "generator")
     batch = SpeechBatch.make([tone_word(w, generator) for w in words], [alphabet.encode(w) for w in words])
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
     first = None
@@ -179,6 +182,7 @@ def test_a_small_recogniser_learns_to_spell_tone_words() -> None:
         loss.backward()
         optimiser.step()
     assert metrics["characters"] == 10 and float(loss.detach()) < 0.1 * first
+    assert metrics["ctc_per_char"] == pytest.approx(float(loss.detach()))
     assert [alphabet.decode(ids) for ids in model.greedy(batch.waves, batch.samples)] == words
 
 
@@ -190,3 +194,117 @@ def test_config_round_trips_through_json_and_refuses_bad_values() -> None:
         SpeechConfig(vocabulary=1)
     with pytest.raises(ValueError, match=r"dropout"):
         SpeechConfig(vocabulary=5, dropout=1.0)
+
+
+def numpy_location_attention(layer: LocationAttention, query: np.ndarray, memory: np.ndarray, mask: np.ndarray,
+                             previous: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """e_j = w^T tanh(W_q s + W_k h_j + b + W_f (F * alpha)_j), softmax over the real j, c = sum_j alpha_j h_j;
+    the convolution written out as a sum over the filter taps, zero outside the sequence."""
+    w_q, w_k, b = (p.detach().double().numpy() for p in (layer.query_layer.weight, layer.memory_layer.weight,
+                                                         layer.memory_layer.bias))
+    w = layer.v.weight.detach().double().numpy()[0]
+    assert layer.conv is not None and layer.location_layer is not None
+    taps = layer.conv.weight.detach().double().numpy()[:, 0, :]  # (K, r)
+    w_f = layer.location_layer.weight.detach().double().numpy()  # (A, K)
+    steps, half = memory.shape[0], taps.shape[1] // 2
+    f = np.zeros((steps, taps.shape[0]))
+    for j in range(steps):
+        for k in range(taps.shape[1]):
+            if 0 <= j + k - half < steps:
+                f[j] += taps[:, k] * previous[j + k - half]
+    energy = np.array([w @ np.tanh(w_q @ query + w_k @ memory[j] + b + w_f @ f[j]) for j in range(steps)])
+    energy[~mask] = -np.inf
+    weights = np.exp(energy - energy.max())
+    weights /= weights.sum()
+    return weights @ memory, weights
+
+
+def test_location_aware_attention_matches_its_equations_in_numpy() -> None:
+    torch.manual_seed(0)
+    layer = LocationAttention(6, 4, 5, location=True, filters=3, width=5).double()
+    query, memory = torch.randn(2, 6, dtype=torch.float64), torch.randn(2, 7, 4, dtype=torch.float64)
+    mask = torch.tensor([[True] * 7, [True] * 4 + [False] * 3])
+    previous = torch.softmax(torch.randn(2, 7, dtype=torch.float64), dim=-1) * mask
+    with torch.no_grad():
+        context, weights = layer(query, memory, layer.keys(memory), mask, previous)
+    for b in range(2):
+        expected_context, expected_weights = numpy_location_attention(
+            layer, query[b].numpy(), memory[b].numpy(), mask[b].numpy(), previous[b].numpy())
+        np.testing.assert_allclose(weights[b].numpy(), expected_weights, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(context[b].numpy(), expected_context, rtol=1e-10)
+    assert (weights[1, 4:] == 0).all()
+    with torch.no_grad():
+        moved = layer(query, memory, layer.keys(memory), mask, torch.roll(previous, 1, dims=1) * mask)[1]
+    assert not torch.allclose(moved, weights)  # the last step's weights matter; content attention would not see them
+
+
+def attention_recogniser(decoder: str, alphabet: Alphabet, attention: str = "location") -> Recogniser:
+    config = SpeechConfig(vocabulary=len(alphabet), features=FeatureConfig(bands=20, stack=2, stride=2), hidden=32,
+                          levels=1, dropout=0.0, spec_augment=None, decoder=decoder, attention=attention,
+                          decoder_hidden=32, embedding=8, filters=4, width=5, label_smoothing=0.0)
+    return Recogniser(config)
+
+
+def test_teacher_forcing_scores_the_transcript_as_stepping_does() -> None:
+    torch.manual_seed(1)
+    alphabet = Alphabet.build(["abc"])
+    model = attention_recogniser("attention", alphabet).eval()
+    generator = np.random.default_rng(1)
+    batch = SpeechBatch.make([tone_word("abca", generator), tone_word("b", generator)],
+                             [alphabet.encode("abca"), alphabet.encode("b")])
+    with torch.no_grad():
+        h, steps = model.encode(batch.waves, batch.samples)
+        loss, count = model.attention_loss(h, steps, batch.targets, batch.target_lengths)
+        total = 0.0
+        for b, text in enumerate(["abca", "b"]):
+            log_probs, state = model.prime(batch.waves[b : b + 1, : int(batch.samples[b])], batch.samples[b : b + 1])
+            for symbol in [*alphabet.encode(text), BLANK]:  # y_1 .. y_U, then </s> (id 0)
+                total -= float(log_probs[0, symbol])
+                log_probs, state = model.step(torch.tensor([symbol]), state)
+    assert count == 4 + 1 + 1 + 1
+    assert float(loss) == pytest.approx(total / count, rel=1e-5)
+
+
+@pytest.mark.parametrize(("decoder", "attention"), [("attention", "location"), ("joint", "content")])
+def test_a_small_recogniser_learns_to_spell_with_attention(decoder: str, attention: str) -> None:
+    torch.manual_seed(0)
+    generator = np.random.default_rng(0)
+    words = ["ab", "ba", "cab", "acb"]
+    alphabet = Alphabet.build(words)
+    model = attention_recogniser(decoder, alphabet, attention)
+    assert (model.output is not None) == (decoder == "joint")
+    batch = SpeechBatch.make([tone_word(w, generator) for w in words], [alphabet.encode(w) for w in words])
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(120):
+        loss, metrics = model.loss(batch)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    assert ("ctc_per_char" in metrics) == (decoder == "joint") and metrics["attention_per_char"] < 0.05
+    if decoder == "joint":
+        expected = 0.3 * metrics["ctc_per_char"] + 0.7 * metrics["attention_per_char"]
+        assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
+    model.eval()
+    with torch.no_grad():
+        log_probs, state = model.prime(batch.waves, batch.samples)
+        tokens = greedy(model, log_probs, state, length=6, end_token=BLANK)
+        log_probs, state = model.prime(batch.waves, batch.samples)
+        found = beam_search(model, log_probs, state, beam_size=3, max_length=6, end_token=BLANK)
+    spelled = [alphabet.decode(row[: row.index(BLANK)] if BLANK in row else row) for row in tokens.tolist()]
+    assert spelled == words
+    assert [alphabet.decode(best[0].tokens) for best in found] == words
+
+
+def test_encoder_steps_counts_what_the_encoder_returns() -> None:
+    config = SpeechConfig(vocabulary=5, features=FeatureConfig(bands=20, stack=3, stride=2), hidden=8, layers=2,
+                          levels=2, spec_augment=None)
+    model = Recogniser(config).eval()
+    samples = torch.tensor([16_000, 12_345, 1_601, 400])
+    waves = torch.randn(4, 16_000) * (torch.arange(16_000) < samples[:, None])
+    with torch.no_grad():
+        _, steps = model.encode(waves, samples)
+    assert steps.tolist() == config.encoder_steps(samples).tolist()
+    with pytest.raises(ValueError, match=r"unknown decoder 'rnnt'"):
+        SpeechConfig(vocabulary=5, decoder="rnnt")
+    with pytest.raises(ValueError, match=r"width odd"):
+        SpeechConfig(vocabulary=5, width=4)
