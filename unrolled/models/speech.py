@@ -93,8 +93,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unrolled.data.speech import SpeechBatch
-from unrolled.features import FeatureConfig, FrontEnd, SpecAugmentConfig
 from unrolled.decoding import index_state
+from unrolled.features import FeatureConfig, FrontEnd, SpecAugmentConfig
 from unrolled.recurrent import Recurrent, at_least_float32
 
 BLANK = 0  # CTC's blank symbol, id 0 of every `Alphabet`
