@@ -1,7 +1,7 @@
 """The `unrolled` command. Bad input ends in one line on stderr and exit status 2, never a traceback.
 
 Each application adds its commands from its own module (`lm`, `classify`,
-`tag`, `seq2seq`, `caption`, `glimpse`, `video`), and the benchmarks theirs from `bench`; every action sets
+`tag`, `seq2seq`, `caption`, `glimpse`, `video`, `speech`), and the benchmarks theirs from `bench`; every action sets
 ``handler(args) -> exit status``. Warnings are printed as one line each, ``unrolled <command>: warning: ...``.
 """
 
@@ -23,6 +23,7 @@ from unrolled.cli.common import positive_int, train_config
 from unrolled.cli.glimpse import add_glimpse_commands
 from unrolled.cli.lm import add_lm_commands
 from unrolled.cli.seq2seq import add_seq2seq_commands
+from unrolled.cli.speech import add_speech_commands
 from unrolled.cli.tag import add_tag_commands
 from unrolled.cli.video import add_video_commands
 
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_caption_commands(commands)
     add_glimpse_commands(commands)
     add_video_commands(commands)
+    add_speech_commands(commands)
     add_bench_commands(commands)
     return parser
 

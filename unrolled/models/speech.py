@@ -233,10 +233,10 @@ class PyramidEncoder(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        h, _ = self.levels[0](x, lengths=lengths)  # (B, T, 2H)
+        h, _ = self.levels[0](at_least_float32(x), lengths=lengths)  # (B, T, 2H); bf16 training: float32 in
         for level in self.levels[1:]:
             paired, lengths = pair_steps(self.drop(h), lengths)  # (B, T / 2, 4H)
-            h, _ = level(paired, lengths=lengths)  # (B, T / 2, 2H)
+            h, _ = level(at_least_float32(paired), lengths=lengths)  # (B, T / 2, 2H)
         return h, lengths
 
 
@@ -358,8 +358,8 @@ class Recogniser(nn.Module):
 
     def decode_step(self, tokens: Tensor, state: SpeechState) -> tuple[Tensor, SpeechState]:
         """One step for N hypotheses: y_{t-1} (N,) -> logits (N, V) and the next state (module docstring)."""
-        x = torch.cat([self.drop(self.embedding(tokens)), state.context.to(self.embedding.weight.dtype)], dim=-1)
-        s, cell = self.decoder.cell(0)(x, state.rnn)  # (N, D)
+        x = torch.cat([self.drop(self.embedding(tokens)), state.context], dim=-1)  # (N, E + 2H)
+        s, cell = self.decoder.cell(0)(at_least_float32(x), state.rnn)  # (N, D)
         context, weights = self.attention(s, state.memory, state.keys, state.mask, state.weights)  # (N, 2H), (N, S)
         o = torch.tanh(self.combine(torch.cat([s, context.to(s.dtype)], dim=-1)))  # (N, D)
         logits = self.generator(self.drop(o))  # (N, V)

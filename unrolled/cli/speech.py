@@ -1,0 +1,197 @@
+"""`unrolled speech train | transcribe | eval`: log-mel frames, a pyramidal BiLSTM, CTC and attention decoders."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from unrolled.cli.common import (
+    add_train_options,
+    data_file,
+    fraction,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    report_training,
+    train_config,
+)
+
+SPEECH_TRAIN_DEFAULTS: dict[str, Any] = {
+    "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "cosine", "warmup": 200, "clip": 5.0,
+    "max_epochs": 20, "eval_every": None, "early_stop": None,
+}
+DATASETS = "spoken-digits, spoken-sentences"
+# Encoder shape per decoder, where --layers / --levels are not given: CTC needs a step for every character
+# (speech reaches 30 characters a second here), so it keeps 50 steps a second; attention reads 12.5.
+ENCODER_DEFAULTS = {"ctc": (3, 0), "attention": (1, 2), "joint": (3, 0)}
+
+
+def add_speech_commands(commands: Any) -> None:
+    speech = commands.add_parser(
+        "speech", help="speech recognition (log-mel, pyramidal BiLSTM, CTC / attention): train, transcribe, eval",
+        description="Audio in, characters out: log-mel frames, a pyramidal bidirectional LSTM (Listen, Attend and "
+                    "Spell), then CTC, an attention decoder, or both trained jointly.")
+    actions = speech.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    train = actions.add_parser(
+        "train", help="train on a JSON-lines manifest or a named dataset",
+        description="Train a recogniser. MANIFEST has one JSON object a line, {\"audio\": path, \"text\": "
+                    "transcript}, paths relative to the manifest; any rate and channel count (mixed down, resampled "
+                    "to 16 kHz). When every line has \"split\" (train, validation, test) that split is used, else a "
+                    "seeded split by speaker (the \"speaker\" or \"voice\" key, else by line). Checkpoints go to "
+                    "OUT/best and OUT/last.")
+    train.add_argument("data", nargs="?", metavar="MANIFEST", help="JSON-lines manifest")
+    train.add_argument("--dataset", help=f"a named dataset instead of a manifest (known: {DATASETS})")
+    train.add_argument("--out", required=True, metavar="RUN", help="run folder for checkpoints and metrics")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    data = train.add_argument_group("data")
+    data.add_argument("--validation", type=fraction, default=0.05,
+                      help="fraction of the speakers for validation, without a split in the data (default: 0.05)")
+    data.add_argument("--test", type=fraction, default=0.05,
+                      help="fraction of the speakers for testing, without a split in the data (default: 0.05)")
+    data.add_argument("--split-seed", type=int, default=0, help="seed of the split (default: 0)")
+    data.add_argument("--max-seconds", type=positive_float, default=30.0,
+                      help="clips longer than this are refused when the manifest is read (default: 30)")
+    data.add_argument("--batch", type=positive_int, default=32, help="utterances per batch (default: 32)")
+    data.add_argument("--no-perturb", action="store_true",
+                      help="train on the waveforms as they are (default: speed 0.9/1.0/1.1, volume, noise)")
+    model = train.add_argument_group("model")
+    model.add_argument("--decoder", choices=("ctc", "attention", "joint"), default="ctc",
+                       help="ctc: a character (or blank) per encoder step; attention: LAS's speller; joint: both "
+                            "heads trained together, decoded with attention (default: ctc)")
+    model.add_argument("--attention", choices=("location", "content"), default="location",
+                       help="the attention's score: location-aware (Chorowski et al. 2015) or content only "
+                            "(default: location)")
+    model.add_argument("--hidden", type=positive_int, default=256, help="encoder units per direction (default: 256)")
+    model.add_argument("--layers", type=positive_int,
+                       help="BiLSTM layers at full frame rate (default: 3 for ctc and joint, 1 for attention)")
+    model.add_argument("--levels", type=non_negative_int,
+                       help="pyramid levels above them, each halving the steps (default: 0 for ctc and joint, 2 "
+                            "for attention)")
+    model.add_argument("--stack", type=positive_int, default=3, help="log-mel frames stacked per vector (default: 3)")
+    model.add_argument("--stride", type=positive_int, default=2,
+                       help="keep every n-th stacked vector: 100 / n vectors a second (default: 2)")
+    model.add_argument("--decoder-hidden", type=positive_int, default=256, help="speller LSTM units (default: 256)")
+    model.add_argument("--ctc-weight", type=fraction, default=0.3,
+                       help="CTC's share of the joint loss (default: 0.3)")
+    model.add_argument("--dropout", type=fraction, default=0.1, help="dropout between layers (default: 0.1)")
+    model.add_argument("--no-spec-augment", action="store_true",
+                       help="no SpecAugment masks (default: 2 frequency and 2 time masks per utterance)")
+    add_train_options(train, **SPEECH_TRAIN_DEFAULTS)
+    train.set_defaults(handler=speech_train)
+
+    transcribe = actions.add_parser(
+        "transcribe", help="transcribe audio files, one line per file",
+        description="Transcribe each audio file (any format soundfile reads, any rate and channel count); prints "
+                    "'file TAB transcript'. Audio longer than --chunk seconds is transcribed in pieces cut at "
+                    "pauses.")
+    transcribe.add_argument("run", metavar="RUN", help="run folder or checkpoint folder")
+    transcribe.add_argument("audio", nargs="+", metavar="AUDIO", help="audio files")
+    add_decoding_options(transcribe)
+    transcribe.add_argument("--chunk", type=positive_float, default=20.0, metavar="SECONDS",
+                            help="longest piece transcribed at once (default: 20)")
+    transcribe.add_argument("--json", action="store_true", help="JSON lines {audio, text, score, decoder}")
+    transcribe.set_defaults(handler=speech_transcribe)
+
+    evaluate = actions.add_parser(
+        "eval", help="CER, WER and string accuracy, greedy and beam side by side",
+        description="Score a trained recogniser on a manifest: character and word error rates (jiwer) and the "
+                    "share of utterances transcribed exactly, for greedy decoding and for --beam.")
+    evaluate.add_argument("run", metavar="RUN", help="run folder or checkpoint folder")
+    evaluate.add_argument("data", nargs="?", metavar="MANIFEST", help="JSON-lines manifest")
+    evaluate.add_argument("--dataset", help=f"a named dataset instead of a manifest (known: {DATASETS})")
+    evaluate.add_argument("--split", choices=("all", "train", "validation", "test"), default="test",
+                          help="evaluate on this part of the run's split (default: test)")
+    evaluate.add_argument("--limit", type=positive_int, help="score only the first N utterances of the part")
+    add_decoding_options(evaluate)
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.set_defaults(handler=speech_eval)
+
+
+def add_decoding_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--beam", type=positive_int, default=8, help="beam size; 1 is greedy (default: 8)")
+    parser.add_argument("--decoder", choices=("ctc", "attention"),
+                        help="which head decodes a joint run (default: attention; other runs have one head)")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="clips decoded at once (default: 16)")
+
+
+def speech_train(args: argparse.Namespace) -> int:
+    from unrolled.data.audio import PerturbConfig
+    from unrolled.data.speech import read_manifest
+    from unrolled.features import FeatureConfig, SpecAugmentConfig
+    from unrolled.tasks import speech
+
+    manifest = data_file(args, what="a JSON-lines manifest", dataset="spoken-digits")
+    utterances = read_manifest(manifest, max_seconds=args.max_seconds)
+    layers, levels = ENCODER_DEFAULTS[args.decoder]
+    options = {"features": FeatureConfig(stack=args.stack, stride=args.stride), "hidden": args.hidden,
+               "layers": args.layers or layers, "levels": levels if args.levels is None else args.levels,
+               "dropout": args.dropout, "decoder": args.decoder, "attention": args.attention,
+               "decoder_hidden": args.decoder_hidden, "ctc_weight": args.ctc_weight,
+               "spec_augment": None if args.no_spec_augment else SpecAugmentConfig()}
+    result = speech.fit(utterances, args.out, model_options=options, train=train_config(args),
+                        validation=args.validation, test=args.test, split_seed=args.split_seed, batch_size=args.batch,
+                        perturbation=None if args.no_perturb else PerturbConfig(), max_seconds=args.max_seconds,
+                        eval_every=args.eval_every, resume=args.resume)
+    return report_training(result, args.out, " nats/char")
+
+
+def speech_transcribe(args: argparse.Namespace) -> int:
+    from unrolled.data.audio import AudioError, is_silent, read_audio
+    from unrolled.tasks.speech import Transcriber
+
+    transcriber = Transcriber.load(args.run)
+    waves = []
+    for name in args.audio:
+        try:
+            wave = read_audio(Path(name))
+        except AudioError as error:
+            raise ValueError(str(error)) from None
+        if len(wave) < 1600:
+            raise ValueError(f"{name} lasts {len(wave) / 16000:.3f} s, shorter than the 0.1 s a word needs")
+        if is_silent(wave):
+            raise ValueError(f"{name} is silent (no sample above -60 dB of full scale): nothing to transcribe")
+        waves.append(wave)
+    outputs = transcriber.transcribe(waves, beam=args.beam, decoder=args.decoder, batch_size=args.batch_size,
+                                     chunk_seconds=args.chunk)
+    for name, output in zip(args.audio, outputs, strict=True):
+        if args.json:
+            print(json.dumps({"audio": name, "text": output.text, "score": output.score, "decoder": output.decoder},
+                             ensure_ascii=False))
+        else:
+            print(f"{name}\t{output.text}")
+    return 0
+
+
+def speech_eval(args: argparse.Namespace) -> int:
+    from unrolled.data.speech import read_manifest
+    from unrolled.tasks.speech import SplitRecord, Transcriber, split_utterances
+
+    transcriber = Transcriber.load(args.run)
+    manifest = data_file(args, what="a JSON-lines manifest", dataset="spoken-digits")
+    utterances = read_manifest(manifest, max_seconds=transcriber.max_seconds)
+    if args.split != "all":
+        record = None if transcriber.split is None else SplitRecord(**transcriber.split)
+        if record is None and any(u.split is None for u in utterances):
+            raise ValueError(f"{args.run} was trained on a manifest's own split, but this manifest has lines "
+                             "without one; evaluate with --split all")
+        utterances = split_utterances(utterances, record)[args.split]
+        if not utterances:
+            raise ValueError(f"the run's {args.split} part is empty")
+    utterances = utterances[: args.limit] if args.limit else utterances
+    beams = (1,) if args.beam == 1 else (1, args.beam)
+    report = transcriber.evaluate(utterances, beams=beams, decoder=args.decoder, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"{report['utterances']} utterances ({report['seconds']:.0f} s of audio), {args.split}, "
+          f"{report['decoder']} decoder")
+    print(f"{'decoding':<10} {'CER %':>7} {'WER %':>7} {'exact %':>8} {'x real time':>12}")
+    for beam in beams:
+        s = report[f"beam{beam}"]
+        name = "greedy" if beam == 1 else f"beam {beam}"
+        print(f"{name:<10} {100 * s['cer']:7.2f} {100 * s['wer']:7.2f} {100 * s['string_accuracy']:8.2f} "
+              f"{s['real_time']:12.1f}")
+    return 0

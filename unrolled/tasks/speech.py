@@ -1,0 +1,404 @@
+r"""Speech recognition end to end: a manifest in, a trained `Recogniser` run folder out, transcripts back.
+
+    manifest (unrolled.data.speech) --split (the data's own, else seeded by speaker)--> train / validation / test
+    --waveforms, perturbed (speed, volume, noise) while training--> Recogniser (CTC, attention or joint) --> text
+
+A run folder's ``config.json`` holds the model config (`SpeechConfig`), the
+alphabet and the split (None when the manifest brought its own). `Transcriber`
+loads a run and transcribes waveforms (greedy or beam search, with whichever
+head the run has) or scores a manifest: character and word error rates
+(jiwer) and string accuracy, for greedy decoding and the beam side by side.
+
+Error rates, with the Levenshtein distance d between hypothesis and reference
+over characters (CER) or words (WER), summed over the utterances:
+
+.. math::
+    \mathrm{CER} = \frac{\sum_n d_{char}(\hat y_n, y_n)}{\sum_n |y_n|_{char}}, \qquad
+    \mathrm{WER} = \frac{\sum_n d_{word}(\hat y_n, y_n)}{\sum_n |y_n|_{word}}
+
+Long audio: a waveform longer than ``chunk_seconds`` is cut into pieces of at
+most that length, each ending at the quietest 10 ms of its last quarter (a
+pause, where there is one), and the pieces' transcripts are joined with a
+space; memory then stays bounded by the chunk, whatever the file's length.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import nn
+
+from unrolled import decoding
+from unrolled.checkpoint import CheckpointError, load_checkpoint, load_model_state, resolve_checkpoint, saved_run_config
+from unrolled.data.audio import PerturbConfig, perturb, read_audio
+from unrolled.data.labelled import LabelledData
+from unrolled.data.speech import SpeechBatch, Utterance
+from unrolled.features import SAMPLE_RATE
+from unrolled.models.speech import (
+    BLANK,
+    Alphabet,
+    Recogniser,
+    SpeechConfig,
+    greedy_decode,
+    needed_steps,
+    prefix_beam_search,
+)
+from unrolled.tasks.split import PARTS, SplitRecord, new_record, split_parts
+
+KIND = "speech"
+COMMAND = "unrolled speech train"
+VALIDATION_DECODES = 300  # utterances transcribed greedily at each evaluation for the CER
+DECODE_BATCH = 16
+CHUNK_SECONDS = 20.0  # transcription cuts longer audio into pieces of at most this length
+CHARS_PER_SECOND = 40  # the attention decoder stops after this many characters per second of audio (and 10 more)
+
+
+def read_waves(utterances: Sequence[Utterance]) -> list[NDArray[np.int16]]:
+    """Every utterance's 16 kHz mono waveform, held as 16-bit integers (half the memory of float32)."""
+    return [np.round(np.clip(read_audio(u.audio), -1.0, 1.0) * 32767).astype(np.int16) for u in utterances]
+
+
+def as_float(wave: NDArray[Any]) -> NDArray[np.float32]:
+    """16-bit samples -> float32 in [-1, 1]."""
+    return (wave.astype(np.float32) / np.float32(32767)).astype(np.float32)
+
+
+def utterance_key(u: Utterance) -> str:
+    """What identifies an utterance for a recorded split: its line, audio path and transcript."""
+    return f"{u.line}\t{u.audio}\t{u.text}"
+
+
+def speaker_of(u: Utterance) -> str:
+    """The speaker an utterance's ``speaker`` or ``voice`` key names, else the utterance itself (its line)."""
+    for key in ("speaker", "voice"):
+        if isinstance(u.extra.get(key), str):
+            return f"{key}:{u.extra[key]}"
+    return f"line:{u.line}"
+
+
+def split_utterances(utterances: list[Utterance], record: SplitRecord | None) -> dict[str, list[Utterance]]:
+    """The manifest's own split (record None: every line names train, validation or test), or the seeded split
+    `record` describes, by speaker: no speaker is on two sides (`speaker_of`)."""
+    if record is None:
+        unknown = sorted({u.split or "(none)" for u in utterances} - set(PARTS))
+        if unknown:
+            raise ValueError(f"split name(s) {', '.join(map(repr, unknown))} in the manifest: use train, validation, "
+                             "test on every line, or none at all for a seeded split")
+        return {part: [u for u in utterances if u.split == part] for part in PARTS}
+    return split_parts(utterances, record, key=utterance_key, group=speaker_of)
+
+
+class SpeechData(LabelledData):
+    """Shuffled training batches of utterances, each run of 50 batches sorted by duration (less padding).
+
+    The order is `LabelledData`'s, so resuming at any batch gives the same
+    batches; with ``perturbation`` each utterance of each epoch draws its own
+    speed, volume and noise from ``default_rng([seed, epoch, index])``.
+    """
+
+    def __init__(self, waves: list[NDArray[np.int16]], targets: list[list[int]], *, batch_size: int, seed: int = 0,
+                 perturbation: PerturbConfig | None = None, bucket: int = 50) -> None:
+        super().__init__([range(len(w)) for w in waves], list(range(len(waves))), batch_size=batch_size, seed=seed,
+                         bucket=bucket)  # a range per wave: its length is what the buckets sort by
+        self.waves, self.targets, self.perturbation = waves, targets, perturbation
+        self.epoch = 0
+
+    def batches(self, epoch: int, start: int) -> Any:
+        for rows in self.batch_rows(epoch, start):
+            waves = [as_float(self.waves[i]) for i in rows]
+            if self.perturbation is not None:
+                waves = [perturb(w, self.perturbation, np.random.default_rng([self.seed, epoch, i]))
+                         for w, i in zip(waves, rows, strict=True)]
+            yield SpeechBatch.make(waves, [self.targets[i] for i in rows])
+
+    def shard(self, rank: int, world: int) -> SpeechData:
+        rows = super().shard(rank, world).rows
+        part = SpeechData(self.waves, self.targets, batch_size=self.batch_size, seed=self.seed,
+                          perturbation=self.perturbation, bucket=self.bucket)
+        part.rows = rows
+        return part
+
+
+def error_rates(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """CER and WER (jiwer, the module docstring's sums) and string accuracy: the share transcribed exactly."""
+    import jiwer
+
+    if len(hypotheses) != len(references) or not references:
+        raise ValueError(f"need as many hypotheses as references, at least one: {len(hypotheses)}, {len(references)}")
+    return {"cer": float(jiwer.cer(list(references), list(hypotheses))),
+            "wer": float(jiwer.wer(list(references), list(hypotheses))),
+            "string_accuracy": sum(h == r for h, r in zip(hypotheses, references, strict=True)) / len(references)}
+
+
+def cut_points(wave: NDArray[np.floating], chunk_seconds: float, rate: int = SAMPLE_RATE) -> list[int]:
+    """Where to cut a long waveform: pieces of at most ``chunk_seconds``, each ending at the quietest 10 ms (lowest
+    mean square) of its last quarter; [] when it is not longer than one chunk."""
+    longest = int(chunk_seconds * rate)
+    if longest < rate // 10:
+        raise ValueError(f"chunks must last at least 0.1 s, got {chunk_seconds} s")
+    frame = rate // 100
+    cuts, start = [], 0
+    while len(wave) - start > longest:
+        low = start + longest - longest // 4
+        window = np.asarray(wave[low : start + longest], dtype=np.float64)
+        usable = len(window) // frame * frame
+        energy = (window[:usable].reshape(-1, frame) ** 2).mean(axis=1)
+        cut = low + int(np.argmin(energy)) * frame + frame // 2
+        cuts.append(cut)
+        start = cut
+    return cuts
+
+
+@dataclass
+class Transcript:
+    """One transcript: its text, its log-probability (beam search; None for greedy) and the decoder used."""
+
+    text: str
+    score: float | None
+    decoder: str
+
+
+class Transcriber:
+    """A trained recogniser with its alphabet: waveforms in, `Transcript` lists out."""
+
+    def __init__(self, model: Recogniser, alphabet: Alphabet, split: dict[str, Any] | None,
+                 max_seconds: float) -> None:
+        self.model, self.alphabet, self.split, self.max_seconds = model.eval(), alphabet, split, max_seconds
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Transcriber:
+        """From a run folder (best checkpoint, else last) or a checkpoint folder."""
+        checkpoint = load_checkpoint(resolve_checkpoint(path, command=COMMAND), kind=KIND)
+        saved = checkpoint.config
+        try:
+            model = Recogniser(SpeechConfig(**saved["model"]))
+            alphabet = Alphabet(saved["alphabet"])
+            max_seconds = float(saved["max_seconds"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"{path}: config.json lacks what a recogniser needs ({error})") from None
+        load_model_state(model, checkpoint.model_state, path)
+        return cls(model, alphabet, saved.get("split"), max_seconds)
+
+    @property
+    def decoders(self) -> tuple[str, ...]:
+        """The heads this run can decode with, its preferred one first (attention where it has both)."""
+        return {"ctc": ("ctc",), "attention": ("attention",), "joint": ("attention", "ctc")}[self.model.config.decoder]
+
+    def check_decoder(self, decoder: str | None) -> str:
+        if decoder is None:
+            return self.decoders[0]
+        if decoder not in self.decoders:
+            raise ValueError(f"this run has no {decoder} decoder (it was trained with --decoder "
+                             f"{self.model.config.decoder}); use {' or '.join(self.decoders)}")
+        return decoder
+
+    @torch.inference_mode()
+    def transcribe(self, waves: Sequence[NDArray[np.floating]], *, beam: int = 1, decoder: str | None = None,
+                   batch_size: int = DECODE_BATCH, chunk_seconds: float = CHUNK_SECONDS) -> list[Transcript]:
+        """The transcript of each 16 kHz waveform; beam 1 is greedy. Waveforms longer than ``chunk_seconds`` are
+        transcribed in pieces (module docstring)."""
+        if beam < 1 or batch_size < 1:
+            raise ValueError(f"the beam and the batch size must be at least 1, got {beam} and {batch_size}")
+        head = self.check_decoder(decoder)
+        pieces: list[NDArray[np.float32]] = []
+        owner: list[int] = []
+        for n, wave in enumerate(waves):
+            wave = np.asarray(wave, dtype=np.float32)
+            if len(wave) == 0:
+                raise ValueError(f"waveform {n} holds no samples")
+            bounds = [0, *cut_points(wave, chunk_seconds), len(wave)]
+            for start, end in itertools.pairwise(bounds):
+                pieces.append(wave[start:end])
+                owner.append(n)
+        order = sorted(range(len(pieces)), key=lambda i: len(pieces[i]))  # similar lengths batch together
+        found: list[tuple[str, float | None]] = [("", None)] * len(pieces)
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            batch = SpeechBatch.make([pieces[i] for i in rows], [[] for _ in rows])
+            for i, result in zip(rows, self._decode(batch, head, beam), strict=True):
+                found[i] = result
+        results: list[Transcript] = []
+        for n in range(len(waves)):
+            parts = [found[i] for i in range(len(pieces)) if owner[i] == n]
+            text = " ".join(t for t, _ in parts if t)
+            scores = [s for _, s in parts]
+            total = None if any(s is None for s in scores) else float(sum(s for s in scores if s is not None))
+            results.append(Transcript(" ".join(text.split()), total, head))
+        return results
+
+    def _decode(self, batch: SpeechBatch, head: str, beam: int) -> list[tuple[str, float | None]]:
+        model = self.model
+        device = next(model.parameters()).device
+        waves, samples = batch.waves.to(device), batch.samples.to(device)
+        if head == "ctc":
+            log_probs, steps = model(waves, samples)
+            if beam == 1:
+                return [(self.alphabet.decode(ids), None) for ids in greedy_decode(log_probs, steps)]
+            return [(self.alphabet.decode(best[0][0]), best[0][1]) for best in (
+                prefix_beam_search(log_probs[b, : int(steps[b])], beam) for b in range(len(steps)))]
+        limit = math.ceil(float(samples.max()) / SAMPLE_RATE * CHARS_PER_SECOND) + 10
+        log_probs, state = model.prime(waves, samples)
+        if beam == 1:
+            tokens = decoding.greedy(model, log_probs, state, length=limit, end_token=BLANK).tolist()
+            return [(self.alphabet.decode(row[: row.index(BLANK)] if BLANK in row else row), None) for row in tokens]
+        hypotheses = decoding.beam_search(model, log_probs, state, beam_size=beam, max_length=limit,
+                                          end_token=BLANK)
+        return [(self.alphabet.decode(best[0].tokens), best[0].score) for best in hypotheses]
+
+    def evaluate(self, utterances: Sequence[Utterance], *, beams: tuple[int, ...] = (1, 8),
+                 decoder: str | None = None, batch_size: int = DECODE_BATCH,
+                 waves: Sequence[NDArray[np.floating]] | None = None) -> dict[str, Any]:
+        """CER, WER and string accuracy of each beam size on `utterances` (module docstring), and real-time factor:
+        seconds of audio transcribed per second of compute."""
+        if not utterances:
+            raise ValueError("no utterances to evaluate")
+        head = self.check_decoder(decoder)
+        audio = [as_float(w) if w.dtype == np.int16 else w for w in waves] if waves is not None else [
+            read_audio(u.audio) for u in utterances]
+        references = [u.text for u in utterances]
+        seconds = sum(len(w) for w in audio) / SAMPLE_RATE
+        report: dict[str, Any] = {"utterances": len(utterances), "seconds": seconds, "decoder": head}
+        for beam in beams:
+            started = time.perf_counter()
+            outputs = self.transcribe(audio, beam=beam, decoder=head, batch_size=batch_size)
+            spent = time.perf_counter() - started
+            scores = error_rates([o.text for o in outputs], references)
+            scores["real_time"] = seconds / spent if spent > 0 else math.inf
+            report[f"beam{beam}"] = scores
+        return report
+
+
+def encode_utterances(utterances: Sequence[Utterance], alphabet: Alphabet,
+                      config: SpeechConfig) -> tuple[list[int], list[list[int]]]:
+    """(the utterances kept, their character ids): a CTC head needs enough encoder steps for its transcript, so an
+    utterance spoken faster than the encoder's step rate allows is left out (counted by the caller)."""
+    kept, targets = [], []
+    for n, u in enumerate(utterances):
+        ids = alphabet.encode(u.text)
+        if config.uses_ctc:
+            steps = config.encoder_steps(torch.tensor(round(u.seconds * SAMPLE_RATE)))
+            need = needed_steps(torch.tensor([ids]), torch.tensor([len(ids)]))
+            if int(need) > int(steps):
+                continue
+        kept.append(n)
+        targets.append(ids)
+    return kept, targets
+
+
+def fit(utterances: list[Utterance], out: str | os.PathLike[str], *, model_options: dict[str, Any] | None = None,
+        train: Any = None, validation: float = 0.05, test: float = 0.05, split_seed: int = 0, batch_size: int = 32,
+        perturbation: PerturbConfig | None = None, max_seconds: float = 30.0, eval_every: int | None = None,
+        resume: bool = False, waves: list[NDArray[np.int16]] | None = None) -> Any:
+    """Train a `Recogniser` on `utterances` into the run folder `out` (or resume it); returns the `TrainResult`.
+
+    `model_options` are `SpeechConfig` fields other than the vocabulary. The
+    manifest's own split is used when every line has one, else a seeded split
+    by speaker (`validation`, `test` fractions of the speakers). `waves` are the
+    utterances' waveforms if already read (`read_waves`). `eval_every` None
+    evaluates once per epoch.
+    """
+    from unrolled.training import TrainConfig, Trainer
+
+    if not utterances:
+        raise ValueError("no utterances to train on")
+    train_config = train if train is not None else TrainConfig(max_epochs=10)
+    saved = saved_run_config(out, kind=KIND) if resume else None
+    if saved:
+        record = None if saved["split"] is None else SplitRecord(**saved["split"])
+    elif all(u.split is not None for u in utterances):
+        record = None
+    else:
+        record = new_record(utterances, utterance_key, seed=split_seed, validation=validation, test=test,
+                            grouped=True)
+    index = {utterance_key(u): n for n, u in enumerate(utterances)}
+    parts = split_utterances(utterances, record)
+    if not parts["train"]:
+        raise ValueError("no training utterances are left after the split; give more data or smaller fractions")
+    if saved:
+        alphabet = Alphabet(saved["alphabet"])
+        config = SpeechConfig(**saved["model"])
+    else:
+        alphabet = Alphabet.build(u.text for u in parts["train"])
+        config = SpeechConfig(vocabulary=len(alphabet), **(model_options or {}))
+    unknown = sorted({ch for part in ("validation", "test") for u in parts[part] for ch in u.text} - set(
+        alphabet.characters))
+    if unknown:
+        warnings.warn(f"validation or test transcripts hold characters no training transcript has "
+                      f"({', '.join(map(repr, unknown))}); they can never be transcribed", stacklevel=2)
+    all_waves = waves if waves is not None else None
+    train_rows = [index[utterance_key(u)] for u in parts["train"]]
+    train_waves = ([all_waves[n] for n in train_rows] if all_waves is not None else read_waves(parts["train"]))
+    kept, targets = encode_utterances(parts["train"], alphabet, config)
+    if len(kept) < len(parts["train"]):
+        warnings.warn(f"{len(parts['train']) - len(kept)} training utterance(s) are spoken too fast for the CTC "
+                      "encoder's step rate and were left out (lower --stride or --levels to keep them)", stacklevel=2)
+    if not kept:
+        raise ValueError("every training utterance is too short for its transcript at this encoder's step rate; "
+                         "lower --stride or --levels")
+    torch.manual_seed(train_config.seed)
+    network = Recogniser(config)
+    batches = SpeechData([train_waves[n] for n in kept], targets, batch_size=batch_size, seed=train_config.seed,
+                         perturbation=perturbation)
+    if eval_every is None:
+        train_config = dataclasses.replace(train_config, eval_every=len(batches))
+    valid = parts["validation"]
+    valid_waves = ([all_waves[index[utterance_key(u)]] for u in valid] if all_waves is not None
+                   else read_waves(valid)) if valid else []
+    extra = {"kind": KIND, "model": config.to_json(), "alphabet": alphabet.characters, "max_seconds": max_seconds,
+             "split": None if record is None else asdict(record),
+             "batching": {"batch_size": batch_size,
+                          "perturbation": None if perturbation is None else asdict(perturbation)}}
+    trainer = Trainer(network, batches, train_config, out,
+                      evaluate=_evaluator(valid, valid_waves, alphabet, config, max_seconds), checkpoint_config=extra)
+    return trainer.fit(resume=resume)
+
+
+def _evaluator(utterances: list[Utterance], waves: list[NDArray[np.int16]], alphabet: Alphabet,
+               config: SpeechConfig, max_seconds: float) -> Any:
+    """Validation: the loss per character over the utterances whose characters are known (and, with CTC, that are
+    long enough), and the greedy CER and WER of the first `VALIDATION_DECODES`."""
+    known = [n for n, u in enumerate(utterances) if set(u.text) <= set(alphabet.characters)]
+    kept, targets = encode_utterances([utterances[n] for n in known], alphabet, config)
+    rows = [known[k] for k in kept]
+    if not rows:
+        return None
+    decodes = list(range(min(VALIDATION_DECODES, len(utterances))))
+
+    def evaluate(module: nn.Module) -> dict[str, float]:
+        model = module.module if hasattr(module, "module") else module
+        assert isinstance(model, Recogniser)
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        total, characters = 0.0, 0
+        try:
+            with torch.no_grad():
+                order = sorted(range(len(rows)), key=lambda k: len(waves[rows[k]]))
+                for start in range(0, len(order), DECODE_BATCH):
+                    chunk = order[start : start + DECODE_BATCH]
+                    batch = SpeechBatch.make([as_float(waves[rows[k]]) for k in chunk], [targets[k] for k in chunk])
+                    loss, metrics = model.loss(dataclasses.replace(
+                        batch, waves=batch.waves.to(device), samples=batch.samples.to(device),
+                        targets=batch.targets.to(device), target_lengths=batch.target_lengths.to(device)))
+                    total += float(loss) * metrics["characters"]
+                    characters += int(metrics["characters"])
+            transcriber = Transcriber(model, alphabet, None, max_seconds)
+            outputs = transcriber.transcribe([as_float(waves[n]) for n in decodes])
+        finally:
+            model.train(was_training)
+        scores = error_rates([o.text for o in outputs], [utterances[n].text for n in decodes])
+        return {"loss": total / max(characters, 1), "cer": scores["cer"], "wer": scores["wer"],
+                "string_accuracy": scores["string_accuracy"]}
+
+    return evaluate
