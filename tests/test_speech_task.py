@@ -1,0 +1,243 @@
+"""Speech end to end: train from a manifest, transcribe and evaluate from the CLI and Python, bad input in one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from unrolled.cli import main
+from unrolled.data.speech import Utterance, read_manifest
+from unrolled.models.speech import Alphabet, Recogniser, SpeechConfig
+from unrolled.tasks.speech import (
+    SpeechData,
+    Transcriber,
+    cut_points,
+    error_rates,
+    fit,
+    split_utterances,
+)
+from unrolled.tasks.split import new_record
+from unrolled.training import TrainConfig
+
+PITCHES = {"a": 300.0, "b": 1200.0, "c": 2500.0}
+
+
+def tone_word(word: str, generator: np.random.Generator, rate: int = 16_000) -> np.ndarray:
+    """Made-up speech: each letter a 0.1 s tone of its own pitch, a space 0.1 s of quiet, a little noise."""
+    time = np.arange(rate // 10) / rate
+    pieces = [0.5 * np.sin(2 * np.pi * PITCHES[ch] * time) if ch != " " else np.zeros(len(time)) for ch in word]
+    return (np.concatenate(pieces) + 0.01 * generator.standard_normal(len(time) * len(word))).astype(np.float32)
+
+
+def write_corpus(folder: Path, words: list[str], *, copies: int, split: bool) -> Path:
+    """Clips of the words by three "speakers" (noise seeds), and their manifest."""
+    generator = np.random.default_rng(0)
+    lines = []
+    for n in range(copies):
+        for word in words:
+            name = f"clips/{word.replace(' ', '_')}-{n}.wav"
+            (folder / "clips").mkdir(parents=True, exist_ok=True)
+            soundfile.write(folder / name, tone_word(word, generator), 16_000)
+            record = {"audio": name, "text": word, "speaker": f"s{n % 3}"}
+            if split:
+                record["split"] = ("train", "validation", "test")[0 if n < copies - 2 else n - copies + 3]
+            lines.append(json.dumps(record))
+    path = folder / "manifest.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+WORDS = ["ab", "ba", "cab", "acb", "ab c"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A small CTC run over tone words with the manifest's own split (trained once for the module)."""
+    folder = tmp_path_factory.mktemp("speech")
+    path = write_corpus(folder, WORDS, copies=6, split=True)
+    torch.manual_seed(0)
+    code = main(["speech", "train", str(path), "--out", str(folder / "run"), "--hidden", "32", "--layers", "1",
+                 "--stack", "2", "--stride", "2", "--no-spec-augment", "--no-perturb", "--dropout", "0",
+                 "--batch", "8", "--lr", "0.01", "--warmup", "0", "--max-steps", "60", "--max-epochs", "1000",
+                 "--eval-every", "10", "--precision", "fp32", "--no-progress"])
+    assert code == 0
+    return path, folder / "run"
+
+
+def test_training_from_the_cli_learns_the_words_and_eval_scores_them(trained: tuple[Path, Path],
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    path, run = trained
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    validation = [r for r in rows if r.get("split") == "validation"]
+    assert validation[-1]["cer"] < validation[0]["cer"] and validation[-1]["cer"] <= 0.1
+    capsys.readouterr()
+    assert main(["speech", "eval", str(run), str(path), "--beam", "4", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["utterances"] == len(WORDS) and report["decoder"] == "ctc"
+    assert report["beam1"]["cer"] <= 0.1 and report["beam4"]["cer"] <= 0.1
+    assert report["beam1"]["real_time"] > 0
+
+
+def test_transcribe_reads_any_rate_and_channel_count(trained: tuple[Path, Path], tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    _, run = trained
+    generator = np.random.default_rng(5)
+    wave = tone_word("cab", generator)
+    import soxr
+
+    soundfile.write(tmp_path / "low.wav", soxr.resample(wave, 16_000, 8_000), 8_000)
+    soundfile.write(tmp_path / "high.flac", soxr.resample(wave, 16_000, 48_000), 48_000)
+    soundfile.write(tmp_path / "stereo.wav", np.stack([wave, wave], axis=1), 16_000)
+    capsys.readouterr()
+    files = [str(tmp_path / name) for name in ("low.wav", "high.flac", "stereo.wav")]
+    assert main(["speech", "transcribe", str(run), *files, "--beam", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t") for line in lines] == [[name, "cab"] for name in files]
+
+
+def test_python_api_transcribes_and_a_long_recording_is_cut_into_chunks(trained: tuple[Path, Path]) -> None:
+    _, run = trained
+    transcriber = Transcriber.load(run)
+    generator = np.random.default_rng(7)
+    words = [tone_word(w, generator) for w in ("ab", "ba", "cab")]
+    assert [t.text for t in transcriber.transcribe(words, beam=4)] == ["ab", "ba", "cab"]
+    quiet = (0.01 * generator.standard_normal(6_400)).astype(np.float32)  # 0.4 s
+    long = np.concatenate([quiet, words[0], quiet, words[1], quiet, words[2], quiet])  # 2.3 s
+    cuts = cut_points(long, 1.0)
+    assert len(cuts) == 2 and all(abs(float(long[c])) < 0.05 for c in cuts)  # each cut falls in a quiet stretch
+    pieces = np.split(long, cuts)
+    assert max(len(p) for p in pieces) <= 16_000
+    expected = " ".join(t.text for t in transcriber.transcribe(pieces, chunk_seconds=1.0))
+    assert transcriber.transcribe([long], chunk_seconds=1.0)[0].text == " ".join(expected.split())
+    assert transcriber.transcribe([long], chunk_seconds=1.0)[0].text.replace(" ", "").count("ab") >= 1
+
+
+def test_a_ten_minute_recording_is_transcribed_in_chunks_not_refused(trained: tuple[Path, Path]) -> None:
+    _, run = trained
+    generator = np.random.default_rng(3)
+    long = np.concatenate([tone_word("ab ", generator)] * 2000)  # 600 s
+    assert len(long) == 600 * 16_000
+    cuts = cut_points(long, 20.0)
+    assert 30 <= len(cuts) <= 40 and max(np.diff([0, *cuts, len(long)])) <= 20 * 16_000  # each in [15, 20] s
+    transcriber = Transcriber.load(run)
+    seen: list[int] = []
+    decode = transcriber._decode
+
+    def spy(batch: Any, head: str, beam: int) -> Any:
+        seen.extend(batch.samples.tolist())
+        return decode(batch, head, beam)
+
+    transcriber._decode = spy  # type: ignore[method-assign]
+    text = transcriber.transcribe([long])[0].text
+    assert len(seen) == len(cuts) + 1 and sum(seen) == len(long) and max(seen) <= 20 * 16_000
+    assert text.count("ab") > 1000
+
+
+def test_error_rates_are_jiwers_sums_over_the_utterances() -> None:
+    scores = error_rates(["one two", "three"], ["one too", "three four"])
+    assert scores["wer"] == pytest.approx(2 / 4)  # "two" substituted, "four" deleted
+    assert scores["cer"] == pytest.approx((1 + 5) / (7 + 10))  # "w" for "o"; " four" deleted
+    assert scores["string_accuracy"] == 0.0
+    assert error_rates(["a b"], ["a b"]) == {"cer": 0.0, "wer": 0.0, "string_accuracy": 1.0}
+
+
+def test_a_seeded_split_keeps_each_speaker_on_one_side(tmp_path: Path) -> None:
+    path = write_corpus(tmp_path, ["ab", "ba"], copies=12, split=False)
+    utterances = read_manifest(path)
+    speakers = [f"s{n}" for n in range(12)]
+    utterances = [Utterance(u.audio, u.text, u.seconds, u.line, {"speaker": speakers[k // 2]})
+                  for k, u in enumerate(utterances)]
+    record = new_record(utterances, lambda u: f"{u.line}\t{u.audio}\t{u.text}", seed=0, validation=0.25, test=0.25,
+                        grouped=True)
+    parts = split_utterances(utterances, record)
+    sides = {name: {u.extra["speaker"] for u in part} for name, part in parts.items()}
+    assert sum(len(p) for p in parts.values()) == len(utterances) and all(sides.values())
+    assert not (sides["train"] & sides["validation"]) and not (sides["train"] & sides["test"])
+    assert not (sides["validation"] & sides["test"])
+
+
+def test_batches_are_a_function_of_seed_epoch_and_index_so_resuming_repeats_them() -> None:
+    generator = np.random.default_rng(0)
+    waves = [(tone_word("ab"[: 1 + n % 2], generator) * 32767).astype(np.int16) for n in range(20)]
+    from unrolled.data.audio import PerturbConfig
+
+    data = SpeechData(waves, [[1, 2]] * 20, batch_size=4, seed=3, perturbation=PerturbConfig(), bucket=2)
+    whole = list(data.batches(1, 0))
+    tail = list(data.batches(1, 3))
+    assert len(whole) == 5 and len(tail) == 2
+    for a, b in zip(whole[3:], tail, strict=True):
+        assert torch.equal(a.waves, b.waves) and torch.equal(a.samples, b.samples)
+    other = list(data.batches(2, 0))
+    assert not all(torch.equal(a.samples, b.samples) for a, b in zip(whole, other, strict=True))
+
+
+def test_an_attention_run_decodes_with_attention_and_refuses_ctc(tmp_path: Path) -> None:
+    path = write_corpus(tmp_path, ["ab", "ba"], copies=5, split=True)
+    utterances = read_manifest(path)
+    train = TrainConfig(max_steps=2, eval_every=2, seed=0, progress=False)
+    fit(utterances, tmp_path / "run", model_options={"hidden": 16, "decoder": "attention", "decoder_hidden": 16,
+                                                     "spec_augment": None}, train=train, batch_size=4)
+    transcriber = Transcriber.load(tmp_path / "run")
+    assert transcriber.decoders == ("attention",)
+    outputs = transcriber.transcribe([tone_word("ab", np.random.default_rng(0))], beam=2)
+    assert outputs[0].decoder == "attention" and outputs[0].score is not None
+    with pytest.raises(ValueError, match=r"this run has no ctc decoder \(it was trained with --decoder attention\)"):
+        transcriber.transcribe([tone_word("ab", np.random.default_rng(0))], decoder="ctc")
+    saved = json.loads((tmp_path / "run" / "last" / "config.json").read_text())
+    assert saved["alphabet"] == ["a", "b"] and saved["split"] is None
+
+
+def test_a_ctc_run_leaves_out_clips_spoken_too_fast_for_its_steps(tmp_path: Path) -> None:
+    alphabet = Alphabet.build(["ab"])
+    config = SpeechConfig(vocabulary=len(alphabet), levels=3)  # 50 / 8 steps a second
+    from unrolled.tasks.speech import encode_utterances
+
+    slow = Utterance(tmp_path / "a.wav", "ab", 1.0, 1)
+    fast = Utterance(tmp_path / "b.wav", "ab" * 10, 1.0, 2)
+    kept, targets = encode_utterances([slow, fast], alphabet, config)
+    assert kept == [0] and targets == [[1, 2]]
+    assert Recogniser(config).config.encoder_steps(torch.tensor(16_000)) == 7
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(args)
+    return code, capsys.readouterr().err
+
+
+def test_bad_input_is_one_line_from_the_cli(trained: tuple[Path, Path], tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    _, run = trained
+    (tmp_path / "notes.txt").write_text("hello\n")
+    soundfile.write(tmp_path / "quiet.wav", np.zeros(16_000), 16_000)
+    soundfile.write(tmp_path / "short.wav", 0.3 * np.ones(160), 16_000)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"audio": "quiet.wav", "text": "a"}) + "\n" + json.dumps({"text": "a"}) + "\n")
+    cases = [
+        (["speech", "transcribe", str(run), str(tmp_path / "gone.wav")], r"gone\.wav not found"),
+        (["speech", "transcribe", str(run), str(tmp_path / "notes.txt")], r"notes\.txt is not audio"),
+        (["speech", "transcribe", str(run), str(tmp_path / "quiet.wav")], r"quiet\.wav is silent"),
+        (["speech", "transcribe", str(run), str(tmp_path / "short.wav")], r"short\.wav lasts 0\.010 s"),
+        (["speech", "transcribe", str(tmp_path / "norun"), str(tmp_path / "quiet.wav")], r"norun"),
+        (["speech", "train", str(bad), "--out", str(tmp_path / "r")], r"bad\.jsonl line 1: \S*quiet\.wav is silent"),
+        (["speech", "eval", str(run), str(bad)], r"bad\.jsonl line 1"),
+        (["speech", "train", "--out", str(tmp_path / "r")], r"no data: give a JSON-lines manifest or --dataset"),
+        (["speech", "transcribe", str(run), str(tmp_path / "quiet.wav"), "--decoder", "attention"], r"silent"),
+    ]
+    for args, message in cases:
+        code, err = run_cli(args, capsys)
+        assert code == 2, args
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert pytest.importorskip("re").search(message, err), (message, err)
+    bad.write_text(json.dumps({"audio": "short.wav", "text": "a"}) + "\n" + json.dumps({"text": "a"}) + "\n")
+    code, err = run_cli(["speech", "train", str(bad), "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "line 1" in err and "shorter than the 0.1 s minimum" in err
+    bad.write_text(json.dumps({"audio": str(run.parent / "clips" / "ab-0.wav"), "text": "ab"}) + "\n"
+                   + json.dumps({"text": "a"}) + "\n")
+    code, err = run_cli(["speech", "train", str(bad), "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "bad.jsonl line 2: missing key 'audio'" in err
