@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-quality bench-classify bench-g2p bench-bible bench-eole bench-caption bench-glimpse bench-video bench-variants bench-variants-quick clean
+.PHONY: demo test lint bench bench-quality bench-classify bench-g2p bench-bible bench-eole bench-caption bench-glimpse bench-video bench-variants bench-variants-quick bench-speech clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -71,6 +71,12 @@ bench-caption: $(STAMP)
 # About 11 minutes: frame labelling on moving-digits, 5 min for the CNN + BiLSTM and 5 for the per-frame CNN.
 bench-video: $(STAMP)
 	$(BIN)/python bench/video_moving_digits.py --minutes 5
+
+# About 75 minutes: speech on spoken-digits, CTC and attention 30 min each side by side (one thread each), then the
+# test split (greedy and beam 8), batch-1 speed beside plain torch.nn.LSTM, and the table with learning curves.
+bench-speech: $(STAMP)
+	$(BIN)/python bench/speech.py --model ctc --minutes 30 & $(BIN)/python bench/speech.py --model attention --minutes 30; wait
+	$(BIN)/python bench/speech.py --evaluate --report
 
 # About 60 minutes: every cell variant on adding, copy and temporal order at T = 10, 50, 100, 3 seeds (issue 9).
 VARIANTS_OUT ?= bench/results/variants/run-full

@@ -1,0 +1,214 @@
+"""Speech recognition on the built-in spoken datasets: CTC beside attention, error rates, speed and memory.
+
+``spoken-digits`` holds 8,000 / 1,000 / 1,000 clips of 1 to 10 digits spoken
+as words, ``spoken-sentences`` as many short Bible sentences; validation and
+test voices never speak in training (`unrolled.data.synth`). Each model
+trains through ``unrolled speech train`` in a child process for `--minutes`
+of wall-clock time on one thread (cosine decay over the budget); the child's
+peak resident memory is read from the kernel when it exits. Its
+best-validation checkpoint then transcribes the test clips, greedily and with
+a beam of 8: character and word error rates (jiwer) and string accuracy.
+
+Speed: one thread, batch 1, every clip of the first `--speed-clips` test
+clips transcribed greedily, in seconds of audio per second of compute (the
+issue's target: 50x real time). The peer is the same network's weights in
+plain ``torch.nn.LSTM`` layers with a CTC argmax, timed in the same run.
+
+The issue's target on spoken-digits: at most 2% CER on the held-out voices
+within 30 minutes, for CTC and attention side by side. There is no published
+figure for these synthesised sets; the target is printed beside ours.
+
+    .venv/bin/python bench/speech.py --model ctc --minutes 30        # then --model attention
+    .venv/bin/python bench/speech.py --evaluate                      # test CER/WER and speed of the runs
+    .venv/bin/python bench/speech.py --report                        # table and learning curves
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "speech"
+MODELS = {"ctc": ["--decoder", "ctc"], "attention": ["--decoder", "attention"], "joint": ["--decoder", "joint"]}
+SHORT = {"spoken-digits": "digits", "spoken-sentences": "sentences"}
+TARGET_CER = 0.02  # spoken-digits, held-out voices
+TARGET_SPEED = 50.0  # seconds of audio per second of compute, batch 1
+
+
+def run_folder(dataset: str, model: str) -> Path:
+    return RESULTS / f"{SHORT[dataset]}-{model}"
+
+
+def train(dataset: str, model: str, minutes: float, extra: list[str]) -> dict[str, Any]:
+    """Train in a child process on one thread; the run's wall time and the child's peak RSS (kernel's count)."""
+    out = run_folder(dataset, model)
+    shutil.rmtree(out, ignore_errors=True)
+    arguments = [str(ROOT / ".venv" / "bin" / "unrolled"), "speech", "train", "--dataset", dataset, "--out", str(out),
+                 "--hidden", "192", "--max-time", f"{minutes}m", "--max-epochs", "1000", "--eval-every", "100",
+                 "--log-every", "25", "--no-progress", "--seed", "0", *MODELS[model], *extra]
+    environment = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    started = time.monotonic()
+    child = subprocess.Popen(arguments, env=environment)
+    _, status, usage = os.wait4(child.pid, 0)
+    if status != 0:
+        raise SystemExit(f"speech train ({model}) failed with status {status}")
+    record = {"dataset": dataset, "model": model, "minutes": minutes, "wall_s": time.monotonic() - started,
+              "peak_rss_mb": usage.ru_maxrss / 1024, "arguments": arguments[1:]}
+    (out / "bench-train.json").write_text(json.dumps(record, indent=1))
+    return record
+
+
+def plain_torch_speed(transcriber: Any, waves: list[Any]) -> float:
+    """Seconds of audio per second for the peer: the run's encoder weights in torch.nn.LSTM, then CTC argmax."""
+    import torch
+
+    model = transcriber.model
+    layers = []
+    for level in model.encoder.levels:
+        lstm = torch.nn.LSTM(level.input_size, level.hidden_size, level.num_layers, batch_first=True,
+                             bidirectional=True)
+        lstm.load_state_dict({k: v for k, v in level.state_dict().items()})
+        layers.append(lstm.eval())
+    from unrolled.models.speech import pair_steps
+
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for wave in waves:
+            samples = torch.tensor([len(wave)])
+            x, frames = model.front(torch.from_numpy(wave)[None], samples)
+            h, _ = layers[0](x)
+            for lstm in layers[1:]:
+                paired, frames = pair_steps(h, frames)
+                h, _ = lstm(paired)
+            model.output(h).argmax(-1)
+    spent = time.perf_counter() - started
+    return sum(len(w) for w in waves) / 16_000 / spent
+
+
+def evaluate(dataset: str, speed_clips: int) -> None:
+    """Test-split error rates (greedy, beam 8) and batch-1 speed of every trained run of `dataset`."""
+    import torch
+
+    from unrolled.data import obtain
+    from unrolled.data.audio import read_audio
+    from unrolled.data.speech import read_manifest
+    from unrolled.tasks.speech import Transcriber
+
+    torch.set_num_threads(1)
+    test = read_manifest(obtain(dataset), split="test")
+    waves = [read_audio(u.audio) for u in test]
+    for model in MODELS:
+        out = run_folder(dataset, model)
+        if not (out / "best").exists():
+            continue
+        transcriber = Transcriber.load(out)
+        report = transcriber.evaluate(test, beams=(1, 8), waves=waves)
+        clips = waves[:speed_clips]
+        started = time.perf_counter()
+        transcriber.transcribe(clips, beam=1, batch_size=1)
+        ours = sum(len(w) for w in clips) / 16_000 / (time.perf_counter() - started)
+        report["speed_batch1"] = ours
+        if transcriber.model.config.uses_ctc and model == "ctc":
+            report["speed_batch1_plain_torch"] = plain_torch_speed(transcriber, clips)
+        report["parameters"] = sum(p.numel() for p in transcriber.model.parameters())
+        (out / "bench-eval.json").write_text(json.dumps(report, indent=1))
+        print(f"{dataset} {model}: CER greedy {100 * report['beam1']['cer']:.2f}% beam8 "
+              f"{100 * report['beam8']['cer']:.2f}%, speed {ours:.0f}x real time", flush=True)
+
+
+def learning_curves(dataset: str) -> Path:
+    """Validation CER against training minutes, one line per model, into curves-<dataset>.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for model in MODELS:
+        path = run_folder(dataset, model) / "metrics.jsonl"
+        if not path.exists():
+            continue
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        valid = [r for r in rows if r.get("split") == "validation"]
+        minutes = [r["elapsed"] / 60 for r in valid]
+        axes[0].plot(minutes, [100 * r["cer"] for r in valid], marker="o", ms=3, label=model)
+        axes[1].plot(minutes, [100 * r["wer"] for r in valid], marker="o", ms=3, label=model)
+    for axis, name in zip(axes, ("CER", "WER"), strict=True):
+        axis.set_xlabel("training minutes (one thread)")
+        axis.set_ylabel(f"validation {name} % (greedy)")
+        axis.set_yscale("log")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend()
+    if dataset == "spoken-digits":
+        axes[0].axhline(100 * TARGET_CER, color="grey", ls="--", lw=1)
+    figure.suptitle(f"{dataset}: held-out voices")
+    figure.tight_layout()
+    target = RESULTS / f"curves-{SHORT[dataset]}.png"
+    figure.savefig(target, dpi=100)
+    plt.close(figure)
+    return target
+
+
+def report(dataset: str) -> None:
+    """The Markdown table of every evaluated run of `dataset`, with the targets, and the learning curves."""
+    lines = [f"### {dataset}, test split (held-out voices)", "",
+             "| model | CER greedy | CER beam 8 | WER greedy | WER beam 8 | exact beam 8 | steps | train min | "
+             "peak RSS MB | params | x real time (batch 1) |", "| --- |" + " --- |" * 10]
+    for model in MODELS:
+        out = run_folder(dataset, model)
+        if not (out / "bench-eval.json").exists():
+            continue
+        e = json.loads((out / "bench-eval.json").read_text())
+        t = json.loads((out / "bench-train.json").read_text()) if (out / "bench-train.json").exists() else {}
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        steps = max(r["step"] for r in rows)
+        rss = f"{t['peak_rss_mb']:.0f}" if t else "?"
+        lines.append(f"| {model} | {100 * e['beam1']['cer']:.2f} | {100 * e['beam8']['cer']:.2f} | "
+                     f"{100 * e['beam1']['wer']:.2f} | {100 * e['beam8']['wer']:.2f} | "
+                     f"{100 * e['beam8']['string_accuracy']:.1f} | {steps} | {t.get('minutes', '?')} | {rss} | "
+                     f"{e['parameters']:,} | {e['speed_batch1']:.0f} |")
+        if "speed_batch1_plain_torch" in e:
+            ratio = e["speed_batch1"] / e["speed_batch1_plain_torch"]
+            lines.append(f"| (peer: plain torch.nn.LSTM, same weights) | | | | | | | | | | "
+                         f"{e['speed_batch1_plain_torch']:.0f} (ours {ratio:.2f}x) |")
+    if dataset == "spoken-digits":
+        lines += ["", f"Targets: CER at most {100 * TARGET_CER:.0f}% within 30 minutes; transcription at least "
+                  f"{TARGET_SPEED:.0f}x real time at batch 1."]
+    curves = learning_curves(dataset)
+    lines += ["", f"Learning curves: {curves.relative_to(ROOT)}"]
+    text = "\n".join(lines)
+    (RESULTS / f"results-{SHORT[dataset]}.md").write_text(text + "\n")
+    print(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", choices=tuple(SHORT), default="spoken-digits")
+    parser.add_argument("--model", choices=tuple(MODELS), help="train this model for --minutes")
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--evaluate", action="store_true", help="score every trained run on the test split")
+    parser.add_argument("--speed-clips", type=int, default=100, help="test clips timed at batch 1 (default: 100)")
+    parser.add_argument("--report", action="store_true", help="print and write the table and the curves")
+    args, extra = parser.parse_known_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if not (args.model or args.evaluate or args.report):
+        parser.error("give --model, --evaluate or --report")
+    if args.model:
+        print(json.dumps(train(args.dataset, args.model, args.minutes, extra)), flush=True)
+    if args.evaluate:
+        evaluate(args.dataset, args.speed_clips)
+    if args.report:
+        report(args.dataset)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
