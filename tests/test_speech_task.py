@@ -13,12 +13,12 @@ import torch
 
 from unrolled.cli import main
 from unrolled.data.speech import Utterance, read_manifest
+from unrolled.metrics import error_rates
 from unrolled.models.speech import Alphabet, Recogniser, SpeechConfig
 from unrolled.tasks.speech import (
     SpeechData,
     Transcriber,
     cut_points,
-    error_rates,
     fit,
     split_utterances,
 )

@@ -19,6 +19,10 @@ more: a word's pronunciations, a sentence's translations):
                                     d the Levenshtein distance, r*_n the closest reference
     BLEU, chrF                    = sacrebleu's corpus scores (Papineni et al. 2002, Popovic 2015),
                                     with every reference of each item
+
+For speech, one reference y_n per utterance (`error_rates`, jiwer's sums):
+
+    CER = sum_n d_char(h_n, y_n) / sum_n |y_n|_char,   WER = the same over words
 """
 
 from __future__ import annotations
@@ -177,3 +181,14 @@ def bleu_orders(hypotheses: Sequence[str], references: Sequence[Sequence[str]],
     streams = [[r[k] if k < len(r) else None for r in references] for k in range(most)]
     return {f"bleu{n}": BLEU(max_ngram_order=n).corpus_score(list(hypotheses), streams).score  # type: ignore[arg-type]
             for n in orders}
+
+
+def error_rates(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """CER and WER (jiwer, the module docstring's sums) and string accuracy: the share transcribed exactly."""
+    import jiwer
+
+    if len(hypotheses) != len(references) or not references:
+        raise ValueError(f"need as many hypotheses as references, at least one: {len(hypotheses)}, {len(references)}")
+    return {"cer": float(jiwer.cer(list(references), list(hypotheses))),
+            "wer": float(jiwer.wer(list(references), list(hypotheses))),
+            "string_accuracy": sum(h == r for h, r in zip(hypotheses, references, strict=True)) / len(references)}

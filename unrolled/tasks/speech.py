@@ -7,7 +7,7 @@ A run folder's ``config.json`` holds the model config (`SpeechConfig`), the
 alphabet and the split (None when the manifest brought its own). `Transcriber`
 loads a run and transcribes waveforms (greedy or beam search, with whichever
 head the run has) or scores a manifest: character and word error rates
-(jiwer) and string accuracy, for greedy decoding and the beam side by side.
+(`unrolled.metrics.error_rates`, jiwer) and string accuracy, for greedy decoding and the beam side by side.
 
 Error rates, with the Levenshtein distance d between hypothesis and reference
 over characters (CER) or words (WER), summed over the utterances:
@@ -45,6 +45,7 @@ from unrolled.data.audio import PerturbConfig, perturb, read_audio
 from unrolled.data.labelled import LabelledData
 from unrolled.data.speech import SpeechBatch, Utterance
 from unrolled.features import SAMPLE_RATE
+from unrolled.metrics import error_rates
 from unrolled.models.speech import (
     BLANK,
     Alphabet,
@@ -128,17 +129,6 @@ class SpeechData(LabelledData):
                           perturbation=self.perturbation, bucket=self.bucket)
         part.rows = rows
         return part
-
-
-def error_rates(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """CER and WER (jiwer, the module docstring's sums) and string accuracy: the share transcribed exactly."""
-    import jiwer
-
-    if len(hypotheses) != len(references) or not references:
-        raise ValueError(f"need as many hypotheses as references, at least one: {len(hypotheses)}, {len(references)}")
-    return {"cer": float(jiwer.cer(list(references), list(hypotheses))),
-            "wer": float(jiwer.wer(list(references), list(hypotheses))),
-            "string_accuracy": sum(h == r for h, r in zip(hypotheses, references, strict=True)) / len(references)}
 
 
 def cut_points(wave: NDArray[np.floating], chunk_seconds: float, rate: int = SAMPLE_RATE) -> list[int]:
