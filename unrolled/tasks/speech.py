@@ -60,6 +60,7 @@ from unrolled.tasks.split import PARTS, SplitRecord, new_record, split_parts
 KIND = "speech"
 COMMAND = "unrolled speech train"
 VALIDATION_DECODES = 300  # utterances transcribed greedily at each evaluation for the CER
+VALIDATION_LOSS = 500  # utterances scored at each evaluation for the loss (the first, in manifest order)
 DECODE_BATCH = 16
 CHUNK_SECONDS = 20.0  # transcription cuts longer audio into pieces of at most this length
 CHARS_PER_SECOND = 40  # the attention decoder stops after this many characters per second of audio (and 10 more)
@@ -356,9 +357,9 @@ def fit(utterances: list[Utterance], out: str | os.PathLike[str], *, model_optio
 
 def _evaluator(utterances: list[Utterance], waves: list[NDArray[np.int16]], alphabet: Alphabet,
                config: SpeechConfig, max_seconds: float) -> Any:
-    """Validation: the loss per character over the utterances whose characters are known (and, with CTC, that are
-    long enough), and the greedy CER and WER of the first `VALIDATION_DECODES`."""
-    known = [n for n, u in enumerate(utterances) if set(u.text) <= set(alphabet.characters)]
+    """Validation: the loss per character over the first `VALIDATION_LOSS` utterances whose characters are known
+    (and, with CTC, that are long enough), and the greedy CER and WER of the first `VALIDATION_DECODES`."""
+    known = [n for n, u in enumerate(utterances[:VALIDATION_LOSS]) if set(u.text) <= set(alphabet.characters)]
     kept, targets = encode_utterances([utterances[n] for n in known], alphabet, config)
     rows = [known[k] for k in kept]
     if not rows:
