@@ -203,6 +203,9 @@ def test_a_ctc_run_leaves_out_clips_spoken_too_fast_for_its_steps(tmp_path: Path
     kept, targets = encode_utterances([slow, fast], alphabet, config)
     assert kept == [0] and targets == [[1, 2]]
     assert Recogniser(config).config.encoder_steps(torch.tensor(16_000)) == 7
+    exact = Utterance(tmp_path / "c.wav", "abababa", 1.0, 3)  # 7 characters in 7 steps: fits only unperturbed
+    assert encode_utterances([exact], alphabet, config)[0] == [0]
+    assert encode_utterances([exact], alphabet, config, fastest=1.1)[0] == []  # sped up by 1.1 it gets 6 steps
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

@@ -270,17 +270,19 @@ class Transcriber:
         return report
 
 
-def encode_utterances(utterances: Sequence[Utterance], alphabet: Alphabet,
-                      config: SpeechConfig) -> tuple[list[int], list[list[int]]]:
+def encode_utterances(utterances: Sequence[Utterance], alphabet: Alphabet, config: SpeechConfig, *,
+                      fastest: float = 1.0) -> tuple[list[int], list[list[int]]]:
     """(the utterances kept, their character ids): a CTC head needs enough encoder steps for its transcript, so an
-    utterance spoken faster than the encoder's step rate allows is left out (counted by the caller)."""
+    utterance spoken faster than the encoder's step rate allows is left out (counted by the caller). ``fastest``
+    is the largest speed-up the perturbation may apply: the clip must still fit at that speed, with a step to
+    spare for the resampler's rounding."""
     kept, targets = [], []
     for n, u in enumerate(utterances):
         ids = alphabet.encode(u.text)
         if config.uses_ctc:
-            steps = config.encoder_steps(torch.tensor(round(u.seconds * SAMPLE_RATE)))
+            steps = config.encoder_steps(torch.tensor(math.floor(u.seconds * SAMPLE_RATE / fastest)))
             need = needed_steps(torch.tensor([ids]), torch.tensor([len(ids)]))
-            if int(need) > int(steps):
+            if int(need) + (fastest > 1.0) > int(steps):
                 continue
         kept.append(n)
         targets.append(ids)
@@ -330,7 +332,8 @@ def fit(utterances: list[Utterance], out: str | os.PathLike[str], *, model_optio
     all_waves = waves if waves is not None else None
     train_rows = [index[utterance_key(u)] for u in parts["train"]]
     train_waves = ([all_waves[n] for n in train_rows] if all_waves is not None else read_waves(parts["train"]))
-    kept, targets = encode_utterances(parts["train"], alphabet, config)
+    fastest = max((*perturbation.speeds, 1.0)) if perturbation is not None else 1.0
+    kept, targets = encode_utterances(parts["train"], alphabet, config, fastest=fastest)
     if len(kept) < len(parts["train"]):
         warnings.warn(f"{len(parts['train']) - len(kept)} training utterance(s) are spoken too fast for the CTC "
                       "encoder's step rate and were left out (lower --stride or --levels to keep them)", stacklevel=2)
