@@ -6,7 +6,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench bench-quality bench-classify bench-g2p bench-bible bench-eole bench-caption bench-glimpse bench-video bench-variants bench-variants-quick clean
 
+# The viz page's browser tests drive Debian's chromium through Playwright (no browser download): installed here
+# when it is missing (CI runs as root on a fresh machine).
+CHROMIUM := /usr/bin/chromium
+
 $(STAMP): pyproject.toml constraints.txt
+	test -x $(CHROMIUM) || (apt-get update -qq && apt-get install -y -qq chromium)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
