@@ -20,3 +20,15 @@ def train_tiny_lm(folder: Path, *, steps: int = 10, cell: str = "lstm") -> Path:
     assert main(["lm", "train", str(corpus), "--out", str(out), "--max-steps", str(steps), "--cell", cell,
                  *TINY]) == 0
     return out
+
+
+def train_tiny_seq2seq(folder: Path) -> tuple[Path, list[str]]:
+    """A seq2seq run that reverses words (general attention), trained for a few steps; and some sources."""
+    words = ["abc", "bad", "cafe", "face", "dead", "bead", "fade", "ace", "cab", "deaf", "feed", "beef"] * 6
+    data = folder / "reverse.tsv"
+    data.write_text("".join(f"{w}\t{w[::-1]}\n" for w in words), encoding="utf-8")
+    out = folder / "seq2seq"
+    assert main(["seq2seq", "train", str(data), "--out", str(out), "--embedding", "8", "--hidden", "16",
+                 "--batch", "8", "--max-steps", "15", "--no-progress", "--source-tokens", "char",
+                 "--target-tokens", "char", "--validation", "0.1", "--test", "0.1"]) == 0
+    return out, words[:4]

@@ -90,13 +90,11 @@ def build_explorer(args: argparse.Namespace, run: Path, data: Path | None) -> An
 
     text = run_text(run, args.part) if data is None else read_text([data])
     quantities = [q for q in args.quantities.split(",") if q] if args.quantities else None
-    progress = None if args.no_progress else progress_bar(len(text))
+    bar = Progress(enabled=not args.no_progress)
     try:
-        recording = record_states(run, text, quantities=quantities, streams=args.streams,
-                                  on_progress=None if progress is None else progress.update_to)
+        recording = record_states(run, text, quantities=quantities, streams=args.streams, on_progress=bar.update)
     finally:
-        if progress is not None:
-            progress.close()
+        bar.close()
     return Explorer(run, recording=recording)
 
 
@@ -120,15 +118,25 @@ def run_text(run: Path, part: str) -> str:
     return str(text[start:end])
 
 
-def progress_bar(total: int) -> Any:
-    from tqdm import tqdm
+class Progress:
+    """A progress bar on stderr that appears with the first step recorded (after the input is checked)."""
 
-    class Bar(tqdm):
-        def update_to(self, done: int, steps: int) -> None:
-            self.total = steps
-            self.update(done - self.n)
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
 
-    return Bar(total=total, desc="recording states", unit="step", file=sys.stderr, leave=False)
+    def update(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc="recording states", unit="step", file=sys.stderr, leave=False)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def serve(explorer: Any, port: int | None) -> int:
