@@ -7,7 +7,8 @@ The text is --chars characters (default 1,000,000) of Shakespeare when
 words drawn from a fixed list. Three figures, printed beside the issue's targets:
 
 1. record: seconds of `record_states(run, text)` (default quantities: h, c, i, f, o of
-   both layers, float16 memory maps), start to finish, files flushed.
+   both layers, float16 memory maps), start to finish, files flushed; and the CPU seconds
+   the process used meanwhile, which tell how much of the wall time other work took.
 2. first paint: a real browser (Debian's chromium through Playwright) loads the page
    from the local server; the time from navigation start to the first window drawn
    (`window.vizTimings.firstPaint`, set by app.js after the tracks and the text are on
@@ -119,10 +120,11 @@ def main() -> None:
           f"torch threads: {torch.get_num_threads()}")
     with tempfile.TemporaryDirectory() as folder:
         run = untrained_run(text, Path(folder))
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         quantities = args.quantities.split(",") if args.quantities else None
         recording = record_states(run, text, quantities=quantities)
         seconds = {"record": [time.perf_counter() - began]}
+        print(f"record: {time.process_time() - cpu:.1f} s of CPU time in this process (the machine may be shared)")
         size = sum(f.stat().st_size for f in recording.folder.iterdir())
         print(f"recorded {', '.join(recording.index.quantities)} of 2 layers with {recording.index.streams} streams: "
               f"{size / 1e9:.2f} GB")

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.viz_runs import TEXT, train_tiny_lm, train_tiny_seq2seq
-from unrolled.viz.attention import record_attention
+from tests.viz_runs import TEXT, train_tiny_captioner, train_tiny_lm, train_tiny_seq2seq
+from unrolled.viz.attention import image_files, record_attention, record_caption_attention
 from unrolled.viz.explorer import Explorer
 from unrolled.viz.record import Recording, record_states
 from unrolled.viz.select import match_ranges, select_cells
@@ -147,3 +147,21 @@ def test_hovering_a_target_token_shows_its_source_weights(browser: Any, tmp_path
         assert shown == pytest.approx(weights[row])
         assert page.locator("#attention-grid tr.focus").get_attribute("data-row") == str(row)
         page.screenshot(path=str(tmp_path / "attention.png"), full_page=True)
+
+
+def test_a_caption_shows_its_weights_over_the_image(browser: Any, tmp_path: Path) -> None:
+    run, pictures = train_tiny_captioner(tmp_path)
+    examples = record_caption_attention(run, image_files(pictures, 5))
+    assert len(examples) == 2 and examples[0]["grid"] == [4, 4] and len(examples[0]["source"]) == 16
+    for url in serve(Explorer(run, attention=examples)):
+        page = browser.new_page()
+        page.goto(url)
+        page.wait_for_selector("body[data-ready='1']")
+        page.locator('#attention-grid td[data-row="1"][data-col="5"]').hover()
+        assert page.locator("#attention-focus").get_attribute("data-row") == "1"
+        assert page.locator("#attention-image").is_visible() and page.locator("#attention-overlay").count() == 1
+        corner = page.evaluate("document.getElementById('attention-overlay').getContext('2d')"
+                               ".getImageData(0, 0, 1, 1).data[3]")
+        peak = max(examples[0]["weights"][1])
+        assert corner == round(255 * 0.75 * (1 - examples[0]["weights"][1][0] / peak))  # darker where it looks less
+        page.screenshot(path=str(tmp_path / "caption.png"), full_page=True)

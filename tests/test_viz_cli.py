@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -14,6 +15,13 @@ from tests.viz_runs import TEXT, train_tiny_lm, train_tiny_seq2seq
 from unrolled.checkpoint import save_checkpoint
 from unrolled.cli import main
 from unrolled.viz.server import make_server
+
+
+def embedded(page: Path) -> Any:
+    """The data an exported page carries."""
+    found = re.search(r"window\.UNROLLED_DATA = (.*?);</script>", page.read_text(encoding="utf-8"), re.S)
+    assert found is not None
+    return json.loads(found[1])
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +35,16 @@ def test_export_writes_one_self_contained_page(run: Path, tmp_path: Path, capsys
     assert "wrote" in capsys.readouterr().out
     html = page.read_text(encoding="utf-8")
     assert "/static/" not in html and "<style>" in html
-    data = json.loads(re.search(r"window\.UNROLLED_DATA = (.*?);</script>", html, re.S)[1])  # type: ignore[index]
+    data = embedded(page)
     assert data["text"] == TEXT and set(data["states"]) == {f"l{k}.{q}" for k in (0, 1) for q in "ifoch"}
     assert data["curves"]["train"]
+
+
+def test_part_validation_shows_the_runs_own_text(run: Path, tmp_path: Path) -> None:
+    page = tmp_path / "validation.html"
+    assert main(["viz", "export", str(run), "--part", "validation", "-o", str(page), "--no-progress"]) == 0
+    start, end = json.loads((run / "last" / "config.json").read_text())["split"]["validation"]
+    assert embedded(page)["text"] == TEXT[start:end] and end > start
 
 
 def test_export_of_a_seq2seq_run_carries_its_attention(tmp_path: Path) -> None:
@@ -38,8 +53,7 @@ def test_export_of_a_seq2seq_run_carries_its_attention(tmp_path: Path) -> None:
     lines.write_text("\n".join(sources) + "\n", encoding="utf-8")
     page = tmp_path / "attention.html"
     assert main(["viz", "export", str(out), str(lines), "-o", str(page)]) == 0
-    data = json.loads(re.search(r"window\.UNROLLED_DATA = (.*?);</script>", page.read_text(), re.S)[1])  # type: ignore[index]
-    examples = data["attention"]
+    examples = embedded(page)["attention"]
     assert len(examples) == len(sources) and examples[0]["source"] == list(sources[0])
     for example in examples:
         assert len(example["weights"]) == len(example["target"])

@@ -20,8 +20,9 @@ are recorded once into RUN/viz/ and a local server on 127.0.0.1 shows them:
 hidden-state tracks over the text, select (brush a range: the cells on over it
 and off just before and after), matches of the selected cells elsewhere in the
 text, one cell's activation behind the text, and the run's learning curves.
-For a seq2seq run, DATA is a file with one source text per line: the page shows
-the attention of the first --examples of them.
+For a seq2seq run, DATA is a file with one source text per line; for a
+captioning run, an image file or a folder of images: the page shows the
+attention of the first --examples of them (over the image, for captions).
 
 `unrolled viz export RUN TEXT -o page.html` writes one self-contained page
 (at most 5000 characters of text) that opens without a server."""
@@ -32,8 +33,8 @@ def add_viz_commands(commands: Any) -> None:
                               usage=USAGE, description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     viz.add_argument("words", nargs="+", metavar="RUN TEXT_OR_DATA",
-                     help="the run folder and a text file (char LM) or a file of source lines (seq2seq); "
-                          "`export RUN TEXT` for a page")
+                     help="the run folder and a text file (char LM), a file of source lines (seq2seq) or an "
+                          "image file or folder (captioner); `export RUN TEXT` for a page")
     viz.add_argument("-o", "--output", metavar="PAGE", help="export: the HTML file to write")
     viz.add_argument("--port", type=positive_int, help="port on 127.0.0.1 (default: 8765, else a free one)")
     viz.add_argument("--part", choices=("validation", "test"),
@@ -45,7 +46,7 @@ def add_viz_commands(commands: Any) -> None:
                           "characters, at most 64; each but the first is warmed up on the 512 characters before "
                           "its segment)")
     viz.add_argument("--examples", type=positive_int, default=20,
-                     help="seq2seq: how many source lines to show (default: 20)")
+                     help="seq2seq, captioner: how many source lines or images to show (default: 20)")
     viz.add_argument("--no-progress", action="store_true", help="no progress bar while recording")
     viz.set_defaults(handler=viz_command)
 
@@ -73,7 +74,13 @@ def viz_command(args: argparse.Namespace) -> int:
 
 
 def build_explorer(args: argparse.Namespace, run: Path, data: Path | None) -> Any:
-    from unrolled.viz.attention import SEQ2SEQ_KIND, record_attention
+    from unrolled.viz.attention import (
+        CAPTION_KIND,
+        SEQ2SEQ_KIND,
+        image_files,
+        record_attention,
+        record_caption_attention,
+    )
     from unrolled.viz.explorer import Explorer
     from unrolled.viz.record import LM_KIND, record_states, run_kind
 
@@ -83,9 +90,13 @@ def build_explorer(args: argparse.Namespace, run: Path, data: Path | None) -> An
             raise ValueError("a seq2seq run needs a file with one source text per line")
         lines = data.read_text(encoding="utf-8").splitlines()[: args.examples]
         return Explorer(run, attention=record_attention(run, lines))
+    if kind == CAPTION_KIND:
+        if data is None:
+            raise ValueError("a captioning run needs an image file or a folder of images")
+        return Explorer(run, attention=record_caption_attention(run, image_files(data, args.examples)))
     if kind != LM_KIND:
         raise ValueError(f"{run} holds a {kind!r} model: `unrolled viz` shows the recurrent states of char LM runs "
-                         f"and the attention of seq2seq runs")
+                         f"and the attention of seq2seq and captioning runs")
     from unrolled.data import read_text
 
     text = run_text(run, args.part) if data is None else read_text([data])

@@ -219,14 +219,16 @@ def write_states(model: Any, ids: np.ndarray, folder: Path, index: Index, *, chu
         _, state, trace = model.rnn(model.embed(inputs[:, j0:j1]), state, trace=True)  # trace: (S, Tc, H) each
         for key, target in maps.items():
             layer, quantity = key.split(".")
-            values = trace[layer][quantity].float().clamp(-FLOAT16_MAX, FLOAT16_MAX).numpy()  # (S, Tc, H)
+            traced = trace[layer][quantity]  # (S, Tc, H)
+            # to float16 first, then (S, H, Tc): each stream's block is rows of the cell-major map
+            values = traced.clamp(-FLOAT16_MAX, FLOAT16_MAX).to(torch.float16).transpose(1, 2).contiguous().numpy()
             for s in range(index.streams):
                 lo, hi = max(j0, streams.offset[s]), min(j1, streams.end[s] - streams.begin[s])
                 if lo >= hi:
                     continue
-                part = values[s, lo - j0 : hi - j0]  # (t, H)
-                target[:, streams.begin[s] + lo : streams.begin[s] + hi] = part.T
-                lows[key], highs[key] = min(lows[key], float(part.min())), max(highs[key], float(part.max()))
+                target[:, streams.begin[s] + lo : streams.begin[s] + hi] = values[s, :, lo - j0 : hi - j0]
+                low, high = torch.aminmax(traced[s, lo - j0 : hi - j0])
+                lows[key], highs[key] = min(lows[key], float(low)), max(highs[key], float(high))
         if on_progress is not None:
             on_progress(j1, total)
     for key, target in maps.items():

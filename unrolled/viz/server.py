@@ -117,7 +117,7 @@ def make_handler(explorer: Explorer) -> type[BaseHTTPRequestHandler]:
         def answer(self, *, head: bool) -> None:
             if len(self.path) > MAX_REQUEST_LINE:
                 return self.send_json(HTTPStatus.REQUEST_URI_TOO_LONG, {"error": "the request is too long"}, head)
-            if int(self.headers.get("Content-Length") or 0) > 0:
+            if self.headers.get("Content-Length", "0").strip() not in ("", "0"):
                 return self.send_json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                                       {"error": "requests carry no body here"}, head)
             url = urlsplit(self.path)

@@ -331,7 +331,7 @@ async function loadAttention() {
   const answer = await api("/api/attention");
   view.attention = answer.examples;
   const select = document.getElementById("attention-example");
-  select.replaceChildren(...view.attention.map((e, i) => new Option(`${i + 1}: ${e.source.join(" ").slice(0, 60)}`, i)));
+  select.replaceChildren(...view.attention.map((e, i) => new Option(`${i + 1}: ${e.name || e.source.join(" ").slice(0, 60)}`, i)));
   select.onchange = () => showAttention(Number(select.value));
   if (view.attention.length) showAttention(0);
 }
