@@ -96,3 +96,40 @@ def test_a_port_in_use_is_one_line(run: Path, capsys: pytest.CaptureFixture[str]
         one_error_line(capsys, code, f"port {busy}", "in use", "--port")
     finally:
         holder.server_close()
+
+
+def test_viz_records_then_serves_the_page(run: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import http.client
+    import threading
+
+    from unrolled.viz import server as server_module
+
+    started: list[Any] = []
+
+    def keep(*args: Any, **kwargs: Any) -> Any:
+        started.append(make_server(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(server_module, "make_server", keep)
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(main(["viz", str(run), str(run.parent / "text.txt"),
+                                                                "--no-progress"])))
+    thread.start()
+    try:
+        for _ in range(600):
+            if started or not thread.is_alive():
+                break
+            threading.Event().wait(0.05)
+        assert started, capsys.readouterr().err
+        host, port = started[0].server_address[:2]
+        connection = http.client.HTTPConnection(host, port, timeout=10)
+        connection.request("GET", "/api/info")
+        info = json.loads(connection.getresponse().read())
+        connection.close()
+        assert host == "127.0.0.1" and info["states"]["length"] == len(TEXT)
+    finally:
+        for server in started:
+            server.shutdown()
+        thread.join(timeout=30)
+    assert codes == [0] and f"open http://127.0.0.1:{port}/" in capsys.readouterr().out

@@ -69,6 +69,8 @@ def test_a_finished_recording_is_reused(run: Path) -> None:
     again = record_states(run, TEXT[:120], quantities=["h"])
     assert again.folder == first.folder and (again.folder / "l0.h.f16").stat().st_mtime_ns == stamp
     assert json.loads((first.folder / "index.json").read_text())["characters"] == 120
+    wider = record_states(run, TEXT[:120], quantities=["c"])  # recorded again, keeping h
+    assert wider.folder == first.folder and wider.index.quantities == ["c", "h"]
     assert isinstance(Recording(first.folder).text, str)
 
 

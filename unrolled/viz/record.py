@@ -160,6 +160,8 @@ def record_states(
         same = (existing.index.checkpoint, existing.index.step) == (str(checkpoint), step)
         if same and set(chosen) <= set(existing.index.quantities):
             return existing
+        if same:  # recorded again with what it had as well, so that no quantity is lost
+            chosen = [q for q in names if q in chosen or q in existing.index.quantities]
     count = streams or max(1, min(MAX_STREAMS, len(text) // MIN_SEGMENT))
     index = Index(FORMAT, str(run), str(checkpoint), len(text), model.config.layers, model.config.hidden,
                   model.config.cell, list(chosen), {}, count, warmup if count > 1 else 0, text_digest(text), step)
