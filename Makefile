@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-quality bench-classify bench-g2p bench-bible bench-eole bench-caption bench-glimpse bench-video bench-variants bench-variants-quick clean
+.PHONY: demo test lint bench bench-quality bench-classify bench-g2p bench-bible bench-eole bench-caption bench-glimpse bench-video bench-viz bench-variants bench-variants-quick clean
 
 # The viz page's browser tests drive Debian's chromium through Playwright (no browser download): installed here
 # when it is missing (CI runs as root on a fresh machine).
@@ -76,6 +76,10 @@ bench-caption: $(STAMP)
 # About 11 minutes: frame labelling on moving-digits, 5 min for the CNN + BiLSTM and 5 for the per-frame CNN.
 bench-video: $(STAMP)
 	$(BIN)/python bench/video_moving_digits.py --minutes 5
+
+# About 6 minutes: the viz page on 1,000,000 characters with a 2 x 512 LSTM (recording, first paint, match query).
+bench-viz: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python bench/viz_speed.py
 
 # About 60 minutes: every cell variant on adding, copy and temporal order at T = 10, 50, 100, 3 seeds (issue 9).
 VARIANTS_OUT ?= bench/results/variants/run-full
