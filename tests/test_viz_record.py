@@ -54,6 +54,8 @@ def test_streams_record_each_segment_after_its_warmup(run: Path) -> None:
     for begin, start, end in ((0, 0, 67), (47, 67, 134), (114, 134, 200)):  # segments of 67, read 20 earlier
         reference = traced(run, text[begin:end])["l1"]["h"].T.numpy()[:, start - begin :]
         np.testing.assert_allclose(states[:, start:end], reference, atol=2e-3)
+    low, high = recording.index.ranges["l1.h"]  # over the recorded steps only: no warm-up, no padding
+    assert (low, high) == pytest.approx((float(states.min()), float(states.max())), abs=1e-3)
 
 
 def test_make_streams_pads_and_offsets() -> None:

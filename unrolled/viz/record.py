@@ -219,17 +219,20 @@ def write_states(model: Any, ids: np.ndarray, folder: Path, index: Index, *, chu
     for j0 in range(0, total, chunk):
         j1 = min(j0 + chunk, total)
         _, state, trace = model.rnn(model.embed(inputs[:, j0:j1]), state, trace=True)  # trace: (S, Tc, H) each
+        spans = [(s, max(j0, int(streams.offset[s])), min(j1, int(streams.end[s] - streams.begin[s])))
+                 for s in range(index.streams)]
+        spans = [(s, lo, hi) for s, lo, hi in spans if lo < hi]  # each stream's recorded steps in this chunk
+        whole = len(spans) == index.streams and all((lo, hi) == (j0, j1) for _, lo, hi in spans)
         for key, target in maps.items():
             layer, quantity = key.split(".")
-            traced = trace[layer][quantity]  # (S, Tc, H)
+            traced = trace[layer][quantity].clamp_(-FLOAT16_MAX, FLOAT16_MAX)  # (S, Tc, H)
             # to float16 first, then (S, H, Tc): each stream's block is rows of the cell-major map
-            values = traced.clamp(-FLOAT16_MAX, FLOAT16_MAX).to(torch.float16).transpose(1, 2).contiguous().numpy()
-            for s in range(index.streams):
-                lo, hi = max(j0, streams.offset[s]), min(j1, streams.end[s] - streams.begin[s])
-                if lo >= hi:
-                    continue
+            values = traced.to(torch.float16).transpose(1, 2).contiguous().numpy()
+            for s, lo, hi in spans:
                 target[:, streams.begin[s] + lo : streams.begin[s] + hi] = values[s, :, lo - j0 : hi - j0]
-                low, high = torch.aminmax(traced[s, lo - j0 : hi - j0])
+            parts = [traced] if whole else [traced[s, lo - j0 : hi - j0] for s, lo, hi in spans]
+            for part in parts:
+                low, high = torch.aminmax(part)
                 lows[key], highs[key] = min(lows[key], float(low)), max(highs[key], float(high))
         if on_progress is not None:
             on_progress(j1, total)
