@@ -91,3 +91,13 @@ def test_bad_input_is_one_clear_error(run: Path, tmp_path: Path) -> None:
         record_states(cnn, "To be")
     with pytest.raises(ValueError, match="layer 5 does not exist"):
         record_states(run, TEXT[:120], quantities=["h"]).states(5, "h")
+
+
+@pytest.mark.parametrize(("cell", "quantities"), [("gru", ["r", "z", "h"]), ("rnn", ["h"])])
+def test_gru_and_rnn_runs_record_their_own_gates(cell: str, quantities: list[str], tmp_path: Path) -> None:
+    run = train_tiny_lm(tmp_path, steps=2, cell=cell)
+    recording = record_states(run, TEXT[:90], streams=1)
+    assert recording.index.quantities == quantities and recording.index.cell == cell
+    expected = traced(run, TEXT[:90])
+    for quantity in quantities:
+        np.testing.assert_allclose(recording.states(1, quantity), expected["l1"][quantity].T.numpy(), atol=2e-3)
