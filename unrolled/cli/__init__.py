@@ -1,8 +1,9 @@
 """The `unrolled` command. Bad input ends in one line on stderr and exit status 2, never a traceback.
 
 Each application adds its commands from its own module (`lm`, `classify`,
-`tag`, `seq2seq`, `caption`, `glimpse`, `video`, `speech`), and the benchmarks theirs from `bench`; every action sets
-``handler(args) -> exit status``. Warnings are printed as one line each, ``unrolled <command>: warning: ...``.
+`tag`, `seq2seq`, `caption`, `glimpse`, `video`, `speech`, `viz`), and the
+benchmarks theirs from `bench`; every action sets ``handler(args) -> exit status``.
+Warnings are printed as one line each, ``unrolled <command>: warning: ...``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from unrolled.cli.seq2seq import add_seq2seq_commands
 from unrolled.cli.speech import add_speech_commands
 from unrolled.cli.tag import add_tag_commands
 from unrolled.cli.video import add_video_commands
+from unrolled.cli.viz import add_viz_commands
 
 __all__ = ["build_parser", "main", "train_config"]
 
@@ -59,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_glimpse_commands(commands)
     add_video_commands(commands)
     add_speech_commands(commands)
+    add_viz_commands(commands)
     add_bench_commands(commands)
     return parser
 

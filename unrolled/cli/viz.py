@@ -1,0 +1,164 @@
+"""`unrolled viz RUN TEXT` (serve the state explorer) and `unrolled viz export RUN TEXT -o PAGE` (one page)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from unrolled.cli.common import positive_int
+
+USAGE = ("unrolled viz [options] RUN TEXT_OR_DATA\n"
+         "       unrolled viz export [options] RUN TEXT -o PAGE.html")
+DESCRIPTION = """\
+See inside a trained model, in the browser (LSTMVis-style).
+
+For a char LM run, TEXT is a UTF-8 text file (or give --part validation to use
+the run's own validation text): its states (h, c and the gates of every layer)
+are recorded once into RUN/viz/ and a local server on 127.0.0.1 shows them:
+hidden-state tracks over the text, select (brush a range: the cells on over it
+and off just before and after), matches of the selected cells elsewhere in the
+text, one cell's activation behind the text, and the run's learning curves.
+For a seq2seq run, DATA is a file with one source text per line; for a
+captioning run, an image file or a folder of images: the page shows the
+attention of the first --examples of them (over the image, for captions).
+
+`unrolled viz export RUN TEXT -o page.html` writes one self-contained page
+(at most 5000 characters of text) that opens without a server."""
+
+
+def add_viz_commands(commands: Any) -> None:
+    viz = commands.add_parser("viz", help="see inside a trained model in the browser: states, attention, curves",
+                              usage=USAGE, description=DESCRIPTION,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    viz.add_argument("words", nargs="+", metavar="RUN TEXT_OR_DATA",
+                     help="the run folder and a text file (char LM), a file of source lines (seq2seq) or an "
+                          "image file or folder (captioner); `export RUN TEXT` for a page")
+    viz.add_argument("-o", "--output", metavar="PAGE", help="export: the HTML file to write")
+    viz.add_argument("--port", type=positive_int, help="port on 127.0.0.1 (default: 8765, else a free one)")
+    viz.add_argument("--part", choices=("validation", "test"),
+                     help="char LM: show the run's own validation or test text instead of a file")
+    viz.add_argument("--quantities", metavar="NAMES",
+                     help="char LM: trace names to record, e.g. h,c (default: h, c and the gates)")
+    viz.add_argument("--streams", type=positive_int,
+                     help="char LM: parallel streams for recording a long text (default: one per 16384 "
+                          "characters, at most 64; each but the first is warmed up on the 512 characters before "
+                          "its segment)")
+    viz.add_argument("--examples", type=positive_int, default=20,
+                     help="seq2seq, captioner: how many source lines or images to show (default: 20)")
+    viz.add_argument("--no-progress", action="store_true", help="no progress bar while recording")
+    viz.set_defaults(handler=viz_command)
+
+
+def viz_command(args: argparse.Namespace) -> int:
+    words = list(args.words)
+    exporting = words[0] == "export"
+    if exporting:
+        words = words[1:]
+        if args.output is None:
+            raise ValueError("export needs -o PAGE.html, the file to write")
+    elif args.output is not None:
+        raise ValueError("-o is for `unrolled viz export RUN TEXT -o PAGE.html`")
+    if len(words) != (1 if args.part else 2):
+        expected = "RUN and --part" if args.part else "RUN and TEXT_OR_DATA"
+        raise ValueError(f"give {expected}, got {len(words)} argument(s): {' '.join(words)}")
+    explorer = build_explorer(args, Path(words[0]), Path(words[1]) if len(words) > 1 else None)
+    if exporting:
+        from unrolled.viz.export import export_page
+
+        size = export_page(explorer, str(args.output))
+        print(f"wrote {args.output} ({size / 1e6:.1f} MB): open it in a browser")
+        return 0
+    return serve(explorer, args.port)
+
+
+def build_explorer(args: argparse.Namespace, run: Path, data: Path | None) -> Any:
+    from unrolled.viz.attention import (
+        CAPTION_KIND,
+        SEQ2SEQ_KIND,
+        image_files,
+        record_attention,
+        record_caption_attention,
+    )
+    from unrolled.viz.explorer import Explorer
+    from unrolled.viz.record import LM_KIND, record_states, run_kind
+
+    _, kind, _ = run_kind(run)
+    if kind == SEQ2SEQ_KIND:
+        if data is None:
+            raise ValueError("a seq2seq run needs a file with one source text per line")
+        lines = data.read_text(encoding="utf-8").splitlines()[: args.examples]
+        return Explorer(run, attention=record_attention(run, lines))
+    if kind == CAPTION_KIND:
+        if data is None:
+            raise ValueError("a captioning run needs an image file or a folder of images")
+        return Explorer(run, attention=record_caption_attention(run, image_files(data, args.examples)))
+    if kind != LM_KIND:
+        raise ValueError(f"{run} holds a {kind!r} model: `unrolled viz` shows the recurrent states of char LM runs "
+                         f"and the attention of seq2seq and captioning runs")
+    from unrolled.data import read_text
+
+    text = run_text(run, args.part) if data is None else read_text([data])
+    quantities = [q for q in args.quantities.split(",") if q] if args.quantities else None
+    bar = Progress(enabled=not args.no_progress)
+    try:
+        recording = record_states(run, text, quantities=quantities, streams=args.streams, on_progress=bar.update)
+    finally:
+        bar.close()
+    return Explorer(run, recording=recording)
+
+
+def run_text(run: Path, part: str) -> str:
+    """The run's own validation or test text: its training files, read again and checked, then cut."""
+    from unrolled.checkpoint import load_checkpoint, resolve_checkpoint
+    from unrolled.data import read_text
+    from unrolled.models.charlm import TextSource
+
+    config = load_checkpoint(resolve_checkpoint(run)).config
+    data, split = config.get("data") or {}, config.get("split") or {}
+    names = data.get("names") or []
+    if part not in split or not names or names == ["<text>"]:
+        raise ValueError(f"{run} does not record its text files and split; give a text file instead of --part")
+    text = read_text([Path(n) for n in names])
+    if TextSource.of(text, names).fingerprint != data.get("fingerprint"):
+        raise ValueError(f"the files {run} was trained on ({', '.join(names)}) have changed; give a text file")
+    start, end = split[part]
+    if end <= start:
+        raise ValueError(f"the run's {part} part is empty; give a text file")
+    return str(text[start:end])
+
+
+class Progress:
+    """A progress bar on stderr that appears with the first step recorded (after the input is checked)."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+
+    def update(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc="recording states", unit="step", file=sys.stderr, leave=False)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def serve(explorer: Any, port: int | None) -> int:
+    from unrolled.viz.server import address, make_server
+
+    server = make_server(explorer, port=port)
+    print(f"unrolled viz: open {address(server)}  (Ctrl-C stops the server)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
