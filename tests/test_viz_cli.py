@@ -133,3 +133,32 @@ def test_viz_records_then_serves_the_page(run: Path, monkeypatch: pytest.MonkeyP
             server.shutdown()
         thread.join(timeout=30)
     assert codes == [0] and f"open http://127.0.0.1:{port}/" in capsys.readouterr().out
+
+
+def test_export_of_a_speech_run_carries_its_attention_over_time(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.test_speech_task import write_corpus
+    from unrolled.data.speech import read_manifest
+    from unrolled.tasks.speech import fit
+    from unrolled.training import TrainConfig
+
+    manifest = write_corpus(tmp_path, ["ab", "ba c"], copies=5, split=True)
+    train = TrainConfig(max_steps=2, eval_every=2, seed=0, progress=False)
+    options = {"hidden": 16, "decoder_hidden": 16, "spec_augment": None, "levels": 1}
+    fit(read_manifest(manifest), tmp_path / "las", model_options={**options, "decoder": "attention"}, train=train,
+        batch_size=4)
+    page = tmp_path / "speech.html"
+    assert main(["viz", "export", str(tmp_path / "las"), str(manifest), "--examples", "3", "-o", str(page)]) == 0
+    examples = embedded(page)["attention"]
+    assert [e["name"] for e in examples] == ["ab-0.wav", "ba_c-0.wav", "ab-1.wav"]
+    first = examples[1]
+    # 0.4 s of audio: 1 + 6400 / 160 = 41 frames, stride 2 -> 21, one pyramid level -> 11 steps of 40 ms
+    assert first["source"] == [f"{0.04 * k:.2f}s" for k in range(11)]
+    for example in examples:
+        assert len(example["weights"]) == len(example["target"]) and example["target"][-1] in ("</s>", *"abc\u2423")
+        assert all(sum(row) == pytest.approx(1, abs=1e-3) and len(row) == len(example["source"])
+                   for row in example["weights"])
+    fit(read_manifest(manifest), tmp_path / "ctc", model_options={**options, "decoder": "ctc"}, train=train,
+        batch_size=4)
+    one_error_line(capsys, main(["viz", "export", str(tmp_path / "ctc"), str(manifest), "-o", str(page)]),
+                   "trained with --decoder ctc: there is no attention to show")

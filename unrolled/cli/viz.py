@@ -21,8 +21,10 @@ hidden-state tracks over the text, select (brush a range: the cells on over it
 and off just before and after), matches of the selected cells elsewhere in the
 text, one cell's activation behind the text, and the run's learning curves.
 For a seq2seq run, DATA is a file with one source text per line; for a
-captioning run, an image file or a folder of images: the page shows the
-attention of the first --examples of them (over the image, for captions).
+captioning run, an image file or a folder of images; for a speech run
+(attention or joint decoder), an audio file, a folder of them or a JSON-lines
+manifest: the page shows the attention of the first --examples of them (over
+the image, for captions; over the encoder's time steps, for speech).
 
 `unrolled viz export RUN TEXT -o page.html` writes one self-contained page
 (at most 5000 characters of text) that opens without a server."""
@@ -33,8 +35,9 @@ def add_viz_commands(commands: Any) -> None:
                               usage=USAGE, description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     viz.add_argument("words", nargs="+", metavar="RUN TEXT_OR_DATA",
-                     help="the run folder and a text file (char LM), a file of source lines (seq2seq) or an "
-                          "image file or folder (captioner); `export RUN TEXT` for a page")
+                     help="the run folder and a text file (char LM), a file of source lines (seq2seq), an "
+                          "image file or folder (captioner) or an audio file, folder or manifest (speech); "
+                          "`export RUN TEXT` for a page")
     viz.add_argument("-o", "--output", metavar="PAGE", help="export: the HTML file to write")
     viz.add_argument("--port", type=positive_int, help="port on 127.0.0.1 (default: 8765, else a free one)")
     viz.add_argument("--part", choices=("validation", "test"),
@@ -46,7 +49,7 @@ def add_viz_commands(commands: Any) -> None:
                           "characters, at most 64; each but the first is warmed up on the 512 characters before "
                           "its segment)")
     viz.add_argument("--examples", type=positive_int, default=20,
-                     help="seq2seq, captioner: how many source lines or images to show (default: 20)")
+                     help="seq2seq, captioner, speech: how many source lines, images or clips to show (default: 20)")
     viz.add_argument("--no-progress", action="store_true", help="no progress bar while recording")
     viz.set_defaults(handler=viz_command)
 
@@ -77,9 +80,12 @@ def build_explorer(args: argparse.Namespace, run: Path, data: Path | None) -> An
     from unrolled.viz.attention import (
         CAPTION_KIND,
         SEQ2SEQ_KIND,
+        SPEECH_KIND,
+        audio_files,
         image_files,
         record_attention,
         record_caption_attention,
+        record_speech_attention,
     )
     from unrolled.viz.explorer import Explorer
     from unrolled.viz.record import LM_KIND, record_states, run_kind
@@ -94,9 +100,13 @@ def build_explorer(args: argparse.Namespace, run: Path, data: Path | None) -> An
         if data is None:
             raise ValueError("a captioning run needs an image file or a folder of images")
         return Explorer(run, attention=record_caption_attention(run, image_files(data, args.examples)))
+    if kind == SPEECH_KIND:
+        if data is None:
+            raise ValueError("a speech run needs an audio file, a folder of audio files or a JSON-lines manifest")
+        return Explorer(run, attention=record_speech_attention(run, audio_files(data, args.examples)))
     if kind != LM_KIND:
         raise ValueError(f"{run} holds a {kind!r} model: `unrolled viz` shows the recurrent states of char LM runs "
-                         f"and the attention of seq2seq and captioning runs")
+                         f"and the attention of seq2seq, captioning and speech runs")
     from unrolled.data import read_text
 
     text = run_text(run, args.part) if data is None else read_text([data])

@@ -1,4 +1,4 @@
-"""Record the attention of a seq2seq or captioning run over a few inputs, for the page's attention view.
+"""Record the attention of a seq2seq, captioning or speech run over a few inputs, for the page's attention view.
 
 Each source is translated (each image captioned) greedily with the weights of
 every output step kept (`Translator.translate` / `ImageCaptioner.caption` with
@@ -7,8 +7,10 @@ attention=True); an example is
 one row per target token over the source tokens. For a caption the "source" is
 the encoder's grid, cell by cell ("row,column"), and the example also carries
 ``"grid": [h', w']``, ``"image"``, the picture as a PNG data URL, for the
-overlay, and ``"name"``, the file's. The examples are kept as JSON in ``RUN/viz/attention-<12 hex of the
-inputs' sha256>.json``.
+overlay, and ``"name"``, the file's. For speech the "source" is the encoder's
+steps, each named by the time it starts ("1.28s"), the "target" the characters
+spelled (a space shown as "␣"), and ``"name"`` the audio file's. The examples
+are kept as JSON in ``RUN/viz/attention-<12 hex of the inputs' sha256>.json``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from unrolled.viz.record import VIZ_DIR, run_kind
 
 SEQ2SEQ_KIND = "seq2seq"
 CAPTION_KIND = "captioner"
+SPEECH_KIND = "speech"
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
 END_TOKEN = "</s>"
 WEIGHT_DIGITS = 4
@@ -100,5 +104,63 @@ def record_caption_attention(run: str | os.PathLike[str], paths: list[Path], *,
                          "weights": [[round(w, WEIGHT_DIGITS) for w in row] for row in weights],
                          "grid": [rows, cols],
                          "image": "data:image/png;base64," + base64.b64encode(png.getvalue()).decode("ascii")})
+    keep(run, "\n".join(str(p) for p in paths), examples)
+    return examples
+
+
+def audio_files(data: Path, limit: int) -> list[Path]:
+    """An audio file, the first `limit` audio files of a folder (by name), or of a JSON-lines manifest."""
+    if data.suffix.lower() in (".jsonl", ".json"):
+        from unrolled.data.speech import read_manifest
+
+        return [u.audio for u in read_manifest(data, check_silence=False)[:limit]]
+    if data.is_dir():
+        found = sorted(p for p in data.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)[:limit]
+        if not found:
+            raise ValueError(f"{data} holds no audio files ({', '.join(AUDIO_SUFFIXES)})")
+        return found
+    return [data]
+
+
+def record_speech_attention(run: str | os.PathLike[str], paths: list[Path], *,
+                            beam: int = 1) -> list[dict[str, Any]]:
+    """The attention of speech run `run` (attention or joint decoder) over each audio file, as examples."""
+    import torch
+
+    from unrolled import decoding
+    from unrolled.data.audio import AudioError, read_audio
+    from unrolled.features import SAMPLE_RATE
+    from unrolled.models.speech import BLANK
+    from unrolled.tasks.speech import CHARS_PER_SECOND, Transcriber
+
+    _, kind, _ = run_kind(run)
+    if kind != SPEECH_KIND:
+        raise ValueError(f"{run} holds a {kind!r} model, not a speech recogniser")
+    transcriber = Transcriber.load(run)
+    model = transcriber.model
+    if not model.config.uses_attention:
+        raise ValueError(f"{run} was trained with --decoder ctc: there is no attention to show (train with "
+                         "--decoder attention or joint)")
+    features = model.config.features
+    step_seconds = features.hop_ms / 1000 * features.stride * 2 ** model.config.levels
+    examples = []
+    for path in paths:
+        try:
+            wave = read_audio(path)
+        except AudioError as error:
+            raise ValueError(str(error)) from None
+        samples = torch.tensor([len(wave)])
+        with torch.inference_mode():
+            log_probs, state = model.prime(torch.from_numpy(wave)[None], samples)
+            steps = int(state.mask.sum())
+            limit = int(len(wave) / SAMPLE_RATE * CHARS_PER_SECOND) + 10
+            [[best]] = decoding.beam_search(model, log_probs, state, beam_size=beam, max_length=limit,
+                                            end_token=BLANK, weights=lambda s: s.weights)
+        assert best.weights is not None
+        rows = best.weights[:, :steps].tolist()
+        characters = [c if c != " " else "\u2423" for c in transcriber.alphabet.decode(best.tokens)]
+        examples.append({"name": path.name, "source": [f"{k * step_seconds:.2f}s" for k in range(steps)],
+                         "target": [*characters, END_TOKEN][: len(rows)],
+                         "weights": [[round(w, WEIGHT_DIGITS) for w in row] for row in rows]})
     keep(run, "\n".join(str(p) for p in paths), examples)
     return examples
