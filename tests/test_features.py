@@ -15,6 +15,7 @@ from unrolled.features import (
     normalise,
     spec_augment,
     stack_frames,
+    warp_bands,
 )
 
 librosa = pytest.importorskip("librosa")
@@ -162,3 +163,29 @@ def test_spec_augment_is_seeded_and_masks_something_on_average() -> None:
     assert torch.equal(first, again) and not torch.equal(first, other)
     share = float((first == 0).float().mean())
     assert 0.15 < share < 0.6  # two masks of up to 27 of 80 bands and two of up to 40 of 200 frames
+
+
+def test_band_warp_reads_each_band_at_alpha_m_interpolated() -> None:
+    ramp = torch.arange(8, dtype=torch.float64).expand(2, 3, 8).clone()  # Z[t, m] = m
+    warped = warp_bands(ramp, torch.tensor([1.0, 0.5], dtype=torch.float64))
+    assert torch.equal(warped[0], ramp[0])  # alpha 1: as it was
+    torch.testing.assert_close(warped[1, 0], torch.arange(8, dtype=torch.float64) * 0.5)  # halves interpolated
+    steep = warp_bands(ramp[:1], torch.tensor([1.5]))
+    torch.testing.assert_close(steep[0, 0], torch.tensor([0, 1.5, 3, 4.5, 6, 7, 7, 7], dtype=torch.float64))
+    spiky = torch.zeros(1, 1, 8, dtype=torch.float64)
+    spiky[0, 0, 4] = 1.0
+    moved = warp_bands(spiky, torch.tensor([0.8], dtype=torch.float64))  # band m reads 0.8 m: the peak moves up
+    torch.testing.assert_close(moved[0, 0], torch.tensor([0, 0, 0, 0, 0.2, 1.0, 0.2, 0], dtype=torch.float64))
+
+
+def test_spec_augment_warps_only_when_asked_and_within_the_range() -> None:
+    features = torch.randn(4, 30, 16)
+    lengths = torch.tensor([30, 30, 30, 30])
+    plain = SpecAugmentConfig(freq_masks=0, time_masks=0)
+    assert torch.equal(spec_augment(features, lengths, plain), features)
+    warped = spec_augment(features, lengths, SpecAugmentConfig(freq_masks=0, time_masks=0, band_warp=0.2),
+                          generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(warped, features)
+    factors = 1 + 0.2 * (2 * torch.rand(4, generator=torch.Generator().manual_seed(0)) - 1)
+    assert bool(((factors >= 0.8) & (factors <= 1.2)).all())
+    torch.testing.assert_close(warped, warp_bands(features, factors))

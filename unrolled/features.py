@@ -62,7 +62,17 @@ before stacking: :math:`m_F` frequency masks, each of a width
 :math:`m_T` time masks of a width :math:`\tau \sim U\{0 .. \min(T_w, \lfloor p T_b \rfloor)\}`
 at :math:`t_0 \sim U\{0 .. T_b - \tau\}`, set to 0 (the mean after
 normalisation). Time warping, which the paper found the least useful, is
-left out.
+left out. With ``band_warp`` w > 0 each utterance's bands are also warped
+along the mel axis, a stand-in for vocal tract length perturbation (Jaitly
+and Hinton 2013) applied to the mel bands instead of the linear spectrum:
+with :math:`\alpha_b \sim U[1 - w, 1 + w]`,
+
+.. math::
+    Z'_b[t, m] = (1 - \lambda) Z_b[t, \lfloor u \rfloor] + \lambda Z_b[t, \lfloor u \rfloor + 1],
+    \qquad u = \min(\alpha_b m,\ M - 1), \quad \lambda = u - \lfloor u \rfloor
+
+so a voice's formants move up or down by up to a fraction w of their band
+index, as a longer or shorter vocal tract would move them.
 
 Shapes: B batch, N samples, T frames, M mel bands.
 """
@@ -215,6 +225,7 @@ class SpecAugmentConfig:
     freq_masks  m_F, frequency masks per utterance; freq_width F, the widest (bands)
     time_masks  m_T, time masks per utterance; time_width T_w, the widest (frames)
     time_share  p, no time mask wider than this share of the utterance's frames
+    band_warp   w, the largest warp of the mel axis (0: none)
     """
 
     freq_masks: int = 2
@@ -222,13 +233,15 @@ class SpecAugmentConfig:
     time_masks: int = 2
     time_width: int = 40
     time_share: float = 0.2
+    band_warp: float = 0.0
 
 
 def spec_augment(features: Tensor, lengths: Tensor, config: SpecAugmentConfig, *,
                  generator: torch.Generator | None = None) -> Tensor:
-    """Z (B, T, M) with SpecAugment's masks set to 0 (a new tensor), as in the module docstring.
+    """Z (B, T, M) with SpecAugment's masks set to 0 (a new tensor), then its bands warped if ``band_warp`` > 0,
+    as in the module docstring.
 
-    Masks lie within each utterance's own T_b frames; ``generator`` seeds them.
+    Masks lie within each utterance's own T_b frames; ``generator`` seeds them and the warps.
     """
     batch, total, bands = features.shape
     keep = torch.ones(batch, total, bands, dtype=torch.bool)  # (B, T, M), on the CPU, where the generator is
@@ -241,7 +254,24 @@ def spec_augment(features: Tensor, lengths: Tensor, config: SpecAugmentConfig, *
             widest = min(config.time_width, math.floor(config.time_share * frames))
             start, width = _draw_mask(frames, widest, generator)
             keep[b, start : start + width, :] = False
-    return features * keep.to(features.device, features.dtype)
+    masked = features * keep.to(features.device, features.dtype)
+    if config.band_warp > 0:
+        factors = 1 + config.band_warp * (2 * torch.rand(batch, generator=generator) - 1)  # alpha_b (B,)
+        masked = warp_bands(masked, factors.to(features.device))
+    return masked
+
+
+def warp_bands(features: Tensor, factors: Tensor) -> Tensor:
+    """Z' (B, T, M): each utterance's bands read at alpha_b m (clamped to the top band), linearly interpolated."""
+    bands = features.shape[-1]
+    source = (torch.arange(bands, device=features.device, dtype=torch.float32) * factors[:, None].float()).clamp(
+        max=bands - 1)  # (B, M)
+    low = source.floor().long()
+    high = (low + 1).clamp(max=bands - 1)
+    weight = (source - low).to(features.dtype)[:, None, :]  # (B, 1, M)
+    index = low[:, None, :].expand(-1, features.shape[1], -1)
+    upper = high[:, None, :].expand(-1, features.shape[1], -1)
+    return (1 - weight) * features.gather(2, index) + weight * features.gather(2, upper)
 
 
 def _draw_mask(size: int, widest: int, generator: torch.Generator | None) -> tuple[int, int]:

@@ -79,6 +79,9 @@ def add_speech_commands(commands: Any) -> None:
     model.add_argument("--dropout", type=fraction, default=0.1, help="dropout between layers (default: 0.1)")
     model.add_argument("--no-spec-augment", action="store_true",
                        help="no SpecAugment masks (default: 2 frequency and 2 time masks per utterance)")
+    model.add_argument("--band-warp", type=fraction, default=0.0, metavar="W",
+                       help="warp each utterance's mel axis by a factor in [1 - W, 1 + W], a stand-in for vocal "
+                            "tract length perturbation (default: 0, none; with SpecAugment only)")
     add_train_options(train, **SPEECH_TRAIN_DEFAULTS)
     train.set_defaults(handler=speech_train)
 
@@ -130,7 +133,7 @@ def speech_train(args: argparse.Namespace) -> int:
                "layers": args.layers or layers, "levels": levels if args.levels is None else args.levels,
                "dropout": args.dropout, "decoder": args.decoder, "attention": args.attention,
                "decoder_hidden": args.decoder_hidden, "ctc_weight": args.ctc_weight,
-               "spec_augment": None if args.no_spec_augment else SpecAugmentConfig()}
+               "spec_augment": None if args.no_spec_augment else SpecAugmentConfig(band_warp=args.band_warp)}
     result = speech.fit(utterances, args.out, model_options=options, train=train_config(args),
                         validation=args.validation, test=args.test, split_seed=args.split_seed, batch_size=args.batch,
                         perturbation=None if args.no_perturb else PerturbConfig(), max_seconds=args.max_seconds,
