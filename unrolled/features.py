@@ -264,7 +264,8 @@ def spec_augment(features: Tensor, lengths: Tensor, config: SpecAugmentConfig, *
 def warp_bands(features: Tensor, factors: Tensor) -> Tensor:
     """Z' (B, T, M): each utterance's bands read at alpha_b m (clamped to the top band), linearly interpolated."""
     bands = features.shape[-1]
-    source = (torch.arange(bands, device=features.device, dtype=torch.float32) * factors[:, None].float()).clamp(
+    wide = torch.promote_types(features.dtype, torch.float32)
+    source = (torch.arange(bands, device=features.device, dtype=wide) * factors[:, None].to(wide)).clamp(
         max=bands - 1)  # (B, M)
     low = source.floor().long()
     high = (low + 1).clamp(max=bands - 1)
