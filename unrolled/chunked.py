@@ -1,0 +1,86 @@
+"""`unroll` compiled in chunks of steps: torch.compile's speed for cells without a fused kernel, at any length.
+
+Handing a whole model to `torch.compile` traces `unroll`'s Python loop step by
+step, so the graph and its compile time grow with T (6 to 134 s per shape on 2
+cores at T = 20 to 50). Compiling one step instead leaves a compiled call per
+step whose fixed cost (about 50 us here) outweighs the step's arithmetic at
+H = 64. In between, `unroll_in_chunks` runs `unroll` itself, compiled, over
+chunks of C = `CHUNK_STEPS` steps:
+
+    out_k, state = unroll(cell, x[kC : (k+1)C], state)      k = 0 .. T/C - 1   (compiled)
+    out = [out_0; out_1; ...]                                                   (T, B, H)
+
+Each chunk, its input projection included, is one graph forward and one
+backward. Every chunk has the same shapes, so a cell configuration compiles
+once for a given (B, C, I, H) whatever T is, and the compiled `unroll` is
+shared by every cell (dynamo guards on the cell's options, not on the object).
+Steps past the last whole chunk, calls without gradient (evaluation) and traces
+run in plain `unroll`, eagerly; masks (lengths) are split with the chunks.
+
+The function is `unroll`'s: the same outputs and gradients to float tolerance
+(the compiled kernels round differently). `Recurrent.unroller = unroll_in_chunks`
+selects it; `torch.compile` fails lazily, at the first call, so the caller keeps
+an eager fallback (`unrolled.tasks.variants` does).
+
+Dimensions: T time, B batch, I input features, H hidden units, C steps per chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from unrolled.cells import Cell, Gates, State
+from unrolled.recurrent import unroll
+
+CHUNK_STEPS = 10
+"""C, steps per compiled chunk. Measured at T = 20 (H = 64, B = 32, CIFG, training step beside the fused LSTM,
+one busy core): 5 steps 0.57x, 10 steps 0.63-0.75x, 20 steps 0.66-0.73x; compiling grows with C."""
+RECOMPILE_LIMIT = 64
+"""dynamo's graphs per compiled function (torch's default is 8): one per cell configuration and shape, and the
+variants suite alone has 8 configurations over 3 input sizes. Past the limit dynamo would run eagerly, silently."""
+
+
+@cache
+def compiled_unroll() -> Callable[..., Any]:
+    """`unroll` under torch.compile (static shapes), made once per process and shared by every cell."""
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+    return torch.compile(unroll, dynamic=False)
+
+
+def unroll_in_chunks(
+    cell: Cell, x: Tensor, state: State, *, mask: Tensor | None = None, trace: bool = False
+) -> tuple[Tensor, State, Gates | None]:
+    """`unroll(cell, x, state, mask=mask, trace=trace)`, computed by the compiled `unroll` chunk by chunk.
+
+    x (T, B, I), mask (T, B) or None; returns the outputs (T, B, H), the final state, and the trace (T, B, H)
+    per gate with trace=True (that case, and calls without gradient, run eagerly).
+    """
+    whole = x.shape[0] - x.shape[0] % CHUNK_STEPS
+    if trace or whole == 0 or not torch.is_grad_enabled():
+        return unroll(cell, x, state, mask=mask, trace=trace)
+    run = compiled_unroll()
+    state = needing_grad(state)
+    outputs = []
+    for start in range(0, x.shape[0], CHUNK_STEPS):
+        steps = slice(start, start + CHUNK_STEPS)
+        chunk_mask = None if mask is None else mask[steps]
+        step = run if start < whole else unroll  # the last, shorter chunk eagerly: no second compile
+        out, state, _ = step(cell, x[steps], state, mask=chunk_mask)
+        outputs.append(out)
+    return torch.cat(outputs), state, None
+
+
+def needing_grad(state: State) -> State:
+    """The initial state marked as needing a gradient, like every later chunk's, so that one graph serves both.
+
+    A part that already needs one is left as it is; the others are detached leaves (their gradient is dropped).
+    """
+    def mark(part: Tensor) -> Tensor:
+        return part if part.requires_grad else part.detach().requires_grad_()
+
+    return (mark(state[0]), mark(state[1])) if isinstance(state, tuple) else mark(state)
