@@ -40,7 +40,7 @@ from unrolled.recurrent import unroll
 CHUNK_STEPS = 10
 """C, steps per compiled chunk. Measured at T = 20 (H = 64, B = 32, CIFG, training step beside the fused LSTM,
 one busy core): 5 steps 0.57x, 10 steps 0.63-0.75x, 20 steps 0.66-0.73x; compiling grows with C."""
-INDUCTOR_OPTIONS: dict[str, str | int | bool] = {"cpp_wrapper": True}
+INDUCTOR_OPTIONS = {"cpp_wrapper": True}
 """The compiled graph calls its kernels from C++, not Python: per chunk of 10 steps, 0.62x the fused LSTM against
 0.57x without (T=50, CIFG and Cho's GRU, two runs each on one busy core); compiling takes a few seconds more."""
 RECOMPILE_LIMIT = 64
@@ -52,7 +52,7 @@ variants suite alone has 8 configurations over 3 input sizes. Past the limit dyn
 def compiled_unroll() -> Callable[..., Any]:
     """`unroll` under torch.compile (static shapes, `INDUCTOR_OPTIONS`), made once per process, shared by all cells."""
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-    return torch.compile(unroll, dynamic=False, options=INDUCTOR_OPTIONS)
+    return torch.compile(unroll, dynamic=False, options=dict(INDUCTOR_OPTIONS))
 
 
 def unroll_in_chunks(
