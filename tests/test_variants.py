@@ -143,6 +143,24 @@ def test_resume_skips_finished_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         run_suite(more, out, resume=True, report=lambda _: None)
 
 
+def test_the_budget_leaves_room_for_the_slowest_engines_evaluation(monkeypatch: pytest.MonkeyPatch) -> None:
+    costs = {"lstm": 0.01, "rnn": 0.005, "nig": 0.2, "peepholes": 0.3, "gru-cho": 0.25, "gru-cudnn": 0.02}
+    timed: list[tuple[str, str, int]] = []
+
+    def fake(task: Any, spec: RunSpec) -> float:
+        timed.append((spec.task, spec.variant, spec.length))
+        return costs[spec.variant] * (2 if spec.task == "copy" else 1)
+
+    monkeypatch.setattr(variants_suite, "evaluation_seconds", fake)
+    tasks = {name: make_task(name) for name in ("order", "copy")}
+    config = SuiteConfig(tasks=("order", "copy"), variants=tuple(costs), lengths=(10, 40), seeds=1, budget=60)
+    assert variants_suite.run_budget(config, 6, tasks) == pytest.approx(10 - 0.6)
+    per_task = ["lstm", "rnn", "peepholes", "gru-cudnn"]  # one per engine; peepholes: the most parameters
+    assert sorted(timed) == sorted((t, v, 40) for t in ("order", "copy") for v in per_task)
+    with pytest.raises(ValueError, match=r"less than one evaluation \(0.6s, peepholes\)"):
+        variants_suite.run_budget(config, 120, tasks)
+
+
 def test_findings_name_the_papers_and_ours(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def fake(task: Any, spec: RunSpec, *, budget: float, compile: str) -> RunResult:
         score = {"rnn": 0.25, "nfg": 0.3}.get(spec.variant, 1.0) - 0.01 * spec.seed

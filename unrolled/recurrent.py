@@ -24,7 +24,9 @@ Two paths compute the same function:
   LSTM, cuDNN-form GRU) and no trace is asked for, torch's fused kernel runs
   on the layer's own parameters (packed sequences for variable lengths);
 * transparent: otherwise, `unroll` steps through the cells in Python, and can
-  return every gate of every step.
+  return every gate of every step. `Recurrent.unroller` is the function that
+  runs it, `unroll` unless a caller sets another of the same signature
+  (`unrolled.chunked.unroll_in_chunks` compiles it in chunks of steps).
 
 Dimensions: T time, B batch, I input features, H hidden units, L layers,
 D directions (1 or 2).
@@ -60,6 +62,8 @@ DEFER_MIN_MACS = 5_000_000
 Measured on 2 cores (training step, one layer, T=64): deferring was 0.67-0.96x as
 fast below 2.1M, 0.92-1.04x at 3-4M, 1.13-1.22x from 6M, 1.56x at 67M (B=64, H=512 LSTM)."""
 TORCH_NAME = re.compile(r"(?P<param>\w+?)_l(?P<layer>\d+)(?P<reverse>_reverse)?$")
+Unroller = Callable[..., tuple[Tensor, State, Gates | None]]
+"""`unroll`'s signature: (cell, x, state, *, mask=None, trace=False) -> (out, state, trace or None)."""
 
 
 def unroll(
@@ -95,7 +99,10 @@ def defer_products(cell: Cell, x: Tensor) -> bool:
 
     It pays when each step's product is large (it replaces T thin products and
     T additions); for small ones the per-step bookkeeping costs more than it saves.
+    Never under torch.compile, which cannot trace the bookkeeping (`unrolled.chunked`).
     """
+    if torch.compiler.is_compiling():
+        return False
     step_macs = x.shape[1] * cell.hidden_size * cell.weight_hh.shape[0]  # B x H x G*H
     return step_macs >= DEFER_MIN_MACS
 
@@ -194,6 +201,7 @@ class Recurrent(nn.Module):
         self.num_directions = 2 if bidirectional else 1
         self.fused = fused
         self.cell_options = dict(cell_options)
+        self.unroller: Unroller = unroll
         self.cells = nn.ModuleList(
             make_cell(
                 mode,
@@ -280,7 +288,7 @@ class Recurrent(nn.Module):
     def run_transparent(
         self, x: Tensor, state: LayerState, lengths: Tensor | None, trace: bool
     ) -> tuple[Tensor, LayerState, Trace]:
-        """The Python loop over `unroll`, layer by layer, direction by direction."""
+        """The Python loop over `self.unroller` (`unroll`), layer by layer, direction by direction."""
         mask = None
         if lengths is not None:
             mask = torch.arange(x.shape[0], device=x.device).unsqueeze(1) < lengths.to(x.device)  # (T, B)
@@ -292,7 +300,7 @@ class Recurrent(nn.Module):
                 index = self.cell_index(layer, bool(reverse))
                 cell = self.cell(index)
                 seq = reverse_padded(x, lengths) if reverse else x
-                out, final, traced = unroll(cell, seq, cell_state(state, index), mask=mask, trace=trace)
+                out, final, traced = self.unroller(cell, seq, cell_state(state, index), mask=mask, trace=trace)
                 if reverse:
                     out = reverse_padded(out, lengths)
                     traced = traced and {n: reverse_padded(v, lengths) for n, v in traced.items()}

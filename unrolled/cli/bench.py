@@ -42,9 +42,10 @@ def add_bench_commands(commands: Any) -> None:
     variants.add_argument("--budget", metavar="DURATION", help=f"wall time of the whole suite, shared equally by "
                           f"the runs, e.g. 20m (default: {DEFAULT_BUDGET}; --quick: 210s)")
     variants.add_argument("--hidden", type=positive_int, default=64, help="units per cell (default: 64)")
-    variants.add_argument("--compile", choices=("off", "on"), default="off",
-                          help="torch.compile the variants without a fused kernel, eager if it fails (default: off: "
-                               "compiling costs 45-120 s per model here)")
+    variants.add_argument("--compile", choices=("off", "on", "chunks"), default="off",
+                          help="torch.compile the variants without a fused kernel, eager if it fails: 'chunks' "
+                               "compiles the loop in chunks of 10 steps (once per variant and input size), 'on' the "
+                               "whole model (45-120 s per model and length here) (default: off)")
     variants.add_argument("--text", default=DEFAULT_TEXT, help=f"the charlm task's text (default: {DEFAULT_TEXT})")
     variants.add_argument("--quick", action="store_true", help="a small suite that finishes within 5 minutes")
     variants.add_argument("--out", required=True, help="folder for results.csv, results.md and plots (must not exist)")

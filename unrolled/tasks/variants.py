@@ -12,11 +12,17 @@ trained by Adam with the gradient's norm clipped, on fresh batches from the
 task's generator, until the run's time budget is spent; then scored once on a
 held-out set drawn from another seed.
 
-Speed: variants without a fused kernel run through `unroll`'s Python loop.
-`compile="on"` hands those models to `torch.compile`; if compiling fails
-(or this torch cannot), the run goes on eagerly and says so in `RunResult.engine`.
-Off by default: on 2 CPU cores compiling the unrolled loop took 44 s at T=20 and
-121 s at T=60 (LSTM-CIFG, H=64), more than a run's share of the suite's budget.
+Speed: variants without a fused kernel run through `unroll`'s Python loop,
+0.23x to 0.55x of the fused LSTM's training steps/s (T = 20 to 100, H = 64).
+`compile="chunks"` runs that loop compiled in chunks of 10 steps
+(`unrolled.chunked`): 0.65x to 0.77x at T = 20, 0.46x to 0.57x at T = 100,
+after 5 to 25 s of compiling per variant and input size, whatever T.
+`compile="on"` hands the whole model to `torch.compile`, which traces every
+step, so compiling grows with T: 44 s at T=20 and 121 s at T=60 on 2 CPU
+cores (LSTM-CIFG, H=64); 0.84x at T = 20, 0.72x at T = 50. Either way, if
+compiling fails (or this torch cannot), the run goes on eagerly and says so in
+`RunResult.engine`. Off by default: compiling is paid within the run's budget
+(about 10 s a run in the full suite, 2.9 s under --quick).
 """
 
 from __future__ import annotations
@@ -30,8 +36,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from unrolled.chunked import unroll_in_chunks
 from unrolled.data.longrange import CharLM, Task
-from unrolled.recurrent import Recurrent
+from unrolled.recurrent import Recurrent, unroll
 
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "rnn": ("rnn", {}),
@@ -54,7 +61,8 @@ DESCRIPTIONS = {
     "noaf": "no output activation", "peepholes": "LSTM with peepholes", "cifg": "coupled input-forget gate",
     "gru-cho": "GRU, Cho et al. form", "gru-cudnn": "GRU, cuDNN form",
 }
-COMPILE_CHOICES = ("off", "on")
+COMPILE_CHOICES = ("off", "on", "chunks")
+"""Eager; the whole model under torch.compile; `unroll` compiled in chunks of steps (`unrolled.chunked`)."""
 EVAL_EXAMPLES = 512
 EVAL_BATCH = 256
 EMBEDDING = 16
@@ -138,15 +146,28 @@ def evaluate(model: nn.Module, task: Task, data: tuple[Tensor, Tensor]) -> tuple
 
 
 def compiled(model: VariantNet, mode: str) -> tuple[Any, str]:
-    """The callable to train with and its engine's name: torch.compile for the transparent path under "on"."""
+    """The callable to train with and its engine's name, by `COMPILE_CHOICES` for the transparent path.
+
+    "fused" when torch's kernel serves the variant, "eager", "compiled" (the whole model), "compiled chunks";
+    a compiler that fails at once gives "eager (ErrorName)".
+    """
     if model.fused:
         return model, "fused"
+    if mode == "chunks":
+        model.rnn.unroller = unroll_in_chunks
+        return model, "compiled chunks"
     if mode == "off":
         return model, "eager"
     try:
         return torch.compile(model, dynamic=False), "compiled"
     except Exception as error:
         return model, f"eager ({type(error).__name__})"
+
+
+def eager(model: VariantNet, error: Exception) -> tuple[Any, str]:
+    """Back to the eager transparent path after a compiler failed at its first call: (model, "eager (ErrorName)")."""
+    model.rnn.unroller = unroll
+    return model, f"eager ({type(error).__name__})"
 
 
 def train_step(forward: Any, model: nn.Module, task: Task, optimizer: torch.optim.Optimizer,
@@ -174,9 +195,9 @@ def run(task: Task, spec: RunSpec, *, budget: float, compile: str = "off") -> Ru
         try:
             train_step(forward, model, task, optimizer, batch, spec.clip)
         except Exception as error:
-            if engine != "compiled" or steps:
+            if not engine.startswith("compiled") or steps:
                 raise
-            forward, engine = model, f"eager ({type(error).__name__})"
+            forward, engine = eager(model, error)
             train_step(forward, model, task, optimizer, batch, spec.clip)
         steps += 1
     seconds = time.perf_counter() - start

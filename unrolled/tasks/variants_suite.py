@@ -5,7 +5,8 @@ the suite's budget is shared equally, each run getting
 
 .. math::  b = \frac{\text{budget}}{N_\text{runs}} - t_\text{eval}
 
-seconds of training (t_eval: one measured evaluation). A finished run is one
+seconds of training (t_eval: one measured evaluation, the slowest among the
+variants' engines at the longest length: `run_budget`). A finished run is one
 row of ``results.csv``, written as soon as it ends, so ``--resume`` skips it.
 ``results.md`` gives, per task and length, mean +- standard deviation over
 seeds; ``<task>.png`` plots the score against the dependency length, one line
@@ -26,7 +27,15 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from unrolled.data.longrange import TASKS, Task, make_task
-from unrolled.tasks.variants import VARIANTS, RunResult, RunSpec, check_variants, evaluation_seconds, run
+from unrolled.tasks.variants import (
+    VARIANTS,
+    RunResult,
+    RunSpec,
+    VariantNet,
+    check_variants,
+    evaluation_seconds,
+    run,
+)
 
 COLUMNS = ("task", "variant", "length", "seed", "metric", "score", "loss", "steps", "seconds", "engine")
 Key = tuple[str, str, int, int]
@@ -103,14 +112,35 @@ def append_row(out: Path, row: dict[str, object]) -> None:
 
 
 def run_budget(config: SuiteConfig, runs: int, tasks: dict[str, Task]) -> float:
-    """Training seconds per run; a one-line error if the budget cannot pay for one evaluation each."""
+    """Training seconds per run; a one-line error if the budget cannot pay for one evaluation each.
+
+    The evaluation's cost is the slowest of `costliest_per_engine`'s variants on each task at the longest length.
+    """
     longest = max(config.lengths)
-    worst = max(evaluation_seconds(tasks[t], RunSpec(t, "lstm", longest, 0, config.hidden)) for t in config.tasks)
+    worst, slowest = max((evaluation_seconds(tasks[t], RunSpec(t, v, longest, 0, config.hidden)), v)
+                         for t in config.tasks for v in costliest_per_engine(config.variants, tasks[t], config.hidden))
     share = config.budget / max(runs, 1)
     if share <= worst:
         raise ValueError(f"budget {config.budget:g}s is too small: {runs} runs get {share:.3g}s each, "
-                         f"less than one evaluation ({worst:.3g}s)")
+                         f"less than one evaluation ({worst:.3g}s, {slowest})")
     return share - worst
+
+
+def costliest_per_engine(variants: Iterable[str], task: Task, hidden: int) -> list[str]:
+    """One variant per engine among `variants`: per fused kernel (LSTM, GRU, RNN) and for the transparent path,
+    the one whose layer has the most parameters (the most work per step), the first on a tie.
+
+    Evaluations differ by engine far more than within one (T=100, 512 examples, one core: fused LSTM 0.03-0.05 s,
+    transparent variants 0.06-0.11 s), so timing these few bounds them all.
+    """
+    costliest: dict[str | None, tuple[int, str]] = {}
+    for variant in variants:
+        layer = VariantNet(task, variant, hidden).rnn
+        size = sum(p.numel() for p in layer.parameters())
+        engine = layer.fused_mode
+        if engine not in costliest or size > costliest[engine][0]:
+            costliest[engine] = (size, variant)
+    return [variant for _, variant in costliest.values()]
 
 
 def run_suite(config: SuiteConfig, out: Path, *, resume: bool = False,
