@@ -19,6 +19,7 @@ within 30 minutes, for CTC and attention side by side. There is no published
 figure for these synthesised sets; the target is printed beside ours.
 
     .venv/bin/python bench/speech.py --model ctc --minutes 30        # then --model attention
+    .venv/bin/python bench/speech.py --model ctc --tag warp --band-warp 0.15   # a variant: digits-ctc-warp
     .venv/bin/python bench/speech.py --evaluate                      # test CER/WER and speed of the runs
     .venv/bin/python bench/speech.py --report                        # table and learning curves
 """
@@ -48,13 +49,22 @@ TARGET_CER = 0.02  # spoken-digits, held-out voices
 TARGET_SPEED = 50.0  # seconds of audio per second of compute, batch 1
 
 
-def run_folder(dataset: str, model: str) -> Path:
-    return RESULTS / f"{SHORT[dataset]}-{model}"
+def run_folder(dataset: str, name: str) -> Path:
+    """RESULTS/<digits|sentences>-<model>[-<tag>]."""
+    return RESULTS / f"{SHORT[dataset]}-{name}"
 
 
-def train(dataset: str, model: str, minutes: float, extra: list[str]) -> dict[str, Any]:
-    """Train in a child process on one thread; the run's wall time and the child's peak RSS (kernel's count)."""
-    out = run_folder(dataset, model)
+def run_names(dataset: str) -> list[str]:
+    """The names of the trained runs of `dataset` (model, then tag), the plain models first."""
+    found = [p.name.split("-", 1)[1] for p in RESULTS.glob(f"{SHORT[dataset]}-*") if (p / "best").is_dir()]
+    return sorted(found, key=lambda name: (name not in MODELS, name))
+
+
+def train(dataset: str, model: str, minutes: float, extra: list[str], tag: str | None = None) -> dict[str, Any]:
+    """Train in a child process on one thread; the run's wall time and the child's peak RSS (kernel's count).
+
+    `extra` options go to ``unrolled speech train`` after the common ones; `tag` names such a variant's folder."""
+    out = run_folder(dataset, f"{model}-{tag}" if tag else model)
     shutil.rmtree(out, ignore_errors=True)
     arguments = [str(ROOT / ".venv" / "bin" / "unrolled"), "speech", "train", "--dataset", dataset, "--out", str(out),
                  *COMMON, "--max-time", f"{minutes}m", "--max-epochs", "1000", "--eval-every", "200",
@@ -110,10 +120,8 @@ def evaluate(dataset: str, speed_clips: int) -> None:
     torch.set_num_threads(1)
     test = read_manifest(obtain(dataset), split="test")
     waves = [read_audio(u.audio) for u in test]
-    for model in MODELS:
+    for model in run_names(dataset):
         out = run_folder(dataset, model)
-        if not (out / "best").exists():
-            continue
         transcriber = Transcriber.load(out)
         report = transcriber.evaluate(test, beams=(1, 8), waves=waves)
         clips = waves[:speed_clips]
@@ -121,7 +129,7 @@ def evaluate(dataset: str, speed_clips: int) -> None:
         transcriber.transcribe(clips, beam=1, batch_size=1)
         ours = sum(len(w) for w in clips) / 16_000 / (time.perf_counter() - started)
         report["speed_batch1"] = ours
-        if transcriber.model.config.uses_ctc and model == "ctc":
+        if transcriber.model.config.decoder == "ctc":
             report["speed_batch1_plain_torch"] = plain_torch_speed(transcriber, clips)
         report["parameters"] = sum(p.numel() for p in transcriber.model.parameters())
         (out / "bench-eval.json").write_text(json.dumps(report, indent=1))
@@ -137,7 +145,7 @@ def learning_curves(dataset: str) -> Path:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for model in MODELS:
+    for model in run_names(dataset):
         path = run_folder(dataset, model) / "metrics.jsonl"
         if not path.exists():
             continue
@@ -167,7 +175,7 @@ def report(dataset: str) -> None:
     lines = [f"### {dataset}, test split (held-out voices)", "",
              "| model | CER greedy | CER beam 8 | WER greedy | WER beam 8 | exact beam 8 | steps | train min | "
              "peak RSS MB | params | x real time (batch 1) |", "| --- |" + " --- |" * 10]
-    for model in MODELS:
+    for model in run_names(dataset):
         out = run_folder(dataset, model)
         if not (out / "bench-eval.json").exists():
             continue
@@ -199,6 +207,8 @@ def main() -> None:
     parser.add_argument("--dataset", choices=tuple(SHORT), default="spoken-digits")
     parser.add_argument("--model", choices=tuple(MODELS), help="train this model for --minutes")
     parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--tag", help="name a variant's run folder <model>-<tag> (options after the known ones go "
+                                      "to unrolled speech train, e.g. --band-warp 0.15)")
     parser.add_argument("--evaluate", action="store_true", help="score every trained run on the test split")
     parser.add_argument("--speed-clips", type=int, default=100, help="test clips timed at batch 1 (default: 100)")
     parser.add_argument("--report", action="store_true", help="print and write the table and the curves")
@@ -207,7 +217,7 @@ def main() -> None:
     if not (args.model or args.evaluate or args.report):
         parser.error("give --model, --evaluate or --report")
     if args.model:
-        print(json.dumps(train(args.dataset, args.model, args.minutes, extra)), flush=True)
+        print(json.dumps(train(args.dataset, args.model, args.minutes, extra, args.tag)), flush=True)
     if args.evaluate:
         evaluate(args.dataset, args.speed_clips)
     if args.report:
