@@ -118,6 +118,9 @@ def add_decoding_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decoder", choices=("ctc", "attention"),
                         help="which head decodes a joint run (default: attention; other runs have one head)")
     parser.add_argument("--batch-size", type=positive_int, default=16, help="clips decoded at once (default: 16)")
+    parser.add_argument("--length-penalty", type=float, default=1.0, metavar="ALPHA",
+                        help="GNMT length penalty of the attention beam; 0 ranks by total log-probability, which "
+                             "favours transcripts cut short (default: 1)")
 
 
 def speech_train(args: argparse.Namespace) -> int:
@@ -158,7 +161,7 @@ def speech_transcribe(args: argparse.Namespace) -> int:
             raise ValueError(f"{name} is silent (no sample above -60 dB of full scale): nothing to transcribe")
         waves.append(wave)
     outputs = transcriber.transcribe(waves, beam=args.beam, decoder=args.decoder, batch_size=args.batch_size,
-                                     chunk_seconds=args.chunk)
+                                     chunk_seconds=args.chunk, length_penalty=args.length_penalty)
     for name, output in zip(args.audio, outputs, strict=True):
         if args.json:
             print(json.dumps({"audio": name, "text": output.text, "score": output.score, "decoder": output.decoder},
@@ -185,7 +188,8 @@ def speech_eval(args: argparse.Namespace) -> int:
             raise ValueError(f"the run's {args.split} part is empty")
     utterances = utterances[: args.limit] if args.limit else utterances
     beams = (1,) if args.beam == 1 else (1, args.beam)
-    report = transcriber.evaluate(utterances, beams=beams, decoder=args.decoder, batch_size=args.batch_size)
+    report = transcriber.evaluate(utterances, beams=beams, decoder=args.decoder, batch_size=args.batch_size,
+                                  length_penalty=args.length_penalty)
     if args.json:
         print(json.dumps(report))
         return 0

