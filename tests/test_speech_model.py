@@ -308,3 +308,19 @@ def test_encoder_steps_counts_what_the_encoder_returns() -> None:
         SpeechConfig(vocabulary=5, decoder="rnnt")
     with pytest.raises(ValueError, match=r"width odd"):
         SpeechConfig(vocabulary=5, width=4)
+
+
+def test_the_spellers_one_step_kernel_is_its_lstm_cell() -> None:
+    torch.manual_seed(3)
+    model = attention_recogniser("attention", Alphabet.build(["abc"]))
+    lstm = model.decoder.cell(0)
+    assert lstm.fused_mode == "LSTM"
+    x = torch.randn(5, lstm.input_size, dtype=torch.float64)
+    state = (torch.randn(5, lstm.hidden_size, dtype=torch.float64), torch.randn(5, lstm.hidden_size,
+                                                                               dtype=torch.float64))
+    lstm.double()
+    ours, (h, c) = lstm(x, state)
+    theirs = torch.lstm_cell(x, state, lstm.weight_ih, lstm.weight_hh, lstm.bias_ih, lstm.bias_hh)
+    torch.testing.assert_close(theirs[0], h, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(theirs[1], c, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ours, h)
