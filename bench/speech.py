@@ -108,8 +108,9 @@ def plain_torch_speed(transcriber: Any, waves: list[Any]) -> float:
     return sum(len(w) for w in waves) / 16_000 / spent
 
 
-def evaluate(dataset: str, speed_clips: int) -> None:
-    """Test-split error rates (greedy, beam 8) and batch-1 speed of every trained run of `dataset`."""
+def evaluate(dataset: str, speed_clips: int, *, speed_only: bool = False) -> None:
+    """Test-split error rates (greedy, beam 8) and batch-1 speed of every trained run of `dataset`; with
+    `speed_only`, the speed alone (the error rates already in bench-eval.json stay)."""
     import torch
 
     from unrolled.data import obtain
@@ -119,12 +120,16 @@ def evaluate(dataset: str, speed_clips: int) -> None:
 
     torch.set_num_threads(1)
     test = read_manifest(obtain(dataset), split="test")
-    waves = [read_audio(u.audio) for u in test]
+    waves = [read_audio(u.audio) for u in (test[:speed_clips] if speed_only else test)]
     for model in run_names(dataset):
         out = run_folder(dataset, model)
         transcriber = Transcriber.load(out)
-        report = transcriber.evaluate(test, beams=(1, 8), waves=waves)
+        if speed_only:
+            report = json.loads((out / "bench-eval.json").read_text())
+        else:
+            report = transcriber.evaluate(test, beams=(1, 8), waves=waves)
         clips = waves[:speed_clips]
+        transcriber.transcribe(clips[:3], beam=1, batch_size=1)  # warm-up
         started = time.perf_counter()
         transcriber.transcribe(clips, beam=1, batch_size=1)
         ours = sum(len(w) for w in clips) / 16_000 / (time.perf_counter() - started)
@@ -211,6 +216,7 @@ def main() -> None:
                                       "to unrolled speech train, e.g. --band-warp 0.15)")
     parser.add_argument("--evaluate", action="store_true", help="score every trained run on the test split")
     parser.add_argument("--speed-clips", type=int, default=100, help="test clips timed at batch 1 (default: 100)")
+    parser.add_argument("--speed-only", action="store_true", help="with --evaluate: time the runs again, no scoring")
     parser.add_argument("--report", action="store_true", help="print and write the table and the curves")
     args, extra = parser.parse_known_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -219,7 +225,7 @@ def main() -> None:
     if args.model:
         print(json.dumps(train(args.dataset, args.model, args.minutes, extra, args.tag)), flush=True)
     if args.evaluate:
-        evaluate(args.dataset, args.speed_clips)
+        evaluate(args.dataset, args.speed_clips, speed_only=args.speed_only)
     if args.report:
         report(args.dataset)
     sys.exit(0)
