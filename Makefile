@@ -79,11 +79,15 @@ bench-caption: $(STAMP)
 bench-video: $(STAMP)
 	$(BIN)/python bench/video_moving_digits.py --minutes 5
 
-# About 75 minutes: speech on spoken-digits, CTC and attention 30 min each side by side (one thread each), then the
-# test split (greedy and beam 8), batch-1 speed beside plain torch.nn.LSTM, and the table with learning curves.
+# About 2 hours: speech on spoken-digits, CTC and attention 30 min each side by side (one thread each), CTC with
+# the band warp beside spoken-sentences CTC, then the test splits (greedy and beam 8), batch-1 speed beside plain
+# torch.nn.LSTM, and the tables with learning curves.
 bench-speech: $(STAMP)
 	$(BIN)/python bench/speech.py --model ctc --minutes 30 & $(BIN)/python bench/speech.py --model attention --minutes 30; wait
+	$(BIN)/python bench/speech.py --model ctc --tag warp --minutes 30 --band-warp 0.15 & \
+	$(BIN)/python bench/speech.py --dataset spoken-sentences --model ctc --minutes 30; wait
 	$(BIN)/python bench/speech.py --evaluate --report
+	$(BIN)/python bench/speech.py --dataset spoken-sentences --evaluate --report
 
 # About 4 minutes: the viz page on 1,000,000 characters with a 2 x 512 LSTM (recording, first paint, match query).
 bench-viz: $(STAMP)

@@ -79,9 +79,9 @@ def add_speech_commands(commands: Any) -> None:
     model.add_argument("--dropout", type=fraction, default=0.1, help="dropout between layers (default: 0.1)")
     model.add_argument("--no-spec-augment", action="store_true",
                        help="no SpecAugment masks (default: 2 frequency and 2 time masks per utterance)")
-    model.add_argument("--band-warp", type=fraction, default=0.0, metavar="W",
+    model.add_argument("--band-warp", type=fraction, default=0.15, metavar="W",
                        help="warp each utterance's mel axis by a factor in [1 - W, 1 + W], a stand-in for vocal "
-                            "tract length perturbation (default: 0, none; with SpecAugment only)")
+                            "tract length perturbation; 0 for none (default: 0.15; with SpecAugment only)")
     add_train_options(train, **SPEECH_TRAIN_DEFAULTS)
     train.set_defaults(handler=speech_train)
 

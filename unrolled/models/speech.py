@@ -144,7 +144,7 @@ class SpeechConfig:
     layers           stacked BiLSTM layers at level 0 (full frame rate)
     levels           P, the levels above, each halving the time resolution
     dropout          between levels and layers, and before the output layers
-    spec_augment     SpecAugment's masks while training, None for none
+    spec_augment     SpecAugment's masks (and the band warp, 0.15 by default) while training, None for none
     decoder          "ctc", "attention" or "joint" (both heads, trained together)
     attention        "content" (additive) or "location" (location-aware, Chorowski et al. 2015)
     decoder_hidden   D, the attention decoder's LSTM units; embedding E, its character embedding size
@@ -159,7 +159,7 @@ class SpeechConfig:
     layers: int = 1
     levels: int = 2
     dropout: float = 0.1
-    spec_augment: SpecAugmentConfig | None = field(default_factory=SpecAugmentConfig)
+    spec_augment: SpecAugmentConfig | None = field(default_factory=lambda: SpecAugmentConfig(band_warp=0.15))
     decoder: str = "ctc"
     attention: str = "location"
     decoder_hidden: int = 256
