@@ -89,9 +89,9 @@ bench-speech: $(STAMP)
 	$(BIN)/python bench/speech.py --evaluate --report
 	$(BIN)/python bench/speech.py --dataset spoken-sentences --evaluate --report
 
-# About 4 minutes: the viz page on 1,000,000 characters with a 2 x 512 LSTM (recording, first paint, match query).
+# About 3 minutes (both cores): the viz page on 1,000,000 characters with a 2 x 512 LSTM (recording, first paint, match query).
 bench-viz: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python bench/viz_speed.py
+	$(BIN)/python bench/viz_speed.py
 
 # About 60 minutes: every cell variant on adding, copy and temporal order at T = 10, 50, 100, 3 seeds (issue 9).
 VARIANTS_OUT ?= bench/results/variants/run-full

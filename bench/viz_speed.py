@@ -18,7 +18,7 @@ words drawn from a fixed list. Three figures, printed beside the issue's targets
    the select request, the match request over the whole text, and drawing). Median of
    --repeats brushes. The server-side numpy `match_ranges` alone is timed as well.
 
-Run: OMP_NUM_THREADS=1 .venv/bin/python bench/viz_speed.py [--chars N] [--quantities h,c]
+Run: .venv/bin/python bench/viz_speed.py [--chars N] [--quantities h,c]   (OMP_NUM_THREADS=1 for one thread)
 """
 
 from __future__ import annotations
