@@ -139,12 +139,14 @@ def test_export_of_a_speech_run_carries_its_attention_over_time(tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     from tests.test_speech_task import write_corpus
     from unrolled.data.speech import read_manifest
+    from unrolled.features import FeatureConfig
     from unrolled.tasks.speech import fit
     from unrolled.training import TrainConfig
 
     manifest = write_corpus(tmp_path, ["ab", "ba c"], copies=5, split=True)
     train = TrainConfig(max_steps=2, eval_every=2, seed=0, progress=False)
-    options = {"hidden": 16, "decoder_hidden": 16, "spec_augment": None, "levels": 1}
+    options = {"hidden": 16, "decoder_hidden": 16, "spec_augment": None, "levels": 1,
+               "features": FeatureConfig(stack=3, stride=2)}
     fit(read_manifest(manifest), tmp_path / "las", model_options={**options, "decoder": "attention"}, train=train,
         batch_size=4)
     page = tmp_path / "speech.html"

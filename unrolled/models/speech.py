@@ -142,7 +142,8 @@ class SpeechConfig:
     features         the front end's settings (`FeatureConfig`)
     hidden           H, units per direction of every encoder level
     layers           stacked BiLSTM layers at level 0 (full frame rate)
-    levels           P, the levels above, each halving the time resolution
+    levels           P, the levels above, each halving the time resolution (the defaults suit CTC: 33 steps a
+                     second; LAS reads fewer, e.g. layers 1 and levels 2)
     dropout          between levels and layers, and before the output layers
     spec_augment     SpecAugment's masks (and the band warp, 0.15 by default) while training, None for none
     decoder          "ctc", "attention" or "joint" (both heads, trained together)
@@ -154,10 +155,10 @@ class SpeechConfig:
     """
 
     vocabulary: int
-    features: FeatureConfig = field(default_factory=lambda: FeatureConfig(stack=3, stride=2))
-    hidden: int = 256
-    layers: int = 1
-    levels: int = 2
+    features: FeatureConfig = field(default_factory=lambda: FeatureConfig(stack=3, stride=3))
+    hidden: int = 192
+    layers: int = 2
+    levels: int = 0
     dropout: float = 0.1
     spec_augment: SpecAugmentConfig | None = field(default_factory=lambda: SpecAugmentConfig(band_warp=0.15))
     decoder: str = "ctc"
