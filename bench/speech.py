@@ -91,7 +91,7 @@ def plain_torch_speed(transcriber: Any, waves: list[Any]) -> float:
     for level in model.encoder.levels:
         lstm = torch.nn.LSTM(level.input_size, level.hidden_size, level.num_layers, batch_first=True,
                              bidirectional=True)
-        lstm.load_state_dict({k: v for k, v in level.state_dict().items()})
+        lstm.load_state_dict(level.state_dict())
         layers.append(lstm.eval())
     from unrolled.models.speech import pair_steps
 

@@ -148,6 +148,8 @@ def speech_train(args: argparse.Namespace) -> int:
 
 def speech_transcribe(args: argparse.Namespace) -> int:
     from unrolled.data.audio import AudioError, is_silent, read_audio
+    from unrolled.data.speech import MIN_SECONDS
+    from unrolled.features import SAMPLE_RATE
     from unrolled.tasks.speech import Transcriber
 
     transcriber = Transcriber.load(args.run)
@@ -157,8 +159,9 @@ def speech_transcribe(args: argparse.Namespace) -> int:
             wave = read_audio(Path(name))
         except AudioError as error:
             raise ValueError(str(error)) from None
-        if len(wave) < 1600:
-            raise ValueError(f"{name} lasts {len(wave) / 16000:.3f} s, shorter than the 0.1 s a word needs")
+        if len(wave) < MIN_SECONDS * SAMPLE_RATE:
+            raise ValueError(f"{name} lasts {len(wave) / SAMPLE_RATE:.3f} s, shorter than the {MIN_SECONDS:g} s a "
+                             "word needs")
         if is_silent(wave):
             raise ValueError(f"{name} is silent (no sample above -60 dB of full scale): nothing to transcribe")
         waves.append(wave)

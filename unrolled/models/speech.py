@@ -363,11 +363,10 @@ class Recogniser(nn.Module):
         lstm = self.decoder.cell(0)  # a plain LSTM: torch's one-step kernel computes its function (tested), faster
         s, c = torch.lstm_cell(at_least_float32(x), state.rnn, lstm.weight_ih, lstm.weight_hh, lstm.bias_ih,
                                lstm.bias_hh)  # (N, D)
-        cell = (s, c)
         context, weights = self.attention(s, state.memory, state.keys, state.mask, state.weights)  # (N, 2H), (N, S)
         o = torch.tanh(self.combine(torch.cat([s, context.to(s.dtype)], dim=-1)))  # (N, D)
         logits = self.generator(self.drop(o))  # (N, V)
-        rnn = (at_least_float32(cell[0]), at_least_float32(cell[1]))
+        rnn = (at_least_float32(s), at_least_float32(c))
         return logits, SpeechState(rnn, at_least_float32(context), weights, state.memory, state.keys, state.mask)
 
     def teacher_forced(self, h: Tensor, steps: Tensor, targets: Tensor, target_lengths: Tensor) -> Tensor:

@@ -116,7 +116,6 @@ class SpeechData(LabelledData):
         super().__init__([range(len(w)) for w in waves], list(range(len(waves))), batch_size=batch_size, seed=seed,
                          bucket=bucket)  # a range per wave: its length is what the buckets sort by
         self.waves, self.targets, self.perturbation = waves, targets, perturbation
-        self.epoch = 0
 
     def batches(self, epoch: int, start: int) -> Any:
         for rows in self.batch_rows(epoch, start):
@@ -132,6 +131,11 @@ class SpeechData(LabelledData):
                           perturbation=self.perturbation, bucket=self.bucket)
         part.rows = rows
         return part
+
+
+def character_limit(samples: int) -> int:
+    """The most characters (and the end) the attention decoder writes for a clip of `samples` samples."""
+    return math.ceil(samples / SAMPLE_RATE * CHARS_PER_SECOND) + 10
 
 
 def cut_points(wave: NDArray[np.floating], chunk_seconds: float, rate: int = SAMPLE_RATE) -> list[int]:
@@ -207,15 +211,14 @@ class Transcriber:
             raise ValueError(f"the beam and the batch size must be at least 1, got {beam} and {batch_size}")
         head = self.check_decoder(decoder)
         pieces: list[NDArray[np.float32]] = []
-        owner: list[int] = []
+        owned: list[list[int]] = []  # the pieces of each waveform, in order
         for n, wave in enumerate(waves):
             wave = np.asarray(wave, dtype=np.float32)
             if len(wave) == 0:
                 raise ValueError(f"waveform {n} holds no samples")
             bounds = [0, *cut_points(wave, chunk_seconds), len(wave)]
-            for start, end in itertools.pairwise(bounds):
-                pieces.append(wave[start:end])
-                owner.append(n)
+            owned.append(list(range(len(pieces), len(pieces) + len(bounds) - 1)))
+            pieces.extend(wave[start:end] for start, end in itertools.pairwise(bounds))
         order = sorted(range(len(pieces)), key=lambda i: len(pieces[i]))  # similar lengths batch together
         found: list[tuple[str, float | None]] = [("", None)] * len(pieces)
         for start in range(0, len(order), batch_size):
@@ -224,8 +227,8 @@ class Transcriber:
             for i, result in zip(rows, self._decode(batch, head, beam, length_penalty), strict=True):
                 found[i] = result
         results: list[Transcript] = []
-        for n in range(len(waves)):
-            parts = [found[i] for i in range(len(pieces)) if owner[i] == n]
+        for mine in owned:
+            parts = [found[i] for i in mine]
             text = " ".join(t for t, _ in parts if t)
             scores = [s for _, s in parts]
             total = None if any(s is None for s in scores) else float(sum(s for s in scores if s is not None))
@@ -243,7 +246,7 @@ class Transcriber:
                 return [(self.alphabet.decode(ids), None) for ids in greedy_decode(log_probs, steps)]
             return [(self.alphabet.decode(best[0][0]), best[0][1]) for best in (
                 prefix_beam_search(log_probs[b, : int(steps[b])], beam) for b in range(len(steps)))]
-        limit = math.ceil(float(samples.max()) / SAMPLE_RATE * CHARS_PER_SECOND) + 10
+        limit = character_limit(int(samples.max()))
         log_probs, state = model.prime(waves, samples)
         if beam == 1:
             tokens = decoding.greedy(model, log_probs, state, length=limit, end_token=BLANK).tolist()
@@ -336,9 +339,8 @@ def fit(utterances: list[Utterance], out: str | os.PathLike[str], *, model_optio
     if unknown:
         warnings.warn(f"validation or test transcripts hold characters no training transcript has "
                       f"({', '.join(map(repr, unknown))}); they can never be transcribed", stacklevel=2)
-    all_waves = waves if waves is not None else None
     train_rows = [index[utterance_key(u)] for u in parts["train"]]
-    train_waves = ([all_waves[n] for n in train_rows] if all_waves is not None else read_waves(parts["train"]))
+    train_waves = [waves[n] for n in train_rows] if waves is not None else read_waves(parts["train"])
     fastest = max((*perturbation.speeds, 1.0)) if perturbation is not None else 1.0
     kept, targets = encode_utterances(parts["train"], alphabet, config, fastest=fastest)
     if len(kept) < len(parts["train"]):
@@ -354,7 +356,7 @@ def fit(utterances: list[Utterance], out: str | os.PathLike[str], *, model_optio
     if eval_every is None:
         train_config = dataclasses.replace(train_config, eval_every=len(batches))
     valid = parts["validation"]
-    valid_waves = ([all_waves[index[utterance_key(u)]] for u in valid] if all_waves is not None
+    valid_waves = ([waves[index[utterance_key(u)]] for u in valid] if waves is not None
                    else read_waves(valid)) if valid else []
     extra = {"kind": KIND, "model": config.to_json(), "alphabet": alphabet.characters, "max_seconds": max_seconds,
              "split": None if record is None else asdict(record),
@@ -375,6 +377,7 @@ def _evaluator(utterances: list[Utterance], waves: list[NDArray[np.int16]], alph
     if not rows:
         return None
     decodes = list(range(min(VALIDATION_DECODES, len(utterances))))
+    from unrolled.training import to_device
 
     def evaluate(module: nn.Module) -> dict[str, float]:
         model = module.module if hasattr(module, "module") else module
@@ -389,9 +392,7 @@ def _evaluator(utterances: list[Utterance], waves: list[NDArray[np.int16]], alph
                 for start in range(0, len(order), DECODE_BATCH):
                     chunk = order[start : start + DECODE_BATCH]
                     batch = SpeechBatch.make([as_float(waves[rows[k]]) for k in chunk], [targets[k] for k in chunk])
-                    loss, metrics = model.loss(dataclasses.replace(
-                        batch, waves=batch.waves.to(device), samples=batch.samples.to(device),
-                        targets=batch.targets.to(device), target_lengths=batch.target_lengths.to(device)))
+                    loss, metrics = model.loss(to_device(batch, device))
                     total += float(loss) * metrics["characters"]
                     characters += int(metrics["characters"])
             transcriber = Transcriber(model, alphabet, None, max_seconds)

@@ -129,9 +129,8 @@ def record_speech_attention(run: str | os.PathLike[str], paths: list[Path], *,
 
     from unrolled import decoding
     from unrolled.data.audio import AudioError, read_audio
-    from unrolled.features import SAMPLE_RATE
     from unrolled.models.speech import BLANK
-    from unrolled.tasks.speech import CHARS_PER_SECOND, Transcriber
+    from unrolled.tasks.speech import Transcriber, character_limit
 
     _, kind, _ = run_kind(run)
     if kind != SPEECH_KIND:
@@ -153,7 +152,7 @@ def record_speech_attention(run: str | os.PathLike[str], paths: list[Path], *,
         with torch.inference_mode():
             log_probs, state = model.prime(torch.from_numpy(wave)[None], samples)
             steps = int(state.mask.sum())
-            limit = int(len(wave) / SAMPLE_RATE * CHARS_PER_SECOND) + 10
+            limit = character_limit(len(wave))
             [[best]] = decoding.beam_search(model, log_probs, state, beam_size=beam, max_length=limit,
                                             end_token=BLANK, weights=lambda s: s.weights)
         assert best.weights is not None
