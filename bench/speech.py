@@ -61,8 +61,9 @@ def run_names(dataset: str) -> list[str]:
     return sorted(found, key=lambda name: (name not in MODELS, name))
 
 
-def train(dataset: str, model: str, minutes: float, extra: list[str], tag: str | None = None) -> dict[str, Any]:
-    """Train in a child process on one thread; the run's wall time and the child's peak RSS (kernel's count).
+def train(dataset: str, model: str, minutes: float, extra: list[str], tag: str | None = None,
+          threads: int = 1) -> dict[str, Any]:
+    """Train in a child process on `threads` threads; the run's wall time and the child's peak RSS (kernel's count).
 
     `extra` options go to ``unrolled speech train`` after the common ones; `tag` names such a variant's folder."""
     out = run_folder(dataset, f"{model}-{tag}" if tag else model)
@@ -70,14 +71,14 @@ def train(dataset: str, model: str, minutes: float, extra: list[str], tag: str |
     arguments = [str(ROOT / ".venv" / "bin" / "unrolled"), "speech", "train", "--dataset", dataset, "--out", str(out),
                  *COMMON, "--max-time", f"{minutes}m", "--max-epochs", "1000", "--eval-every", "200",
                  "--log-every", "25", "--no-progress", "--seed", "0", *MODELS[model], *extra]
-    environment = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    environment = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     started = time.monotonic()
     child = subprocess.Popen(arguments, env=environment)
     _, status, usage = os.wait4(child.pid, 0)
     if status != 0:
         raise SystemExit(f"speech train ({model}) failed with status {status}")
     record = {"dataset": dataset, "model": model, "minutes": minutes, "wall_s": time.monotonic() - started,
-              "peak_rss_mb": usage.ru_maxrss / 1024, "arguments": arguments[1:]}
+              "peak_rss_mb": usage.ru_maxrss / 1024, "threads": threads, "arguments": arguments[1:]}
     (out / "bench-train.json").write_text(json.dumps(record, indent=1))
     return record
 
@@ -213,6 +214,7 @@ def main() -> None:
     parser.add_argument("--dataset", choices=tuple(SHORT), default="spoken-digits")
     parser.add_argument("--model", choices=tuple(MODELS), help="train this model for --minutes")
     parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--threads", type=int, default=1, help="training threads (default: 1; the machine has 2)")
     parser.add_argument("--tag", help="name a variant's run folder <model>-<tag> (options after the known ones go "
                                       "to unrolled speech train, e.g. --band-warp 0.15)")
     parser.add_argument("--evaluate", action="store_true", help="score every trained run on the test split")
@@ -224,7 +226,7 @@ def main() -> None:
     if not (args.model or args.evaluate or args.report):
         parser.error("give --model, --evaluate or --report")
     if args.model:
-        print(json.dumps(train(args.dataset, args.model, args.minutes, extra, args.tag)), flush=True)
+        print(json.dumps(train(args.dataset, args.model, args.minutes, extra, args.tag, args.threads)), flush=True)
     if args.evaluate:
         evaluate(args.dataset, args.speed_clips, speed_only=args.speed_only)
     if args.report:

@@ -15,12 +15,14 @@ from unrolled.cli import main
 from unrolled.data.speech import Utterance, read_manifest
 from unrolled.features import FeatureConfig
 from unrolled.metrics import error_rates
+from unrolled.models.ngram import Fusion
 from unrolled.models.speech import Alphabet, Recogniser, SpeechConfig
 from unrolled.tasks.speech import (
     SpeechData,
     Transcriber,
     cut_points,
     fit,
+    read_language_model,
     split_utterances,
 )
 from unrolled.tasks.split import new_record
@@ -85,6 +87,31 @@ def test_training_from_the_cli_learns_the_words_and_eval_scores_them(trained: tu
     assert report["beam1"]["real_time"] > 0
 
 
+def test_a_language_model_from_the_runs_transcripts_joins_the_beam(trained: tuple[Path, Path],
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    path, run = trained
+    train_texts = [json.loads(line)["text"] for line in path.read_text().splitlines()
+                   if json.loads(line)["split"] == "train"]
+    assert (run / "transcripts.txt").read_text().splitlines() == train_texts
+    capsys.readouterr()
+    assert main(["speech", "eval", str(run), str(path), "--beam", "4", "--json", "--lm",
+                 str(run / "transcripts.txt"), "--lm-weight", "0.5", "--lm-bonus", "0.5"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["beam4"]["cer"] <= 0.1
+    transcriber = Transcriber.load(run)
+    lm = read_language_model(run / "transcripts.txt", transcriber.alphabet)
+    waves = [tone_word(word, np.random.default_rng(9)) for word in WORDS]
+    plain = transcriber.transcribe(waves, beam=256)
+    fused = transcriber.transcribe(waves, beam=256, fusion=Fusion(lm, 0.5, 0.5))
+    # the fused score adds the LM's and the bonus' terms (up to the paths each beam dropped, which a wide beam
+    # makes few: test_ngram checks the exact sums with a beam that keeps every prefix)
+    for p, f in zip(plain, fused, strict=True):
+        if p.text == f.text:
+            ids = transcriber.alphabet.encode(f.text)
+            assert f.score == pytest.approx(p.score + 0.5 * lm.score(ids) + 0.5 * len(ids), abs=1e-3)
+    assert any(p.text == f.text for p, f in zip(plain, fused, strict=True))
+
+
 def test_transcribe_reads_any_rate_and_channel_count(trained: tuple[Path, Path], tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     _, run = trained
@@ -130,9 +157,9 @@ def test_a_ten_minute_recording_is_transcribed_in_chunks_not_refused(trained: tu
     seen: list[int] = []
     decode = transcriber._decode
 
-    def spy(batch: Any, head: str, beam: int, length_penalty: float) -> Any:
+    def spy(batch: Any, head: str, beam: int, length_penalty: float, fusion: Any) -> Any:
         seen.extend(batch.samples.tolist())
-        return decode(batch, head, beam, length_penalty)
+        return decode(batch, head, beam, length_penalty, fusion)
 
     transcriber._decode = spy  # type: ignore[method-assign]
     text = transcriber.transcribe([long])[0].text
@@ -217,7 +244,7 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 
 def test_bad_input_is_one_line_from_the_cli(trained: tuple[Path, Path], tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    _, run = trained
+    path, run = trained
     (tmp_path / "notes.txt").write_text("hello\n")
     soundfile.write(tmp_path / "quiet.wav", np.zeros(16_000), 16_000)
     soundfile.write(tmp_path / "short.wav", 0.3 * np.ones(160), 16_000)
@@ -233,6 +260,12 @@ def test_bad_input_is_one_line_from_the_cli(trained: tuple[Path, Path], tmp_path
         (["speech", "eval", str(run), str(bad)], r"bad\.jsonl line 1"),
         (["speech", "train", "--out", str(tmp_path / "r")], r"no data: give a JSON-lines manifest or --dataset"),
         (["speech", "transcribe", str(run), str(tmp_path / "quiet.wav"), "--decoder", "attention"], r"silent"),
+        (["speech", "eval", str(run), str(path), "--beam", "4", "--lm", str(tmp_path / "none.txt")],
+         r"cannot read the language model's text \S*none\.txt"),
+        (["speech", "eval", str(run), str(path), "--beam", "4", "--lm", str(tmp_path / "notes.txt")],
+         r"notes\.txt' has no line the recogniser can spell \(1 hold"),
+        (["speech", "eval", str(run), str(path), "--beam", "1", "--lm", str(run / "transcripts.txt")],
+         r"--lm joins the beam"),
     ]
     for args, message in cases:
         code, err = run_cli(args, capsys)

@@ -28,6 +28,7 @@ DATASETS = "spoken-digits, spoken-sentences"
 # Encoder shape per decoder, where --layers / --levels are not given: CTC needs a step for every character
 # (speech reaches 30 characters a second here), so it keeps the 33 vectors a second; attention reads 8.3.
 ENCODER_DEFAULTS = {"ctc": (2, 0), "attention": (1, 2), "joint": (2, 0)}
+LM_WEIGHT, LM_BONUS = 0.5, 1.0  # shallow fusion's lambda and beta
 
 
 def add_speech_commands(commands: Any) -> None:
@@ -123,6 +124,29 @@ def add_decoding_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--length-penalty", type=float, default=1.0, metavar="ALPHA",
                         help="GNMT length penalty of the attention beam; 0 ranks by total log-probability, which "
                              "favours transcripts cut short (default: 1)")
+    parser.add_argument("--lm", metavar="TEXT", help="a character n-gram language model counted from this text "
+                        "file, one transcript per line, joins the beam search (shallow fusion); a training run "
+                        "writes its own transcripts to RUN/transcripts.txt")
+    parser.add_argument("--lm-weight", type=float, default=LM_WEIGHT, metavar="LAMBDA",
+                        help=f"weight of the language model's log-probability (default: {LM_WEIGHT})")
+    parser.add_argument("--lm-bonus", type=float, default=LM_BONUS, metavar="BETA",
+                        help=f"CTC: score added per character with --lm, against its pull to short text; attention "
+                             f"uses --length-penalty instead (default: {LM_BONUS})")
+    parser.add_argument("--lm-order", type=positive_int, default=6, metavar="N",
+                        help="characters per n-gram of the language model (default: 6)")
+
+
+def fusion_of(args: argparse.Namespace, transcriber: Any) -> Any:
+    """The `Fusion` that --lm, --lm-weight, --lm-bonus and --lm-order ask for; None without --lm."""
+    from unrolled.models.ngram import Fusion
+    from unrolled.tasks.speech import read_language_model
+
+    if args.lm is None:
+        return None
+    if args.beam == 1:
+        raise ValueError("--lm joins the beam search; give --beam 2 or more")
+    lm = read_language_model(args.lm, transcriber.alphabet, order=args.lm_order)
+    return Fusion(lm, args.lm_weight, args.lm_bonus)
 
 
 def speech_train(args: argparse.Namespace) -> int:
@@ -166,7 +190,8 @@ def speech_transcribe(args: argparse.Namespace) -> int:
             raise ValueError(f"{name} is silent (no sample above -60 dB of full scale): nothing to transcribe")
         waves.append(wave)
     outputs = transcriber.transcribe(waves, beam=args.beam, decoder=args.decoder, batch_size=args.batch_size,
-                                     chunk_seconds=args.chunk, length_penalty=args.length_penalty)
+                                     chunk_seconds=args.chunk, length_penalty=args.length_penalty,
+                                     fusion=fusion_of(args, transcriber))
     for name, output in zip(args.audio, outputs, strict=True):
         if args.json:
             print(json.dumps({"audio": name, "text": output.text, "score": output.score, "decoder": output.decoder},
@@ -194,7 +219,7 @@ def speech_eval(args: argparse.Namespace) -> int:
     utterances = utterances[: args.limit] if args.limit else utterances
     beams = (1,) if args.beam == 1 else (1, args.beam)
     report = transcriber.evaluate(utterances, beams=beams, decoder=args.decoder, batch_size=args.batch_size,
-                                  length_penalty=args.length_penalty)
+                                  length_penalty=args.length_penalty, fusion=fusion_of(args, transcriber))
     if args.json:
         print(json.dumps(report))
         return 0

@@ -95,6 +95,7 @@ from torch import Tensor, nn
 from unrolled.data.speech import SpeechBatch
 from unrolled.decoding import index_state
 from unrolled.features import FeatureConfig, FrontEnd, SpecAugmentConfig
+from unrolled.models.ngram import END, CharNgram
 from unrolled.recurrent import Recurrent, at_least_float32
 
 BLANK = 0  # CTC's blank symbol, id 0 of every `Alphabet`
@@ -445,27 +446,39 @@ def ctc_loss(log_probs: Tensor, steps: Tensor, targets: Tensor, target_lengths: 
     return per_utterance.mean()
 
 
-def prefix_beam_search(log_probs: Tensor, beam: int) -> list[tuple[list[int], float]]:
+def prefix_beam_search(log_probs: Tensor, beam: int, *, lm: CharNgram | None = None, weight: float = 0.0,
+                       bonus: float = 0.0) -> list[tuple[list[int], float]]:
     """The ``beam`` most probable transcripts of one utterance's log p (S, V), best first, with their log p(y | x).
 
     As in the module docstring, in log space; ties broken by the prefix, so
-    the result does not depend on dictionary order.
+    the result does not depend on dictionary order. With a language model
+    (shallow fusion, `unrolled.models.ngram`): a prefix grown by c gains
+    weight log p_LM(c | prefix) + bonus (a repeat that merges gains nothing),
+    and the final ranking adds weight log p_LM(end | transcript); the scores
+    returned are these fused sums.
     """
     table = log_probs.detach().to(torch.float64).cpu().tolist()  # (S, V)
+    fused = lm is not None and (weight != 0.0 or bonus != 0.0)
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, -math.inf)}  # prefix -> (log p_b, log p_n)
     for row in table:
         grown: dict[tuple[int, ...], list[float]] = {}
         for prefix, (blank, last) in beams.items():
             _extend(grown, prefix, blank=_logsum(blank, last) + row[BLANK])
+            gain = (weight * lm.log_probs(lm.history(prefix)) + bonus).tolist() if fused and lm else None
             for symbol in range(1, len(row)):
+                extra = gain[symbol] if gain is not None else 0.0
                 if prefix and symbol == prefix[-1]:
                     _extend(grown, prefix, last=last + row[symbol])  # the repeat merges into the prefix
-                    _extend(grown, (*prefix, symbol), last=blank + row[symbol])  # a blank parted them
+                    _extend(grown, (*prefix, symbol), last=blank + row[symbol] + extra)  # a blank parted them
                 else:
-                    _extend(grown, (*prefix, symbol), last=_logsum(blank, last) + row[symbol])
+                    _extend(grown, (*prefix, symbol), last=_logsum(blank, last) + row[symbol] + extra)
         ranked = sorted(grown.items(), key=lambda item: (-_logsum(*item[1]), item[0]))[:beam]
         beams = {prefix: (scores[0], scores[1]) for prefix, scores in ranked}
-    return [(list(prefix), _logsum(*scores)) for prefix, scores in beams.items()]
+    found = [(list(prefix), _logsum(*scores)) for prefix, scores in beams.items()]
+    if fused and lm is not None:
+        found = [(ids, score + weight * float(lm.log_probs(lm.history(ids))[END])) for ids, score in found]
+        found.sort(key=lambda item: (-item[1], item[0]))
+    return found
 
 
 def _extend(grown: dict[tuple[int, ...], list[float]], prefix: tuple[int, ...], *, blank: float = -math.inf,

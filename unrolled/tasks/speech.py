@@ -32,6 +32,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,7 @@ from unrolled.data.labelled import LabelledData
 from unrolled.data.speech import SpeechBatch, Utterance
 from unrolled.features import SAMPLE_RATE
 from unrolled.metrics import error_rates
+from unrolled.models.ngram import CharNgram, Fusion, LanguageModelFusion, read_texts
 from unrolled.models.speech import (
     BLANK,
     Alphabet,
@@ -62,6 +64,8 @@ COMMAND = "unrolled speech train"
 VALIDATION_DECODES = 300  # utterances transcribed greedily at each evaluation for the CER
 VALIDATION_LOSS = 500  # utterances scored at each evaluation for the loss (the first, in manifest order)
 DECODE_BATCH = 16
+LM_ORDER = 6  # characters of a character language model's context, and one predicted
+TRANSCRIPTS = "transcripts.txt"  # a run's training transcripts, one per line: text for a language model
 CHUNK_SECONDS = 20.0  # transcription cuts longer audio into pieces of at most this length
 CHARS_PER_SECOND = 40  # the attention decoder stops after this many characters per second of audio (and 10 more)
 LENGTH_PENALTY = 1.0  # GNMT's alpha for the attention beam: with 0 the beam prefers transcripts cut short (measured:
@@ -203,10 +207,11 @@ class Transcriber:
     @torch.inference_mode()
     def transcribe(self, waves: Sequence[NDArray[np.floating]], *, beam: int = 1, decoder: str | None = None,
                    batch_size: int = DECODE_BATCH, chunk_seconds: float = CHUNK_SECONDS,
-                   length_penalty: float = LENGTH_PENALTY) -> list[Transcript]:
+                   length_penalty: float = LENGTH_PENALTY, fusion: Fusion | None = None) -> list[Transcript]:
         """The transcript of each 16 kHz waveform; beam 1 is greedy. Waveforms longer than ``chunk_seconds`` are
         transcribed in pieces (module docstring). ``length_penalty``: GNMT's alpha for the attention beam (the
-        CTC prefix beam needs none: every prefix has read the whole clip)."""
+        CTC prefix beam needs none: every prefix has read the whole clip). ``fusion``: a character language model
+        added to the beam search (`unrolled.models.ngram`); beam 1 stays greedy, without it."""
         if beam < 1 or batch_size < 1:
             raise ValueError(f"the beam and the batch size must be at least 1, got {beam} and {batch_size}")
         head = self.check_decoder(decoder)
@@ -224,7 +229,7 @@ class Transcriber:
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             batch = SpeechBatch.make([pieces[i] for i in rows], [[] for _ in rows])
-            for i, result in zip(rows, self._decode(batch, head, beam, length_penalty), strict=True):
+            for i, result in zip(rows, self._decode(batch, head, beam, length_penalty, fusion), strict=True):
                 found[i] = result
         results: list[Transcript] = []
         for mine in owned:
@@ -235,8 +240,8 @@ class Transcriber:
             results.append(Transcript(" ".join(text.split()), total, head))
         return results
 
-    def _decode(self, batch: SpeechBatch, head: str, beam: int,
-                length_penalty: float = LENGTH_PENALTY) -> list[tuple[str, float | None]]:
+    def _decode(self, batch: SpeechBatch, head: str, beam: int, length_penalty: float = LENGTH_PENALTY,
+                fusion: Fusion | None = None) -> list[tuple[str, float | None]]:
         model = self.model
         device = next(model.parameters()).device
         waves, samples = batch.waves.to(device), batch.samples.to(device)
@@ -244,21 +249,27 @@ class Transcriber:
             log_probs, steps = model(waves, samples)
             if beam == 1:
                 return [(self.alphabet.decode(ids), None) for ids in greedy_decode(log_probs, steps)]
+            lm, weight, bonus = (None, 0.0, 0.0) if fusion is None else (fusion.lm, fusion.weight, fusion.bonus)
             return [(self.alphabet.decode(best[0][0]), best[0][1]) for best in (
-                prefix_beam_search(log_probs[b, : int(steps[b])], beam) for b in range(len(steps)))]
+                prefix_beam_search(log_probs[b, : int(steps[b])], beam, lm=lm, weight=weight, bonus=bonus)
+                for b in range(len(steps)))]
         limit = character_limit(int(samples.max()))
         log_probs, state = model.prime(waves, samples)
         if beam == 1:
             tokens = decoding.greedy(model, log_probs, state, length=limit, end_token=BLANK).tolist()
             return [(self.alphabet.decode(row[: row.index(BLANK)] if BLANK in row else row), None) for row in tokens]
-        hypotheses = decoding.beam_search(model, log_probs, state, beam_size=beam, max_length=limit,
+        speller: decoding.Decoder = model
+        if fusion is not None:
+            speller = LanguageModelFusion(model, fusion.lm, fusion.weight)
+            log_probs, state = speller.prime(log_probs, state)
+        hypotheses = decoding.beam_search(speller, log_probs, state, beam_size=beam, max_length=limit,
                                           end_token=BLANK, length_penalty=length_penalty)
         return [(self.alphabet.decode(best[0].tokens), best[0].score) for best in hypotheses]
 
     def evaluate(self, utterances: Sequence[Utterance], *, beams: tuple[int, ...] = (1, 8),
                  decoder: str | None = None, batch_size: int = DECODE_BATCH,
                  waves: Sequence[NDArray[np.floating]] | None = None,
-                 length_penalty: float = LENGTH_PENALTY) -> dict[str, Any]:
+                 length_penalty: float = LENGTH_PENALTY, fusion: Fusion | None = None) -> dict[str, Any]:
         """CER, WER and string accuracy of each beam size on `utterances` (module docstring), and real-time factor:
         seconds of audio transcribed per second of compute."""
         if not utterances:
@@ -272,12 +283,32 @@ class Transcriber:
         for beam in beams:
             started = time.perf_counter()
             outputs = self.transcribe(audio, beam=beam, decoder=head, batch_size=batch_size,
-                                      length_penalty=length_penalty)
+                                      length_penalty=length_penalty, fusion=fusion)
             spent = time.perf_counter() - started
             scores = error_rates([o.text for o in outputs], references)
             scores["real_time"] = seconds / spent if spent > 0 else math.inf
             report[f"beam{beam}"] = scores
         return report
+
+
+def read_language_model(path: str | os.PathLike[str], alphabet: Alphabet, *, order: int = LM_ORDER) -> CharNgram:
+    """A character `CharNgram` of the given order counted from a text file, one transcript per line (a training
+    run writes its own to ``RUN/transcripts.txt``). Lines with characters the alphabet lacks are left out."""
+    try:
+        texts, skipped = read_texts(path, alphabet.encode)
+    except OSError as error:
+        raise ValueError(f"cannot read the language model's text {os.fspath(path)!r}: "
+                         f"{error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"the language model's text {os.fspath(path)!r} is not UTF-8 text") from None
+    if not texts:
+        raise ValueError(f"{os.fspath(path)!r} has no line the recogniser can spell"
+                         f"{f' ({skipped} hold characters it does not know)' if skipped else ''}; "
+                         "give a text file of transcripts, one per line")
+    if skipped:
+        warnings.warn(f"{skipped} line(s) of {os.fspath(path)!r} hold characters the recogniser does not know and "
+                      "were left out of the language model", stacklevel=2)
+    return CharNgram.fit(texts, vocabulary=len(alphabet), order=order)
 
 
 def encode_utterances(utterances: Sequence[Utterance], alphabet: Alphabet, config: SpeechConfig, *,
@@ -362,9 +393,18 @@ def fit(utterances: list[Utterance], out: str | os.PathLike[str], *, model_optio
              "split": None if record is None else asdict(record),
              "batching": {"batch_size": batch_size,
                           "perturbation": None if perturbation is None else asdict(perturbation)}}
+    write_transcripts(Path(out) / TRANSCRIPTS, [u.text for u in parts["train"]])
     trainer = Trainer(network, batches, train_config, out,
                       evaluate=_evaluator(valid, valid_waves, alphabet, config, max_seconds), checkpoint_config=extra)
     return trainer.fit(resume=resume)
+
+
+def write_transcripts(path: Path, texts: Sequence[str]) -> None:
+    """The texts, one per line, written atomically (a temporary file, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temp.write_text("".join(f"{' '.join(text.split())}\n" for text in texts), encoding="utf-8")
+    os.replace(temp, path)
 
 
 def _evaluator(utterances: list[Utterance], waves: list[NDArray[np.int16]], alphabet: Alphabet,
