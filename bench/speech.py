@@ -48,6 +48,11 @@ COMMON = ["--hidden", "192", "--stride", "3", "--batch", "16", "--lr", "2e-3", "
 SHORT = {"spoken-digits": "digits", "spoken-sentences": "sentences"}
 TARGET_CER = 0.02  # spoken-digits, held-out voices
 TARGET_SPEED = 50.0  # seconds of audio per second of compute, batch 1
+# Shallow fusion of a character 6-gram of the training transcripts (`unrolled.models.ngram`): the weight (and CTC's
+# bonus per character) are chosen on the first validation clips, then the test split is decoded once with them.
+LM_WEIGHTS = (0.25, 0.5, 0.75, 1.0)
+LM_BONUSES = (0.0, 0.5, 1.0, 2.0)
+LM_TUNING_CLIPS = 500
 
 
 def run_folder(dataset: str, name: str) -> Path:
@@ -110,7 +115,24 @@ def plain_torch_speed(transcriber: Any, waves: list[Any]) -> float:
     return sum(len(w) for w in waves) / 16_000 / spent
 
 
-def evaluate(dataset: str, speed_clips: int, *, speed_only: bool = False) -> None:
+def tune_fusion(transcriber: Any, out: Path, validation: list[Any], waves: list[Any]) -> tuple[Any, dict[str, Any]]:
+    """The language model of the run's training transcripts, and the weight (and, for CTC, bonus) of the grid that
+    gives the lowest beam-8 CER on `waves` (validation clips): (`Fusion`, the grid's scores)."""
+    from unrolled.models.ngram import Fusion
+    from unrolled.tasks.speech import TRANSCRIPTS, read_language_model
+
+    lm = read_language_model(out / TRANSCRIPTS, transcriber.alphabet)
+    ctc = transcriber.decoders[0] == "ctc"
+    grid = [(w, b) for w in LM_WEIGHTS for b in (LM_BONUSES if ctc else (0.0,))]
+    scores = {}
+    for weight, bonus in grid:
+        result = transcriber.evaluate(validation, beams=(8,), waves=waves, fusion=Fusion(lm, weight, bonus))
+        scores[f"{weight}/{bonus}"] = result["beam8"]["cer"]
+    weight, bonus = min(grid, key=lambda wb: (scores[f"{wb[0]}/{wb[1]}"], wb))
+    return Fusion(lm, weight, bonus), {"weight": weight, "bonus": bonus, "validation_cer": scores}
+
+
+def evaluate(dataset: str, speed_clips: int, *, speed_only: bool = False, only: list[str] | None = None) -> None:
     """Test-split error rates (greedy, beam 8) and batch-1 speed of every trained run of `dataset`; with
     `speed_only`, the speed alone (the error rates already in bench-eval.json stay)."""
     import torch
@@ -118,18 +140,29 @@ def evaluate(dataset: str, speed_clips: int, *, speed_only: bool = False) -> Non
     from unrolled.data import obtain
     from unrolled.data.audio import read_audio
     from unrolled.data.speech import read_manifest
-    from unrolled.tasks.speech import Transcriber
+    from unrolled.tasks.speech import TRANSCRIPTS, Transcriber
 
     torch.set_num_threads(1)
-    test = read_manifest(obtain(dataset), split="test")
+    manifest = obtain(dataset)
+    test = read_manifest(manifest, split="test")
+    train = read_manifest(manifest, split="train")
+    validation = read_manifest(manifest, split="validation")[:LM_TUNING_CLIPS]
+    validation_waves = [read_audio(u.audio) for u in validation]
     waves = [read_audio(u.audio) for u in (test[:speed_clips] if speed_only else test)]
     for model in run_names(dataset):
+        if only and model not in only:
+            continue
         out = run_folder(dataset, model)
         transcriber = Transcriber.load(out)
         if speed_only:
             report = json.loads((out / "bench-eval.json").read_text())
         else:
             report = transcriber.evaluate(test, beams=(1, 8), waves=waves)
+            if not (out / TRANSCRIPTS).exists():  # runs trained before training wrote them
+                (out / TRANSCRIPTS).write_text("".join(f"{u.text}\n" for u in train))
+            fusion, report["lm"] = tune_fusion(transcriber, out, validation, validation_waves)
+            fused = transcriber.evaluate(test, beams=(8,), waves=waves, fusion=fusion)
+            report["beam8_lm"] = fused["beam8"]
         clips = waves[:speed_clips]
         transcriber.transcribe(clips[:3], beam=1, batch_size=1)  # warm-up
         started = time.perf_counter()
@@ -180,8 +213,9 @@ def learning_curves(dataset: str) -> Path:
 def report(dataset: str) -> None:
     """The Markdown table of every evaluated run of `dataset`, with the targets, and the learning curves."""
     lines = [f"### {dataset}, test split (held-out voices)", "",
-             "| model | CER greedy | CER beam 8 | WER greedy | WER beam 8 | exact beam 8 | steps | train min | "
-             "peak RSS MB | params | x real time (batch 1) |", "| --- |" + " --- |" * 10]
+             "| model | CER greedy | CER beam 8 | CER beam 8 + LM | WER greedy | WER beam 8 | WER beam 8 + LM | "
+             "exact beam 8 + LM | LM weight / bonus | steps | threads | train min | peak RSS MB | params | "
+             "x real time (batch 1) |", "| --- |" + " --- |" * 15]
     for model in run_names(dataset):
         out = run_folder(dataset, model)
         if not (out / "bench-eval.json").exists():
@@ -191,14 +225,18 @@ def report(dataset: str) -> None:
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         steps = max(r["step"] for r in rows)
         rss = f"{t['peak_rss_mb']:.0f}" if t else "?"
-        lines.append(f"| {model} | {100 * e['beam1']['cer']:.2f} | {100 * e['beam8']['cer']:.2f} | "
-                     f"{100 * e['beam1']['wer']:.2f} | {100 * e['beam8']['wer']:.2f} | "
-                     f"{100 * e['beam8']['string_accuracy']:.1f} | {steps} | {t.get('minutes', '?')} | {rss} | "
+        lm = e.get("beam8_lm")
+        lm_cer, lm_wer, lm_exact = ((f"{100 * lm['cer']:.2f}", f"{100 * lm['wer']:.2f}",
+                                     f"{100 * lm['string_accuracy']:.1f}") if lm else ("-", "-", "-"))
+        tuned = f"{e['lm']['weight']} / {e['lm']['bonus']}" if "lm" in e else "-"
+        lines.append(f"| {model} | {100 * e['beam1']['cer']:.2f} | {100 * e['beam8']['cer']:.2f} | {lm_cer} | "
+                     f"{100 * e['beam1']['wer']:.2f} | {100 * e['beam8']['wer']:.2f} | {lm_wer} | {lm_exact} | "
+                     f"{tuned} | {steps} | {t.get('threads', 1)} | {t.get('minutes', '?')} | {rss} | "
                      f"{e['parameters']:,} | {e['speed_batch1']:.0f} |")
         if "speed_batch1_plain_torch" in e:
             ratio = e["speed_batch1"] / e["speed_batch1_plain_torch"]
-            lines.append(f"| (peer: plain torch.nn.LSTM, same weights) | | | | | | | | | | "
-                         f"{e['speed_batch1_plain_torch']:.0f} (ours {ratio:.2f}x) |")
+            lines.append("| (peer: plain torch.nn.LSTM, same weights) |" + " |" * 14 +
+                         f" {e['speed_batch1_plain_torch']:.0f} (ours {ratio:.2f}x) |")
     if dataset == "spoken-digits":
         lines += ["", f"Targets: CER at most {100 * TARGET_CER:.0f}% within 30 minutes; transcription at least "
                   f"{TARGET_SPEED:.0f}x real time at batch 1."]
@@ -219,6 +257,7 @@ def main() -> None:
                                       "to unrolled speech train, e.g. --band-warp 0.15)")
     parser.add_argument("--evaluate", action="store_true", help="score every trained run on the test split")
     parser.add_argument("--speed-clips", type=int, default=100, help="test clips timed at batch 1 (default: 100)")
+    parser.add_argument("--only", nargs="+", metavar="RUN", help="with --evaluate: these runs (e.g. ctc-warp)")
     parser.add_argument("--speed-only", action="store_true", help="with --evaluate: time the runs again, no scoring")
     parser.add_argument("--report", action="store_true", help="print and write the table and the curves")
     args, extra = parser.parse_known_args()
@@ -228,7 +267,7 @@ def main() -> None:
     if args.model:
         print(json.dumps(train(args.dataset, args.model, args.minutes, extra, args.tag, args.threads)), flush=True)
     if args.evaluate:
-        evaluate(args.dataset, args.speed_clips, speed_only=args.speed_only)
+        evaluate(args.dataset, args.speed_clips, speed_only=args.speed_only, only=args.only)
     if args.report:
         report(args.dataset)
     sys.exit(0)
