@@ -83,11 +83,11 @@ bench-video: $(STAMP)
 # the band warp beside spoken-sentences CTC, then the test splits (greedy and beam 8), batch-1 speed beside plain
 # torch.nn.LSTM, and the tables with learning curves.
 bench-speech: $(STAMP)
-	$(BIN)/python bench/speech.py --model ctc --minutes 30 & $(BIN)/python bench/speech.py --model attention --minutes 30; wait
-	$(BIN)/python bench/speech.py --model ctc --tag warp --minutes 30 --band-warp 0.15 & \
-	$(BIN)/python bench/speech.py --dataset spoken-sentences --model ctc --minutes 30; wait
-	$(BIN)/python bench/speech.py --evaluate --report
-	$(BIN)/python bench/speech.py --dataset spoken-sentences --evaluate --report
+	$(BIN)/python bench/speech.py --model ctc --tag warp-2t --threads 2 --minutes 30 --band-warp 0.15
+	$(BIN)/python bench/speech.py --model attention --tag warp-2t --threads 2 --minutes 30 --band-warp 0.15
+	$(BIN)/python bench/speech.py --dataset spoken-sentences --model ctc --minutes 30
+	$(BIN)/python bench/speech.py --evaluate --only ctc-warp-2t attention-warp-2t --report
+	$(BIN)/python bench/speech.py --dataset spoken-sentences --evaluate --tuning-clips 100 --report
 
 # About 3 minutes (both cores): the viz page on 1,000,000 characters with a 2 x 512 LSTM (recording, first paint, match query).
 bench-viz: $(STAMP)

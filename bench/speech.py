@@ -53,8 +53,8 @@ TARGET_CER = 0.02  # spoken-digits, held-out voices
 TARGET_SPEED = 50.0  # seconds of audio per second of compute, batch 1
 # Shallow fusion of a character 6-gram of the training transcripts (`unrolled.models.ngram`): the weight (and CTC's
 # bonus per character) are chosen on the first validation clips, then the test split is decoded once with them.
-LM_WEIGHTS = (0.25, 0.5, 0.75, 1.0)
-LM_BONUSES = (0.0, 0.5, 1.0, 2.0)
+LM_WEIGHTS = (0.25, 0.5, 1.0, 1.5, 2.0)
+LM_BONUSES = (0.0, 1.0, 2.0, 3.0, 4.0)
 LM_TUNING_CLIPS = 500
 
 
