@@ -266,6 +266,8 @@ def test_bad_input_is_one_line_from_the_cli(trained: tuple[Path, Path], tmp_path
          r"notes\.txt' has no line the recogniser can spell \(1 hold"),
         (["speech", "eval", str(run), str(path), "--beam", "1", "--lm", str(run / "transcripts.txt")],
          r"--lm joins the beam"),
+        (["speech", "eval", str(run), str(path), "--lm", str(run / "transcripts.txt"), "--lm-weight", "-1"],
+         r"--lm-weight must be at least 0, got -1"),
     ]
     for args, message in cases:
         code, err = run_cli(args, capsys)

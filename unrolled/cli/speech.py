@@ -28,7 +28,10 @@ DATASETS = "spoken-digits, spoken-sentences"
 # Encoder shape per decoder, where --layers / --levels are not given: CTC needs a step for every character
 # (speech reaches 30 characters a second here), so it keeps the 33 vectors a second; attention reads 8.3.
 ENCODER_DEFAULTS = {"ctc": (2, 0), "attention": (1, 2), "joint": (2, 0)}
-LM_WEIGHT, LM_BONUS = 0.5, 1.0  # shallow fusion's lambda and beta
+# Shallow fusion's lambda per decoder and CTC's beta: what bench/speech.py chose on spoken-digits validation clips
+# (the attention speller already models the text, so it takes less of the LM)
+LM_WEIGHT = {"ctc": 1.0, "attention": 0.25}
+LM_BONUS = 2.0
 
 
 def add_speech_commands(commands: Any) -> None:
@@ -127,8 +130,9 @@ def add_decoding_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lm", metavar="TEXT", help="a character n-gram language model counted from this text "
                         "file, one transcript per line, joins the beam search (shallow fusion); a training run "
                         "writes its own transcripts to RUN/transcripts.txt")
-    parser.add_argument("--lm-weight", type=float, default=LM_WEIGHT, metavar="LAMBDA",
-                        help=f"weight of the language model's log-probability (default: {LM_WEIGHT})")
+    parser.add_argument("--lm-weight", type=float, metavar="LAMBDA",
+                        help=f"weight of the language model's log-probability (default: {LM_WEIGHT['ctc']} for "
+                             f"CTC, {LM_WEIGHT['attention']} for attention)")
     parser.add_argument("--lm-bonus", type=float, default=LM_BONUS, metavar="BETA",
                         help=f"CTC: score added per character with --lm, against its pull to short text; attention "
                              f"uses --length-penalty instead (default: {LM_BONUS})")
@@ -145,8 +149,11 @@ def fusion_of(args: argparse.Namespace, transcriber: Any) -> Any:
         return None
     if args.beam == 1:
         raise ValueError("--lm joins the beam search; give --beam 2 or more")
+    if args.lm_weight is not None and args.lm_weight < 0:
+        raise ValueError(f"--lm-weight must be at least 0, got {args.lm_weight}")
     lm = read_language_model(args.lm, transcriber.alphabet, order=args.lm_order)
-    return Fusion(lm, args.lm_weight, args.lm_bonus)
+    head = transcriber.check_decoder(args.decoder)
+    return Fusion(lm, LM_WEIGHT[head] if args.lm_weight is None else args.lm_weight, args.lm_bonus)
 
 
 def speech_train(args: argparse.Namespace) -> int:

@@ -163,7 +163,7 @@ class Fusion:
     CTC's alone: attention beams use the length penalty)."""
 
     lm: CharNgram
-    weight: float = 0.5
+    weight: float = 1.0
     bonus: float = 0.0
 
 
