@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,37 @@ def test_runs_are_deterministic_by_seed_for_a_fixed_step_count(monkeypatch: pyte
     assert first.steps == again.steps == 1 and first.score == again.score and first.loss == again.loss
 
 
+def test_a_step_budget_trains_exactly_that_many_updates_whatever_the_time() -> None:
+    task = make_task("order")
+    for variant in ("lstm", "cifg"):  # a fused and a transparent engine
+        result = run(task, RunSpec("order", variant, 10, 0, hidden=8), budget=0.0, steps=7)
+        assert result.steps == 7, (variant, result)
+
+
+def test_a_suite_with_a_step_budget_skips_the_time_share_and_keeps_its_steps_on_resume(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[int | None] = []
+
+    def fake(task: Any, spec: RunSpec, *, budget: float, compile: str, steps: int | None = None) -> RunResult:
+        seen.append(steps)
+        return RunResult(score=0.5, loss=1.0, steps=steps or 1, seconds=0.1, engine="eager")
+
+    def no_timing(*_: Any) -> float:
+        raise AssertionError("a step budget needs no evaluation timing")
+
+    monkeypatch.setattr(variants_suite, "run", fake)
+    monkeypatch.setattr(variants_suite, "evaluation_seconds", no_timing)
+    out = tmp_path / "out"
+    config = SuiteConfig(tasks=("order",), variants=("rnn", "lstm"), lengths=(10,), seeds=1, budget=0.0, steps=25)
+    rows = run_suite(config, out, report=lambda _: None)
+    assert seen == [25, 25] and [r["steps"] for r in rows] == ["25", "25"]
+    assert json.loads((out / "config.json").read_text())["steps"] == 25
+    other = SuiteConfig(tasks=("order",), variants=("rnn", "lstm", "cifg"), lengths=(10,), seeds=1, budget=0.0,
+                        steps=50)
+    with pytest.raises(ValueError, match=r"was run with steps 25, not 50: resume with the same --steps"):
+        run_suite(other, out, resume=True, report=lambda _: None)
+
+
 def test_compile_falls_back_to_eager_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
     task = make_task("order")
     model = VariantNet(task, "cifg", 8)
@@ -109,9 +141,9 @@ def test_compile_falls_back_to_eager_and_says_why(monkeypatch: pytest.MonkeyPatc
 
 
 def fake_run(calls: list[tuple[str, str]]) -> Any:
-    def fake(task: Any, spec: RunSpec, *, budget: float, compile: str) -> RunResult:
+    def fake(task: Any, spec: RunSpec, *, budget: float, compile: str, steps: int | None = None) -> RunResult:
         calls.append((spec.variant, spec.task))
-        return RunResult(score=0.5, loss=1.0, steps=1, seconds=budget, engine="eager")
+        return RunResult(score=0.5, loss=1.0, steps=steps or 1, seconds=budget, engine="eager")
     return fake
 
 
@@ -162,7 +194,7 @@ def test_the_budget_leaves_room_for_the_slowest_engines_evaluation(monkeypatch: 
 
 
 def test_findings_name_the_papers_and_ours(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def fake(task: Any, spec: RunSpec, *, budget: float, compile: str) -> RunResult:
+    def fake(task: Any, spec: RunSpec, *, budget: float, compile: str, steps: int | None = None) -> RunResult:
         score = {"rnn": 0.25, "nfg": 0.3}.get(spec.variant, 1.0) - 0.01 * spec.seed
         return RunResult(score=score, loss=1.0, steps=1, seconds=0.0, engine="eager")
 
@@ -184,6 +216,7 @@ def cli(*args: str) -> int:
     (["--budget", "0.001s", "--tasks", "order", "--variants", "lstm"], ["too small", "one evaluation"]),
     (["--lengths", "5"], ["at least 10"]),
     (["--budget", "soon"], ["cannot read 'soon' as a duration"]),
+    (["--budget", "1m", "--steps", "10"], ["give --budget", "or --steps", "not both"]),
     (["--tasks", "charlm", "--text", "/nonexistent/t.txt"], ["not found: give --text FILE"]),
 ])
 def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],

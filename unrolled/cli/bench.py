@@ -41,6 +41,9 @@ def add_bench_commands(commands: Any) -> None:
     variants.add_argument("--seeds", type=positive_int, help="seeds per cell (default: 3; --quick: 1)")
     variants.add_argument("--budget", metavar="DURATION", help=f"wall time of the whole suite, shared equally by "
                           f"the runs, e.g. 20m (default: {DEFAULT_BUDGET}; --quick: 210s)")
+    variants.add_argument("--steps", type=positive_int, metavar="N",
+                          help="train every run for exactly N updates instead of sharing --budget, so every cell "
+                               "sees as much data whatever its speed (the suite then takes what it takes)")
     variants.add_argument("--hidden", type=positive_int, default=64, help="units per cell (default: 64)")
     variants.add_argument("--compile", choices=("off", "on", "chunks"), default="off",
                           help="torch.compile the variants without a fused kernel, eager if it fails: 'chunks' "
@@ -50,7 +53,8 @@ def add_bench_commands(commands: Any) -> None:
     variants.add_argument("--quick", action="store_true", help="a small suite that finishes within 5 minutes")
     variants.add_argument("--out", required=True, help="folder for results.csv, results.md and plots (must not exist)")
     variants.add_argument("--resume", action="store_true",
-                          help="continue an existing --out, skipping finished runs (same --hidden, --compile, --text)")
+                          help="continue an existing --out, skipping finished runs (same --hidden, --compile, --text, "
+                               "--steps)")
     variants.set_defaults(handler=run_variants)
 
 
@@ -65,13 +69,15 @@ def suite_config(args: argparse.Namespace) -> Any:
         tasks=tasks, variants=args.variants or tuple(VARIANTS),
         lengths=args.lengths or quick.get("lengths", DEFAULT_LENGTHS), seeds=args.seeds or quick.get("seeds", 3),
         budget=parse_duration(args.budget or quick.get("budget", DEFAULT_BUDGET)), hidden=args.hidden,
-        compile=args.compile, text=args.text if "charlm" in tasks else None)
+        compile=args.compile, text=args.text if "charlm" in tasks else None, steps=args.steps)
 
 
 def run_variants(args: argparse.Namespace) -> int:
     from unrolled.data.longrange import MIN_LENGTH
     from unrolled.tasks.variants_suite import run_suite
 
+    if args.steps is not None and args.budget is not None:
+        raise ValueError("give --budget (wall time shared by the runs) or --steps (updates per run), not both")
     config = suite_config(args)
     if min(config.lengths) < MIN_LENGTH:
         raise ValueError(f"dependency lengths must be at least {MIN_LENGTH}, got {min(config.lengths)}")

@@ -181,16 +181,17 @@ def train_step(forward: Any, model: nn.Module, task: Task, optimizer: torch.opti
     return float(loss.detach())
 
 
-def run(task: Task, spec: RunSpec, *, budget: float, compile: str = "off") -> RunResult:
-    """Train `spec` for `budget` seconds of wall time (the evaluation's time left out), then score it once."""
+def run(task: Task, spec: RunSpec, *, budget: float, compile: str = "off", steps: int | None = None) -> RunResult:
+    """Train `spec` for `budget` seconds of wall time (the evaluation's time left out), or for exactly `steps`
+    updates when given (the budget then unused), then score it once."""
     torch.manual_seed(spec.seed)
     model = VariantNet(task, spec.variant, spec.hidden)
     optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr)
     rng = seed_rng(spec, 0)
     forward, engine = compiled(model, compile)
     start = time.perf_counter()
-    steps = 0
-    while steps == 0 or time.perf_counter() - start < budget:
+    limit, steps = steps, 0
+    while (steps < limit) if limit is not None else (steps == 0 or time.perf_counter() - start < budget):
         batch = task.batch(rng, spec.batch, spec.length)
         try:
             train_step(forward, model, task, optimizer, batch, spec.clip)

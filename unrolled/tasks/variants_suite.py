@@ -6,7 +6,10 @@ the suite's budget is shared equally, each run getting
 .. math::  b = \frac{\text{budget}}{N_\text{runs}} - t_\text{eval}
 
 seconds of training (t_eval: one measured evaluation, the slowest among the
-variants' engines at the longest length: `run_budget`). A finished run is one
+variants' engines at the longest length: `run_budget`). With a step budget
+(``steps``) every run makes exactly that many updates instead, so cells on
+slower engines see as much data as fused ones and the suite takes what it
+takes. A finished run is one
 row of ``results.csv``, written as soon as it ends, so ``--resume`` skips it.
 ``results.md`` gives, per task and length, mean +- standard deviation over
 seeds; ``<task>.png`` plots the score against the dependency length, one line
@@ -53,6 +56,7 @@ class SuiteConfig:
     hidden: int = 64
     compile: str = "off"
     text: str | None = None
+    steps: int | None = None  # updates per run; None: the budget's wall time decides
 
     def grid(self) -> list[Key]:
         return [(t, v, n, s) for t in self.tasks for n in self.lengths for s in range(self.seeds)
@@ -72,7 +76,7 @@ def prepare_out(out: Path, resume: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-RUN_SHAPING = ("hidden", "compile", "text")
+RUN_SHAPING = ("hidden", "compile", "text", "steps")
 """What changes a run's result besides its key: a resumed suite must keep them, or its rows would not compare."""
 
 
@@ -153,13 +157,16 @@ def run_suite(config: SuiteConfig, out: Path, *, resume: bool = False,
     tasks = {name: make_task(name, text=config.text) for name in config.tasks}
     done = finished(out)
     todo = [key for key in config.grid() if key not in done]
+    budget = 0.0
     if todo:
-        budget = run_budget(config, len(todo), tasks)
+        if config.steps is None:
+            budget = run_budget(config, len(todo), tasks)
         (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n", encoding="utf-8")
-        report(f"{len(todo)} runs to train ({len(done)} already done), {budget:.1f}s each")
+        each = f"{budget:.1f}s" if config.steps is None else f"{config.steps} updates"
+        report(f"{len(todo)} runs to train ({len(done)} already done), {each} each")
     for number, (task, variant, length, seed) in enumerate(todo, 1):
         spec = RunSpec(task, variant, length, seed, config.hidden)
-        result = run(tasks[task], spec, budget=budget, compile=config.compile)
+        result = run(tasks[task], spec, budget=budget, compile=config.compile, steps=config.steps)
         append_row(out, row_of(spec, tasks[task], result))
         report(f"[{number}/{len(todo)}] {task} T={length} {variant} seed {seed}: "
                f"{tasks[task].metric} {result.score:.3f} ({result.steps} steps, {result.engine})")
