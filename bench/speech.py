@@ -4,7 +4,7 @@
 as words, ``spoken-sentences`` as many short Bible sentences; validation and
 test voices never speak in training (`unrolled.data.synth`). Each model
 trains through ``unrolled speech train`` in a child process for `--minutes`
-of wall-clock time on one thread (cosine decay over the budget); the child's
+of wall-clock time on `--threads` threads, one unless told (cosine decay over the budget); the child's
 peak resident memory is read from the kernel when it exits. Its
 best-validation checkpoint then transcribes the test clips, greedily, with
 a beam of 8, and with a beam of 8 and a character 6-gram of the training
@@ -200,7 +200,7 @@ def learning_curves(dataset: str) -> Path:
         axes[0].plot(minutes, [100 * r["cer"] for r in valid], marker="o", ms=3, label=model)
         axes[1].plot(minutes, [100 * r["wer"] for r in valid], marker="o", ms=3, label=model)
     for axis, name in zip(axes, ("CER", "WER"), strict=True):
-        axis.set_xlabel("training minutes (one thread)")
+        axis.set_xlabel("training minutes (threads per run: see the table)")
         axis.set_ylabel(f"validation {name} % (greedy)")
         axis.set_yscale("log")
         axis.grid(True, which="both", alpha=0.3)
