@@ -47,6 +47,7 @@ from torch import Tensor
 
 START = -1  # the mark before a text's first id
 END = 0  # the id that ends a text
+CACHE_LIMIT = 1_000_000  # distributions kept per cache (a 6-gram of a large text has more histories than that)
 
 
 class CharNgram:
@@ -57,6 +58,7 @@ class CharNgram:
             raise ValueError(f"an n-gram model needs order >= 1 and at least 2 ids, got {order} and {vocabulary}")
         self.counts, self.vocabulary, self.order = counts, vocabulary, order
         self._cache: dict[tuple[int, ...], NDArray[np.float64]] = {}
+        self._log_cache: dict[tuple[int, ...], NDArray[np.float64]] = {}  # the beams ask once per prefix and step
 
     @classmethod
     def fit(cls, texts: Iterable[Sequence[int]], *, vocabulary: int, order: int = 6) -> CharNgram:
@@ -100,13 +102,18 @@ class CharNgram:
                 counts[w] = c
             total, kinds = counts.sum(), len(after)
             result = (counts + kinds * lower) / (total + kinds)
-        if len(self._cache) < 1_000_000:
+        if len(self._cache) < CACHE_LIMIT:
             self._cache[history] = result
         return result
 
     def log_probs(self, history: tuple[int, ...]) -> NDArray[np.float64]:
-        """log p(. | history), (V,)."""
-        return np.log(self.probs(history))
+        """log p(. | history), (V,); cached per history (do not write to it)."""
+        found = self._log_cache.get(history)
+        if found is None:
+            found = np.log(self.probs(history))
+            if len(self._log_cache) < CACHE_LIMIT:
+                self._log_cache[history] = found
+        return found
 
     def score(self, text: Sequence[int]) -> float:
         """log p(text, then END): the sum of each id's log-probability after its history."""
