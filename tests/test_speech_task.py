@@ -268,6 +268,10 @@ def test_bad_input_is_one_line_from_the_cli(trained: tuple[Path, Path], tmp_path
          r"--lm joins the beam"),
         (["speech", "eval", str(run), str(path), "--lm", str(run / "transcripts.txt"), "--lm-weight", "-1"],
          r"--lm-weight must be at least 0, got -1"),
+        (["speech", "train", str(path), "--out", str(tmp_path / "r"), "--speeds", "0.9", "3"],
+         r"a speed factor must lie in \[0\.5, 2\], got 3"),
+        (["speech", "train", str(path), "--out", str(tmp_path / "r"), "--speeds", "1.2", "--no-perturb"],
+         r"--speeds sets the speed perturbation, which --no-perturb turns off"),
     ]
     for args, message in cases:
         code, err = run_cli(args, capsys)
@@ -281,3 +285,18 @@ def test_bad_input_is_one_line_from_the_cli(trained: tuple[Path, Path], tmp_path
                    + json.dumps({"text": "a"}) + "\n")
     code, err = run_cli(["speech", "train", str(bad), "--out", str(tmp_path / "r")], capsys)
     assert code == 2 and "bad.jsonl line 2: missing key 'audio'" in err
+
+
+def test_speeds_from_the_cli_set_the_speed_perturbation() -> None:
+    from unrolled.cli import build_parser
+    from unrolled.cli.speech import perturbation_config
+    from unrolled.data.audio import PerturbConfig
+
+    def config(*extra: str) -> PerturbConfig | None:
+        return perturbation_config(build_parser().parse_args(["speech", "train", "m.jsonl", "--out", "r", *extra]))
+
+    assert config() == PerturbConfig()
+    assert config("--no-perturb") is None
+    chosen = config("--speeds", "0.8", "1", "1.25")
+    assert chosen is not None and chosen.speeds == (0.8, 1.0, 1.25)
+    assert chosen.gain_db == PerturbConfig().gain_db and chosen.noise == PerturbConfig().noise

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unrolled.cli.common import (
     add_train_options,
@@ -17,6 +17,9 @@ from unrolled.cli.common import (
     report_training,
     train_config,
 )
+
+if TYPE_CHECKING:
+    from unrolled.data.audio import PerturbConfig
 
 # The recipe bench/speech.py measured for a 30-minute budget on one thread: lr 1e-3 with 200 warm-up steps, batches
 # of 32 and 50 vectors a second were still at 97% validation CER (CTC) after 13 minutes; this reached 3.2% in 30.
@@ -63,6 +66,9 @@ def add_speech_commands(commands: Any) -> None:
     data.add_argument("--batch", type=positive_int, default=16, help="utterances per batch (default: 16)")
     data.add_argument("--no-perturb", action="store_true",
                       help="train on the waveforms as they are (default: speed 0.9/1.0/1.1, volume, noise)")
+    data.add_argument("--speeds", type=positive_float, nargs="+", metavar="F",
+                      help="speed perturbation: each utterance is played F times faster (and higher), F drawn "
+                           "from these factors, each in [0.5, 2] (default: 0.9 1.0 1.1)")
     model = train.add_argument_group("model")
     model.add_argument("--decoder", choices=("ctc", "attention", "joint"), default="ctc",
                        help="ctc: a character (or blank) per encoder step; attention: LAS's speller; joint: both "
@@ -156,8 +162,21 @@ def fusion_of(args: argparse.Namespace, transcriber: Any) -> Any:
     return Fusion(lm, LM_WEIGHT[head] if args.lm_weight is None else args.lm_weight, args.lm_bonus)
 
 
-def speech_train(args: argparse.Namespace) -> int:
+def perturbation_config(args: argparse.Namespace) -> PerturbConfig | None:
+    """The training perturbations: none with --no-perturb, else the defaults with --speeds' factors."""
     from unrolled.data.audio import PerturbConfig
+
+    if args.no_perturb:
+        if args.speeds:
+            raise ValueError("--speeds sets the speed perturbation, which --no-perturb turns off; give one of them")
+        return None
+    wrong = [f"{factor:g}" for factor in args.speeds or () if not 0.5 <= factor <= 2.0]
+    if wrong:
+        raise ValueError(f"a speed factor must lie in [0.5, 2], got {', '.join(wrong)}")
+    return PerturbConfig(speeds=tuple(args.speeds)) if args.speeds else PerturbConfig()
+
+
+def speech_train(args: argparse.Namespace) -> int:
     from unrolled.data.speech import read_manifest
     from unrolled.features import FeatureConfig, SpecAugmentConfig
     from unrolled.tasks import speech
@@ -172,7 +191,7 @@ def speech_train(args: argparse.Namespace) -> int:
                "spec_augment": None if args.no_spec_augment else SpecAugmentConfig(band_warp=args.band_warp)}
     result = speech.fit(utterances, args.out, model_options=options, train=train_config(args),
                         validation=args.validation, test=args.test, split_seed=args.split_seed, batch_size=args.batch,
-                        perturbation=None if args.no_perturb else PerturbConfig(), max_seconds=args.max_seconds,
+                        perturbation=perturbation_config(args), max_seconds=args.max_seconds,
                         eval_every=args.eval_every, resume=args.resume)
     return report_training(result, args.out, " nats/char")
 
