@@ -162,11 +162,11 @@ def evaluate(dataset: str, speed_clips: int, *, speed_only: bool = False, only: 
         if speed_only:
             report = json.loads((out / "bench-eval.json").read_text())
         else:
-            report = transcriber.evaluate(test, beams=(1, 8), waves=waves)
+            report = transcriber.evaluate(test, beams=(1, 8), waves=waves, by="engine")
             if not (out / TRANSCRIPTS).exists():  # runs trained before training wrote them
                 (out / TRANSCRIPTS).write_text("".join(f"{u.text}\n" for u in train))
             fusion, report["lm"] = tune_fusion(transcriber, out, validation, validation_waves)
-            fused = transcriber.evaluate(test, beams=(8,), waves=waves, fusion=fusion)
+            fused = transcriber.evaluate(test, beams=(8,), waves=waves, fusion=fusion, by="engine")
             report["beam8_lm"] = fused["beam8"]
         clips = waves[:speed_clips]
         transcriber.transcribe(clips[:3], beam=1, batch_size=1)  # warm-up
@@ -215,12 +215,21 @@ def learning_curves(dataset: str) -> Path:
     return target
 
 
+def by_engine(scores: dict[str, Any] | None) -> str:
+    """'espeak-ng CER / flite CER' (%) of a beam's scores grouped by engine, '-' for runs scored before grouping."""
+    groups = (scores or {}).get("by")
+    if not groups:
+        return "-"
+    return " / ".join(f"{100 * groups[engine]['cer']:.2f}" if engine in groups else "-"
+                      for engine in ("espeak-ng", "flite"))
+
+
 def report(dataset: str) -> None:
     """The Markdown table of every evaluated run of `dataset`, with the targets, and the learning curves."""
     lines = [f"### {dataset}, test split (held-out voices)", "",
              "| model | CER greedy | CER beam 8 | CER beam 8 + LM | WER greedy | WER beam 8 | WER beam 8 + LM | "
              "exact beam 8 + LM | LM weight / bonus | steps | threads | train min | peak RSS MB | params | "
-             "x real time (batch 1) |", "| --- |" + " --- |" * 15]
+             "x real time (batch 1) | CER beam 8 + LM espeak-ng / flite |", "| --- |" + " --- |" * 15]
     for model in run_names(dataset):
         out = run_folder(dataset, model)
         if not (out / "bench-eval.json").exists():
@@ -237,11 +246,11 @@ def report(dataset: str) -> None:
         lines.append(f"| {model} | {100 * e['beam1']['cer']:.2f} | {100 * e['beam8']['cer']:.2f} | {lm_cer} | "
                      f"{100 * e['beam1']['wer']:.2f} | {100 * e['beam8']['wer']:.2f} | {lm_wer} | {lm_exact} | "
                      f"{tuned} | {steps} | {t.get('threads', 1)} | {t.get('minutes', '?')} | {rss} | "
-                     f"{e['parameters']:,} | {e['speed_batch1']:.0f} |")
+                     f"{e['parameters']:,} | {e['speed_batch1']:.0f} | {by_engine(lm)} |")
         if "speed_batch1_plain_torch" in e:
             ratio = e["speed_batch1"] / e["speed_batch1_plain_torch"]
-            lines.append("| (peer: plain torch.nn.LSTM, same weights) |" + " |" * 14 +
-                         f" {e['speed_batch1_plain_torch']:.0f} (ours {ratio:.2f}x) |")
+            lines.append("| (peer: plain torch.nn.LSTM, same weights) |" + " |" * 13 +
+                         f" {e['speed_batch1_plain_torch']:.0f} (ours {ratio:.2f}x) | |")
     if dataset == "spoken-digits":
         lines += ["", f"Targets: CER at most {100 * TARGET_CER:.0f}% within 30 minutes; transcription at least "
                   f"{TARGET_SPEED:.0f}x real time at batch 1."]

@@ -300,3 +300,27 @@ def test_speeds_from_the_cli_set_the_speed_perturbation() -> None:
     chosen = config("--speeds", "0.8", "1", "1.25")
     assert chosen is not None and chosen.speeds == (0.8, 1.0, 1.25)
     assert chosen.gain_db == PerturbConfig().gain_db and chosen.noise == PerturbConfig().noise
+
+
+def test_eval_by_a_manifest_key_scores_each_group_as_evaluating_it_alone(trained: tuple[Path, Path],
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    path, run = trained
+    capsys.readouterr()
+    assert main(["speech", "eval", str(run), str(path), "--beam", "3", "--split", "all", "--by", "split",
+                 "--json"]) == 0
+    grouped = json.loads(capsys.readouterr().out)
+    for beam in ("beam1", "beam3"):
+        groups = grouped[beam]["by"]
+        assert sorted(groups) == ["test", "train", "validation"]
+        assert sum(g["utterances"] for g in groups.values()) == grouped["utterances"]
+    for part in ("train", "test"):
+        assert main(["speech", "eval", str(run), str(path), "--beam", "3", "--split", part, "--json"]) == 0
+        alone = json.loads(capsys.readouterr().out)
+        for beam in ("beam1", "beam3"):
+            mine = grouped[beam]["by"][part]
+            assert mine["utterances"] == alone["utterances"]
+            assert mine["cer"] == pytest.approx(alone[beam]["cer"]) and mine["wer"] == pytest.approx(alone[beam]["wer"])
+    assert main(["speech", "eval", str(run), str(path), "--beam", "1", "--by", "colour"]) == 0
+    printed = capsys.readouterr().out
+    assert "by colour" in printed and printed.splitlines()[-1].split()[:2] == ["-", str(grouped["beam1"]["by"][
+        "test"]["utterances"])]

@@ -121,6 +121,8 @@ def add_speech_commands(commands: Any) -> None:
                           help="evaluate on this part of the run's split (default: test)")
     evaluate.add_argument("--limit", type=positive_int, help="score only the first N utterances of the part")
     add_decoding_options(evaluate)
+    evaluate.add_argument("--by", metavar="KEY", help="also score the utterances of each value of this manifest "
+                          "key apart (e.g. voice or speaker); lines without it are grouped as '-'")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(handler=speech_eval)
 
@@ -245,7 +247,8 @@ def speech_eval(args: argparse.Namespace) -> int:
     utterances = utterances[: args.limit] if args.limit else utterances
     beams = (1,) if args.beam == 1 else (1, args.beam)
     report = transcriber.evaluate(utterances, beams=beams, decoder=args.decoder, batch_size=args.batch_size,
-                                  length_penalty=args.length_penalty, fusion=fusion_of(args, transcriber))
+                                  length_penalty=args.length_penalty, fusion=fusion_of(args, transcriber),
+                                  by=args.by)
     if args.json:
         print(json.dumps(report))
         return 0
@@ -257,4 +260,11 @@ def speech_eval(args: argparse.Namespace) -> int:
         name = "greedy" if beam == 1 else f"beam {beam}"
         print(f"{name:<10} {100 * s['cer']:7.2f} {100 * s['wer']:7.2f} {100 * s['string_accuracy']:8.2f} "
               f"{s['real_time']:12.1f}")
+    if args.by:
+        print(f"\nby {args.by}: {'utterances':>10} " + " ".join(
+            f"{'greedy' if beam == 1 else f'beam {beam}'} CER % / WER %".rjust(22) for beam in beams))
+        for value in report[f"beam{beams[0]}"]["by"]:
+            cells = [report[f"beam{beam}"]["by"][value] for beam in beams]
+            print(f"{value:<{len(args.by) + 4}} {cells[0]['utterances']:>10} " + " ".join(
+                f"{100 * c['cer']:.2f} / {100 * c['wer']:.2f}".rjust(22) for c in cells))
     return 0

@@ -269,9 +269,12 @@ class Transcriber:
     def evaluate(self, utterances: Sequence[Utterance], *, beams: tuple[int, ...] = (1, 8),
                  decoder: str | None = None, batch_size: int = DECODE_BATCH,
                  waves: Sequence[NDArray[np.floating]] | None = None,
-                 length_penalty: float = LENGTH_PENALTY, fusion: Fusion | None = None) -> dict[str, Any]:
+                 length_penalty: float = LENGTH_PENALTY, fusion: Fusion | None = None,
+                 by: str | None = None) -> dict[str, Any]:
         """CER, WER and string accuracy of each beam size on `utterances` (module docstring), and real-time factor:
-        seconds of audio transcribed per second of compute."""
+        seconds of audio transcribed per second of compute. With `by`, a manifest key (``voice``, ``speaker``),
+        each beam's scores also hold ``"by"``: the same error rates over each value's utterances alone (those
+        without the key under ``"-"``)."""
         if not utterances:
             raise ValueError("no utterances to evaluate")
         head = self.check_decoder(decoder)
@@ -285,8 +288,16 @@ class Transcriber:
             outputs = self.transcribe(audio, beam=beam, decoder=head, batch_size=batch_size,
                                       length_penalty=length_penalty, fusion=fusion)
             spent = time.perf_counter() - started
-            scores = error_rates([o.text for o in outputs], references)
+            hypotheses = [o.text for o in outputs]
+            scores: dict[str, Any] = dict(error_rates(hypotheses, references))
             scores["real_time"] = seconds / spent if spent > 0 else math.inf
+            if by is not None:
+                groups: dict[str, list[int]] = {}
+                for n, utterance in enumerate(utterances):
+                    groups.setdefault(str(utterance.extra.get(by, "-")), []).append(n)
+                scores["by"] = {value: {"utterances": len(rows), **error_rates(
+                    [hypotheses[n] for n in rows], [references[n] for n in rows])} for value, rows in sorted(
+                    groups.items())}
             report[f"beam{beam}"] = scores
         return report
 
