@@ -284,6 +284,7 @@ def test_a_small_recogniser_learns_to_spell_with_attention(decoder: str, attenti
     if decoder == "joint":
         expected = 0.3 * metrics["ctc_per_char"] + 0.7 * metrics["attention_per_char"]
         assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
+    assert metrics["loss_per_char"] == pytest.approx(float(loss.detach()), rel=1e-6)  # the loss trained, logged
     model.eval()
     with torch.no_grad():
         log_probs, state = model.prime(batch.waves, batch.samples)

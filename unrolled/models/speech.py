@@ -424,7 +424,7 @@ class Recogniser(nn.Module):
             attention, _ = self.attention_loss(h, steps, batch.targets, batch.target_lengths)
             metrics["attention_per_char"] = float(attention.detach())
             total = total + ((1 - self.config.ctc_weight) if self.config.uses_ctc else 1.0) * attention
-        metrics["loss_per_char"] = metrics.get("ctc_per_char", metrics.get("attention_per_char", 0.0))
+        metrics["loss_per_char"] = float(total.detach())  # the loss trained: joint runs log the mix, not CTC's share
         return total, metrics
 
 
