@@ -289,7 +289,7 @@ class FakeClock:
         return hook
 
 
-def test_a_time_bounded_run_fixes_its_cosine_horizon_once_and_resume_keeps_it(tmp_path: Path) -> None:
+def test_a_time_bounded_run_sets_its_cosine_horizon_after_20_steps_and_resume_keeps_it(tmp_path: Path) -> None:
     config = settings(max_steps=None, max_time=100.0, eval_every=1000)
     clock = FakeClock()
     straight, _ = train(tmp_path / "straight", config, hook=clock.ticking(1.0), clock=clock)
@@ -311,6 +311,31 @@ def test_a_time_bounded_run_fixes_its_cosine_horizon_once_and_resume_keeps_it(tm
     assert resumed.stopped_because == "max_time" and resumed.steps == 39 + 20  # 40 s + 20 x 3 s
     assert load_checkpoint(tmp_path / "split" / "last").training_state["progress"]["horizon"] == 100
     assert [lr for _, _, lr in losses(tmp_path / "split")] == [by_step[s] for s in range(1, 60)]
+
+
+def test_evaluations_correct_the_horizon_when_steps_slow_down_and_evaluations_take_time(tmp_path: Path) -> None:
+    clock = FakeClock()
+
+    def slow(call: int, loss: Tensor) -> Tensor:  # 1 s a step for the first 21 steps, then 2 s
+        clock.now += 1.0 if call <= 21 else 2.0
+        return loss
+
+    def evaluate_slowly(model: nn.Module) -> dict[str, float]:
+        clock.now += 5.0
+        return evaluate(model)
+
+    config = settings(max_steps=None, max_time=200.0, eval_every=10)
+    result, _ = train(tmp_path, config, hook=slow, evaluate_with=evaluate_slowly, clock=clock)
+    assert result.stopped_because == "max_time"
+    # Timed once, 1 s a step said 200 steps. The run did 21 steps, then 2 s a step plus 5 s every 10th:
+    # 2.5 s a step, so about 21 + 179 / 2.5 = 92 steps in all.
+    assert 85 <= result.steps <= 95
+    horizon = load_checkpoint(tmp_path / "last").training_state["progress"]["horizon"]
+    assert abs(horizon - result.steps) <= 5
+    lrs = {step: lr for step, _, lr in losses(tmp_path)}
+    floor = config.lr * config.min_lr_ratio
+    assert lrs[result.steps] - floor < 0.02 * (config.lr - floor)  # decayed to (about) the floor
+    assert lrs[result.steps] < learning_rate(config, result.steps - 1, horizon=200)  # which timing once missed
 
 
 def test_a_cosine_run_decays_over_whichever_budget_ends_first(tmp_path: Path) -> None:

@@ -36,10 +36,14 @@ The cosine horizon N is `decay_steps`, else `max_steps`, else
 resumes (so a run stopped at max_steps k and resumed to n decays over n steps
 after the resume: set decay_steps to n in both for the schedule of an n-step
 run). A run with a `max_time` (and no `decay_steps`) times 20 steps (after the
-first of the session) and fixes N = steps done + steps that fit in the time
-left, or the step or epoch budget if that ends first, once: it is saved with
-the run and kept by every resume. So a cosine run decays fully whichever
-budget stops it.
+first of the session) and sets N = steps done + steps that fit in the time
+left, or the step or epoch budget if that ends first. After every evaluation
+it sets N again the same way from the session's pace so far (all the time
+since its first step, evaluations and saves included, over the steps since):
+the first 20 steps can run faster than the rest, and evaluations take time
+(a 30-minute speech run timed once made 2,542 updates and ended at 39% of the
+peak lr, not at the 10% floor: a horizon of about 4,100). N is saved with the run; a resume keeps it until its first
+evaluation. So a cosine run decays fully whichever budget stops it.
 
 A run folder::
 
@@ -729,6 +733,7 @@ class Trainer:
             fixed = config.max_epochs * self._epoch_length
         timed = config.schedule == "cosine" and config.decay_steps is None and config.max_time is not None
         self._horizon_cap = fixed if timed else None
+        self._timed_horizon = timed
         if not timed:
             self._progress.horizon = fixed
         elif not resume:
@@ -950,6 +955,8 @@ class Trainer:
             self._bar.update(max(0.0, min(self._elapsed(), self._bar.total) - self._bar.n))
         self._tick = now
         self._session_steps += 1
+        if self._session_steps == 1:
+            self._timing_start = now
         if self._estimate_horizon:
             self._time_the_horizon(now)
         if progress.step % config.log_every == 0:
@@ -957,6 +964,8 @@ class Trainer:
         stop = False
         if self.evaluate is not None and progress.step % config.eval_every == 0:
             stop = self._evaluate(regular=True)
+            if self._timed_horizon:
+                self._correct_the_horizon(self.clock())
             self._save(LAST)
         elif config.save_every is not None and progress.step % config.save_every == 0:
             self._save(LAST)
@@ -966,19 +975,26 @@ class Trainer:
         return stop
 
     def _time_the_horizon(self, now: float) -> None:
-        """Fix the cosine horizon of a time-bounded run from the speed of the session's steps 2..21."""
-        if self._session_steps == 1:
-            self._timing_start = now
-            return
+        """Set the cosine horizon of a time-bounded run from the speed of the session's steps 2..21."""
         if self._session_steps < 1 + HORIZON_TIMED_STEPS:
             return
-        per_step = max((now - self._timing_start) / HORIZON_TIMED_STEPS, 1e-9)
+        self._set_horizon((now - self._timing_start) / HORIZON_TIMED_STEPS)
+        self._estimate_horizon = False
+
+    def _correct_the_horizon(self, now: float) -> None:
+        """After an evaluation: the horizon again, from the session's pace since its first step, evaluations
+        and saves included (the first steps are no sure guide to the rest)."""
+        if self._session_steps > 1:
+            self._set_horizon((now - self._timing_start) / (self._session_steps - 1))
+
+    def _set_horizon(self, per_step: float) -> None:
+        """N = steps done + the steps of `per_step` seconds that fit in the time left, capped by the step or
+        epoch budget; the same on every rank."""
         left = max(0.0, float(self.config.max_time or 0.0) - self._elapsed())
-        horizon = self._progress.step + int(left / per_step)
+        horizon = self._progress.step + int(left / max(per_step, 1e-9))
         if self._horizon_cap is not None:  # the step or epoch budget ends first
             horizon = min(horizon, self._horizon_cap)
         self._progress.horizon = int(self._broadcast(float(horizon)))
-        self._estimate_horizon = False
 
     def _limit_reached(self) -> str | None:
         config, progress = self.config, self._progress
