@@ -20,6 +20,7 @@ from unrolled.models.speech import (
     SpeechConfig,
     ctc_loss,
     greedy_decode,
+    joint_scores,
     needed_steps,
     pair_steps,
     prefix_beam_search,
@@ -294,6 +295,49 @@ def test_a_small_recogniser_learns_to_spell_with_attention(decoder: str, attenti
     spelled = [alphabet.decode(row[: row.index(BLANK)] if BLANK in row else row) for row in tokens.tolist()]
     assert spelled == words
     assert [alphabet.decode(best[0].tokens) for best in found] == words
+
+
+def ctc_nll(log_probs: np.ndarray, target: list[int]) -> float:
+    """-log p_CTC(target): the NumPy forward recursion; the empty transcript is the all-blank path."""
+    return float(-log_probs[:, BLANK].sum()) if not target else forward_nll(log_probs, target)
+
+
+def test_joint_scores_mix_the_attention_score_with_the_ctc_path_sum() -> None:
+    log_probs = random_log_probs(1, 4, 3, seed=5)[0]  # (S, V)
+    hypotheses = [[1], [1, 2], [2, 2], [], [1, 1, 1]]  # the last needs 5 steps: CTC cannot spell it in 4
+    attention = [-1.0, -2.5, -0.5, -3.0, -0.1]
+    mixed = joint_scores(log_probs, 4, hypotheses, attention, 0.3)
+    for y, a, got in zip(hypotheses[:4], attention, mixed, strict=False):
+        assert got == pytest.approx(0.7 * a - 0.3 * brute_force_nll(log_probs.numpy(), y), rel=1e-9)
+    assert mixed[4] == -np.inf
+    assert joint_scores(log_probs, 2, [[1]], [-1.0], 0.5)[0] == pytest.approx(
+        -0.5 - 0.5 * brute_force_nll(log_probs[:2].numpy(), [1]), rel=1e-9)  # only the real steps count
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.3, 1.0])
+def test_joint_decoding_picks_the_attention_hypothesis_of_the_best_mixed_score(weight: float) -> None:
+    from unrolled.tasks.speech import Transcriber, character_limit
+
+    torch.manual_seed(0)
+    alphabet = Alphabet.build(["abc"])
+    model = attention_recogniser("joint", alphabet).eval()  # untrained: its hypotheses differ a lot
+    transcriber = Transcriber(model, alphabet, None, max_seconds=60.0)
+    assert transcriber.decoders == ("attention", "ctc", "joint")
+    wave = tone_word("abca", np.random.default_rng(2))
+    output = transcriber.transcribe([wave], beam=4, decoder="joint", ctc_weight=weight)[0]
+    batch = SpeechBatch.make([wave], [[]])
+    with torch.no_grad():
+        log_probs, state = model.prime(batch.waves, batch.samples)
+        ctc = model.ctc_head(state.memory)[0].double().numpy()  # (S, V)
+        found = beam_search(model, log_probs, state, beam_size=4, end_token=BLANK, length_penalty=1.0, n_best=4,
+                            max_length=character_limit(len(wave)))[0]
+    assert len({tuple(h.tokens) for h in found}) == 4
+    mixed = [(1 - weight) * h.score - weight * ctc_nll(ctc, h.tokens) for h in found]
+    best = max(range(4), key=lambda n: (mixed[n], -n))
+    assert output.decoder == "joint" and output.text == alphabet.decode(found[best].tokens)
+    assert output.score == pytest.approx(mixed[best], rel=1e-5)
+    with pytest.raises(ValueError, match=r"the CTC weight of joint decoding must lie in \[0, 1\], got 1.5"):
+        transcriber.transcribe([wave], beam=4, decoder="joint", ctc_weight=1.5)
 
 
 def test_encoder_steps_counts_what_the_encoder_returns() -> None:

@@ -272,6 +272,10 @@ def test_bad_input_is_one_line_from_the_cli(trained: tuple[Path, Path], tmp_path
          r"a speed factor must lie in \[0\.5, 2\], got 3"),
         (["speech", "train", str(path), "--out", str(tmp_path / "r"), "--speeds", "1.2", "--no-perturb"],
          r"--speeds sets the speed perturbation, which --no-perturb turns off"),
+        (["speech", "eval", str(run), str(path), "--ctc-weight", "0.5"],
+         r"--ctc-weight weighs CTC in joint decoding; give --decoder joint"),
+        (["speech", "eval", str(run), str(path), "--decoder", "joint"],
+         r"this run has no joint decoder \(it was trained with --decoder ctc\); use ctc"),
     ]
     for args, message in cases:
         code, err = run_cli(args, capsys)

@@ -33,7 +33,7 @@ DATASETS = "spoken-digits, spoken-sentences"
 ENCODER_DEFAULTS = {"ctc": (2, 0), "attention": (1, 2), "joint": (2, 0)}
 # Shallow fusion's lambda per decoder and CTC's beta: what bench/speech.py chose on spoken-digits validation clips
 # (the attention speller already models the text, so it takes less of the LM)
-LM_WEIGHT = {"ctc": 1.0, "attention": 0.25}
+LM_WEIGHT = {"ctc": 1.0, "attention": 0.25, "joint": 0.25}
 LM_BONUS = 2.0
 
 
@@ -129,8 +129,12 @@ def add_speech_commands(commands: Any) -> None:
 
 def add_decoding_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beam", type=positive_int, default=8, help="beam size; 1 is greedy (default: 8)")
-    parser.add_argument("--decoder", choices=("ctc", "attention"),
-                        help="which head decodes a joint run (default: attention; other runs have one head)")
+    parser.add_argument("--decoder", choices=("ctc", "attention", "joint"),
+                        help="how a joint run decodes: attention (the default), ctc, or joint: the attention "
+                             "beam's hypotheses rescored with CTC; other runs have one head")
+    parser.add_argument("--ctc-weight", type=float, metavar="LAMBDA",
+                        help="--decoder joint: CTC's share of the score, in [0, 1] (default: the run's training "
+                             "--ctc-weight)")
     parser.add_argument("--batch-size", type=positive_int, default=16, help="clips decoded at once (default: 16)")
     parser.add_argument("--length-penalty", type=float, default=1.0, metavar="ALPHA",
                         help="GNMT length penalty of the attention beam; 0 ranks by total log-probability, which "
@@ -146,6 +150,16 @@ def add_decoding_options(parser: argparse.ArgumentParser) -> None:
                              f"uses --length-penalty instead (default: {LM_BONUS})")
     parser.add_argument("--lm-order", type=positive_int, default=6, metavar="N",
                         help="characters per n-gram of the language model (default: 6)")
+
+
+def check_ctc_weight(args: argparse.Namespace, transcriber: Any) -> None:
+    """--ctc-weight only beside --decoder joint, within [0, 1]."""
+    if args.ctc_weight is None:
+        return
+    if transcriber.check_decoder(args.decoder) != "joint":
+        raise ValueError("--ctc-weight weighs CTC in joint decoding; give --decoder joint with it (a joint run)")
+    if not 0.0 <= args.ctc_weight <= 1.0:
+        raise ValueError(f"--ctc-weight must lie in [0, 1], got {args.ctc_weight:g}")
 
 
 def fusion_of(args: argparse.Namespace, transcriber: Any) -> Any:
@@ -217,9 +231,10 @@ def speech_transcribe(args: argparse.Namespace) -> int:
         if is_silent(wave):
             raise ValueError(f"{name} is silent (no sample above -60 dB of full scale): nothing to transcribe")
         waves.append(wave)
+    check_ctc_weight(args, transcriber)
     outputs = transcriber.transcribe(waves, beam=args.beam, decoder=args.decoder, batch_size=args.batch_size,
                                      chunk_seconds=args.chunk, length_penalty=args.length_penalty,
-                                     fusion=fusion_of(args, transcriber))
+                                     fusion=fusion_of(args, transcriber), ctc_weight=args.ctc_weight)
     for name, output in zip(args.audio, outputs, strict=True):
         if args.json:
             print(json.dumps({"audio": name, "text": output.text, "score": output.score, "decoder": output.decoder},
@@ -246,9 +261,10 @@ def speech_eval(args: argparse.Namespace) -> int:
             raise ValueError(f"the run's {args.split} part is empty")
     utterances = utterances[: args.limit] if args.limit else utterances
     beams = (1,) if args.beam == 1 else (1, args.beam)
+    check_ctc_weight(args, transcriber)
     report = transcriber.evaluate(utterances, beams=beams, decoder=args.decoder, batch_size=args.batch_size,
                                   length_penalty=args.length_penalty, fusion=fusion_of(args, transcriber),
-                                  by=args.by)
+                                  by=args.by, ctc_weight=args.ctc_weight)
     if args.json:
         print(json.dumps(report))
         return 0

@@ -67,7 +67,20 @@ that see where the last step looked, so the next step can move on from
 there. Joint training (Kim et al. 2017) shares the encoder between both
 heads: :math:`\mathcal{L} = \lambda \mathcal{L}_{CTC} + (1 - \lambda)
 \mathcal{L}_{att}`, both per character (the CTC loss above is divided by the
-batch's characters instead of its utterances).
+batch's characters instead of its utterances). A joint run decodes with
+either head, or with both (`joint_scores`; Watanabe et al. 2017 score
+prefixes the same way during the search, here the attention beam's finished
+hypotheses are rescored): the transcript of the K attention hypotheses that
+maximises
+
+.. math::
+    (1 - \lambda) \log p_{att}(y \mid x) + \lambda \log p_{CTC}(y \mid x)
+
+:math:`\log p_{att}` being the sum of the speller's log-probabilities, ``</s>``
+included (and shallow fusion's LM terms where it is on), :math:`\log p_{CTC}`
+the forward algorithm's sum over the paths that spell y. CTC gives almost no
+probability to a transcript that drops or repeats a word the clip holds, the
+speller's typical error.
 
 ==========  ======================  ==============================================
 tensor      shape                   meaning
@@ -444,6 +457,24 @@ def ctc_loss(log_probs: Tensor, steps: Tensor, targets: Tensor, target_lengths: 
     per_utterance = F.ctc_loss(log_probs.transpose(0, 1), targets, steps, target_lengths, blank=BLANK,
                                reduction="none")  # (B,)
     return per_utterance.mean()
+
+
+def joint_scores(log_probs: Tensor, steps: int, hypotheses: Sequence[Sequence[int]], attention: Sequence[float],
+                 weight: float) -> list[float]:
+    """(1 - lambda) log p_att(y | x) + lambda log p_CTC(y | x) of each hypothesis y of one utterance (module
+    docstring): `log_probs` (S, V) its CTC log-probabilities, `steps` its real steps S_b, `attention` each
+    hypothesis' log p_att, `weight` lambda. A transcript CTC cannot spell in S_b steps scores -inf."""
+    if not hypotheses:
+        return []
+    count = len(hypotheses)
+    lengths = torch.tensor([len(y) for y in hypotheses], dtype=torch.long)
+    targets = torch.zeros(count, max(1, int(lengths.max())), dtype=torch.long)
+    for n, y in enumerate(hypotheses):
+        targets[n, : len(y)] = torch.tensor(list(y), dtype=torch.long)
+    rows = log_probs[:steps].to(torch.float64).cpu().unsqueeze(1).expand(-1, count, -1)  # (S_b, K, V)
+    nll = F.ctc_loss(rows, targets, torch.full((count,), steps, dtype=torch.long), lengths, blank=BLANK,
+                     reduction="none")  # (K,), inf where no path spells y
+    return [(1 - weight) * a - weight * float(n) for a, n in zip(attention, nll.tolist(), strict=True)]
 
 
 def prefix_beam_search(log_probs: Tensor, beam: int, *, lm: CharNgram | None = None, weight: float = 0.0,

@@ -54,6 +54,7 @@ from unrolled.models.speech import (
     Recogniser,
     SpeechConfig,
     greedy_decode,
+    joint_scores,
     needed_steps,
     prefix_beam_search,
 )
@@ -194,7 +195,8 @@ class Transcriber:
     @property
     def decoders(self) -> tuple[str, ...]:
         """The heads this run can decode with, its preferred one first (attention where it has both)."""
-        return {"ctc": ("ctc",), "attention": ("attention",), "joint": ("attention", "ctc")}[self.model.config.decoder]
+        return {"ctc": ("ctc",), "attention": ("attention",),
+                "joint": ("attention", "ctc", "joint")}[self.model.config.decoder]
 
     def check_decoder(self, decoder: str | None) -> str:
         if decoder is None:
@@ -207,14 +209,20 @@ class Transcriber:
     @torch.inference_mode()
     def transcribe(self, waves: Sequence[NDArray[np.floating]], *, beam: int = 1, decoder: str | None = None,
                    batch_size: int = DECODE_BATCH, chunk_seconds: float = CHUNK_SECONDS,
-                   length_penalty: float = LENGTH_PENALTY, fusion: Fusion | None = None) -> list[Transcript]:
+                   length_penalty: float = LENGTH_PENALTY, fusion: Fusion | None = None,
+                   ctc_weight: float | None = None) -> list[Transcript]:
         """The transcript of each 16 kHz waveform; beam 1 is greedy. Waveforms longer than ``chunk_seconds`` are
         transcribed in pieces (module docstring). ``length_penalty``: GNMT's alpha for the attention beam (the
         CTC prefix beam needs none: every prefix has read the whole clip). ``fusion``: a character language model
-        added to the beam search (`unrolled.models.ngram`); beam 1 stays greedy, without it."""
+        added to the beam search (`unrolled.models.ngram`); beam 1 stays greedy, without it. ``decoder="joint"``
+        (joint runs): the attention beam's hypotheses rescored with CTC (`unrolled.models.speech.joint_scores`),
+        lambda = ``ctc_weight`` (default: the run's training weight); at beam 1 the speller's greedy transcript."""
         if beam < 1 or batch_size < 1:
             raise ValueError(f"the beam and the batch size must be at least 1, got {beam} and {batch_size}")
         head = self.check_decoder(decoder)
+        if ctc_weight is not None and not 0.0 <= ctc_weight <= 1.0:
+            raise ValueError(f"the CTC weight of joint decoding must lie in [0, 1], got {ctc_weight:g}")
+        weight = self.model.config.ctc_weight if ctc_weight is None else ctc_weight
         pieces: list[NDArray[np.float32]] = []
         owned: list[list[int]] = []  # the pieces of each waveform, in order
         for n, wave in enumerate(waves):
@@ -229,7 +237,7 @@ class Transcriber:
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             batch = SpeechBatch.make([pieces[i] for i in rows], [[] for _ in rows])
-            for i, result in zip(rows, self._decode(batch, head, beam, length_penalty, fusion), strict=True):
+            for i, result in zip(rows, self._decode(batch, head, beam, length_penalty, fusion, weight), strict=True):
                 found[i] = result
         results: list[Transcript] = []
         for mine in owned:
@@ -241,7 +249,7 @@ class Transcriber:
         return results
 
     def _decode(self, batch: SpeechBatch, head: str, beam: int, length_penalty: float = LENGTH_PENALTY,
-                fusion: Fusion | None = None) -> list[tuple[str, float | None]]:
+                fusion: Fusion | None = None, ctc_weight: float = 0.0) -> list[tuple[str, float | None]]:
         model = self.model
         device = next(model.parameters()).device
         waves, samples = batch.waves.to(device), batch.samples.to(device)
@@ -255,22 +263,33 @@ class Transcriber:
                 for b in range(len(steps)))]
         limit = character_limit(int(samples.max()))
         log_probs, state = model.prime(waves, samples)
-        if beam == 1:
+        if beam == 1:  # "joint" too: one hypothesis, nothing for CTC to choose between
             tokens = decoding.greedy(model, log_probs, state, length=limit, end_token=BLANK).tolist()
             return [(self.alphabet.decode(row[: row.index(BLANK)] if BLANK in row else row), None) for row in tokens]
         speller: decoding.Decoder = model
+        ctc = model.ctc_head(state.memory) if head == "joint" else None  # (B, S, V)
         if fusion is not None:
             speller = LanguageModelFusion(model, fusion.lm, fusion.weight)
             log_probs, state = speller.prime(log_probs, state)
         hypotheses = decoding.beam_search(speller, log_probs, state, beam_size=beam, max_length=limit,
-                                          end_token=BLANK, length_penalty=length_penalty)
-        return [(self.alphabet.decode(best[0].tokens), best[0].score) for best in hypotheses]
+                                          end_token=BLANK, length_penalty=length_penalty,
+                                          n_best=1 if ctc is None else beam)
+        if ctc is None:
+            return [(self.alphabet.decode(best[0].tokens), best[0].score) for best in hypotheses]
+        steps = state.mask.sum(dim=1).tolist()
+        chosen: list[tuple[str, float | None]] = []
+        for b, found in enumerate(hypotheses):  # the attention beam's hypotheses, rescored with CTC
+            joint = joint_scores(ctc[b], int(steps[b]), [h.tokens for h in found], [h.score for h in found],
+                                 ctc_weight)
+            k = max(range(len(found)), key=lambda n: (joint[n], -n))  # ties: the beam's order
+            chosen.append((self.alphabet.decode(found[k].tokens), joint[k]))
+        return chosen
 
     def evaluate(self, utterances: Sequence[Utterance], *, beams: tuple[int, ...] = (1, 8),
                  decoder: str | None = None, batch_size: int = DECODE_BATCH,
                  waves: Sequence[NDArray[np.floating]] | None = None,
                  length_penalty: float = LENGTH_PENALTY, fusion: Fusion | None = None,
-                 by: str | None = None) -> dict[str, Any]:
+                 by: str | None = None, ctc_weight: float | None = None) -> dict[str, Any]:
         """CER, WER and string accuracy of each beam size on `utterances` (module docstring), and real-time factor:
         seconds of audio transcribed per second of compute. With `by`, a manifest key (``voice``, ``speaker``),
         each beam's scores also hold ``"by"``: the same error rates over each value's utterances alone (those
@@ -286,7 +305,7 @@ class Transcriber:
         for beam in beams:
             started = time.perf_counter()
             outputs = self.transcribe(audio, beam=beam, decoder=head, batch_size=batch_size,
-                                      length_penalty=length_penalty, fusion=fusion)
+                                      length_penalty=length_penalty, fusion=fusion, ctc_weight=ctc_weight)
             spent = time.perf_counter() - started
             hypotheses = [o.text for o in outputs]
             scores: dict[str, Any] = dict(error_rates(hypotheses, references))
