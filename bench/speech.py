@@ -10,7 +10,9 @@ best-validation checkpoint then transcribes the test clips, greedily, with
 a beam of 8, and with a beam of 8 and a character 6-gram of the training
 transcripts (shallow fusion, its weight and bonus chosen on the first
 `--tuning-clips` validation clips): character and word error rates (jiwer)
-and string accuracy.
+and string accuracy. A joint run (both heads) decodes with its attention
+head, then again with joint decoding (the attention beam rescored with CTC,
+lambda its training weight), beam 8 without and with the LM.
 
 Speed: one thread, batch 1, every clip of the first `--speed-clips` test
 clips transcribed greedily, in seconds of audio per second of compute (the
@@ -118,18 +120,21 @@ def plain_torch_speed(transcriber: Any, waves: list[Any]) -> float:
     return sum(len(w) for w in waves) / 16_000 / spent
 
 
-def tune_fusion(transcriber: Any, out: Path, validation: list[Any], waves: list[Any]) -> tuple[Any, dict[str, Any]]:
+def tune_fusion(transcriber: Any, out: Path, validation: list[Any], waves: list[Any],
+                decoder: str | None = None) -> tuple[Any, dict[str, Any]]:
     """The language model of the run's training transcripts, and the weight (and, for CTC, bonus) of the grid that
-    gives the lowest beam-8 CER on `waves` (validation clips): (`Fusion`, the grid's scores)."""
+    gives the lowest beam-8 CER on `waves` (validation clips) with `decoder` (default: the run's own): (`Fusion`,
+    the grid's scores)."""
     from unrolled.models.ngram import Fusion
     from unrolled.tasks.speech import TRANSCRIPTS, read_language_model
 
     lm = read_language_model(out / TRANSCRIPTS, transcriber.alphabet)
-    ctc = transcriber.decoders[0] == "ctc"
+    ctc = transcriber.check_decoder(decoder) == "ctc"
     grid = [(w, b) for w in LM_WEIGHTS for b in (LM_BONUSES if ctc else (0.0,))]
     scores = {}
     for weight, bonus in grid:
-        result = transcriber.evaluate(validation, beams=(8,), waves=waves, fusion=Fusion(lm, weight, bonus))
+        result = transcriber.evaluate(validation, beams=(8,), waves=waves, fusion=Fusion(lm, weight, bonus),
+                                      decoder=decoder)
         scores[f"{weight}/{bonus}"] = result["beam8"]["cer"]
     weight, bonus = min(grid, key=lambda wb: (scores[f"{wb[0]}/{wb[1]}"], wb))
     return Fusion(lm, weight, bonus), {"weight": weight, "bonus": bonus, "validation_cer": scores}
@@ -168,6 +173,13 @@ def evaluate(dataset: str, speed_clips: int, *, speed_only: bool = False, only: 
             fusion, report["lm"] = tune_fusion(transcriber, out, validation, validation_waves)
             fused = transcriber.evaluate(test, beams=(8,), waves=waves, fusion=fusion, by="engine")
             report["beam8_lm"] = fused["beam8"]
+            if "joint" in transcriber.decoders:  # a joint run: its attention beam rescored with CTC too
+                joint = transcriber.evaluate(test, beams=(8,), waves=waves, by="engine", decoder="joint")
+                fusion, tuned = tune_fusion(transcriber, out, validation, validation_waves, "joint")
+                fused = transcriber.evaluate(test, beams=(8,), waves=waves, fusion=fusion, by="engine",
+                                             decoder="joint")
+                report["joint_decoding"] = {"ctc_weight": transcriber.model.config.ctc_weight,
+                                            "beam8": joint["beam8"], "lm": tuned, "beam8_lm": fused["beam8"]}
         clips = waves[:speed_clips]
         transcriber.transcribe(clips[:3], beam=1, batch_size=1)  # warm-up
         started = time.perf_counter()
@@ -247,6 +259,13 @@ def report(dataset: str) -> None:
                      f"{100 * e['beam1']['wer']:.2f} | {100 * e['beam8']['wer']:.2f} | {lm_wer} | {lm_exact} | "
                      f"{tuned} | {steps} | {t.get('threads', 1)} | {t.get('minutes', '?')} | {rss} | "
                      f"{e['parameters']:,} | {e['speed_batch1']:.0f} | {by_engine(lm)} |")
+        if "joint_decoding" in e:
+            j = e["joint_decoding"]
+            lm = j["beam8_lm"]
+            lines.append(f"| {model}, joint decoding (lambda {j['ctc_weight']}) | - | {100 * j['beam8']['cer']:.2f} | "
+                         f"{100 * lm['cer']:.2f} | - | {100 * j['beam8']['wer']:.2f} | {100 * lm['wer']:.2f} | "
+                         f"{100 * lm['string_accuracy']:.1f} | {j['lm']['weight']} / {j['lm']['bonus']} |"
+                         + " |" * 6 + f" {by_engine(lm)} |")
         if "speed_batch1_plain_torch" in e:
             ratio = e["speed_batch1"] / e["speed_batch1_plain_torch"]
             lines.append("| (peer: plain torch.nn.LSTM, same weights) |" + " |" * 13 +
