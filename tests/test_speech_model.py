@@ -11,6 +11,7 @@ import torch
 from unrolled.data.speech import SpeechBatch
 from unrolled.decoding import beam_search, greedy
 from unrolled.features import FeatureConfig
+from unrolled.models.ngram import CharNgram, Fusion
 from unrolled.models.speech import (
     BLANK,
     Alphabet,
@@ -336,6 +337,9 @@ def test_joint_decoding_picks_the_attention_hypothesis_of_the_best_mixed_score(w
     best = max(range(4), key=lambda n: (mixed[n], -n))
     assert output.decoder == "joint" and output.text == alphabet.decode(found[best].tokens)
     assert output.score == pytest.approx(mixed[best], rel=1e-5)
+    lm = CharNgram.fit([alphabet.encode(t) for t in ("abca", "a", "aa")], vocabulary=len(alphabet), order=3)
+    fused = transcriber.transcribe([wave], beam=4, decoder="joint", ctc_weight=weight, fusion=Fusion(lm, 0.5, 0.0))
+    assert fused[0].decoder == "joint" and fused[0].score is not None  # the fused beam, rescored the same way
     with pytest.raises(ValueError, match=r"the CTC weight of joint decoding must lie in \[0, 1\], got 1.5"):
         transcriber.transcribe([wave], beam=4, decoder="joint", ctc_weight=1.5)
 

@@ -268,6 +268,7 @@ class Transcriber:
             return [(self.alphabet.decode(row[: row.index(BLANK)] if BLANK in row else row), None) for row in tokens]
         speller: decoding.Decoder = model
         ctc = model.ctc_head(state.memory) if head == "joint" else None  # (B, S, V)
+        steps = state.mask.sum(dim=1).tolist()  # S_b (fusion wraps the state below)
         if fusion is not None:
             speller = LanguageModelFusion(model, fusion.lm, fusion.weight)
             log_probs, state = speller.prime(log_probs, state)
@@ -276,7 +277,6 @@ class Transcriber:
                                           n_best=1 if ctc is None else beam)
         if ctc is None:
             return [(self.alphabet.decode(best[0].tokens), best[0].score) for best in hypotheses]
-        steps = state.mask.sum(dim=1).tolist()
         chosen: list[tuple[str, float | None]] = []
         for b, found in enumerate(hypotheses):  # the attention beam's hypotheses, rescored with CTC
             joint = joint_scores(ctc[b], int(steps[b]), [h.tokens for h in found], [h.score for h in found],
