@@ -157,9 +157,9 @@ def test_a_ten_minute_recording_is_transcribed_in_chunks_not_refused(trained: tu
     seen: list[int] = []
     decode = transcriber._decode
 
-    def spy(batch: Any, head: str, beam: int, length_penalty: float, fusion: Any) -> Any:
+    def spy(batch: Any, head: str, beam: int, length_penalty: float, fusion: Any, ctc_weight: float) -> Any:
         seen.extend(batch.samples.tolist())
-        return decode(batch, head, beam, length_penalty, fusion)
+        return decode(batch, head, beam, length_penalty, fusion, ctc_weight)
 
     transcriber._decode = spy  # type: ignore[method-assign]
     text = transcriber.transcribe([long])[0].text
