@@ -42,8 +42,9 @@ it sets N again the same way from the session's pace so far (all the time
 since its first step, evaluations and saves included, over the steps since):
 the first 20 steps can run faster than the rest, and evaluations take time
 (a 30-minute speech run timed once made 2,542 updates and ended at 39% of the
-peak lr, not at the 10% floor: a horizon of about 4,100). N is saved with the run; a resume keeps it until its first
-evaluation. So a cosine run decays fully whichever budget stops it.
+peak lr, not at the 10% floor: a horizon of about 4,100). N is saved with the
+run; a resume keeps it until its first evaluation. So a cosine run decays
+fully whichever budget stops it.
 
 A run folder::
 

@@ -153,13 +153,9 @@ def add_decoding_options(parser: argparse.ArgumentParser) -> None:
 
 
 def check_ctc_weight(args: argparse.Namespace, transcriber: Any) -> None:
-    """--ctc-weight only beside --decoder joint, within [0, 1]."""
-    if args.ctc_weight is None:
-        return
-    if transcriber.check_decoder(args.decoder) != "joint":
+    """--ctc-weight only beside --decoder joint (its range `Transcriber.transcribe` checks)."""
+    if args.ctc_weight is not None and transcriber.check_decoder(args.decoder) != "joint":
         raise ValueError("--ctc-weight weighs CTC in joint decoding; give --decoder joint with it (a joint run)")
-    if not 0.0 <= args.ctc_weight <= 1.0:
-        raise ValueError(f"--ctc-weight must lie in [0, 1], got {args.ctc_weight:g}")
 
 
 def fusion_of(args: argparse.Namespace, transcriber: Any) -> Any:

@@ -268,7 +268,7 @@ class Transcriber:
             return [(self.alphabet.decode(row[: row.index(BLANK)] if BLANK in row else row), None) for row in tokens]
         speller: decoding.Decoder = model
         ctc = model.ctc_head(state.memory) if head == "joint" else None  # (B, S, V)
-        steps = state.mask.sum(dim=1).tolist()  # S_b (fusion wraps the state below)
+        steps = state.mask.sum(dim=1).tolist() if ctc is not None else []  # S_b, read before fusion wraps the state
         if fusion is not None:
             speller = LanguageModelFusion(model, fusion.lm, fusion.weight)
             log_probs, state = speller.prime(log_probs, state)
