@@ -36,6 +36,7 @@ from unrolled.tasks.variants import VARIANTS, VariantNet, compiled, eager, train
 BASELINE = "lstm"
 TARGET = 0.8
 CHUNKED = "cifg,gru-cho,peepholes,nog,noaf"
+NATIVE = "nig,nfg,nog,niaf,noaf,peepholes,cifg,gru-cho"
 
 
 def contender(task_name: str, variant: str, length: int, hidden: int, batch: int,
@@ -69,6 +70,8 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--chunks", default=CHUNKED,
                         help=f"variants also timed compiled in chunks of steps ('none' for none; default {CHUNKED})")
+    parser.add_argument("--native", default=NATIVE,
+                        help=f"variants also timed in the C++ unroll ('none' for none; default {NATIVE})")
     parser.add_argument("--compiled", default="none",
                         help="variants also timed with the whole model under torch.compile (6-134 s each to compile)")
     parser.add_argument("--steps", type=int, default=10)
@@ -79,6 +82,7 @@ def main() -> None:
     variants = [v for v in args.variants.split(",") if v]
     to_compile = [] if args.compiled == "none" else [v for v in args.compiled.split(",") if v]
     in_chunks = [] if args.chunks == "none" else [v for v in args.chunks.split(",") if v]
+    in_native = [] if args.native == "none" else [v for v in args.native.split(",") if v]
     print(f"variants training speed: task {args.task}, T={args.length}, H={args.hidden}, B={args.batch}, "
           f"{args.threads} thread(s), torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
@@ -87,6 +91,8 @@ def main() -> None:
         runs[variant] = contender(args.task, variant, args.length, args.hidden, args.batch, "off")
     for variant in in_chunks:
         runs[f"{variant} chunks"] = contender(args.task, variant, args.length, args.hidden, args.batch, "chunks")
+    for variant in in_native:
+        runs[f"{variant} native"] = contender(args.task, variant, args.length, args.hidden, args.batch, "native")
     for variant in to_compile:
         runs[f"{variant} compiled"] = contender(args.task, variant, args.length, args.hidden, args.batch, "on")
     for step, _, _ in runs.values():

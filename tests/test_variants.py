@@ -11,12 +11,14 @@ import pytest
 import torch
 
 from tests.cli_errors import one_error_line
+from unrolled import native
 from unrolled.cells import GRUCell, LSTMCell, RNNCell
+from unrolled.cli import bench as cli_bench
 from unrolled.cli import main
 from unrolled.data.longrange import make_task
 from unrolled.tasks import variants as variants_module
 from unrolled.tasks import variants_suite
-from unrolled.tasks.variants import VARIANTS, RunResult, RunSpec, VariantNet, compiled, run
+from unrolled.tasks.variants import COMPILE_CHOICES, VARIANTS, RunResult, RunSpec, VariantNet, compiled, run
 from unrolled.tasks.variants_suite import SuiteConfig, run_suite
 
 FUSED = {"rnn", "lstm", "lstm-fb0", "gru-cudnn"}
@@ -139,6 +141,23 @@ def test_compile_falls_back_to_eager_and_says_why(monkeypatch: pytest.MonkeyPatc
     result = run(task, RunSpec("order", "cifg", 10, 0, hidden=8), budget=0.0, compile="on")
     assert result.engine == "eager (AssertionError)" and result.steps == 1
 
+
+
+def test_the_native_engine_trains_what_the_eager_one_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    task = make_task("order")
+    spec = RunSpec("order", "gru-cho", 10, 0, hidden=8)
+    eager_result = run(task, spec, budget=0.0, steps=3)
+    native_result = run(task, spec, budget=0.0, steps=3, compile="native")
+    assert (eager_result.engine, native_result.engine) == ("eager", "native")
+    assert native_result.loss == pytest.approx(eager_result.loss, rel=1e-4)
+    assert compiled(VariantNet(task, "lstm", 8), "native")[1] == "fused"
+    monkeypatch.setattr(native, "unavailable", lambda: "RuntimeError: ninja: build stopped")
+    model = VariantNet(task, "cifg", 8)
+    assert compiled(model, "native") == (model, "eager (native: RuntimeError: ninja: build stopped)")
+
+
+def test_the_cli_offers_the_compile_choices_the_suite_knows() -> None:
+    assert cli_bench.COMPILE_CHOICES == COMPILE_CHOICES
 
 def fake_run(calls: list[tuple[str, str]]) -> Any:
     def fake(task: Any, spec: RunSpec, *, budget: float, compile: str, steps: int | None = None) -> RunResult:

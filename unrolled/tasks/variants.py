@@ -36,8 +36,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from unrolled import native
 from unrolled.chunked import unroll_in_chunks
 from unrolled.data.longrange import CharLM, Task
+from unrolled.native import native_unroll
 from unrolled.recurrent import Recurrent, unroll
 
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -61,8 +63,9 @@ DESCRIPTIONS = {
     "noaf": "no output activation", "peepholes": "LSTM with peepholes", "cifg": "coupled input-forget gate",
     "gru-cho": "GRU, Cho et al. form", "gru-cudnn": "GRU, cuDNN form",
 }
-COMPILE_CHOICES = ("off", "on", "chunks")
-"""Eager; the whole model under torch.compile; `unroll` compiled in chunks of steps (`unrolled.chunked`)."""
+COMPILE_CHOICES = ("off", "on", "chunks", "native")
+"""Eager; the whole model under torch.compile; `unroll` compiled in chunks of steps (`unrolled.chunked`); the
+C++ unroll with its hand-written backward (`unrolled.native`)."""
 EVAL_EXAMPLES = 512
 EVAL_BATCH = 256
 EMBEDDING = 16
@@ -148,11 +151,17 @@ def evaluate(model: nn.Module, task: Task, data: tuple[Tensor, Tensor]) -> tuple
 def compiled(model: VariantNet, mode: str) -> tuple[Any, str]:
     """The callable to train with and its engine's name, by `COMPILE_CHOICES` for the transparent path.
 
-    "fused" when torch's kernel serves the variant, "eager", "compiled" (the whole model), "compiled chunks";
-    a compiler that fails at once gives "eager (ErrorName)".
+    "fused" when torch's kernel serves the variant, "eager", "compiled" (the whole model), "compiled chunks",
+    "native" (C++); a compiler that fails at once gives "eager (ErrorName)", an extension that cannot be built
+    "eager (native: reason)".
     """
     if model.fused:
         return model, "fused"
+    if mode == "native":
+        if (reason := native.unavailable()) is not None:
+            return model, f"eager (native: {reason})"
+        model.rnn.unroller = native_unroll
+        return model, "native"
     if mode == "chunks":
         model.rnn.unroller = unroll_in_chunks
         return model, "compiled chunks"

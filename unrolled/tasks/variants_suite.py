@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from unrolled import native
 from unrolled.data.longrange import TASKS, Task, make_task
 from unrolled.tasks.variants import (
     VARIANTS,
@@ -159,6 +160,8 @@ def run_suite(config: SuiteConfig, out: Path, *, resume: bool = False,
     todo = [key for key in config.grid() if key not in done]
     budget = 0.0
     if todo:
+        if config.compile == "native" and (reason := native.unavailable()) is not None:  # built here, not in a run
+            report(f"the C++ unroll cannot be built ({reason}): the transparent variants run eagerly")
         if config.steps is None:
             budget = run_budget(config, len(todo), tasks)
         (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n", encoding="utf-8")
