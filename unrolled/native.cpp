@@ -66,10 +66,12 @@ void output_row(int64_t H, T kb, const T* __restrict__ o, const T* __restrict__ 
 template <typename T>
 void lstm_grad_row(int64_t H, T kb, T coupled, T has_f, T in_act, T out_act, const T* __restrict__ i,
                    const T* __restrict__ fs, const T* __restrict__ g, const T* __restrict__ o, const T* __restrict__ s,
-                   const T* __restrict__ c_prev, const T* __restrict__ grad_y, const T* __restrict__ dh_next,
+                   const T* __restrict__ c_prev, const T* __restrict__ c, const T* __restrict__ grad_y,
+                   const T* __restrict__ dh_next,
                    const T* __restrict__ dc_next, const T* __restrict__ pi, const T* __restrict__ pf,
                    const T* __restrict__ po, T* __restrict__ d_ai, T* __restrict__ d_af, T* __restrict__ d_ag,
-                   T* __restrict__ d_ao, T* __restrict__ dh_prev, T* __restrict__ dc_prev) {
+                   T* __restrict__ d_ao, T* __restrict__ dh_prev, T* __restrict__ dc_prev, T* __restrict__ dp_i,
+                   T* __restrict__ dp_f, T* __restrict__ dp_o) {
   for (int64_t j = 0; j < H; ++j) {
     const T d_h = kb * (grad_y[j] + dh_next[j]);  // dL/dh_t of this step's own output
     const T f = coupled * (1 - i[j]) + (1 - coupled) * fs[j];
@@ -83,6 +85,9 @@ void lstm_grad_row(int64_t H, T kb, T coupled, T has_f, T in_act, T out_act, con
     d_af[j] = af;
     dc_prev[j] = d_c * f + ai * pi[j] + af * pf[j] + (1 - kb) * dc_next[j];
     dh_prev[j] = (1 - kb) * dh_next[j];
+    dp_i[j] += ai * c_prev[j];  // dL/dp_i = sum of dL/da_i C_{t-1}; p_f likewise, p_o with C_t
+    dp_f[j] += af * c_prev[j];
+    dp_o[j] += ao * c[j];
   }
 }
 
@@ -164,9 +169,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_forw
 }
 
 // Backward of the LSTM family: from dL/d out (T, B, H) and dL/d (h_T, c_T), the gradient of every step's
-// pre-activations, which is dL/d xw (T, B, G*H), and dL/d (h_0, c_0). Weight, bias and peephole gradients are
-// products and sums over these, taken in unrolled/native.py. No transcendental function: the forward kept them.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_backward(
+// pre-activations, which is dL/d xw (T, B, G*H), dL/d (h_0, c_0) and dL/d peep (3, H). The weight gradient is
+// one product over these, taken in unrolled/native.py. No transcendental function: the forward kept them.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_backward(
     const at::Tensor& grad_out, const at::Tensor& grad_h, const at::Tensor& grad_c, const at::Tensor& hs,
     const at::Tensor& cs, const at::Tensor& acts, const at::Tensor& squashed, const at::Tensor& w_hh,
     const at::Tensor& peep, const at::Tensor& keep, int64_t flags) {
@@ -176,6 +181,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_backward(
   auto grad_a = at::empty_like(acts);
   auto dh = grad_h.contiguous().clone(), dc = grad_c.contiguous().clone();  // dL/d state after step t
   auto dh_prev = at::empty_like(dh), dc_prev = at::empty_like(dc);
+  auto grad_peep = at::zeros({3, H}, acts.options());
   const auto go = grad_out.contiguous();
   const auto sq_c = squashed.contiguous(), acts_c = acts.contiguous(), cs_c = cs.contiguous();
   AT_DISPATCH_FLOATING_TYPES(acts.scalar_type(), "lstm_backward", [&] {
@@ -194,6 +200,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_backward(
     const scalar_t* sq_p = sq_c.data_ptr<scalar_t>();
     const scalar_t* go_p = go.data_ptr<scalar_t>();
     scalar_t* ga_p = grad_a.data_ptr<scalar_t>();
+    scalar_t* dp = grad_peep.data_ptr<scalar_t>();
     for (int64_t t = T - 1; t >= 0; --t) {
       const scalar_t* dhn = dh.data_ptr<scalar_t>();
       const scalar_t* dcn = dc.data_ptr<scalar_t>();
@@ -206,16 +213,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_backward(
         lstm_grad_row(H, k[t * B + b], coupled, has_f, in_act, out_act, blocks.i >= 0 ? a + blocks.i * H : ones,
                       blocks.f >= 0 ? a + blocks.f * H : ones, a + blocks.g * H,
                       blocks.o >= 0 ? a + blocks.o * H : ones, sq_p + t * BH + r, cs_p + t * BH + r,
-                      go_p + t * BH + r, dhn + r, dcn + r, pi, pi + H, pi + 2 * H,
+                      cs_p + (t + 1) * BH + r, go_p + t * BH + r, dhn + r, dcn + r, pi, pi + H, pi + 2 * H,
                       blocks.i >= 0 ? da + blocks.i * H : scratch, blocks.f >= 0 ? da + blocks.f * H : scratch + H,
-                      da + blocks.g * H, blocks.o >= 0 ? da + blocks.o * H : scratch + 2 * H, dhp + r, dcp + r);
+                      da + blocks.g * H, blocks.o >= 0 ? da + blocks.o * H : scratch + 2 * H, dhp + r, dcp + r,
+                      dp, dp + H, dp + 2 * H);
       }
       dh_prev.addmm_(grad_a[t], w_hh);  // dL/dh_{t-1} += dL/da_t W_hh   (B, H)
       std::swap(dh, dh_prev);
       std::swap(dc, dc_prev);
     }
   });
-  return {grad_a, dh, dc};
+  return {grad_a, dh, dc, grad_peep};
 }
 
 // Forward of Cho's GRU. xrz (T, B, 2H) holds the r and z blocks of W_ih x_t + b_ih + b_hh; xn (T, B, H) the n block
@@ -325,7 +333,7 @@ TORCH_LIBRARY(unrolled_native, m) {
   m.def("lstm_forward(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, Tensor peep, Tensor keep, int flags)"
         " -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("lstm_backward(Tensor grad_out, Tensor grad_h, Tensor grad_c, Tensor hs, Tensor cs, Tensor acts,"
-        " Tensor squashed, Tensor w_hh, Tensor peep, Tensor keep, int flags) -> (Tensor, Tensor, Tensor)");
+        " Tensor squashed, Tensor w_hh, Tensor peep, Tensor keep, int flags) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("gru_cho_forward(Tensor xrz, Tensor xn, Tensor h0, Tensor w_rz, Tensor w_n, Tensor keep)"
         " -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("gru_cho_backward(Tensor grad_out, Tensor grad_h, Tensor hs, Tensor rz, Tensor n, Tensor w_rz,"

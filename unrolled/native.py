@@ -178,20 +178,12 @@ class LSTMScan(torch.autograd.Function):
         grad_out = torch.zeros_like(hs[1:]) if grad_out is None else grad_out
         grad_h = torch.zeros_like(hs[0]) if grad_h is None else grad_h
         grad_c = torch.zeros_like(cs[0]) if grad_c is None else grad_c
-        grad_a, grad_h0, grad_c0 = library().lstm_backward(grad_out, grad_h, grad_c, hs, cs, acts, squashed,
-                                                            w_hh.contiguous(), peep, keep, flags)
+        grad_a, grad_h0, grad_c0, grad_peep = library().lstm_backward(
+            grad_out, grad_h, grad_c, hs, cs, acts, squashed, w_hh.contiguous(), peep, keep, flags)
         steps, batch, rows = grad_a.shape
         size = hs.shape[-1]
         flat = grad_a.view(steps * batch, rows)  # (T*B, G*H)
         grad_w = flat.t() @ hs[:-1].reshape(steps * batch, size)  # (G*H, H): one product over all steps
-        grad_peep = None
-        if ctx.needs_input_grad[4]:  # type: ignore[attr-defined]
-            blocks = dict(zip(_lstm_gates(flags), grad_a.split(size, dim=-1), strict=True))  # each (T, B, H)
-            grad_peep = torch.stack([
-                (blocks["i"] * cs[:-1]).sum((0, 1)) if "i" in blocks else cs.new_zeros(size),
-                (blocks["f"] * cs[:-1]).sum((0, 1)) if "f" in blocks else cs.new_zeros(size),
-                (blocks["o"] * cs[1:]).sum((0, 1)) if "o" in blocks else cs.new_zeros(size),
-            ])  # (3, H)
         return grad_a, grad_h0, grad_c0, grad_w, grad_peep, None, None
 
 
@@ -217,9 +209,3 @@ class GRUChoScan(torch.autograd.Function):
         grad_w_rz = grad_rz.view(steps * batch, 2 * size).t() @ hs[:-1].reshape(steps * batch, size)  # (2H, H)
         grad_w_n = grad_n.view(steps * batch, size).t() @ rh.view(steps * batch, size)  # (H, H)
         return grad_rz, grad_n, grad_h0, grad_w_rz, grad_w_n, None
-
-
-def _lstm_gates(flags: int) -> tuple[str, ...]:
-    """The gate blocks `flags` keeps, in torch's order (as `LSTMCell.gates`)."""
-    kept = {"i": flags & 1, "f": flags & 2 and not flags & 64, "g": True, "o": flags & 4}
-    return tuple(name for name, on in kept.items() if on)
