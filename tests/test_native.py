@@ -63,14 +63,18 @@ def test_every_served_variant_matches_unroll_with_gradients(variant: str, padded
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
-def test_float32_matches_unroll_to_float_tolerance() -> None:
+@pytest.mark.parametrize("blas", [True, False])
+def test_float32_matches_unroll_to_float_tolerance(blas: bool) -> None:
+    """With the BLAS torch carries, and with ATen's addmm where a torch has none."""
     torch.manual_seed(2)
+    before = native.library().use_blas(blas)
     cell = make_cell("lstm", INPUTS, HIDDEN, peepholes=True)
     x, state = torch.randn(STEPS, BATCH, INPUTS), (torch.zeros(BATCH, HIDDEN), torch.zeros(BATCH, HIDDEN))
     weights = [torch.randn(STEPS, BATCH, HIDDEN), torch.randn(BATCH, HIDDEN), torch.randn(BATCH, HIDDEN)]
     for a, b in zip(results(native_unroll, cell, x, state, None, weights),
                     results(unroll, cell, x, state, None, weights), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    native.library().use_blas(before)
 
 
 @pytest.mark.parametrize("flags", [0b1111111 & ~64, 1 | 2 | 4 | 8 | 16 | 32 | 64, 2 | 4 | 8 | 32, 1 | 2 | 32])

@@ -9,6 +9,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <tuple>
 
 namespace {
@@ -34,6 +35,45 @@ void check_inputs(const at::Tensor& xw, const at::Tensor& h0, const at::Tensor& 
   TORCH_CHECK(keep.sizes() == at::IntArrayRef({xw.size(0), xw.size(1)}), "keep must be (T, B)");
 }
 
+// The Fortran BLAS that torch's CPU library carries (MKL or OpenBLAS), called on raw pointers: a step's product
+// then costs no dispatch. Weak, so that a torch without these symbols still loads this library and `gemm` falls
+// back to ATen's addmm on views of the same memory.
+extern "C" {
+void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*, const float*, const int*,
+            const float*, const int*, const float*, float*, const int*) __attribute__((weak));
+void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*, const double*, const int*,
+            const double*, const int*, const double*, double*, const int*) __attribute__((weak));
+}
+
+bool blas_enabled = true;  // false: always the ATen fallback (tests use it to check that path)
+
+bool use_blas(bool on) {
+  const bool before = blas_enabled;
+  blas_enabled = on;
+  return before;
+}
+
+// C += op(A) op(B) in BLAS's column-major terms: C (m, n) with leading dimension ldc, op(A) (m, k), op(B) (k, n),
+// trans_a 'T' when A is stored as (k, m).
+template <typename T>
+void gemm(char trans_a, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b, int64_t ldb, T* c,
+          int64_t ldc) {
+  const int mi = m, ni = n, ki = k, lda_i = lda, ldb_i = ldb, ldc_i = ldc;
+  const T one = 1;
+  const char no = 'N';
+  if constexpr (std::is_same_v<T, float>) {
+    if (blas_enabled && sgemm_ != nullptr) return sgemm_(&trans_a, &no, &mi, &ni, &ki, &one, a, &lda_i, b, &ldb_i, &one, c, &ldc_i);
+  } else {
+    if (blas_enabled && dgemm_ != nullptr) return dgemm_(&trans_a, &no, &mi, &ni, &ki, &one, a, &lda_i, b, &ldb_i, &one, c, &ldc_i);
+  }
+  const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  auto column_major = [&](const T* data, int64_t rows, int64_t cols, int64_t ld) {  // a (rows, cols) matrix
+    return at::from_blob(const_cast<T*>(data), {cols, rows}, {ld, 1}, options).t();
+  };
+  auto op_a = trans_a == 'T' ? column_major(a, k, m, lda).t() : column_major(a, m, k, lda);
+  column_major(c, m, n, ldc).addmm_(op_a, column_major(b, k, n, ldb));
+}
+
 // The arithmetic of one row (one sequence's H units), as functions whose pointers cannot alias (__restrict__),
 // so that the compiler vectorises the loops. Options enter as 0/1 factors and absent gates as rows of ones (values)
 // or scratch rows (gradients), never as branches.
@@ -44,19 +84,37 @@ void add_peephole(int64_t H, T* __restrict__ a, const T* __restrict__ p, const T
 }
 
 template <typename T>
-void cell_row(int64_t H, T coupled, const T* __restrict__ i, const T* __restrict__ fs, const T* __restrict__ g,
-              const T* __restrict__ c_prev, T* __restrict__ c) {
+void scale(int64_t H, T* __restrict__ a, T factor) {
+  for (int64_t j = 0; j < H; ++j) a[j] *= factor;
+}
+
+// C~ and C_t. g holds sigma(2 a_g) when the input activation is tanh (tanh x = 2 sigma(2x) - 1: the step then needs
+// one sigmoid call for all its gates) and a_g itself for NIAF: C~ = g_scale g + g_shift, (2, -1) or (1, 0). Writes
+// C~ back into g and C_t into c, and s_scale C_t into s (2 C_t, whose sigmoid gives tanh C_t, or C_t for NOAF).
+template <typename T>
+void cell_row(int64_t H, T coupled, T g_scale, T g_shift, T s_scale, const T* __restrict__ i,
+              const T* __restrict__ fs, T* __restrict__ g, const T* __restrict__ c_prev, T* __restrict__ c,
+              T* __restrict__ s) {
   for (int64_t j = 0; j < H; ++j) {
     const T f = coupled * (1 - i[j]) + (1 - coupled) * fs[j];
-    c[j] = f * c_prev[j] + i[j] * g[j];  // C_t = f C_{t-1} + i C~
+    const T cand = g_scale * g[j] + g_shift;
+    const T c_t = f * c_prev[j] + i[j] * cand;  // C_t = f C_{t-1} + i C~
+    g[j] = cand;
+    c[j] = c_t;
+    s[j] = s_scale * c_t;
   }
 }
 
+// h_t = o s_t with s_t = s_scale s + s_shift (s holds sigma(2 C_t), or C_t for NOAF), written back into s;
+// padding (kb = 0) keeps the state and outputs 0.
 template <typename T>
-void output_row(int64_t H, T kb, const T* __restrict__ o, const T* __restrict__ s, const T* __restrict__ h_prev,
-                const T* __restrict__ c_prev, T* __restrict__ y, T* __restrict__ h_next, T* __restrict__ c_next) {
-  for (int64_t j = 0; j < H; ++j) {  // h_t = o s_t; padding (kb = 0) keeps the state and outputs 0
-    const T h = o[j] * s[j];
+void output_row(int64_t H, T kb, T s_scale, T s_shift, const T* __restrict__ o, T* __restrict__ s,
+                const T* __restrict__ h_prev, const T* __restrict__ c_prev, T* __restrict__ y, T* __restrict__ h_next,
+                T* __restrict__ c_next) {
+  for (int64_t j = 0; j < H; ++j) {
+    const T s_t = s_scale * s[j] + s_shift;
+    const T h = o[j] * s_t;
+    s[j] = s_t;
     y[j] = kb * h;
     h_next[j] = kb * h + (1 - kb) * h_prev[j];
     c_next[j] = kb * c_next[j] + (1 - kb) * c_prev[j];
@@ -94,7 +152,8 @@ void lstm_grad_row(int64_t H, T kb, T coupled, T has_f, T in_act, T out_act, con
 // Forward of the LSTM family. xw (T, B, G*H) holds W_ih x_t + b_ih + b_hh; peep (3, H) holds p_i, p_f, p_o (zeros
 // where absent). Returns hs, cs (T+1, B, H): the state before step 0 and after every step; acts (T, B, G*H): the
 // gates after their activations (C~ in the g block); squashed (T, B, H): phi_out(C_t), C_t itself for NOAF;
-// out (T, B, H): h_t on real steps, 0 on padding. The sigmoids and tanhs are ATen's vectorised ops on whole blocks.
+// out (T, B, H): h_t on real steps, 0 on padding. Per step: one GEMM on raw pointers, ATen's vectorised sigmoid
+// on the gates and on 2 C_t (two calls; three with peepholes or NIAF), and loops over the rows.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_forward(
     const at::Tensor& xw, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_hh,
     const at::Tensor& peep, const at::Tensor& keep, int64_t flags) {
@@ -110,9 +169,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_forw
   auto out = at::empty({T, B, H}, xw.options());
   hs[0].copy_(h0);
   cs[0].copy_(c0);
-  const auto w_t = w_hh.t();
-  const int64_t sigmoid_blocks = (blocks.i >= 0) + (blocks.f >= 0);  // i and f lead the rows when present
-  const int64_t BH = B * H, BGH = B * G * H;
+  const auto w_c = w_hh.contiguous();
+  const bool late_o = blocks.o >= 0 && peepholes;  // o sees C_t, so its sigmoid waits for the cell
+  const auto gate_views = acts.unbind(0), squashed_views = squashed.unbind(0);
+  const int64_t BH = B * H, GH = G * H;
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "lstm_forward", [&] {
     const auto peep_c = peep.contiguous();
     const scalar_t* pi = peep_c.data_ptr<scalar_t>();
@@ -122,46 +182,54 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_forw
     const auto ones_t = at::ones({H}, xw.options());
     const scalar_t* ones = ones_t.data_ptr<scalar_t>();
     const scalar_t coupled = (flags & COUPLED) ? 1 : 0;
+    const scalar_t g_scale = in_act ? 2 : 1, g_shift = in_act ? -1 : 0, s_scale = out_act ? 2 : 1;
+    const scalar_t* w = w_c.data_ptr<scalar_t>();
+    const scalar_t* xw_p = xw.data_ptr<scalar_t>();
     scalar_t* acts_p = acts.data_ptr<scalar_t>();
     scalar_t* hs_p = hs.data_ptr<scalar_t>();
     scalar_t* cs_p = cs.data_ptr<scalar_t>();
     scalar_t* sq_p = squashed.data_ptr<scalar_t>();
     scalar_t* out_p = out.data_ptr<scalar_t>();
     for (int64_t t = 0; t < T; ++t) {
-      auto a_t = acts[t];
-      at::addmm_out(a_t, xw[t], hs[t], w_t);  // a_t = xw_t + h_{t-1} W_hh^T   (B, G*H)
-      scalar_t* a = acts_p + t * BGH;
+      scalar_t* a = acts_p + t * B * GH;
+      scalar_t* sq = sq_p + t * BH;
+      const scalar_t* hp = hs_p + t * BH;
       const scalar_t* cp = cs_p + t * BH;
       scalar_t* cn = cs_p + (t + 1) * BH;
-      if (peepholes) {
-        for (int64_t b = 0; b < B; ++b) {  // a_i += p_i C_{t-1}, a_f += p_f C_{t-1}
-          if (blocks.i >= 0) add_peephole(H, a + b * G * H + blocks.i * H, pi, cp + b * H);
-          if (blocks.f >= 0) add_peephole(H, a + b * G * H + blocks.f * H, pf, cp + b * H);
-        }
-      }
-      if (sigmoid_blocks > 0) a_t.narrow(1, 0, sigmoid_blocks * H).sigmoid_();
-      if (in_act) a_t.narrow(1, blocks.g * H, H).tanh_();
+      std::copy(xw_p + t * B * GH, xw_p + (t + 1) * B * GH, a);
+      // a_t = xw_t + h_{t-1} W_hh^T (B, G*H): column-major, a_t^T = W_hh h_{t-1}^T
+      gemm<scalar_t>('T', GH, B, H, w, H, hp, H, a, GH);
       for (int64_t b = 0; b < B; ++b) {
-        const scalar_t* row = a + b * G * H;
-        cell_row(H, coupled, blocks.i >= 0 ? row + blocks.i * H : ones, blocks.f >= 0 ? row + blocks.f * H : ones,
-                 row + blocks.g * H, cp + b * H, cn + b * H);
-      }
-      auto s_t = squashed[t];
-      if (out_act) {
-        at::tanh_out(s_t, cs[t + 1]);  // s_t = tanh(C_t)
-      } else {
-        std::copy(cn, cn + BH, sq_p + t * BH);  // s_t = C_t
-      }
-      if (blocks.o >= 0) {
-        if (peepholes) {
-          for (int64_t b = 0; b < B; ++b) add_peephole(H, a + b * G * H + blocks.o * H, po, cn + b * H);  // a_o += p_o C_t
+        scalar_t* row = a + b * GH;
+        if (peepholes) {  // a_i += p_i C_{t-1}, a_f += p_f C_{t-1}
+          if (blocks.i >= 0) add_peephole(H, row + blocks.i * H, pi, cp + b * H);
+          if (blocks.f >= 0) add_peephole(H, row + blocks.f * H, pf, cp + b * H);
         }
-        a_t.narrow(1, blocks.o * H, H).sigmoid_();
+        if (in_act) scale(H, row + blocks.g * H, scalar_t(2));
+      }
+      const auto& gates = gate_views[t];
+      const int64_t end = late_o ? blocks.o * H : GH;  // the columns that take a sigmoid now
+      if (in_act) {
+        (end == GH ? gates : gates.narrow(1, 0, end)).sigmoid_();
+      } else {  // NIAF: a_g stays linear
+        if (blocks.g > 0) gates.narrow(1, 0, blocks.g * H).sigmoid_();
+        if (end > (blocks.g + 1) * H) gates.narrow(1, (blocks.g + 1) * H, end - (blocks.g + 1) * H).sigmoid_();
+      }
+      for (int64_t b = 0; b < B; ++b) {
+        scalar_t* row = a + b * GH;
+        cell_row(H, coupled, g_scale, g_shift, s_scale, blocks.i >= 0 ? row + blocks.i * H : ones,
+                 blocks.f >= 0 ? row + blocks.f * H : ones, row + blocks.g * H, cp + b * H, cn + b * H,
+                 sq + b * H);
+      }
+      if (out_act) squashed_views[t].sigmoid_();  // sigma(2 C_t)
+      if (late_o) {
+        for (int64_t b = 0; b < B; ++b) add_peephole(H, a + b * GH + blocks.o * H, po, cn + b * H);  // a_o += p_o C_t
+        gates.narrow(1, blocks.o * H, H).sigmoid_();
       }
       for (int64_t b = 0; b < B; ++b) {
         const int64_t r = b * H;
-        output_row(H, k[t * B + b], blocks.o >= 0 ? a + b * G * H + blocks.o * H : ones, sq_p + t * BH + r,
-                   hs_p + t * BH + r, cp + r, out_p + t * BH + r, hs_p + (t + 1) * BH + r, cn + r);
+        output_row(H, k[t * B + b], s_scale, scalar_t(out_act ? -1 : 0), blocks.o >= 0 ? a + b * GH + blocks.o * H : ones,
+                   sq + r, hp + r, cp + r, out_p + t * BH + r, hs_p + (t + 1) * BH + r, cn + r);
       }
     }
   });
@@ -182,6 +250,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_backward(
   auto dh = grad_h.contiguous().clone(), dc = grad_c.contiguous().clone();  // dL/d state after step t
   auto dh_prev = at::empty_like(dh), dc_prev = at::empty_like(dc);
   auto grad_peep = at::zeros({3, H}, acts.options());
+  const auto w_c = w_hh.contiguous();
   const auto go = grad_out.contiguous();
   const auto sq_c = squashed.contiguous(), acts_c = acts.contiguous(), cs_c = cs.contiguous();
   AT_DISPATCH_FLOATING_TYPES(acts.scalar_type(), "lstm_backward", [&] {
@@ -201,6 +270,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_backward(
     const scalar_t* go_p = go.data_ptr<scalar_t>();
     scalar_t* ga_p = grad_a.data_ptr<scalar_t>();
     scalar_t* dp = grad_peep.data_ptr<scalar_t>();
+    const scalar_t* w = w_c.data_ptr<scalar_t>();
     for (int64_t t = T - 1; t >= 0; --t) {
       const scalar_t* dhn = dh.data_ptr<scalar_t>();
       const scalar_t* dcn = dc.data_ptr<scalar_t>();
@@ -218,7 +288,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_backward(
                       da + blocks.g * H, blocks.o >= 0 ? da + blocks.o * H : scratch + 2 * H, dhp + r, dcp + r,
                       dp, dp + H, dp + 2 * H);
       }
-      dh_prev.addmm_(grad_a[t], w_hh);  // dL/dh_{t-1} += dL/da_t W_hh   (B, H)
+      // dL/dh_{t-1} += dL/da_t W_hh (B, H): column-major, dh^T += W_hh^T da_t^T
+      gemm<scalar_t>('N', H, B, G * H, w, H, ga_p + t * BGH, G * H, dhp, H);
       std::swap(dh, dh_prev);
       std::swap(dc, dc_prev);
     }
@@ -330,6 +401,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_cho_backward(
 }  // namespace
 
 TORCH_LIBRARY(unrolled_native, m) {
+  m.def("use_blas(bool on) -> bool", &use_blas);
   m.def("lstm_forward(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, Tensor peep, Tensor keep, int flags)"
         " -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("lstm_backward(Tensor grad_out, Tensor grad_h, Tensor grad_c, Tensor hs, Tensor cs, Tensor acts,"
