@@ -68,12 +68,13 @@ def test_float32_matches_unroll_to_float_tolerance(blas: bool) -> None:
     """With the BLAS torch carries, and with ATen's addmm where a torch has none."""
     torch.manual_seed(2)
     before = native.library().use_blas(blas)
-    cell = make_cell("lstm", INPUTS, HIDDEN, peepholes=True)
-    x, state = torch.randn(STEPS, BATCH, INPUTS), (torch.zeros(BATCH, HIDDEN), torch.zeros(BATCH, HIDDEN))
+    x = torch.randn(STEPS, BATCH, INPUTS)
     weights = [torch.randn(STEPS, BATCH, HIDDEN), torch.randn(BATCH, HIDDEN), torch.randn(BATCH, HIDDEN)]
-    for a, b in zip(results(native_unroll, cell, x, state, None, weights),
-                    results(unroll, cell, x, state, None, weights), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for cell in (make_cell("lstm", INPUTS, HIDDEN, peepholes=True), make_cell("gru", INPUTS, HIDDEN, variant="cho")):
+        state = cell.initial_state(BATCH, like=x)
+        for a, b in zip(results(native_unroll, cell, x, state, None, weights),
+                        results(unroll, cell, x, state, None, weights), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     native.library().use_blas(before)
 
 

@@ -297,6 +297,42 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_backward(
   return {grad_a, dh, dc, grad_peep};
 }
 
+template <typename T>
+void gru_reset_row(int64_t H, const T* __restrict__ r, const T* __restrict__ h_prev, T* __restrict__ rh) {
+  for (int64_t j = 0; j < H; ++j) rh[j] = r[j] * h_prev[j];  // r * h_{t-1}
+}
+
+template <typename T>
+void gru_output_row(int64_t H, T kb, const T* __restrict__ z, const T* __restrict__ n, const T* __restrict__ h_prev,
+                    T* __restrict__ y, T* __restrict__ h_next) {
+  for (int64_t j = 0; j < H; ++j) {  // h_t = n + z (h_{t-1} - n); padding keeps the state and outputs 0
+    const T h = n[j] + z[j] * (h_prev[j] - n[j]);
+    y[j] = kb * h;
+    h_next[j] = kb * h + (1 - kb) * h_prev[j];
+  }
+}
+
+template <typename T>
+void gru_grad_row(int64_t H, T kb, const T* __restrict__ z, const T* __restrict__ n, const T* __restrict__ h_prev,
+                  const T* __restrict__ grad_y, const T* __restrict__ dh_next, T* __restrict__ d_an,
+                  T* __restrict__ d_az, T* __restrict__ dh_prev) {
+  for (int64_t j = 0; j < H; ++j) {
+    const T d_h = kb * (grad_y[j] + dh_next[j]);
+    d_an[j] = d_h * (1 - z[j]) * (1 - n[j] * n[j]);
+    d_az[j] = d_h * (h_prev[j] - n[j]) * z[j] * (1 - z[j]);
+    dh_prev[j] = d_h * z[j] + (1 - kb) * dh_next[j];
+  }
+}
+
+template <typename T>
+void gru_reset_grad_row(int64_t H, const T* __restrict__ d_rh, const T* __restrict__ r, const T* __restrict__ h_prev,
+                        T* __restrict__ d_ar, T* __restrict__ dh_prev) {
+  for (int64_t j = 0; j < H; ++j) {
+    d_ar[j] = d_rh[j] * h_prev[j] * r[j] * (1 - r[j]);
+    dh_prev[j] += d_rh[j] * r[j];
+  }
+}
+
 // Forward of Cho's GRU. xrz (T, B, 2H) holds the r and z blocks of W_ih x_t + b_ih + b_hh; xn (T, B, H) the n block
 // of W_ih x_t + b_ih + b_hn; w_rz (2H, H), w_n (H, H) the recurrent weights. Returns hs (T+1, B, H), rz (T, B, 2H)
 // the gates r and z, n (T, B, H) the candidate, rh (T, B, H) the product's input r * h_{t-1}, and out (T, B, H).
@@ -304,42 +340,39 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_cho_f
     const at::Tensor& xrz, const at::Tensor& xn, const at::Tensor& h0, const at::Tensor& w_rz,
     const at::Tensor& w_n, const at::Tensor& keep) {
   check_inputs(xrz, h0, w_rz, keep);
-  const int64_t T = xrz.size(0), B = xrz.size(1), H = h0.size(1);
+  TORCH_CHECK(xn.is_contiguous() && xn.size(2) == h0.size(1), "xn must be a contiguous (T, B, H)");
+  const int64_t T = xrz.size(0), B = xrz.size(1), H = h0.size(1), BH = B * H;
   auto hs = at::empty({T + 1, B, H}, xrz.options());
   auto rz = at::empty_like(xrz);
   auto n = at::empty({T, B, H}, xrz.options());
   auto rh = at::empty({T, B, H}, xrz.options());
   auto out = at::empty({T, B, H}, xrz.options());
   hs[0].copy_(h0);
-  const auto w_rz_t = w_rz.t(), w_n_t = w_n.t();
+  const auto w_rz_c = w_rz.contiguous(), w_n_c = w_n.contiguous();
+  const auto rz_views = rz.unbind(0), n_views = n.unbind(0);
   AT_DISPATCH_FLOATING_TYPES(xrz.scalar_type(), "gru_cho_forward", [&] {
     const auto keep_c = keep.to(xrz.scalar_type()).contiguous();
     const scalar_t* k = keep_c.data_ptr<scalar_t>();
+    const scalar_t *w_rz_p = w_rz_c.data_ptr<scalar_t>(), *w_n_p = w_n_c.data_ptr<scalar_t>();
+    const scalar_t *xrz_p = xrz.data_ptr<scalar_t>(), *xn_p = xn.data_ptr<scalar_t>();
+    scalar_t *hs_p = hs.data_ptr<scalar_t>(), *rz_p = rz.data_ptr<scalar_t>(), *n_p = n.data_ptr<scalar_t>();
+    scalar_t *rh_p = rh.data_ptr<scalar_t>(), *out_p = out.data_ptr<scalar_t>();
     for (int64_t t = 0; t < T; ++t) {
-      auto rz_t = rz[t], n_t = n[t], rh_t = rh[t];
-      at::addmm_out(rz_t, xrz[t], hs[t], w_rz_t);  // [a_r, a_z] = x_rz + h_{t-1} W_rz^T   (B, 2H)
-      rz_t.sigmoid_();
-      const scalar_t* g = rz_t.data_ptr<scalar_t>();
-      const scalar_t* hp = hs[t].data_ptr<scalar_t>();
-      scalar_t* q = rh_t.data_ptr<scalar_t>();
+      scalar_t* g = rz_p + t * 2 * BH;
+      scalar_t* cand = n_p + t * BH;
+      scalar_t* q = rh_p + t * BH;
+      const scalar_t* hp = hs_p + t * BH;
+      std::copy(xrz_p + t * 2 * BH, xrz_p + (t + 1) * 2 * BH, g);
+      gemm<scalar_t>('T', 2 * H, B, H, w_rz_p, H, hp, H, g, 2 * H);  // [a_r, a_z] = x_rz + h_{t-1} W_rz^T
+      rz_views[t].sigmoid_();
+      for (int64_t b = 0; b < B; ++b) gru_reset_row(H, g + b * 2 * H, hp + b * H, q + b * H);
+      std::copy(xn_p + t * BH, xn_p + (t + 1) * BH, cand);
+      gemm<scalar_t>('T', H, B, H, w_n_p, H, q, H, cand, H);  // a_n = x_n + (r * h_{t-1}) W_n^T
+      n_views[t].tanh_();
       for (int64_t b = 0; b < B; ++b) {
-        const scalar_t* r = g + b * 2 * H;
-        for (int64_t j = 0; j < H; ++j) q[b * H + j] = r[j] * hp[b * H + j];
-      }
-      at::addmm_out(n_t, xn[t], rh_t, w_n_t);  // a_n = x_n + (r * h_{t-1}) W_n^T   (B, H)
-      n_t.tanh_();
-      const scalar_t* cand = n_t.data_ptr<scalar_t>();
-      scalar_t* hn = hs[t + 1].data_ptr<scalar_t>();
-      scalar_t* y = out[t].data_ptr<scalar_t>();
-      for (int64_t b = 0; b < B; ++b) {
-        const scalar_t* z = g + b * 2 * H + H;
-        const scalar_t kb = k[t * B + b];
         const int64_t r = b * H;
-        for (int64_t j = 0; j < H; ++j) {
-          const scalar_t h = cand[r + j] + z[j] * (hp[r + j] - cand[r + j]);
-          y[r + j] = kb * h;
-          hn[r + j] = kb * h + (1 - kb) * hp[r + j];
-        }
+        gru_output_row(H, k[t * B + b], g + b * 2 * H + H, cand + r, hp + r, out_p + t * BH + r,
+                       hs_p + (t + 1) * BH + r);
       }
     }
   });
@@ -350,48 +383,40 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_cho_f
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_cho_backward(
     const at::Tensor& grad_out, const at::Tensor& grad_h, const at::Tensor& hs, const at::Tensor& rz,
     const at::Tensor& n, const at::Tensor& w_rz, const at::Tensor& w_n, const at::Tensor& keep) {
-  const int64_t T = rz.size(0), B = rz.size(1), H = hs.size(2);
+  const int64_t T = rz.size(0), B = rz.size(1), H = hs.size(2), BH = B * H;
   auto grad_rz = at::empty_like(rz);
   auto grad_n = at::empty_like(n);
   auto dh = grad_h.contiguous().clone(), dh_prev = at::empty_like(dh);
   auto d_rh = at::empty_like(dh);
-  const auto go = grad_out.contiguous();
+  const auto go = grad_out.contiguous(), hs_c = hs.contiguous(), rz_c = rz.contiguous(), n_c = n.contiguous();
+  const auto w_rz_c = w_rz.contiguous(), w_n_c = w_n.contiguous();
   AT_DISPATCH_FLOATING_TYPES(rz.scalar_type(), "gru_cho_backward", [&] {
     const auto keep_c = keep.to(rz.scalar_type()).contiguous();
     const scalar_t* k = keep_c.data_ptr<scalar_t>();
+    const scalar_t *w_rz_p = w_rz_c.data_ptr<scalar_t>(), *w_n_p = w_n_c.data_ptr<scalar_t>();
+    const scalar_t *hs_p = hs_c.data_ptr<scalar_t>(), *rz_p = rz_c.data_ptr<scalar_t>();
+    const scalar_t *n_p = n_c.data_ptr<scalar_t>(), *go_p = go.data_ptr<scalar_t>();
+    scalar_t *grz_p = grad_rz.data_ptr<scalar_t>(), *gn_p = grad_n.data_ptr<scalar_t>();
+    scalar_t* dq = d_rh.data_ptr<scalar_t>();
     for (int64_t t = T - 1; t >= 0; --t) {
-      const scalar_t* g = rz[t].data_ptr<scalar_t>();
-      const scalar_t* cand = n[t].data_ptr<scalar_t>();
-      const scalar_t* hp = hs[t].data_ptr<scalar_t>();
-      const scalar_t* gy = go[t].data_ptr<scalar_t>();
+      const scalar_t* g = rz_p + t * 2 * BH;
+      const scalar_t* hp = hs_p + t * BH;
       const scalar_t* dhn = dh.data_ptr<scalar_t>();
       scalar_t* dhp = dh_prev.data_ptr<scalar_t>();
-      scalar_t* drz = grad_rz[t].data_ptr<scalar_t>();
-      scalar_t* dn = grad_n[t].data_ptr<scalar_t>();
-      for (int64_t b = 0; b < B; ++b) {
-        const scalar_t kb = k[t * B + b];
-        const int64_t r = b * H;
-        const scalar_t* z = g + b * 2 * H + H;
-        scalar_t* d_az = drz + b * 2 * H + H;
-        for (int64_t j = 0; j < H; ++j) {
-          const scalar_t d_h = kb * (gy[r + j] + dhn[r + j]);
-          dn[r + j] = d_h * (1 - z[j]) * (1 - cand[r + j] * cand[r + j]);
-          d_az[j] = d_h * (hp[r + j] - cand[r + j]) * z[j] * (1 - z[j]);
-          dhp[r + j] = d_h * z[j] + (1 - kb) * dhn[r + j];
-        }
-      }
-      at::mm_out(d_rh, grad_n[t], w_n);  // dL/d(r * h_{t-1}) = dL/da_n W_n   (B, H)
-      const scalar_t* dq = d_rh.data_ptr<scalar_t>();
+      scalar_t* drz = grz_p + t * 2 * BH;
+      scalar_t* dn = gn_p + t * BH;
       for (int64_t b = 0; b < B; ++b) {
         const int64_t r = b * H;
-        const scalar_t* rr = g + b * 2 * H;
-        scalar_t* d_ar = drz + b * 2 * H;
-        for (int64_t j = 0; j < H; ++j) {
-          d_ar[j] = dq[r + j] * hp[r + j] * rr[j] * (1 - rr[j]);
-          dhp[r + j] += dq[r + j] * rr[j];
-        }
+        gru_grad_row(H, k[t * B + b], g + b * 2 * H + H, n_p + t * BH + r, hp + r, go_p + t * BH + r, dhn + r,
+                     dn + r, drz + b * 2 * H + H, dhp + r);
       }
-      dh_prev.addmm_(grad_rz[t], w_rz);  // dL/dh_{t-1} += dL/d[a_r, a_z] W_rz   (B, H)
+      std::fill(dq, dq + BH, scalar_t(0));
+      gemm<scalar_t>('N', H, B, H, w_n_p, H, dn, H, dq, H);  // dL/d(r * h_{t-1}) = dL/da_n W_n   (B, H)
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t r = b * H;
+        gru_reset_grad_row(H, dq + r, g + b * 2 * H, hp + r, drz + b * 2 * H, dhp + r);
+      }
+      gemm<scalar_t>('N', H, B, 2 * H, w_rz_p, H, drz, 2 * H, dhp, H);  // dL/dh_{t-1} += dL/d[a_r, a_z] W_rz
       std::swap(dh, dh_prev);
     }
   });
