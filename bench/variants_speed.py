@@ -1,21 +1,24 @@
 """Training speed of every cell variant beside the fused LSTM of the same size, measured in the same run.
 
 Variants without a fused kernel (the Greff et al. ablations, peepholes, CIFG, Cho's GRU) run
-through `unroll`'s Python loop; the issue's target is 0.8x the fused LSTM's steps/s. Three
-engines serve them: eager, `unroll` compiled in chunks of 10 steps (`--chunks`,
-`unrolled.chunked`: one compile per variant whatever T) and the whole model under
-`torch.compile` (`--compiled`: compiling grows with T). Each contender is one training step of
-the benchmark's model (`unrolled.tasks.variants.VariantNet`): a fresh batch of the task,
-forward, loss, backward, clipping, Adam. Its first step, compiling included, is timed apart
-(the last column); after warm-up the contenders are timed round-robin, `--steps` steps per
-turn, `--repeats` turns, so a shared machine slows them alike; the figure is the median
-steps/s and the ratio to the fused LSTM's median.
+through `Recurrent.unroller`; the issue's target is 0.8x the fused LSTM's steps/s. Four engines
+serve them: eager `unroll` (Python, every variant in `--variants`), the C++ unroll with its
+hand-written backward (`--native`, `unrolled.native`, the suite's default), `unroll` compiled in
+chunks of 10 steps (`--chunks`, `unrolled.chunked`) and the whole model under `torch.compile`
+(`--compiled`: compiling grows with T). Each contender is one training step of the benchmark's
+model (`unrolled.tasks.variants.VariantNet`): a fresh batch of the task, forward, loss,
+backward, clipping, Adam. Its first step, compiling included, is timed apart (the last column);
+after warm-up the contenders are timed round-robin, `--steps` steps per turn, `--repeats` turns,
+so a shared machine slows them alike; the figure is the median steps/s and the ratio to the
+fused LSTM's median.
 
-    .venv/bin/python bench/variants_speed.py                  # T=20: every variant eager, 5 in chunks
-    .venv/bin/python bench/variants_speed.py --length 50 --variants lstm --compiled cifg
-    TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) .venv/bin/python bench/variants_speed.py   # compile times from cold
+    .venv/bin/python bench/variants_speed.py                  # T=20: every variant eager, 8 native
+    .venv/bin/python bench/variants_speed.py --length 100 --variants lstm --repeats 7
+    .venv/bin/python bench/variants_speed.py --chunks cifg,gru-cho --compiled cifg   # the compiled engines too
+    TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) .venv/bin/python bench/variants_speed.py --chunks cifg  # compiling cold
 
-Inductor caches compiled kernels on disk, so a second run compiles faster than the first.
+Inductor caches compiled kernels on disk, so a second run compiles faster than the first; the
+C++ unroll is built once per machine (torch's extension cache).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from unrolled.tasks.variants import VARIANTS, VariantNet, compiled, eager, train
 BASELINE = "lstm"
 TARGET = 0.8
 CHUNKED = "cifg,gru-cho,peepholes,nog,noaf"
+"""The variants the README timed in chunks."""
 NATIVE = "nig,nfg,nog,niaf,noaf,peepholes,cifg,gru-cho"
 
 
@@ -68,8 +72,8 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--chunks", default=CHUNKED,
-                        help=f"variants also timed compiled in chunks of steps ('none' for none; default {CHUNKED})")
+    parser.add_argument("--chunks", default="none",
+                        help=f"variants also timed compiled in chunks of steps (e.g. {CHUNKED}; default none)")
     parser.add_argument("--native", default=NATIVE,
                         help=f"variants also timed in the C++ unroll ('none' for none; default {NATIVE})")
     parser.add_argument("--compiled", default="none",

@@ -47,11 +47,11 @@ def add_bench_commands(commands: Any) -> None:
                           help="train every run for exactly N updates instead of sharing --budget, so every cell "
                                "sees as much data whatever its speed (the suite then takes what it takes)")
     variants.add_argument("--hidden", type=positive_int, default=64, help="units per cell (default: 64)")
-    variants.add_argument("--compile", choices=COMPILE_CHOICES, default="off",
+    variants.add_argument("--compile", choices=COMPILE_CHOICES, default="native",
                           help="how the variants without a fused kernel run, eager if it fails: 'native' the C++ "
-                               "unroll (built once per machine), 'chunks' torch.compile over chunks of 10 steps "
-                               "(once per variant and input size), 'on' the whole model under torch.compile "
-                               "(45-120 s per model and length here) (default: off)")
+                               "unroll (built once per machine, about a minute), 'off' eager, 'chunks' "
+                               "torch.compile over chunks of 10 steps (once per variant and input size), 'on' the "
+                               "whole model under torch.compile (45-120 s per model and length) (default: native)")
     variants.add_argument("--text", default=DEFAULT_TEXT, help=f"the charlm task's text (default: {DEFAULT_TEXT})")
     variants.add_argument("--quick", action="store_true", help="a small suite that finishes within 5 minutes")
     variants.add_argument("--out", required=True, help="folder for results.csv, results.md and plots (must not exist)")

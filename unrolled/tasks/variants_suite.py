@@ -55,7 +55,7 @@ class SuiteConfig:
     seeds: int
     budget: float
     hidden: int = 64
-    compile: str = "off"
+    compile: str = "native"  # `COMPILE_CHOICES`: how the variants without a fused kernel run
     text: str | None = None
     steps: int | None = None  # updates per run; None: the budget's wall time decides
 
