@@ -26,7 +26,9 @@ Two paths compute the same function:
 * transparent: otherwise, `unroll` steps through the cells in Python, and can
   return every gate of every step. `Recurrent.unroller` is the function that
   runs it, `unroll` unless a caller sets another of the same signature
-  (`unrolled.chunked.unroll_in_chunks` compiles it in chunks of steps).
+  (`unrolled.native.native_unroll` runs the LSTM family and Cho's GRU in
+  C++ with a hand-written backward; `unrolled.chunked.unroll_in_chunks`
+  compiles `unroll` in chunks of steps).
 
 Dimensions: T time, B batch, I input features, H hidden units, L layers,
 D directions (1 or 2).
