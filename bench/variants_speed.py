@@ -40,7 +40,7 @@ BASELINE = "lstm"
 TARGET = 0.8
 CHUNKED = "cifg,gru-cho,peepholes,nog,noaf"
 """The variants the README timed in chunks."""
-NATIVE = "nig,nfg,nog,niaf,noaf,peepholes,cifg,gru-cho"
+NATIVE = "nig,nfg,nog,niaf,noaf,peepholes,cifg,gru-cho,gru-cudnn"
 
 
 def contender(task_name: str, variant: str, length: int, hidden: int, batch: int,

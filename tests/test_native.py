@@ -14,7 +14,7 @@ from unrolled.native import LSTMScan, native_unroll, supports
 from unrolled.recurrent import Recurrent, unroll
 from unrolled.tasks.variants import VARIANTS
 
-SERVED = [name for name, (mode, options) in VARIANTS.items() if mode == "lstm" or options.get("variant") == "cho"]
+SERVED = [name for name, (mode, _) in VARIANTS.items() if mode in ("lstm", "gru")]
 STEPS, BATCH, INPUTS, HIDDEN = 7, 4, 3, 5
 
 
@@ -70,12 +70,26 @@ def test_float32_matches_unroll_to_float_tolerance(blas: bool) -> None:
     before = native.library().use_blas(blas)
     x = torch.randn(STEPS, BATCH, INPUTS)
     weights = [torch.randn(STEPS, BATCH, HIDDEN), torch.randn(BATCH, HIDDEN), torch.randn(BATCH, HIDDEN)]
-    for cell in (make_cell("lstm", INPUTS, HIDDEN, peepholes=True), make_cell("gru", INPUTS, HIDDEN, variant="cho")):
+    for cell in (make_cell("lstm", INPUTS, HIDDEN, peepholes=True), make_cell("gru", INPUTS, HIDDEN, variant="cho"),
+                 make_cell("gru", INPUTS, HIDDEN)):
         state = cell.initial_state(BATCH, like=x)
         for a, b in zip(results(native_unroll, cell, x, state, None, weights),
                         results(unroll, cell, x, state, None, weights), strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     native.library().use_blas(before)
+
+
+@pytest.mark.parametrize("mode, options", [("lstm", {"peepholes": True}), ("gru", {"variant": "cho"}), ("gru", {})])
+def test_cells_without_biases_match_unroll(mode: str, options: dict[str, Any]) -> None:
+    torch.manual_seed(7)
+    cell = make_cell(mode, INPUTS, HIDDEN, bias=False, dtype=torch.float64, **options)
+    x = torch.randn(STEPS, BATCH, INPUTS, dtype=torch.float64)
+    state = cell.initial_state(BATCH, like=x)
+    weights = [torch.randn(STEPS, BATCH, HIDDEN, dtype=torch.float64),
+               *(torch.randn(BATCH, HIDDEN, dtype=torch.float64) for _ in range(2))]
+    for a, b in zip(results(native_unroll, cell, x, state, None, weights),
+                    results(unroll, cell, x, state, None, weights), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("flags", [0b1111111 & ~64, 1 | 2 | 4 | 8 | 16 | 32 | 64, 2 | 4 | 8 | 32, 1 | 2 | 32])
@@ -101,6 +115,15 @@ def test_the_gru_backward_agrees_with_finite_differences() -> None:
     assert torch.autograd.gradcheck(lambda *a: native.GRUChoScan.apply(*a, keep), (xrz, xn, h0, w_rz, w_n))
 
 
+def test_the_cudnn_gru_backward_agrees_with_finite_differences() -> None:
+    torch.manual_seed(6)
+    double = {"dtype": torch.float64, "requires_grad": True}
+    xw, h0 = torch.randn(STEPS, 2, 3 * HIDDEN, **double), torch.randn(2, HIDDEN, **double)
+    w_hh, b_hh = torch.randn(3 * HIDDEN, HIDDEN, **double), torch.randn(3 * HIDDEN, **double)
+    keep = torch.tensor([[1.0, 1.0]] * 3 + [[0.0, 1.0]] * 4, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda *a: native.GRUCudnnScan.apply(*a, keep), (xw, h0, w_hh, b_hh))
+
+
 def test_a_bidirectional_stack_with_lengths_matches_the_python_loop() -> None:
     torch.manual_seed(5)
     layer = Recurrent("lstm", INPUTS, HIDDEN, num_layers=2, bidirectional=True, coupled=True, dtype=torch.float64)
@@ -121,11 +144,12 @@ def test_traces_and_cells_it_does_not_serve_run_unroll(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(LSTMScan, "apply", no_kernels)
     monkeypatch.setattr(native.GRUChoScan, "apply", no_kernels)
+    monkeypatch.setattr(native.GRUCudnnScan, "apply", no_kernels)
     x = torch.randn(STEPS, BATCH, INPUTS)
     lstm = make_cell("lstm", INPUTS, HIDDEN, peepholes=True)
     _, _, gates = native_unroll(lstm, x, lstm.initial_state(BATCH, like=x), trace=True)
     assert gates is not None and gates["c"].shape == (STEPS, BATCH, HIDDEN)
-    for cell in (make_cell("rnn", INPUTS, HIDDEN), make_cell("gru", INPUTS, HIDDEN)):
+    for cell in (make_cell("rnn", INPUTS, HIDDEN), make_cell("rnn", INPUTS, HIDDEN, nonlinearity="relu")):
         assert not supports(cell, x)
         out, _, _ = native_unroll(cell, x, cell.initial_state(BATCH, like=x))
         torch.testing.assert_close(out, unroll(cell, x, cell.initial_state(BATCH, like=x))[0])

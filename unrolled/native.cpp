@@ -423,6 +423,117 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_cho_backward(
   return {grad_rz, grad_n, dh};
 }
 
+template <typename T>
+void gru_gates_row(int64_t H, const T* __restrict__ x, const T* __restrict__ hh, T* __restrict__ pre,
+                   T* __restrict__ h_n) {
+  for (int64_t j = 0; j < 2 * H; ++j) pre[j] = x[j] + hh[j];  // x_r + h_r, x_z + h_z (sigmoid follows)
+  for (int64_t j = 0; j < H; ++j) h_n[j] = hh[2 * H + j];      // W_hn h_{t-1} + b_hn, kept for the backward
+}
+
+template <typename T>
+void gru_candidate_row(int64_t H, const T* __restrict__ x_n, const T* __restrict__ r, const T* __restrict__ h_n,
+                       T* __restrict__ pre_n) {
+  for (int64_t j = 0; j < H; ++j) pre_n[j] = x_n[j] + r[j] * h_n[j];  // x_n + r (W_hn h_{t-1} + b_hn)
+}
+
+template <typename T>
+void gru_cudnn_grad_row(int64_t H, T kb, const T* __restrict__ gates, const T* __restrict__ h_n,
+                        const T* __restrict__ h_prev, const T* __restrict__ grad_y, const T* __restrict__ dh_next,
+                        T* __restrict__ d_x, T* __restrict__ d_hh, T* __restrict__ dh_prev) {
+  const T *r = gates, *z = gates + H, *n = gates + 2 * H;
+  for (int64_t j = 0; j < H; ++j) {
+    const T d_h = kb * (grad_y[j] + dh_next[j]);
+    const T d_an = d_h * (1 - z[j]) * (1 - n[j] * n[j]);
+    const T d_ar = d_an * h_n[j] * r[j] * (1 - r[j]);
+    const T d_az = d_h * (h_prev[j] - n[j]) * z[j] * (1 - z[j]);
+    d_x[j] = d_ar;
+    d_x[H + j] = d_az;
+    d_x[2 * H + j] = d_an;
+    d_hh[j] = d_ar;
+    d_hh[H + j] = d_az;
+    d_hh[2 * H + j] = d_an * r[j];
+    dh_prev[j] = d_h * z[j] + (1 - kb) * dh_next[j];
+  }
+}
+
+// Forward of the cuDNN-form GRU (torch's nn.GRU). xw (T, B, 3H) holds W_ih x_t + b_ih; w_hh (3H, H), b_hh (3H).
+// Returns hs (T+1, B, H), gates (T, B, 3H) r, z, n after their activations, h_n (T, B, H) W_hn h_{t-1} + b_hn,
+// and out (T, B, H).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_cudnn_forward(
+    const at::Tensor& xw, const at::Tensor& h0, const at::Tensor& w_hh, const at::Tensor& b_hh,
+    const at::Tensor& keep) {
+  check_inputs(xw, h0, w_hh, keep);
+  const int64_t T = xw.size(0), B = xw.size(1), H = h0.size(1), BH = B * H;
+  TORCH_CHECK(xw.size(2) == 3 * H && b_hh.numel() == 3 * H, "xw must be (T, B, 3H) and b_hh (3H)");
+  auto hs = at::empty({T + 1, B, H}, xw.options());
+  auto gates = at::empty_like(xw);
+  auto h_n = at::empty({T, B, H}, xw.options());
+  auto out = at::empty({T, B, H}, xw.options());
+  auto hh = at::empty({B, 3 * H}, xw.options());
+  hs[0].copy_(h0);
+  const auto w_c = w_hh.contiguous(), b_c = b_hh.contiguous();
+  const auto gate_views = gates.unbind(0);
+  AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "gru_cudnn_forward", [&] {
+    const auto keep_c = keep.to(xw.scalar_type()).contiguous();
+    const scalar_t* k = keep_c.data_ptr<scalar_t>();
+    const scalar_t *w = w_c.data_ptr<scalar_t>(), *bias = b_c.data_ptr<scalar_t>(), *xw_p = xw.data_ptr<scalar_t>();
+    scalar_t *hs_p = hs.data_ptr<scalar_t>(), *g_p = gates.data_ptr<scalar_t>(), *hn_p = h_n.data_ptr<scalar_t>();
+    scalar_t *out_p = out.data_ptr<scalar_t>(), *hh_p = hh.data_ptr<scalar_t>();
+    for (int64_t t = 0; t < T; ++t) {
+      const scalar_t* hp = hs_p + t * BH;
+      scalar_t* g = g_p + t * 3 * BH;
+      for (int64_t b = 0; b < B; ++b) std::copy(bias, bias + 3 * H, hh_p + b * 3 * H);
+      gemm<scalar_t>('T', 3 * H, B, H, w, H, hp, H, hh_p, 3 * H);  // h_{t-1} W_hh^T + b_hh   (B, 3H)
+      for (int64_t b = 0; b < B; ++b) {
+        gru_gates_row(H, xw_p + t * 3 * BH + b * 3 * H, hh_p + b * 3 * H, g + b * 3 * H, hn_p + t * BH + b * H);
+      }
+      gate_views[t].narrow(1, 0, 2 * H).sigmoid_();
+      for (int64_t b = 0; b < B; ++b) {
+        gru_candidate_row(H, xw_p + t * 3 * BH + b * 3 * H + 2 * H, g + b * 3 * H, hn_p + t * BH + b * H,
+                          g + b * 3 * H + 2 * H);
+      }
+      gate_views[t].narrow(1, 2 * H, H).tanh_();
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t r = b * H;
+        gru_output_row(H, k[t * B + b], g + b * 3 * H + H, g + b * 3 * H + 2 * H, hp + r, out_p + t * BH + r,
+                       hs_p + (t + 1) * BH + r);
+      }
+    }
+  });
+  return {hs, gates, h_n, out};
+}
+
+// Backward of the cuDNN-form GRU: dL/d xw (T, B, 3H), dL/d (h_{t-1} W_hh^T + b_hh) (T, B, 3H), dL/d h_0.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_cudnn_backward(
+    const at::Tensor& grad_out, const at::Tensor& grad_h, const at::Tensor& hs, const at::Tensor& gates,
+    const at::Tensor& h_n, const at::Tensor& w_hh, const at::Tensor& keep) {
+  const int64_t T = gates.size(0), B = gates.size(1), H = hs.size(2), BH = B * H;
+  auto grad_x = at::empty_like(gates);
+  auto grad_hh = at::empty_like(gates);
+  auto dh = grad_h.contiguous().clone(), dh_prev = at::empty_like(dh);
+  const auto go = grad_out.contiguous(), hs_c = hs.contiguous(), g_c = gates.contiguous(), hn_c = h_n.contiguous();
+  const auto w_c = w_hh.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "gru_cudnn_backward", [&] {
+    const auto keep_c = keep.to(gates.scalar_type()).contiguous();
+    const scalar_t* k = keep_c.data_ptr<scalar_t>();
+    const scalar_t *w = w_c.data_ptr<scalar_t>(), *hs_p = hs_c.data_ptr<scalar_t>(), *g_p = g_c.data_ptr<scalar_t>();
+    const scalar_t *hn_p = hn_c.data_ptr<scalar_t>(), *go_p = go.data_ptr<scalar_t>();
+    scalar_t *gx_p = grad_x.data_ptr<scalar_t>(), *ghh_p = grad_hh.data_ptr<scalar_t>();
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const scalar_t* dhn = dh.data_ptr<scalar_t>();
+      scalar_t* dhp = dh_prev.data_ptr<scalar_t>();
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t r = b * H, r3 = t * 3 * BH + b * 3 * H;
+        gru_cudnn_grad_row(H, k[t * B + b], g_p + r3, hn_p + t * BH + r, hs_p + t * BH + r, go_p + t * BH + r,
+                           dhn + r, gx_p + r3, ghh_p + r3, dhp + r);
+      }
+      gemm<scalar_t>('N', H, B, 3 * H, w, H, ghh_p + t * 3 * BH, 3 * H, dhp, H);  // dh_{t-1} += d_hh W_hh
+      std::swap(dh, dh_prev);
+    }
+  });
+  return {grad_x, grad_hh, dh};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(unrolled_native, m) {
@@ -433,6 +544,10 @@ TORCH_LIBRARY(unrolled_native, m) {
         " Tensor squashed, Tensor w_hh, Tensor peep, Tensor keep, int flags) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("gru_cho_forward(Tensor xrz, Tensor xn, Tensor h0, Tensor w_rz, Tensor w_n, Tensor keep)"
         " -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("gru_cudnn_forward(Tensor xw, Tensor h0, Tensor w_hh, Tensor b_hh, Tensor keep)"
+        " -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("gru_cudnn_backward(Tensor grad_out, Tensor grad_h, Tensor hs, Tensor gates, Tensor h_n, Tensor w_hh,"
+        " Tensor keep) -> (Tensor, Tensor, Tensor)");
   m.def("gru_cho_backward(Tensor grad_out, Tensor grad_h, Tensor hs, Tensor rz, Tensor n, Tensor w_rz,"
         " Tensor w_n, Tensor keep) -> (Tensor, Tensor, Tensor)");
 }
@@ -442,4 +557,6 @@ TORCH_LIBRARY_IMPL(unrolled_native, CPU, m) {
   m.impl("lstm_backward", &lstm_backward);
   m.impl("gru_cho_forward", &gru_cho_forward);
   m.impl("gru_cho_backward", &gru_cho_backward);
+  m.impl("gru_cudnn_forward", &gru_cudnn_forward);
+  m.impl("gru_cudnn_backward", &gru_cudnn_backward);
 }

@@ -12,17 +12,19 @@ trained by Adam with the gradient's norm clipped, on fresh batches from the
 task's generator, until the run's time budget is spent; then scored once on a
 held-out set drawn from another seed.
 
-Speed: variants without a fused kernel run through `unroll`'s Python loop,
-0.23x to 0.55x of the fused LSTM's training steps/s (T = 20 to 100, H = 64).
+Speed: variants without a fused kernel run through `Recurrent.unroller`.
+`compile="native"` (the suite's default) is the C++ unroll with its
+hand-written backward (`unrolled.native`), 0.83x to 1.07x of the fused LSTM's
+training steps/s at T = 20 to 100 (H = 64, one thread); it also serves the
+cuDNN-form GRU, whose fused CPU kernel in torch trains at about 0.4x to 0.6x
+of the LSTM's. `compile="off"` is `unroll` in Python, 0.23x to 0.55x.
 `compile="chunks"` runs that loop compiled in chunks of 10 steps
 (`unrolled.chunked`): 0.65x to 0.77x at T = 20, 0.46x to 0.57x at T = 100,
-after 5 to 25 s of compiling per variant and input size, whatever T.
-`compile="on"` hands the whole model to `torch.compile`, which traces every
-step, so compiling grows with T: 44 s at T=20 and 121 s at T=60 on 2 CPU
-cores (LSTM-CIFG, H=64); 0.84x at T = 20, 0.72x at T = 50. Either way, if
-compiling fails (or this torch cannot), the run goes on eagerly and says so in
-`RunResult.engine`. Off by default: compiling is paid within the run's budget
-(about 10 s a run in the full suite, 2.9 s under --quick).
+after 5 to 25 s of compiling per variant and input size. `compile="on"` hands
+the whole model to `torch.compile`, which traces every step, so compiling
+grows with T (44 s at T=20 and 121 s at T=60 on 2 CPU cores, LSTM-CIFG,
+H=64): 0.84x at T = 20, 0.72x at T = 50. If the C++ library cannot be built,
+or compiling fails, the run goes on eagerly and says so in `RunResult.engine`.
 """
 
 from __future__ import annotations
@@ -152,16 +154,18 @@ def compiled(model: VariantNet, mode: str) -> tuple[Any, str]:
     """The callable to train with and its engine's name, by `COMPILE_CHOICES` for the transparent path.
 
     "fused" when torch's kernel serves the variant, "eager", "compiled" (the whole model), "compiled chunks",
-    "native" (C++); a compiler that fails at once gives "eager (ErrorName)", an extension that cannot be built
-    "eager (native: reason)".
+    "native" (C++, also for the cuDNN-form GRU); a compiler that fails at once gives "eager (ErrorName)", an
+    extension that cannot be built "eager (native: reason)" (or "fused" where torch's kernel serves).
     """
-    if model.fused:
-        return model, "fused"
-    if mode == "native":
+    if mode == "native" and (model.rnn.fused_mode == "GRU" or not model.fused):
+        # torch's fused GRU trains at about 0.4x of its fused LSTM on the CPU; the C++ unroll serves it instead
         if (reason := native.unavailable()) is not None:
-            return model, f"eager (native: {reason})"
+            return model, "fused" if model.fused else f"eager (native: {reason})"
+        model.rnn.fused = False
         model.rnn.unroller = native_unroll
         return model, "native"
+    if model.fused:
+        return model, "fused"
     if mode == "chunks":
         model.rnn.unroller = unroll_in_chunks
         return model, "compiled chunks"
