@@ -49,7 +49,7 @@ def add_bench_commands(commands: Any) -> None:
     variants.add_argument("--hidden", type=positive_int, default=64, help="units per cell (default: 64)")
     variants.add_argument("--compile", choices=COMPILE_CHOICES, default="native",
                           help="how the variants without a fused kernel run, eager if it fails: 'native' the C++ "
-                               "unroll (built once per machine, about a minute), 'off' eager, 'chunks' "
+                               "unroll (built once per machine, 16 s here), 'off' eager, 'chunks' "
                                "torch.compile over chunks of 10 steps (once per variant and input size), 'on' the "
                                "whole model under torch.compile (45-120 s per model and length) (default: native)")
     variants.add_argument("--text", default=DEFAULT_TEXT, help=f"the charlm task's text (default: {DEFAULT_TEXT})")
