@@ -147,9 +147,9 @@ def native_unroll(
     """
     if trace or x.shape[0] == 0 or not supports(cell, x) or library() is None:
         return unroll(cell, x, state, mask=mask, trace=trace)
-    keep = x.new_ones(x.shape[:2]) if mask is None else mask.to(x.dtype)  # (T, B)
-    if x.shape[-1] != cell.input_size:
+    if x.shape[-1] != cell.input_size:  # `Cell.project`'s check: the projection below folds b_hh into its bias
         raise ValueError(f"{type(cell).__name__} expects input (..., {cell.input_size}), got {tuple(x.shape)}")
+    keep = x.new_ones(x.shape[:2]) if mask is None else mask.to(x.dtype)  # (T, B)
     if isinstance(cell, GRUCell) and cell.variant == "cudnn":  # b_hn sits inside r * (W_hn h + b_hn)
         assert isinstance(state, Tensor)
         return gru_cudnn(cell, project(x, cell.weight_ih, cell.bias_ih), state, keep)
