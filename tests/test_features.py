@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from unrolled.data.audio import change_speed
 from unrolled.features import (
     LOG_FLOOR,
     FeatureConfig,
@@ -13,6 +14,8 @@ from unrolled.features import (
     SpecAugmentConfig,
     mel_filterbank,
     normalise,
+    power_spectrum,
+    shift_pitch,
     spec_augment,
     stack_frames,
     warp_bands,
@@ -189,3 +192,77 @@ def test_spec_augment_warps_only_when_asked_and_within_the_range() -> None:
     factors = 1 + 0.2 * (2 * torch.rand(4, generator=torch.Generator().manual_seed(0)) - 1)
     assert bool(((factors >= 0.8) & (factors <= 1.2)).all())
     torch.testing.assert_close(warped, warp_bands(features, factors))
+
+
+def vowel(pitch: float, seconds: float = 0.5, formants: tuple[float, ...] = (700.0, 1200.0, 2600.0)) -> np.ndarray:
+    """A sung vowel: harmonics of ``pitch`` Hz weighted by resonances at ``formants`` (an envelope independent of
+    pitch), float64."""
+    time = np.arange(round(16_000 * seconds)) / 16_000
+    wave = np.zeros_like(time)
+    for harmonic in np.arange(pitch, 7_500, pitch):
+        gain = sum(1 / (1 + ((harmonic - f) / 120) ** 2) for f in formants) + 0.01
+        wave += gain * np.sin(2 * np.pi * harmonic * time)
+    return wave / np.abs(wave).max()
+
+
+def harmonic_peaks(power: np.ndarray, below_hz: float = 2_000) -> np.ndarray:
+    """The frequencies (Hz) of the local maxima of a power spectrum row that stand 20 dB over its median."""
+    hz = np.arange(len(power)) * 16_000 / 512
+    floor = np.median(power) * 100
+    peaks = [k for k in range(1, len(power) - 1) if power[k] > power[k - 1] and power[k] >= power[k + 1]
+             and power[k] > floor and hz[k] < below_hz]
+    return hz[peaks]
+
+
+def test_pitch_shift_by_one_is_the_identity() -> None:
+    power = power_spectrum(torch.from_numpy(vowel(150.0))[None], FeatureConfig())
+    shifted = shift_pitch(power, torch.tensor([1.0]), quefrency=32)
+    np.testing.assert_allclose(shifted.numpy(), power.numpy() + 1e-10, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize(("pitch", "factor"), [(150.0, 1.5), (240.0, 0.75)])
+def test_pitch_shift_moves_the_harmonics_and_keeps_the_envelope(pitch: float, factor: float) -> None:
+    """The shifted spectrum's harmonics lie at multiples of beta f0, where a vowel sung at beta f0 has them (an
+    independent check of where they should be), and its envelope is the sung vowel's."""
+    config = FeatureConfig()
+    original = power_spectrum(torch.from_numpy(vowel(pitch))[None], config)
+    shifted = shift_pitch(original, torch.tensor([factor]), quefrency=32)
+    frame = 25  # a frame in the steady middle
+    peaks = harmonic_peaks(shifted[0, frame].numpy())
+    sung = harmonic_peaks(power_spectrum(torch.from_numpy(vowel(pitch * factor))[None], config)[0, frame].numpy())
+    bin_hz = 16_000 / 512
+    assert len(peaks) >= 4
+    assert np.abs(peaks / (pitch * factor) - np.round(peaks / (pitch * factor))).max() * pitch * factor < 1.5 * bin_hz
+    assert len(sung) >= 4
+    assert all(np.abs(peaks - hz).min() < 1.5 * bin_hz for hz in sung)  # every harmonic the real voice shows
+    # the envelope stays: the shifted frame's smoothed log spectrum (below 4 kHz) is far nearer the sung vowel's
+    # than that of the same clip played beta times faster, which moves the formants with the pitch
+    played = change_speed(vowel(pitch).astype(np.float32), factor).astype(np.float64)
+    faster = power_spectrum(torch.from_numpy(played)[None], config)
+    sung_power = power_spectrum(torch.from_numpy(vowel(pitch * factor))[None], config)
+
+    def envelope(power: torch.Tensor) -> np.ndarray:
+        cepstrum = torch.fft.irfft(torch.log(power[0, frame] + 1e-10), n=512)
+        cepstrum[32:-31] = 0
+        smooth = torch.fft.rfft(cepstrum).real.numpy()[:128]
+        return smooth - smooth.mean()
+
+    def distance(power: torch.Tensor) -> float:
+        return float(np.abs(envelope(power) - envelope(sung_power)).mean())
+
+    assert distance(shifted) < 0.5 * distance(faster)
+
+
+def test_front_end_shifts_pitch_only_when_asked_and_seeded() -> None:
+    wave = torch.from_numpy(vowel(150.0)).float()[None].repeat(3, 1)
+    lengths = torch.full((3,), wave.shape[1])
+    front = FrontEnd()
+    quiet = SpecAugmentConfig(freq_masks=0, time_masks=0)
+    plain, _ = front(wave, lengths)
+    np.testing.assert_allclose(front(wave, lengths, augment=quiet)[0].numpy(), plain.numpy(), atol=1e-6)
+    shifting = SpecAugmentConfig(freq_masks=0, time_masks=0, pitch_shift=4.0)
+    one = front(wave, lengths, augment=shifting, generator=torch.Generator().manual_seed(3))[0]
+    two = front(wave, lengths, augment=shifting, generator=torch.Generator().manual_seed(3))[0]
+    torch.testing.assert_close(one, two)
+    assert not torch.allclose(one, plain, atol=1e-2)
+    assert not torch.allclose(one[0], one[1], atol=1e-2)  # each utterance draws its own shift

@@ -74,6 +74,25 @@ with :math:`\alpha_b \sim U[1 - w, 1 + w]`,
 so a voice's formants move up or down by up to a fraction w of their band
 index, as a longer or shorter vocal tract would move them.
 
+**Pitch shift** (``pitch_shift`` S > 0, training only), on the power
+spectrum before the filter bank: each utterance's harmonics are spread by a
+factor :math:`\beta_b = 2^{u_b / 12}`, :math:`u_b \sim U[-S, S]` semitones,
+while its spectral envelope (the formants) stays where it was, a voice
+speaking higher or lower with the same vocal tract (the speed perturbation
+and the band warp move both together). Source-filter separation by the real
+cepstrum (Oppenheim and Schafer): with :math:`\ell[k] = \log(P[t, k] + \epsilon)`
+over the :math:`K = N_{fft}/2 + 1` bins, :math:`c = \mathrm{IDFT}_{N_{fft}}(\ell)`
+its cepstrum, the envelope keeps the quefrencies below :math:`q`
+(`ENVELOPE_QUEFRENCY_MS`, 2 ms, 32 samples at 16 kHz: a pitch below 500 Hz
+has its period, and so its ripple's quefrency, above it),
+
+.. math::
+    e = \mathrm{DFT}(c \cdot \mathbb{1}[n < q \lor n > N_{fft} - q]), \qquad h = \ell - e, \qquad
+    P'[t, k] = \exp\bigl(e[k] + h(\min(k / \beta_b,\ K - 1))\bigr)
+
+with :math:`h(\cdot)` read between bins by linear interpolation, as the band
+warp reads bands.
+
 Shapes: B batch, N samples, T frames, M mel bands.
 """
 
@@ -89,6 +108,8 @@ SAMPLE_RATE = 16_000  # Hz: every waveform reaches the front end at this rate (`
 LOG_FLOOR = 1e-6  # epsilon: added to the mel energies before the log, so digital silence stays finite
 NORM_EPS = 1e-5  # delta: added to a band's standard deviation, so a constant band normalises to 0
 HTK_SCALE, HTK_BREAK = 2595.0, 700.0  # mel(f) = 2595 log10(1 + f / 700)
+POWER_FLOOR = 1e-10  # epsilon of the pitch shift's log power spectrum
+ENVELOPE_QUEFRENCY_MS = 2.0  # q: the pitch shift's envelope keeps quefrencies below this (periods of pitches > 500 Hz)
 
 
 @dataclass
@@ -226,6 +247,7 @@ class SpecAugmentConfig:
     time_masks  m_T, time masks per utterance; time_width T_w, the widest (frames)
     time_share  p, no time mask wider than this share of the utterance's frames
     band_warp   w, the largest warp of the mel axis (0: none)
+    pitch_shift S, the largest pitch shift in semitones, envelope kept (0: none)
     """
 
     freq_masks: int = 2
@@ -234,6 +256,7 @@ class SpecAugmentConfig:
     time_width: int = 40
     time_share: float = 0.2
     band_warp: float = 0.0
+    pitch_shift: float = 0.0
 
 
 def spec_augment(features: Tensor, lengths: Tensor, config: SpecAugmentConfig, *,
@@ -275,6 +298,31 @@ def warp_bands(features: Tensor, factors: Tensor) -> Tensor:
     return (1 - weight) * features.gather(2, index) + weight * features.gather(2, upper)
 
 
+def shift_pitch(power: Tensor, factors: Tensor, *, quefrency: int) -> Tensor:
+    """P' (B, T, K): each utterance's harmonics spread by beta_b, its cepstral envelope kept (module docstring).
+
+    ``factors`` is beta (B,); ``quefrency`` is q in samples. The transform
+    runs in float64 so that beta = 1 gives back P + epsilon to rounding.
+    """
+    bins = power.shape[-1]
+    fft_size = 2 * (bins - 1)
+    logs = torch.log(power.to(torch.float64) + POWER_FLOOR)  # l (B, T, K)
+    cepstrum = torch.fft.irfft(logs, n=fft_size, dim=-1)  # c (B, T, N_fft), real and even
+    n = torch.arange(fft_size, device=power.device)
+    low = ((n < quefrency) | (n > fft_size - quefrency)).to(torch.float64)
+    envelope = torch.fft.rfft(cepstrum * low, dim=-1).real  # e (B, T, K)
+    fine = logs - envelope  # h
+    source = (torch.arange(bins, device=power.device, dtype=torch.float64)[None, :]
+              / factors.to(torch.float64)[:, None]).clamp(max=bins - 1)  # k / beta_b (B, K)
+    below = source.floor().long()
+    above = (below + 1).clamp(max=bins - 1)
+    weight = (source - below)[:, None, :]  # (B, 1, K)
+    frames = power.shape[1]
+    moved = ((1 - weight) * fine.gather(2, below[:, None, :].expand(-1, frames, -1))
+             + weight * fine.gather(2, above[:, None, :].expand(-1, frames, -1)))
+    return torch.exp(envelope + moved).to(power.dtype)
+
+
 def _draw_mask(size: int, widest: int, generator: torch.Generator | None) -> tuple[int, int]:
     """(start, width): width ~ U{0 .. widest}, start ~ U{0 .. size - width}."""
     width = int(torch.randint(0, max(widest, 0) + 1, (), generator=generator))
@@ -300,15 +348,25 @@ class FrontEnd(nn.Module):
                               fmin=self.config.fmin, fmax=top)
         self.register_buffer("filterbank", bank.to(torch.float32), persistent=False)  # (M, K)
 
-    def log_mel(self, waves: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """L (B, T, M), the log mel energies, and T_b (B,)."""
+    def log_mel(self, waves: Tensor, lengths: Tensor, *, pitch: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """L (B, T, M), the log mel energies, and T_b (B,).
+
+        ``pitch`` (B,), the factors beta_b, shifts each utterance's pitch first (`shift_pitch`).
+        """
         power = power_spectrum(waves, self.config)  # (B, T, K)
+        if pitch is not None:
+            quefrency = round(self.config.rate * ENVELOPE_QUEFRENCY_MS / 1000)
+            power = shift_pitch(power, pitch.to(power.device), quefrency=quefrency)
         mel = power @ self.filterbank.to(power.dtype).T  # (B, T, M)
         return torch.log(mel + LOG_FLOOR), self.config.frames(lengths)
 
     def forward(self, waves: Tensor, lengths: Tensor, *, augment: SpecAugmentConfig | None = None,
                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        logs, frames = self.log_mel(waves, lengths)  # (B, T, M), (B,)
+        pitch = None
+        if augment is not None and augment.pitch_shift > 0:
+            semitones = augment.pitch_shift * (2 * torch.rand(waves.shape[0], generator=generator) - 1)  # u_b
+            pitch = torch.pow(2.0, semitones / 12)  # beta_b (B,)
+        logs, frames = self.log_mel(waves, lengths, pitch=pitch)  # (B, T, M), (B,)
         features = normalise(logs, frames)  # (B, T, M)
         if augment is not None:
             features = spec_augment(features, frames, augment, generator=generator)

@@ -11,6 +11,7 @@ from unrolled.cli.common import (
     add_train_options,
     data_file,
     fraction,
+    non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
@@ -94,6 +95,9 @@ def add_speech_commands(commands: Any) -> None:
     model.add_argument("--band-warp", type=fraction, default=0.15, metavar="W",
                        help="warp each utterance's mel axis by a factor in [1 - W, 1 + W], a stand-in for vocal "
                             "tract length perturbation; 0 for none (default: 0.15; with SpecAugment only)")
+    model.add_argument("--pitch-shift", type=non_negative_float, default=0.0, metavar="S",
+                       help="shift each utterance's pitch by up to S semitones up or down while training, its "
+                            "spectral envelope kept; 0 for none (default: 0; with SpecAugment only)")
     add_train_options(train, **SPEECH_TRAIN_DEFAULTS)
     train.set_defaults(handler=speech_train)
 
@@ -200,7 +204,8 @@ def speech_train(args: argparse.Namespace) -> int:
                "layers": args.layers or layers, "levels": levels if args.levels is None else args.levels,
                "dropout": args.dropout, "decoder": args.decoder, "attention": args.attention,
                "decoder_hidden": args.decoder_hidden, "ctc_weight": args.ctc_weight,
-               "spec_augment": None if args.no_spec_augment else SpecAugmentConfig(band_warp=args.band_warp)}
+               "spec_augment": None if args.no_spec_augment else SpecAugmentConfig(band_warp=args.band_warp,
+                                                                                     pitch_shift=args.pitch_shift)}
     result = speech.fit(utterances, args.out, model_options=options, train=train_config(args),
                         validation=args.validation, test=args.test, split_seed=args.split_seed, batch_size=args.batch,
                         perturbation=perturbation_config(args), max_seconds=args.max_seconds,
