@@ -306,6 +306,20 @@ def test_speeds_from_the_cli_set_the_speed_perturbation() -> None:
     assert chosen.gain_db == PerturbConfig().gain_db and chosen.noise == PerturbConfig().noise
 
 
+def test_band_warp_and_pitch_shift_from_the_cli_reach_spec_augment() -> None:
+    from unrolled.cli import build_parser
+    from unrolled.cli.speech import model_options
+    from unrolled.features import SpecAugmentConfig
+
+    def augment(*extra: str) -> SpecAugmentConfig | None:
+        options = model_options(build_parser().parse_args(["speech", "train", "m.jsonl", "--out", "r", *extra]))
+        return options["spec_augment"]
+
+    assert augment() == SpecAugmentConfig(band_warp=0.15, pitch_shift=0.0)
+    assert augment("--pitch-shift", "8", "--band-warp", "0.1") == SpecAugmentConfig(band_warp=0.1, pitch_shift=8.0)
+    assert augment("--pitch-shift", "8", "--no-spec-augment") is None
+
+
 def test_eval_by_a_manifest_key_scores_each_group_as_evaluating_it_alone(trained: tuple[Path, Path],
                                                                          capsys: pytest.CaptureFixture[str]) -> None:
     path, run = trained

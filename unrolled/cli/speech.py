@@ -192,21 +192,26 @@ def perturbation_config(args: argparse.Namespace) -> PerturbConfig | None:
     return PerturbConfig(speeds=tuple(args.speeds)) if args.speeds else PerturbConfig()
 
 
+def model_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`unrolled.models.speech.SpeechConfig`'s fields from ``speech train``'s options (the vocabulary aside)."""
+    from unrolled.features import FeatureConfig, SpecAugmentConfig
+
+    layers, levels = ENCODER_DEFAULTS[args.decoder]
+    augment = None if args.no_spec_augment else SpecAugmentConfig(band_warp=args.band_warp,
+                                                                  pitch_shift=args.pitch_shift)
+    return {"features": FeatureConfig(stack=args.stack, stride=args.stride), "hidden": args.hidden,
+            "layers": args.layers or layers, "levels": levels if args.levels is None else args.levels,
+            "dropout": args.dropout, "decoder": args.decoder, "attention": args.attention,
+            "decoder_hidden": args.decoder_hidden, "ctc_weight": args.ctc_weight, "spec_augment": augment}
+
+
 def speech_train(args: argparse.Namespace) -> int:
     from unrolled.data.speech import read_manifest
-    from unrolled.features import FeatureConfig, SpecAugmentConfig
     from unrolled.tasks import speech
 
     manifest = data_file(args, what="a JSON-lines manifest", dataset="spoken-digits")
     utterances = read_manifest(manifest, max_seconds=args.max_seconds)
-    layers, levels = ENCODER_DEFAULTS[args.decoder]
-    options = {"features": FeatureConfig(stack=args.stack, stride=args.stride), "hidden": args.hidden,
-               "layers": args.layers or layers, "levels": levels if args.levels is None else args.levels,
-               "dropout": args.dropout, "decoder": args.decoder, "attention": args.attention,
-               "decoder_hidden": args.decoder_hidden, "ctc_weight": args.ctc_weight,
-               "spec_augment": None if args.no_spec_augment else SpecAugmentConfig(band_warp=args.band_warp,
-                                                                                     pitch_shift=args.pitch_shift)}
-    result = speech.fit(utterances, args.out, model_options=options, train=train_config(args),
+    result = speech.fit(utterances, args.out, model_options=model_options(args), train=train_config(args),
                         validation=args.validation, test=args.test, split_seed=args.split_seed, batch_size=args.batch,
                         perturbation=perturbation_config(args), max_seconds=args.max_seconds,
                         eval_every=args.eval_every, resume=args.resume)
