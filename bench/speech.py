@@ -65,9 +65,16 @@ def run_folder(dataset: str, name: str) -> Path:
     return RESULTS / f"{SHORT[dataset]}-{name}"
 
 
-def run_names(dataset: str) -> list[str]:
-    """The names of the trained runs of `dataset` (model, then tag), the plain models first."""
-    found = [p.name.split("-", 1)[1] for p in RESULTS.glob(f"{SHORT[dataset]}-*") if (p / "best").is_dir()]
+def run_names(dataset: str, *, recorded: bool = False) -> list[str]:
+    """The names of the trained runs of `dataset` (model, then tag), the plain models first.
+
+    A run is trained where its ``best`` checkpoint is; with ``recorded``, also where only its committed record is
+    (``metrics.jsonl``: checkpoints are not committed, so the report and curves keep the runs of other machines).
+    """
+    def kept(folder: Path) -> bool:
+        return (folder / "best").is_dir() or (recorded and (folder / "metrics.jsonl").exists())
+
+    found = [p.name.split("-", 1)[1] for p in RESULTS.glob(f"{SHORT[dataset]}-*") if kept(p)]
     return sorted(found, key=lambda name: (name not in MODELS, name))
 
 
@@ -194,17 +201,24 @@ def evaluate(dataset: str, speed_clips: int, *, speed_only: bool = False, only: 
               f"{100 * report['beam8']['cer']:.2f}%, speed {ours:.0f}x real time", flush=True)
 
 
+def wide_speeds(dataset: str, model: str) -> bool:
+    """Whether the run trained with ``--speeds`` (0.8 to 1.25): the digits curves show those runs only."""
+    record = run_folder(dataset, model) / "bench-train.json"
+    return record.exists() and "--speeds" in json.loads(record.read_text()).get("arguments", [])
+
+
 def learning_curves(dataset: str) -> Path:
-    """Validation CER against training minutes, one line per model, into curves-<dataset>.png."""
+    """Validation CER against training minutes, one line per model (for digits, the runs with wide speeds), into
+    curves-<dataset>.png."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for model in run_names(dataset):
+    for model in run_names(dataset, recorded=True):
         path = run_folder(dataset, model) / "metrics.jsonl"
-        if not path.exists():
+        if not path.exists() or (dataset == "spoken-digits" and not wide_speeds(dataset, model)):
             continue
         rows = [json.loads(line) for line in path.read_text().splitlines()]
         valid = [r for r in rows if r.get("split") == "validation"]
@@ -242,7 +256,7 @@ def report(dataset: str) -> None:
              "| model | CER greedy | CER beam 8 | CER beam 8 + LM | WER greedy | WER beam 8 | WER beam 8 + LM | "
              "exact beam 8 + LM | LM weight / bonus | steps | threads | train min | peak RSS MB | params | "
              "x real time (batch 1) | CER beam 8 + LM espeak-ng / flite |", "| --- |" + " --- |" * 15]
-    for model in run_names(dataset):
+    for model in run_names(dataset, recorded=True):
         out = run_folder(dataset, model)
         if not (out / "bench-eval.json").exists():
             continue
