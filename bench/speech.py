@@ -230,7 +230,7 @@ def learning_curves(dataset: str) -> Path:
         axis.set_ylabel(f"validation {name} % (greedy)")
         axis.set_yscale("log")
         axis.grid(True, which="both", alpha=0.3)
-        axis.legend()
+        axis.legend(fontsize=7, ncol=2)
     if dataset == "spoken-digits":
         axes[0].axhline(100 * TARGET_CER, color="grey", ls="--", lw=1)
     figure.suptitle(f"{dataset}: held-out voices")
