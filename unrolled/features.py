@@ -312,14 +312,7 @@ def shift_pitch(power: Tensor, factors: Tensor, *, quefrency: int) -> Tensor:
     low = ((n < quefrency) | (n > fft_size - quefrency)).to(torch.float64)
     envelope = torch.fft.rfft(cepstrum * low, dim=-1).real  # e (B, T, K)
     fine = logs - envelope  # h
-    source = (torch.arange(bins, device=power.device, dtype=torch.float64)[None, :]
-              / factors.to(torch.float64)[:, None]).clamp(max=bins - 1)  # k / beta_b (B, K)
-    below = source.floor().long()
-    above = (below + 1).clamp(max=bins - 1)
-    weight = (source - below)[:, None, :]  # (B, 1, K)
-    frames = power.shape[1]
-    moved = ((1 - weight) * fine.gather(2, below[:, None, :].expand(-1, frames, -1))
-             + weight * fine.gather(2, above[:, None, :].expand(-1, frames, -1)))
+    moved = warp_bands(fine, 1 / factors.to(torch.float64))  # h read at k / beta_b, as the band warp reads
     return torch.exp(envelope + moved).to(power.dtype)
 
 
