@@ -12,7 +12,11 @@ transcripts (shallow fusion, its weight and bonus chosen on the first
 `--tuning-clips` validation clips): character and word error rates (jiwer)
 and string accuracy. A joint run (both heads) decodes with its attention
 head, then again with joint decoding (the attention beam rescored with CTC,
-lambda its training weight), beam 8 without and with the LM.
+lambda its training weight), beam 8 without and with the LM. With
+``--warp-search`` the runs are also scored with the test-time warp search
+(`unrolled.tasks.speech`: each clip decoded at whichever mel warp of
+`WARP_GRID` the model is most confident at), greedy and beam 8 with the LM
+as tuned without it, and timed at batch 1 with it.
 
 Speed: one thread, batch 1, every clip of the first `--speed-clips` test
 clips transcribed greedily, in seconds of audio per second of compute (the
@@ -26,6 +30,7 @@ figure for these synthesised sets; the target is printed beside ours.
     .venv/bin/python bench/speech.py --model ctc --minutes 30        # then --model attention; --threads 2
     .venv/bin/python bench/speech.py --model ctc --tag warp --band-warp 0.15   # a variant: digits-ctc-warp
     .venv/bin/python bench/speech.py --evaluate                      # test CER/WER and speed of the runs
+    .venv/bin/python bench/speech.py --evaluate --warp-search --only ctc-speeds-s1-2t   # add the warp search
     .venv/bin/python bench/speech.py --report                        # table and learning curves
 """
 
@@ -147,11 +152,34 @@ def tune_fusion(transcriber: Any, out: Path, validation: list[Any], waves: list[
     return Fusion(lm, weight, bonus), {"weight": weight, "bonus": bonus, "validation_cer": scores}
 
 
+def warp_search(transcriber: Any, test: list[Any], waves: list[Any], report: dict[str, Any],
+                speed_clips: int) -> dict[str, Any]:
+    """The test split again with the warp search over `WARP_GRID`: greedy, beam 8 with the LM the run's report
+    tuned (if any), and the batch-1 speed of greedy decoding with it."""
+    from unrolled.models.ngram import Fusion
+    from unrolled.tasks.speech import TRANSCRIPTS, WARP_GRID, read_language_model
+
+    out: dict[str, Any] = {"grid": list(WARP_GRID)}
+    out["beam1"] = transcriber.evaluate(test, beams=(1,), waves=waves, by="engine", warps=WARP_GRID)["beam1"]
+    if "lm" in report:
+        lm = read_language_model(Path(report["run"]) / TRANSCRIPTS, transcriber.alphabet)
+        fusion = Fusion(lm, report["lm"]["weight"], report["lm"]["bonus"])
+        out["beam8_lm"] = transcriber.evaluate(test, beams=(8,), waves=waves, by="engine", fusion=fusion,
+                                               warps=WARP_GRID)["beam8"]
+    clips = waves[:speed_clips]
+    transcriber.transcribe(clips[:3], beam=1, batch_size=1, warps=WARP_GRID)  # warm-up
+    started = time.perf_counter()
+    transcriber.transcribe(clips, beam=1, batch_size=1, warps=WARP_GRID)
+    out["speed_batch1"] = sum(len(w) for w in clips) / 16_000 / (time.perf_counter() - started)
+    return out
+
+
 def evaluate(dataset: str, speed_clips: int, *, speed_only: bool = False, only: list[str] | None = None,
-             tuning_clips: int = LM_TUNING_CLIPS) -> None:
+             tuning_clips: int = LM_TUNING_CLIPS, warps: bool = False) -> None:
     """Test-split error rates (greedy, beam 8, and beam 8 with the LM whose weight `tune_fusion` chose) and batch-1
     speed of every trained run of `dataset` (or of those named in `only`); with `speed_only`, the speed alone (the
-    error rates already in bench-eval.json stay)."""
+    error rates already in bench-eval.json stay). With `warps`, `warp_search` too; a run already evaluated then
+    keeps its other figures."""
     import torch
 
     from unrolled.data import obtain
@@ -171,6 +199,14 @@ def evaluate(dataset: str, speed_clips: int, *, speed_only: bool = False, only: 
             continue
         out = run_folder(dataset, model)
         transcriber = Transcriber.load(out)
+        if warps and (out / "bench-eval.json").exists():
+            report = json.loads((out / "bench-eval.json").read_text())
+            report["warp_search"] = warp_search(transcriber, test, waves, {**report, "run": str(out)}, speed_clips)
+            (out / "bench-eval.json").write_text(json.dumps(report, indent=1))
+            searched = report["warp_search"]
+            print(f"{dataset} {model}, warp search: CER greedy {100 * searched['beam1']['cer']:.2f}%, "
+                  f"speed {searched['speed_batch1']:.0f}x real time", flush=True)
+            continue
         if speed_only:
             report = json.loads((out / "bench-eval.json").read_text())
         else:
@@ -196,6 +232,8 @@ def evaluate(dataset: str, speed_clips: int, *, speed_only: bool = False, only: 
         if transcriber.model.config.decoder == "ctc":
             report["speed_batch1_plain_torch"] = plain_torch_speed(transcriber, clips)
         report["parameters"] = sum(p.numel() for p in transcriber.model.parameters())
+        if warps:
+            report["warp_search"] = warp_search(transcriber, test, waves, {**report, "run": str(out)}, speed_clips)
         (out / "bench-eval.json").write_text(json.dumps(report, indent=1))
         print(f"{dataset} {model}: CER greedy {100 * report['beam1']['cer']:.2f}% beam8 "
               f"{100 * report['beam8']['cer']:.2f}%, speed {ours:.0f}x real time", flush=True)
@@ -280,6 +318,15 @@ def report(dataset: str) -> None:
                          f"{100 * lm['cer']:.2f} | - | {100 * j['beam8']['wer']:.2f} | {100 * lm['wer']:.2f} | "
                          f"{100 * lm['string_accuracy']:.1f} | {j['lm']['weight']} / {j['lm']['bonus']} |"
                          + " |" * 6 + f" {by_engine(lm)} |")
+        if "warp_search" in e:
+            w = e["warp_search"]
+            lm = w.get("beam8_lm")
+            lm_cer, lm_wer, lm_exact = ((f"{100 * lm['cer']:.2f}", f"{100 * lm['wer']:.2f}",
+                                         f"{100 * lm['string_accuracy']:.1f}") if lm else ("-", "-", "-"))
+            lines.append(f"| {model}, warp search ({min(w['grid']):.2f} to {max(w['grid']):.2f}) | "
+                         f"{100 * w['beam1']['cer']:.2f} | - | {lm_cer} | {100 * w['beam1']['wer']:.2f} | - | "
+                         f"{lm_wer} | {lm_exact} | {tuned} |" + " |" * 5 + f" {w['speed_batch1']:.0f} | "
+                         f"{by_engine(lm)} |")
         if "speed_batch1_plain_torch" in e:
             ratio = e["speed_batch1"] / e["speed_batch1_plain_torch"]
             lines.append("| (peer: plain torch.nn.LSTM, same weights) |" + " |" * 13 +
@@ -308,6 +355,9 @@ def main() -> None:
     parser.add_argument("--tuning-clips", type=int, default=LM_TUNING_CLIPS,
                         help=f"validation clips that choose the LM's weight and bonus (default: {LM_TUNING_CLIPS})")
     parser.add_argument("--speed-only", action="store_true", help="with --evaluate: time the runs again, no scoring")
+    parser.add_argument("--warp-search", action="store_true",
+                        help="with --evaluate: also score and time the test-time warp search (runs already "
+                             "evaluated keep their other figures)")
     parser.add_argument("--report", action="store_true", help="print and write the table and the curves")
     args, extra = parser.parse_known_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -317,7 +367,7 @@ def main() -> None:
         print(json.dumps(train(args.dataset, args.model, args.minutes, extra, args.tag, args.threads)), flush=True)
     if args.evaluate:
         evaluate(args.dataset, args.speed_clips, speed_only=args.speed_only, only=args.only,
-                 tuning_clips=args.tuning_clips)
+                 tuning_clips=args.tuning_clips, warps=args.warp_search)
     if args.report:
         report(args.dataset)
     sys.exit(0)

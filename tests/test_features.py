@@ -266,3 +266,21 @@ def test_front_end_shifts_pitch_only_when_asked_and_seeded() -> None:
     torch.testing.assert_close(one, two)
     assert not torch.allclose(one, plain, atol=1e-2)
     assert not torch.allclose(one[0], one[1], atol=1e-2)  # each utterance draws its own shift
+
+
+def test_front_end_warps_each_utterance_by_its_own_factor_before_stacking() -> None:
+    waves = torch.from_numpy(np.stack([noise(8_000, seed) for seed in range(3)]))
+    lengths = torch.tensor([8_000, 6_000, 4_000])
+    front = FrontEnd(FeatureConfig(stack=2, stride=2))
+    plain, frames = front(waves, lengths)
+    same, _ = front(waves, lengths, warp=torch.ones(3))
+    torch.testing.assert_close(same, plain)
+    factors = torch.tensor([1.0, 1.2, 1 / 1.2])
+    warped, warped_frames = front(waves, lengths, warp=factors)
+    assert torch.equal(warped_frames, frames)
+    logs, counts = front.log_mel(waves, lengths)
+    z = normalise(logs, counts)
+    for b in range(3):  # each alone: warp_bands on its normalised bands, then stacking
+        expected, _ = stack_frames(warp_bands(z[b : b + 1], factors[b : b + 1]), counts[b : b + 1], stack=2, stride=2)
+        torch.testing.assert_close(warped[b : b + 1], expected)
+    assert not torch.allclose(warped[1], plain[1], atol=1e-2)

@@ -20,6 +20,7 @@ from unrolled.models.speech import Alphabet, Recogniser, SpeechConfig
 from unrolled.tasks.speech import (
     SpeechData,
     Transcriber,
+    character_limit,
     cut_points,
     fit,
     read_language_model,
@@ -274,6 +275,7 @@ def test_bad_input_is_one_line_from_the_cli(trained: tuple[Path, Path], tmp_path
          r"--speeds sets the speed perturbation, which --no-perturb turns off"),
         (["speech", "eval", str(run), str(path), "--ctc-weight", "0.5"],
          r"--ctc-weight weighs CTC in joint decoding; give --decoder joint"),
+        (["speech", "eval", str(run), str(path), "--warps", "3"], r"a mel warp factor must lie in \[0\.5, 2\]"),
         (["speech", "eval", str(run), str(path), "--decoder", "joint"],
          r"this run has no joint decoder \(it was trained with --decoder ctc\); use ctc"),
     ]
@@ -282,6 +284,9 @@ def test_bad_input_is_one_line_from_the_cli(trained: tuple[Path, Path], tmp_path
         assert code == 2, args
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
         assert pytest.importorskip("re").search(message, err), (message, err)
+    with pytest.raises(SystemExit):  # argparse's own one-line usage error
+        main(["speech", "eval", str(run), str(path), "--warps", "1", "--warp-search"])
+    assert "--warp-search: not allowed with argument --warps" in capsys.readouterr().err
     bad.write_text(json.dumps({"audio": "short.wav", "text": "a"}) + "\n" + json.dumps({"text": "a"}) + "\n")
     code, err = run_cli(["speech", "train", str(bad), "--out", str(tmp_path / "r")], capsys)
     assert code == 2 and "line 1" in err and "shorter than the 0.1 s minimum" in err
@@ -342,3 +347,64 @@ def test_eval_by_a_manifest_key_scores_each_group_as_evaluating_it_alone(trained
     printed = capsys.readouterr().out
     assert "by colour" in printed and printed.splitlines()[-1].split()[:2] == ["-", str(grouped["beam1"]["by"][
         "test"]["utterances"])]
+
+
+def ctc_confidence(transcriber: Transcriber, wave: np.ndarray, alpha: float) -> float:
+    """c(alpha) of one clip, alone: the mean over its encoder steps of the best CTC log-probability."""
+    waves = torch.from_numpy(wave)[None]
+    with torch.no_grad():
+        log_probs, steps = transcriber.model(waves, torch.tensor([len(wave)]), warp=torch.tensor([alpha]))
+    return float(log_probs[0, : int(steps[0])].max(dim=-1).values.mean())
+
+
+def test_warp_search_decodes_each_clip_at_its_most_confident_factor(trained: tuple[Path, Path]) -> None:
+    _, run = trained
+    transcriber = Transcriber.load(run)
+    generator = np.random.default_rng(11)
+    waves = [tone_word(w, generator) for w in ("ab", "cab", "ba c", "acb")]
+    grid = (0.7, 1.0, 1.4)
+    assert [t.warp for t in transcriber.transcribe(waves)] == [1.0] * 4
+    at = {alpha: transcriber.transcribe(waves, warps=(alpha,), beam=3) for alpha in grid}
+    assert all(t.warp == alpha for alpha in grid for t in at[alpha])
+    searched = transcriber.transcribe(waves, warps=grid, beam=3, batch_size=3)
+    confidences = [{alpha: ctc_confidence(transcriber, wave, alpha) for alpha in grid} for wave in waves]
+    for n, (found, scores) in enumerate(zip(searched, confidences, strict=True)):
+        best = max(grid, key=lambda a: (scores[a], -abs(np.log(a))))
+        assert found.warp == best and found.text == at[best][n].text and found.score == pytest.approx(at[best][n].score)
+    assert all(len({round(s[a], 6) for a in grid}) == len(grid) for s in confidences)  # a real choice each time
+    report = transcriber.evaluate(read_manifest(trained[0])[:6], beams=(1,), warps=grid)
+    assert sum(report["beam1"]["warps"].values()) == 6 and set(report["beam1"]["warps"]) == {"0.7", "1", "1.4"}
+    for bad in ((), (0.3,), (1.0, 2.5)):
+        with pytest.raises(ValueError, match="warp"):
+            transcriber.transcribe(waves, warps=bad)
+
+
+def test_warp_search_of_a_speller_scores_its_greedy_transcript_per_character(tmp_path: Path) -> None:
+    path = write_corpus(tmp_path, ["ab", "ba"], copies=5, split=True)
+    train = TrainConfig(max_steps=3, eval_every=3, seed=0, progress=False)
+    fit(read_manifest(path), tmp_path / "run", model_options={"hidden": 16, "decoder": "attention",
+                                                             "decoder_hidden": 16, "spec_augment": None},
+        train=train, batch_size=4)
+    transcriber = Transcriber.load(tmp_path / "run")
+    model = transcriber.model
+    generator = np.random.default_rng(2)
+    waves = [tone_word(w, generator) for w in ("ab", "ba", "bab")]
+    from unrolled.data.speech import SpeechBatch
+
+    batch = SpeechBatch.make(waves, [[] for _ in waves])
+    for alpha in (0.8, 1.0, 1.25):
+        found = transcriber.confidence(batch, torch.full((3,), alpha))
+        for b, wave in enumerate(waves):  # a loop over the speller's steps, one clip alone
+            with torch.no_grad():
+                log_probs, state = model.prime(torch.from_numpy(wave)[None], torch.tensor([len(wave)]),
+                                               warp=torch.tensor([alpha]))
+                total, count = 0.0, 0
+                for _ in range(character_limit(len(wave))):
+                    token = int(log_probs[0].argmax())
+                    total, count = total + float(log_probs[0, token]), count + 1
+                    if token == 0:
+                        break
+                    log_probs, state = model.step(torch.tensor([token]), state)
+            assert float(found[b]) == pytest.approx(total / count, abs=1e-4)
+    searched = transcriber.transcribe(waves, warps=(0.8, 1.0, 1.25))
+    assert all(t.warp in (0.8, 1.0, 1.25) for t in searched)

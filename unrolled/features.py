@@ -93,6 +93,12 @@ has its period, and so its ripple's quefrency, above it),
 with :math:`h(\cdot)` read between bins by linear interpolation, as the band
 warp reads bands.
 
+**Warp at transcription** (``warp``, `FrontEnd.forward`): the band warp
+with a chosen :math:`\alpha_b` instead of a drawn one, applied to Z at any
+time, without SpecAugment. :math:`\alpha_b > 1` reads higher bands into
+lower ones and so moves a voice's formants down (a shorter vocal tract heard
+as a longer one); `unrolled.tasks.speech` searches it per utterance.
+
 Shapes: B batch, N samples, T frames, M mel bands.
 """
 
@@ -354,13 +360,17 @@ class FrontEnd(nn.Module):
         return torch.log(mel + LOG_FLOOR), self.config.frames(lengths)
 
     def forward(self, waves: Tensor, lengths: Tensor, *, augment: SpecAugmentConfig | None = None,
-                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+                generator: torch.Generator | None = None, warp: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Y (B, T', k M) and T'_b (B,). ``warp`` (B,), factors alpha_b: each utterance's normalised bands read at
+        alpha_b m (`warp_bands`, module docstring), before any augmentation."""
         pitch = None
         if augment is not None and augment.pitch_shift > 0:
             semitones = augment.pitch_shift * (2 * torch.rand(waves.shape[0], generator=generator) - 1)  # u_b
             pitch = torch.pow(2.0, semitones / 12)  # beta_b (B,)
         logs, frames = self.log_mel(waves, lengths, pitch=pitch)  # (B, T, M), (B,)
         features = normalise(logs, frames)  # (B, T, M)
+        if warp is not None:
+            features = warp_bands(features, warp.to(features.device))
         if augment is not None:
             features = spec_augment(features, frames, augment, generator=generator)
         return stack_frames(features, frames, stack=self.config.stack, stride=self.config.stride)

@@ -111,7 +111,7 @@ def add_speech_commands(commands: Any) -> None:
     add_decoding_options(transcribe)
     transcribe.add_argument("--chunk", type=positive_float, default=20.0, metavar="SECONDS",
                             help="longest piece transcribed at once (default: 20)")
-    transcribe.add_argument("--json", action="store_true", help="JSON lines {audio, text, score, decoder}")
+    transcribe.add_argument("--json", action="store_true", help="JSON lines {audio, text, score, decoder, warp}")
     transcribe.set_defaults(handler=speech_transcribe)
 
     evaluate = actions.add_parser(
@@ -154,6 +154,21 @@ def add_decoding_options(parser: argparse.ArgumentParser) -> None:
                              f"uses --length-penalty instead (default: {LM_BONUS})")
     parser.add_argument("--lm-order", type=positive_int, default=6, metavar="N",
                         help="characters per n-gram of the language model (default: 6)")
+    warp = parser.add_mutually_exclusive_group()
+    warp.add_argument("--warp-search", action="store_true",
+                      help="decode each clip with its mel bands warped by whichever of 0.83, 0.91, 1, 1.1 and 1.2 "
+                           "the model is most confident at (test-time vocal tract length normalisation for "
+                           "voices unlike the training ones; one encoder pass per factor)")
+    warp.add_argument("--warps", type=positive_float, nargs="+", metavar="F",
+                      help="the warp search over these factors instead, each in [0.5, 2]; one factor warps every "
+                           "clip by it (above 1 moves formants down)")
+
+
+def warps_of(args: argparse.Namespace) -> tuple[float, ...]:
+    """The warp search's factors: --warps, the benchmark grid for --warp-search, else none (1)."""
+    from unrolled.tasks.speech import WARP_GRID
+
+    return tuple(args.warps) if args.warps else WARP_GRID if args.warp_search else (1.0,)
 
 
 def check_ctc_weight(args: argparse.Namespace, transcriber: Any) -> None:
@@ -240,11 +255,12 @@ def speech_transcribe(args: argparse.Namespace) -> int:
     check_ctc_weight(args, transcriber)
     outputs = transcriber.transcribe(waves, beam=args.beam, decoder=args.decoder, batch_size=args.batch_size,
                                      chunk_seconds=args.chunk, length_penalty=args.length_penalty,
-                                     fusion=fusion_of(args, transcriber), ctc_weight=args.ctc_weight)
+                                     fusion=fusion_of(args, transcriber), ctc_weight=args.ctc_weight,
+                                     warps=warps_of(args))
     for name, output in zip(args.audio, outputs, strict=True):
         if args.json:
-            print(json.dumps({"audio": name, "text": output.text, "score": output.score, "decoder": output.decoder},
-                             ensure_ascii=False))
+            print(json.dumps({"audio": name, "text": output.text, "score": output.score, "decoder": output.decoder,
+                              "warp": output.warp}, ensure_ascii=False))
         else:
             print(f"{name}\t{output.text}")
     return 0
@@ -270,7 +286,7 @@ def speech_eval(args: argparse.Namespace) -> int:
     check_ctc_weight(args, transcriber)
     report = transcriber.evaluate(utterances, beams=beams, decoder=args.decoder, batch_size=args.batch_size,
                                   length_penalty=args.length_penalty, fusion=fusion_of(args, transcriber),
-                                  by=args.by, ctc_weight=args.ctc_weight)
+                                  by=args.by, ctc_weight=args.ctc_weight, warps=warps_of(args))
     if args.json:
         print(json.dumps(report))
         return 0
@@ -282,6 +298,9 @@ def speech_eval(args: argparse.Namespace) -> int:
         name = "greedy" if beam == 1 else f"beam {beam}"
         print(f"{name:<10} {100 * s['cer']:7.2f} {100 * s['wer']:7.2f} {100 * s['string_accuracy']:8.2f} "
               f"{s['real_time']:12.1f}")
+    if "warps" in report[f"beam{beams[-1]}"]:
+        print("clips decoded at each warp: " + ", ".join(
+            f"{alpha} {count}" for alpha, count in report[f"beam{beams[-1]}"]["warps"].items()))
     if args.by:
         print(f"\nby {args.by}: {'utterances':>10} " + " ".join(
             f"{'greedy' if beam == 1 else f'beam {beam}'} CER % / WER %".rjust(22) for beam in beams))

@@ -331,11 +331,12 @@ class Recogniser(nn.Module):
 
     # ------------------------------------------------------------------ encoder and CTC
 
-    def encode(self, waves: Tensor, samples: Tensor, *,
-               generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """h (B, S, 2H) and S_b (B,); SpecAugment while training if configured."""
+    def encode(self, waves: Tensor, samples: Tensor, *, generator: torch.Generator | None = None,
+               warp: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """h (B, S, 2H) and S_b (B,); SpecAugment while training if configured. ``warp`` (B,): each utterance's
+        mel bands read at alpha_b m first (`unrolled.features.FrontEnd`)."""
         augment = self.config.spec_augment if self.training else None
-        x, frames = self.front(waves, samples, augment=augment, generator=generator)  # (B, T, kM), (B,)
+        x, frames = self.front(waves, samples, augment=augment, generator=generator, warp=warp)  # (B, T, kM), (B,)
         return self.encoder(x, frames.to(x.device))
 
     def ctc_head(self, h: Tensor) -> Tensor:
@@ -344,10 +345,10 @@ class Recogniser(nn.Module):
             raise ValueError("this recogniser has no CTC output layer (decoder 'attention'); decode with attention")
         return F.log_softmax(at_least_float32(self.output(self.drop(h))), dim=-1)
 
-    def forward(self, waves: Tensor, samples: Tensor, *,
-                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, waves: Tensor, samples: Tensor, *, generator: torch.Generator | None = None,
+                warp: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """CTC's log p (B, S, V) and the encoder lengths S_b (B,)."""
-        h, steps = self.encode(waves, samples, generator=generator)
+        h, steps = self.encode(waves, samples, generator=generator, warp=warp)
         return self.ctc_head(h), steps
 
     def greedy(self, waves: Tensor, samples: Tensor) -> list[list[int]]:
@@ -404,9 +405,9 @@ class Recogniser(nn.Module):
                                reduction="sum", label_smoothing=self.config.label_smoothing)
         return loss / max(count, 1), count
 
-    def prime(self, waves: Tensor, samples: Tensor) -> tuple[Tensor, SpeechState]:
+    def prime(self, waves: Tensor, samples: Tensor, *, warp: Tensor | None = None) -> tuple[Tensor, SpeechState]:
         """Encode and take the first decoder step from <s>: log p(y_1) (B, V) and the state."""
-        h, steps = self.encode(waves, samples)
+        h, steps = self.encode(waves, samples, warp=warp)
         state = self.start(h, steps)
         return self.step(torch.full((h.shape[0],), BLANK, dtype=torch.long, device=h.device), state)
 

@@ -20,6 +20,24 @@ Long audio: a waveform longer than ``chunk_seconds`` is cut into pieces of at
 most that length, each ending at the quietest 10 ms of its last quarter (a
 pause, where there is one), and the pieces' transcripts are joined with a
 space; memory then stays bounded by the chunk, whatever the file's length.
+
+Warp search (``warps``, test-time vocal tract length normalisation, after
+Lee and Rose 1996, who pick each speaker's frequency warp by the model's
+likelihood): every utterance is encoded with its mel bands warped by each
+factor :math:`\alpha` of a grid A (`unrolled.features.FrontEnd`, the band
+warp of training with a chosen factor), scored by the model's confidence,
+and decoded at the best one,
+
+.. math::
+    c_b(\alpha) = \frac{1}{S_b} \sum_{s<S_b} \max_k \log p_s(k \mid x_b, \alpha), \qquad
+    \alpha^*_b = \arg\max_{\alpha \in A} c_b(\alpha)
+
+for a run with a CTC head (its best path's log-probability per encoder
+step); a run with a speller alone uses the mean log-probability of its
+greedy steps, :math:`\max_k \log p(y_u = k \mid \hat y_{<u}, x, \alpha)`, up to
+and with its end token. Ties go to
+the factor nearest 1. It costs one encoder pass per factor. `WARP_GRID` is
+the grid the benchmarks use: up to 20% either way.
 """
 
 from __future__ import annotations
@@ -38,7 +56,7 @@ from typing import Any
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from torch import nn
+from torch import Tensor, nn
 
 from unrolled import decoding
 from unrolled.checkpoint import CheckpointError, load_checkpoint, load_model_state, resolve_checkpoint, saved_run_config
@@ -69,6 +87,7 @@ LM_ORDER = 6  # characters of a character language model's context, and one pred
 TRANSCRIPTS = "transcripts.txt"  # a run's training transcripts, one per line: text for a language model
 CHUNK_SECONDS = 20.0  # transcription cuts longer audio into pieces of at most this length
 CHARS_PER_SECOND = 40  # the attention decoder stops after this many characters per second of audio (and 10 more)
+WARP_GRID = (1 / 1.2, 1 / 1.1, 1.0, 1.1, 1.2)  # A of the warp search: formants up to 20% lower or higher
 LENGTH_PENALTY = 1.0  # GNMT's alpha for the attention beam: with 0 the beam prefers transcripts cut short (measured:
 # beam 8 on 150 spoken-digits test clips, CER 28.4% with alpha 0 and 5.4% with 1, against 5.5% greedy)
 
@@ -143,6 +162,17 @@ def character_limit(samples: int) -> int:
     return math.ceil(samples / SAMPLE_RATE * CHARS_PER_SECOND) + 10
 
 
+def check_warps(warps: Sequence[float]) -> tuple[float, ...]:
+    """The warp search's factors as a tuple, each checked: at least one, every one in [0.5, 2]."""
+    grid = tuple(float(a) for a in warps)
+    if not grid:
+        raise ValueError("the warp search needs at least one factor, e.g. --warps 0.83 0.91 1 1.1 1.2")
+    wrong = [a for a in grid if not 0.5 <= a <= 2.0]
+    if wrong:
+        raise ValueError(f"a mel warp factor must lie in [0.5, 2] (1 leaves the voice as it is), got {wrong[0]:g}")
+    return grid
+
+
 def cut_points(wave: NDArray[np.floating], chunk_seconds: float, rate: int = SAMPLE_RATE) -> list[int]:
     """Where to cut a long waveform: pieces of at most ``chunk_seconds``, each ending at the quietest 10 ms (lowest
     mean square) of its last quarter; [] when it is not longer than one chunk."""
@@ -164,11 +194,13 @@ def cut_points(wave: NDArray[np.floating], chunk_seconds: float, rate: int = SAM
 
 @dataclass
 class Transcript:
-    """One transcript: its text, its log-probability (beam search; None for greedy) and the decoder used."""
+    """One transcript: its text, its log-probability (beam search; None for greedy), the decoder used and the mel
+    warp it was decoded at (the warp search's choice; of the longest piece for audio transcribed in pieces)."""
 
     text: str
     score: float | None
     decoder: str
+    warp: float = 1.0
 
 
 class Transcriber:
@@ -210,15 +242,18 @@ class Transcriber:
     def transcribe(self, waves: Sequence[NDArray[np.floating]], *, beam: int = 1, decoder: str | None = None,
                    batch_size: int = DECODE_BATCH, chunk_seconds: float = CHUNK_SECONDS,
                    length_penalty: float = LENGTH_PENALTY, fusion: Fusion | None = None,
-                   ctc_weight: float | None = None) -> list[Transcript]:
+                   ctc_weight: float | None = None, warps: Sequence[float] = (1.0,)) -> list[Transcript]:
         """The transcript of each 16 kHz waveform; beam 1 is greedy. Waveforms longer than ``chunk_seconds`` are
         transcribed in pieces (module docstring). ``length_penalty``: GNMT's alpha for the attention beam (the
         CTC prefix beam needs none: every prefix has read the whole clip). ``fusion``: a character language model
         added to the beam search (`unrolled.models.ngram`); beam 1 stays greedy, without it. ``decoder="joint"``
         (joint runs): the attention beam's hypotheses rescored with CTC (`unrolled.models.speech.joint_scores`),
-        lambda = ``ctc_weight`` (default: the run's training weight); at beam 1 the speller's greedy transcript."""
+        lambda = ``ctc_weight`` (default: the run's training weight); at beam 1 the speller's greedy transcript.
+        ``warps``: the factors of the warp search (module docstring); one factor decodes every waveform at it, and
+        the default (1.0,) leaves the features as they are."""
         if beam < 1 or batch_size < 1:
             raise ValueError(f"the beam and the batch size must be at least 1, got {beam} and {batch_size}")
+        grid = check_warps(warps)
         head = self.check_decoder(decoder)
         if ctc_weight is not None and not 0.0 <= ctc_weight <= 1.0:
             raise ValueError(f"the CTC weight of joint decoding must lie in [0, 1], got {ctc_weight:g}")
@@ -234,27 +269,73 @@ class Transcriber:
             pieces.extend(wave[start:end] for start, end in itertools.pairwise(bounds))
         order = sorted(range(len(pieces)), key=lambda i: len(pieces[i]))  # similar lengths batch together
         found: list[tuple[str, float | None]] = [("", None)] * len(pieces)
+        chosen = [1.0] * len(pieces)
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             batch = SpeechBatch.make([pieces[i] for i in rows], [[] for _ in rows])
-            for i, result in zip(rows, self._decode(batch, head, beam, length_penalty, fusion, weight), strict=True):
+            warp = None if grid == (1.0,) else self.choose_warps(batch, grid)
+            results = self._decode(batch, head, beam, length_penalty, fusion, weight, warp)
+            for n, (i, result) in enumerate(zip(rows, results, strict=True)):
                 found[i] = result
-        results: list[Transcript] = []
+                chosen[i] = 1.0 if warp is None else float(warp[n])
+        transcripts: list[Transcript] = []
         for mine in owned:
             parts = [found[i] for i in mine]
             text = " ".join(t for t, _ in parts if t)
             scores = [s for _, s in parts]
             total = None if any(s is None for s in scores) else float(sum(s for s in scores if s is not None))
-            results.append(Transcript(" ".join(text.split()), total, head))
-        return results
+            longest = max(mine, key=lambda i: len(pieces[i]))
+            transcripts.append(Transcript(" ".join(text.split()), total, head, chosen[longest]))
+        return transcripts
+
+    @torch.inference_mode()
+    def confidence(self, batch: SpeechBatch, warp: Tensor) -> Tensor:
+        """c_b(alpha_b) (B,) of the warp search (module docstring): the CTC head's best path per encoder step
+        where the run has one, else the speller's greedy steps, each clip's up to its </s> or its character limit."""
+        model = self.model
+        device = next(model.parameters()).device
+        waves, samples = batch.waves.to(device), batch.samples.to(device)
+        if model.output is not None:
+            log_probs, steps = model(waves, samples, warp=warp)  # (B, S, V), (B,)
+            best = log_probs.max(dim=-1).values  # (B, S)
+            real = torch.arange(best.shape[1], device=best.device) < steps.to(best.device).unsqueeze(1)
+            return (best * real).sum(dim=1) / steps.to(best.device).clamp(min=1)
+        log_probs, state = model.prime(waves, samples, warp=warp)  # log p(y_1) (B, V)
+        limits = torch.tensor([character_limit(int(n)) for n in samples], device=log_probs.device)
+        total = log_probs.new_zeros(log_probs.shape[0])
+        count = torch.zeros_like(total)
+        writing = torch.ones_like(total, dtype=torch.bool)  # still writing: no </s> yet, under its own limit
+        for t in range(int(limits.max())):
+            best, token = log_probs.max(dim=-1)  # the greedy step
+            total, count = total + best * writing, count + writing
+            writing = writing & (token != BLANK) & (t + 1 < limits)
+            if not writing.any():
+                break
+            log_probs, state = model.step(token, state)
+        return total / count
+
+    @torch.inference_mode()
+    def choose_warps(self, batch: SpeechBatch, warps: Sequence[float]) -> Tensor:
+        """alpha*_b (B,): each utterance's factor of highest confidence among ``warps``, ties to the one nearest 1."""
+        size = batch.waves.shape[0]
+        best = torch.full((size,), -math.inf, dtype=torch.float64)
+        chosen = torch.ones(size, dtype=torch.float64)  # float64: each factor exactly as given
+        for alpha in sorted(warps, key=lambda a: abs(math.log(a))):
+            factors = torch.full((size,), float(alpha), dtype=torch.float64)
+            score = self.confidence(batch, factors).double().cpu()
+            better = score > best
+            best = torch.where(better, score, best)
+            chosen = torch.where(better, factors, chosen)
+        return chosen
 
     def _decode(self, batch: SpeechBatch, head: str, beam: int, length_penalty: float = LENGTH_PENALTY,
-                fusion: Fusion | None = None, ctc_weight: float = 0.0) -> list[tuple[str, float | None]]:
+                fusion: Fusion | None = None, ctc_weight: float = 0.0,
+                warp: Tensor | None = None) -> list[tuple[str, float | None]]:
         model = self.model
         device = next(model.parameters()).device
         waves, samples = batch.waves.to(device), batch.samples.to(device)
         if head == "ctc":
-            log_probs, steps = model(waves, samples)
+            log_probs, steps = model(waves, samples, warp=warp)
             if beam == 1:
                 return [(self.alphabet.decode(ids), None) for ids in greedy_decode(log_probs, steps)]
             lm, weight, bonus = (None, 0.0, 0.0) if fusion is None else (fusion.lm, fusion.weight, fusion.bonus)
@@ -262,7 +343,7 @@ class Transcriber:
                 prefix_beam_search(log_probs[b, : int(steps[b])], beam, lm=lm, weight=weight, bonus=bonus)
                 for b in range(len(steps)))]
         limit = character_limit(int(samples.max()))
-        log_probs, state = model.prime(waves, samples)
+        log_probs, state = model.prime(waves, samples, warp=warp)
         if beam == 1:  # "joint" too: one hypothesis, nothing for CTC to choose between
             tokens = decoding.greedy(model, log_probs, state, length=limit, end_token=BLANK).tolist()
             return [(self.alphabet.decode(row[: row.index(BLANK)] if BLANK in row else row), None) for row in tokens]
@@ -289,13 +370,16 @@ class Transcriber:
                  decoder: str | None = None, batch_size: int = DECODE_BATCH,
                  waves: Sequence[NDArray[np.floating]] | None = None,
                  length_penalty: float = LENGTH_PENALTY, fusion: Fusion | None = None,
-                 by: str | None = None, ctc_weight: float | None = None) -> dict[str, Any]:
+                 by: str | None = None, ctc_weight: float | None = None,
+                 warps: Sequence[float] = (1.0,)) -> dict[str, Any]:
         """CER, WER and string accuracy of each beam size on `utterances` (module docstring), and real-time factor:
         seconds of audio transcribed per second of compute. With `by`, a manifest key (``voice``, ``speaker``),
         each beam's scores also hold ``"by"``: the same error rates over each value's utterances alone (those
-        without the key under ``"-"``)."""
+        without the key under ``"-"``). ``warps``: the warp search's factors (`transcribe`); with more than one,
+        each beam's scores also hold ``"warps"``, how many utterances were decoded at each factor."""
         if not utterances:
             raise ValueError("no utterances to evaluate")
+        grid = check_warps(warps)
         head = self.check_decoder(decoder)
         audio = [as_float(w) if w.dtype == np.int16 else w for w in waves] if waves is not None else [
             read_audio(u.audio) for u in utterances]
@@ -305,11 +389,14 @@ class Transcriber:
         for beam in beams:
             started = time.perf_counter()
             outputs = self.transcribe(audio, beam=beam, decoder=head, batch_size=batch_size,
-                                      length_penalty=length_penalty, fusion=fusion, ctc_weight=ctc_weight)
+                                      length_penalty=length_penalty, fusion=fusion, ctc_weight=ctc_weight,
+                                      warps=grid)
             spent = time.perf_counter() - started
             hypotheses = [o.text for o in outputs]
             scores: dict[str, Any] = dict(error_rates(hypotheses, references))
             scores["real_time"] = seconds / spent if spent > 0 else math.inf
+            if len(grid) > 1:
+                scores["warps"] = {f"{a:.3g}": sum(o.warp == a for o in outputs) for a in grid}
             if by is not None:
                 groups: dict[str, list[int]] = {}
                 for n, utterance in enumerate(utterances):
