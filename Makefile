@@ -87,7 +87,7 @@ bench-speech: $(STAMP)
 	$(BIN)/python bench/speech.py --model attention --tag speeds-cos-2t --threads 2 --minutes 30 --band-warp 0.15 --speeds 0.8 0.9 1.0 1.1 1.25
 	$(BIN)/python bench/speech.py --model joint --tag speeds-cos-l05-2t --threads 2 --minutes 30 --band-warp 0.15 --speeds 0.8 0.9 1.0 1.1 1.25 --ctc-weight 0.5
 	$(BIN)/python bench/speech.py --dataset spoken-sentences --model ctc --minutes 30
-	$(BIN)/python bench/speech.py --evaluate --only ctc-speeds-2t attention-speeds-cos-2t joint-speeds-cos-l05-2t --report
+	$(BIN)/python bench/speech.py --evaluate --warp-search --only ctc-speeds-2t attention-speeds-cos-2t joint-speeds-cos-l05-2t --report
 	$(BIN)/python bench/speech.py --dataset spoken-sentences --evaluate --tuning-clips 100 --report
 
 # About 3 minutes (both cores): the viz page on 1,000,000 characters with a 2 x 512 LSTM (recording, first paint, match query).

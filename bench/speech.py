@@ -15,8 +15,9 @@ head, then again with joint decoding (the attention beam rescored with CTC,
 lambda its training weight), beam 8 without and with the LM. With
 ``--warp-search`` the runs are also scored with the test-time warp search
 (`unrolled.tasks.speech`: each clip decoded at whichever mel warp of
-`WARP_GRID` the model is most confident at), greedy and beam 8 with the LM
-as tuned without it, and timed at batch 1 with it.
+`WARP_GRID` the model is most confident at; then each voice's clips at one
+warp, their pooled choice), greedy and beam 8 with the LM as tuned without
+it, and timed at batch 1 with it.
 
 Speed: one thread, batch 1, every clip of the first `--speed-clips` test
 clips transcribed greedily, in seconds of audio per second of compute (the
@@ -154,18 +155,24 @@ def tune_fusion(transcriber: Any, out: Path, validation: list[Any], waves: list[
 
 def warp_search(transcriber: Any, test: list[Any], waves: list[Any], report: dict[str, Any],
                 speed_clips: int) -> dict[str, Any]:
-    """The test split again with the warp search over `WARP_GRID`: greedy, beam 8 with the LM the run's report
-    tuned (if any), and the batch-1 speed of greedy decoding with it."""
+    """The test split again with the warp search over `WARP_GRID`, each clip its own factor and then each voice's
+    clips one factor (``--warp-by voice``): greedy, and beam 8 with the LM the run's report tuned (if any); and
+    the batch-1 speed of greedy decoding with the search, clip by clip."""
     from unrolled.models.ngram import Fusion
     from unrolled.tasks.speech import TRANSCRIPTS, WARP_GRID, read_language_model
 
-    out: dict[str, Any] = {"grid": list(WARP_GRID)}
-    out["beam1"] = transcriber.evaluate(test, beams=(1,), waves=waves, by="engine", warps=WARP_GRID)["beam1"]
+    fusion = None
     if "lm" in report:
         lm = read_language_model(Path(report["run"]) / TRANSCRIPTS, transcriber.alphabet)
         fusion = Fusion(lm, report["lm"]["weight"], report["lm"]["bonus"])
-        out["beam8_lm"] = transcriber.evaluate(test, beams=(8,), waves=waves, by="engine", fusion=fusion,
-                                               warps=WARP_GRID)["beam8"]
+    out: dict[str, Any] = {"grid": list(WARP_GRID)}
+    for name, key in (("clip", None), ("voice", "voice")):
+        scores = transcriber.evaluate(test, beams=(1,), waves=waves, by="engine", warps=WARP_GRID, warp_by=key)
+        out[name] = {"beam1": scores["beam1"]}
+        if fusion is not None:
+            out[name]["beam8_lm"] = transcriber.evaluate(test, beams=(8,), waves=waves, by="engine", fusion=fusion,
+                                                         warps=WARP_GRID, warp_by=key)["beam8"]
+        print(f"  warp search by {name}: CER greedy {100 * scores['beam1']['cer']:.2f}%", flush=True)
     clips = waves[:speed_clips]
     transcriber.transcribe(clips[:3], beam=1, batch_size=1, warps=WARP_GRID)  # warm-up
     started = time.perf_counter()
@@ -204,7 +211,7 @@ def evaluate(dataset: str, speed_clips: int, *, speed_only: bool = False, only: 
             report["warp_search"] = warp_search(transcriber, test, waves, {**report, "run": str(out)}, speed_clips)
             (out / "bench-eval.json").write_text(json.dumps(report, indent=1))
             searched = report["warp_search"]
-            print(f"{dataset} {model}, warp search: CER greedy {100 * searched['beam1']['cer']:.2f}%, "
+            print(f"{dataset} {model}, warp search: CER greedy {100 * searched['clip']['beam1']['cer']:.2f}%, "
                   f"speed {searched['speed_batch1']:.0f}x real time", flush=True)
             continue
         if speed_only:
@@ -320,13 +327,15 @@ def report(dataset: str) -> None:
                          + " |" * 6 + f" {by_engine(lm)} |")
         if "warp_search" in e:
             w = e["warp_search"]
-            lm = w.get("beam8_lm")
-            lm_cer, lm_wer, lm_exact = ((f"{100 * lm['cer']:.2f}", f"{100 * lm['wer']:.2f}",
-                                         f"{100 * lm['string_accuracy']:.1f}") if lm else ("-", "-", "-"))
-            lines.append(f"| {model}, warp search ({min(w['grid']):.2f} to {max(w['grid']):.2f}) | "
-                         f"{100 * w['beam1']['cer']:.2f} | - | {lm_cer} | {100 * w['beam1']['wer']:.2f} | - | "
-                         f"{lm_wer} | {lm_exact} | {tuned} |" + " |" * 5 + f" {w['speed_batch1']:.0f} | "
-                         f"{by_engine(lm)} |")
+            for name in ("clip", "voice"):
+                lm = w[name].get("beam8_lm")
+                lm_cer, lm_wer, lm_exact = ((f"{100 * lm['cer']:.2f}", f"{100 * lm['wer']:.2f}",
+                                             f"{100 * lm['string_accuracy']:.1f}") if lm else ("-", "-", "-"))
+                speed = f"{w['speed_batch1']:.0f}" if name == "clip" else ""
+                lines.append(f"| {model}, warp search ({min(w['grid']):.2f} to {max(w['grid']):.2f}) by {name} | "
+                             f"{100 * w[name]['beam1']['cer']:.2f} | - | {lm_cer} | "
+                             f"{100 * w[name]['beam1']['wer']:.2f} | - | {lm_wer} | {lm_exact} | {tuned} |"
+                             + " |" * 5 + f" {speed} | {by_engine(lm)} |")
         if "speed_batch1_plain_torch" in e:
             ratio = e["speed_batch1"] / e["speed_batch1_plain_torch"]
             lines.append("| (peer: plain torch.nn.LSTM, same weights) |" + " |" * 13 +

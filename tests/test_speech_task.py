@@ -276,6 +276,8 @@ def test_bad_input_is_one_line_from_the_cli(trained: tuple[Path, Path], tmp_path
         (["speech", "eval", str(run), str(path), "--ctc-weight", "0.5"],
          r"--ctc-weight weighs CTC in joint decoding; give --decoder joint"),
         (["speech", "eval", str(run), str(path), "--warps", "3"], r"a mel warp factor must lie in \[0\.5, 2\]"),
+        (["speech", "eval", str(run), str(path), "--warp-by", "speaker"],
+         r"a warp shared by each speaker needs a warp search of two factors or more"),
         (["speech", "eval", str(run), str(path), "--decoder", "joint"],
          r"this run has no joint decoder \(it was trained with --decoder ctc\); use ctc"),
     ]
@@ -349,12 +351,12 @@ def test_eval_by_a_manifest_key_scores_each_group_as_evaluating_it_alone(trained
         "test"]["utterances"])]
 
 
-def ctc_confidence(transcriber: Transcriber, wave: np.ndarray, alpha: float) -> float:
-    """c(alpha) of one clip, alone: the mean over its encoder steps of the best CTC log-probability."""
+def ctc_confidence(transcriber: Transcriber, wave: np.ndarray, alpha: float) -> tuple[float, int]:
+    """c(alpha) of one clip, alone: the mean over its encoder steps of the best CTC log-probability; and the steps."""
     waves = torch.from_numpy(wave)[None]
     with torch.no_grad():
         log_probs, steps = transcriber.model(waves, torch.tensor([len(wave)]), warp=torch.tensor([alpha]))
-    return float(log_probs[0, : int(steps[0])].max(dim=-1).values.mean())
+    return float(log_probs[0, : int(steps[0])].max(dim=-1).values.mean()), int(steps[0])
 
 
 def test_warp_search_decodes_each_clip_at_its_most_confident_factor(trained: tuple[Path, Path]) -> None:
@@ -367,16 +369,40 @@ def test_warp_search_decodes_each_clip_at_its_most_confident_factor(trained: tup
     at = {alpha: transcriber.transcribe(waves, warps=(alpha,), beam=3) for alpha in grid}
     assert all(t.warp == alpha for alpha in grid for t in at[alpha])
     searched = transcriber.transcribe(waves, warps=grid, beam=3, batch_size=3)
-    confidences = [{alpha: ctc_confidence(transcriber, wave, alpha) for alpha in grid} for wave in waves]
+    alone = [{alpha: ctc_confidence(transcriber, wave, alpha) for alpha in grid} for wave in waves]
+    confidences = [{alpha: c for alpha, (c, _) in row.items()} for row in alone]
     for n, (found, scores) in enumerate(zip(searched, confidences, strict=True)):
         best = max(grid, key=lambda a: (scores[a], -abs(np.log(a))))
         assert found.warp == best and found.text == at[best][n].text and found.score == pytest.approx(at[best][n].score)
     assert all(len({round(s[a], 6) for a in grid}) == len(grid) for s in confidences)  # a real choice each time
+    shared = transcriber.transcribe(waves, warps=grid, groups=["x", "y", "x", "y"])
+    for members in ([0, 2], [1, 3]):  # a group's factor: the best confidence per step over all its clips' steps
+        pooled = {a: sum(alone[n][a][0] * alone[n][a][1] for n in members) for a in grid}
+        best = max(grid, key=lambda a: (pooled[a], -abs(np.log(a))))
+        assert [shared[n].warp for n in members] == [best, best]
+        assert [shared[n].text for n in members] == [at[best][n].text for n in members]
     report = transcriber.evaluate(read_manifest(trained[0])[:6], beams=(1,), warps=grid)
     assert sum(report["beam1"]["warps"].values()) == 6 and set(report["beam1"]["warps"]) == {"0.7", "1", "1.4"}
     for bad in ((), (0.3,), (1.0, 2.5)):
         with pytest.raises(ValueError, match="warp"):
             transcriber.transcribe(waves, warps=bad)
+    with pytest.raises(ValueError, match="3 group labels for 4 waveforms"):
+        transcriber.transcribe(waves, warps=grid, groups=["x", "y", "x"])
+
+
+def test_pick_warps_takes_each_groups_best_pooled_factor_and_breaks_ties_towards_one() -> None:
+    from unrolled.tasks.speech import pick_warps
+
+    grid = (0.8, 1.0, 1.25)
+    scores = torch.tensor([[-0.5, -0.6, -0.9], [-0.9, -0.8, -0.1], [-0.2, -0.2, -0.2], [-0.3, -0.2, -0.3]],
+                          dtype=torch.float64)
+    steps = torch.tensor([10.0, 30.0, 5.0, 5.0], dtype=torch.float64)
+    assert pick_warps(scores, steps, grid, [0, 1, 2, 3]) == [0.8, 1.25, 1.0, 1.0]
+    # rows 0 and 1 pooled: 0.8 -> -5 - 27 = -32, 1.0 -> -6 - 24 = -30, 1.25 -> -9 - 3 = -12
+    assert pick_warps(scores, steps, grid, ["a", "a", "b", "b"]) == [1.25, 1.25, 1.0, 1.0]
+    assert pick_warps(scores[[0]][:, [2, 0]], steps[[0]], (1.25, 0.8), [0]) == [0.8]  # the grid in any order
+    tie = torch.tensor([[-0.4, -0.4]], dtype=torch.float64)
+    assert pick_warps(tie, steps[:1], (1.25, 0.9), [0]) == [0.9]  # the factor nearer 1
 
 
 def test_warp_search_of_a_speller_scores_its_greedy_transcript_per_character(tmp_path: Path) -> None:
@@ -393,7 +419,7 @@ def test_warp_search_of_a_speller_scores_its_greedy_transcript_per_character(tmp
 
     batch = SpeechBatch.make(waves, [[] for _ in waves])
     for alpha in (0.8, 1.0, 1.25):
-        found = transcriber.confidence(batch, torch.full((3,), alpha))
+        found, counts = transcriber.confidence(batch, torch.full((3,), alpha))
         for b, wave in enumerate(waves):  # a loop over the speller's steps, one clip alone
             with torch.no_grad():
                 log_probs, state = model.prime(torch.from_numpy(wave)[None], torch.tensor([len(wave)]),
@@ -405,6 +431,6 @@ def test_warp_search_of_a_speller_scores_its_greedy_transcript_per_character(tmp
                     if token == 0:
                         break
                     log_probs, state = model.step(torch.tensor([token]), state)
-            assert float(found[b]) == pytest.approx(total / count, abs=1e-4)
+            assert float(found[b]) == pytest.approx(total / count, abs=1e-4) and int(counts[b]) == count
     searched = transcriber.transcribe(waves, warps=(0.8, 1.0, 1.25))
     assert all(t.warp in (0.8, 1.0, 1.25) for t in searched)

@@ -127,6 +127,9 @@ def add_speech_commands(commands: Any) -> None:
     add_decoding_options(evaluate)
     evaluate.add_argument("--by", metavar="KEY", help="also score the utterances of each value of this manifest "
                           "key apart (e.g. voice or speaker); lines without it are grouped as '-'")
+    evaluate.add_argument("--warp-by", metavar="KEY",
+                          help="with --warp-search or --warps: the clips of each value of this manifest key (e.g. "
+                               "speaker) share the warp their pooled confidence prefers")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(handler=speech_eval)
 
@@ -286,7 +289,7 @@ def speech_eval(args: argparse.Namespace) -> int:
     check_ctc_weight(args, transcriber)
     report = transcriber.evaluate(utterances, beams=beams, decoder=args.decoder, batch_size=args.batch_size,
                                   length_penalty=args.length_penalty, fusion=fusion_of(args, transcriber),
-                                  by=args.by, ctc_weight=args.ctc_weight, warps=warps_of(args))
+                                  by=args.by, ctc_weight=args.ctc_weight, warps=warps_of(args), warp_by=args.warp_by)
     if args.json:
         print(json.dumps(report))
         return 0

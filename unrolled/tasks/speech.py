@@ -26,18 +26,21 @@ Lee and Rose 1996, who pick each speaker's frequency warp by the model's
 likelihood): every utterance is encoded with its mel bands warped by each
 factor :math:`\alpha` of a grid A (`unrolled.features.FrontEnd`, the band
 warp of training with a chosen factor), scored by the model's confidence,
-and decoded at the best one,
+and decoded at the best one. With a CTC head the confidence is its best
+path's log-probability per encoder step,
 
 .. math::
-    c_b(\alpha) = \frac{1}{S_b} \sum_{s<S_b} \max_k \log p_s(k \mid x_b, \alpha), \qquad
+    c_b(\alpha) = \frac{1}{n_b} \sum_{s<S_b} \max_k \log p_s(k \mid x_b, \alpha), \quad n_b = S_b, \qquad
     \alpha^*_b = \arg\max_{\alpha \in A} c_b(\alpha)
 
-for a run with a CTC head (its best path's log-probability per encoder
-step); a run with a speller alone uses the mean log-probability of its
-greedy steps, :math:`\max_k \log p(y_u = k \mid \hat y_{<u}, x, \alpha)`, up to
-and with its end token. Ties go to
-the factor nearest 1. It costs one encoder pass per factor. `WARP_GRID` is
-the grid the benchmarks use: up to 20% either way.
+and a run with a speller alone sums instead over its :math:`n_b` greedy
+steps, :math:`\max_k \log p(y_u = k \mid \hat y_{<u}, x_b, \alpha)`, up to
+and with its end token. Ties go to the factor nearest 1. With ``groups``
+(one speaker's clips, say) every clip of a group G takes the group's factor,
+:math:`\arg\max_\alpha \sum_{b \in G} n_b c_b(\alpha) / \sum_{b \in G} n_b`
+(the confidence per step over all of G's steps). It costs one encoder pass
+per factor (and, for a speller alone, a greedy decode). `WARP_GRID` is the
+grid the benchmarks use: up to 20% either way.
 """
 
 from __future__ import annotations
@@ -173,6 +176,19 @@ def check_warps(warps: Sequence[float]) -> tuple[float, ...]:
     return grid
 
 
+def pick_warps(scores: Tensor, weights: Tensor, warps: Sequence[float], groups: Sequence[object]) -> list[float]:
+    """alpha* of each row: the factor whose confidence, pooled over the row's group, is highest (module docstring).
+
+    ``scores`` (N, A) holds c_b(alpha) for the factors ``warps``; ``weights`` (N,) the steps n_b; ``groups`` one
+    hashable label per row. Ties go to the factor nearest 1 (then the first given)."""
+    pooled: dict[object, Tensor] = {}
+    for row, label in enumerate(groups):
+        pooled[label] = pooled.get(label, torch.zeros(len(warps), dtype=torch.float64)) + weights[row] * scores[row]
+    rank = sorted(range(len(warps)), key=lambda a: abs(math.log(warps[a])))  # nearest 1 first
+    best = {label: max(rank, key=lambda a: (float(total[a]), -rank.index(a))) for label, total in pooled.items()}
+    return [float(warps[best[label]]) for label in groups]
+
+
 def cut_points(wave: NDArray[np.floating], chunk_seconds: float, rate: int = SAMPLE_RATE) -> list[int]:
     """Where to cut a long waveform: pieces of at most ``chunk_seconds``, each ending at the quietest 10 ms (lowest
     mean square) of its last quarter; [] when it is not longer than one chunk."""
@@ -242,7 +258,8 @@ class Transcriber:
     def transcribe(self, waves: Sequence[NDArray[np.floating]], *, beam: int = 1, decoder: str | None = None,
                    batch_size: int = DECODE_BATCH, chunk_seconds: float = CHUNK_SECONDS,
                    length_penalty: float = LENGTH_PENALTY, fusion: Fusion | None = None,
-                   ctc_weight: float | None = None, warps: Sequence[float] = (1.0,)) -> list[Transcript]:
+                   ctc_weight: float | None = None, warps: Sequence[float] = (1.0,),
+                   groups: Sequence[object] | None = None) -> list[Transcript]:
         """The transcript of each 16 kHz waveform; beam 1 is greedy. Waveforms longer than ``chunk_seconds`` are
         transcribed in pieces (module docstring). ``length_penalty``: GNMT's alpha for the attention beam (the
         CTC prefix beam needs none: every prefix has read the whole clip). ``fusion``: a character language model
@@ -250,10 +267,14 @@ class Transcriber:
         (joint runs): the attention beam's hypotheses rescored with CTC (`unrolled.models.speech.joint_scores`),
         lambda = ``ctc_weight`` (default: the run's training weight); at beam 1 the speller's greedy transcript.
         ``warps``: the factors of the warp search (module docstring); one factor decodes every waveform at it, and
-        the default (1.0,) leaves the features as they are."""
+        the default (1.0,) leaves the features as they are. ``groups``: one label per waveform; waveforms with the
+        same label share the factor their pooled confidence prefers (default: each waveform its own, its pieces
+        each their own)."""
         if beam < 1 or batch_size < 1:
             raise ValueError(f"the beam and the batch size must be at least 1, got {beam} and {batch_size}")
         grid = check_warps(warps)
+        if groups is not None and len(groups) != len(waves):
+            raise ValueError(f"the warp search got {len(groups)} group labels for {len(waves)} waveforms")
         head = self.check_decoder(decoder)
         if ctc_weight is not None and not 0.0 <= ctc_weight <= 1.0:
             raise ValueError(f"the CTC weight of joint decoding must lie in [0, 1], got {ctc_weight:g}")
@@ -269,15 +290,20 @@ class Transcriber:
             pieces.extend(wave[start:end] for start, end in itertools.pairwise(bounds))
         order = sorted(range(len(pieces)), key=lambda i: len(pieces[i]))  # similar lengths batch together
         found: list[tuple[str, float | None]] = [("", None)] * len(pieces)
-        chosen = [1.0] * len(pieces)
+        chosen = [1.0] * len(pieces)  # alpha* of each piece
+        if grid != (1.0,):
+            confident, steps = self.confidences(pieces, grid, order=order, batch_size=batch_size)
+            labels: list[object] = list(range(len(pieces)))  # each piece its own group, unless groups says
+            if groups is not None:
+                labels = [("group", groups[n]) for n, mine in enumerate(owned) for _ in mine]
+            chosen = pick_warps(confident, steps, grid, labels)
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             batch = SpeechBatch.make([pieces[i] for i in rows], [[] for _ in rows])
-            warp = None if grid == (1.0,) else self.choose_warps(batch, grid)
+            warp = None if grid == (1.0,) else torch.tensor([chosen[i] for i in rows], dtype=torch.float64)
             results = self._decode(batch, head, beam, length_penalty, fusion, weight, warp)
-            for n, (i, result) in enumerate(zip(rows, results, strict=True)):
+            for i, result in zip(rows, results, strict=True):
                 found[i] = result
-                chosen[i] = 1.0 if warp is None else float(warp[n])
         transcripts: list[Transcript] = []
         for mine in owned:
             parts = [found[i] for i in mine]
@@ -289,17 +315,19 @@ class Transcriber:
         return transcripts
 
     @torch.inference_mode()
-    def confidence(self, batch: SpeechBatch, warp: Tensor) -> Tensor:
-        """c_b(alpha_b) (B,) of the warp search (module docstring): the CTC head's best path per encoder step
-        where the run has one, else the speller's greedy steps, each clip's up to its </s> or its character limit."""
+    def confidence(self, batch: SpeechBatch, warp: Tensor) -> tuple[Tensor, Tensor]:
+        """c_b(alpha_b) (B,) of the warp search and the steps n_b (B,) it is a mean over (module docstring): the CTC
+        head's best path per encoder step where the run has one, else the speller's greedy steps, each clip's up to
+        its </s> or its character limit."""
         model = self.model
         device = next(model.parameters()).device
         waves, samples = batch.waves.to(device), batch.samples.to(device)
         if model.output is not None:
             log_probs, steps = model(waves, samples, warp=warp)  # (B, S, V), (B,)
             best = log_probs.max(dim=-1).values  # (B, S)
-            real = torch.arange(best.shape[1], device=best.device) < steps.to(best.device).unsqueeze(1)
-            return (best * real).sum(dim=1) / steps.to(best.device).clamp(min=1)
+            steps = steps.to(best.device).clamp(min=1)
+            real = torch.arange(best.shape[1], device=best.device) < steps.unsqueeze(1)
+            return (best * real).sum(dim=1) / steps, steps.to(best.dtype)
         log_probs, state = model.prime(waves, samples, warp=warp)  # log p(y_1) (B, V)
         limits = torch.tensor([character_limit(int(n)) for n in samples], device=log_probs.device)
         total = log_probs.new_zeros(log_probs.shape[0])
@@ -312,21 +340,23 @@ class Transcriber:
             if not writing.any():
                 break
             log_probs, state = model.step(token, state)
-        return total / count
+        return total / count, count
 
-    @torch.inference_mode()
-    def choose_warps(self, batch: SpeechBatch, warps: Sequence[float]) -> Tensor:
-        """alpha*_b (B,): each utterance's factor of highest confidence among ``warps``, ties to the one nearest 1."""
-        size = batch.waves.shape[0]
-        best = torch.full((size,), -math.inf, dtype=torch.float64)
-        chosen = torch.ones(size, dtype=torch.float64)  # float64: each factor exactly as given
-        for alpha in sorted(warps, key=lambda a: abs(math.log(a))):
-            factors = torch.full((size,), float(alpha), dtype=torch.float64)
-            score = self.confidence(batch, factors).double().cpu()
-            better = score > best
-            best = torch.where(better, score, best)
-            chosen = torch.where(better, factors, chosen)
-        return chosen
+    def confidences(self, waves: Sequence[NDArray[np.floating]], warps: Sequence[float], *,
+                    order: Sequence[int] | None = None, batch_size: int = DECODE_BATCH) -> tuple[Tensor, Tensor]:
+        """c_b(alpha) for every waveform and factor (N, A), float64, and the steps n_b (N,) (`confidence`), in
+        batches of ``batch_size`` taken in ``order`` (default: as given)."""
+        scores = torch.zeros(len(waves), len(warps), dtype=torch.float64)
+        weights = torch.zeros(len(waves), dtype=torch.float64)
+        order = list(range(len(waves))) if order is None else list(order)
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            batch = SpeechBatch.make([waves[i] for i in rows], [[] for _ in rows])
+            for a, alpha in enumerate(warps):
+                score, steps = self.confidence(batch, torch.full((len(rows),), float(alpha), dtype=torch.float64))
+                scores[rows, a] = score.double().cpu()
+                weights[rows] = steps.double().cpu()
+        return scores, weights
 
     def _decode(self, batch: SpeechBatch, head: str, beam: int, length_penalty: float = LENGTH_PENALTY,
                 fusion: Fusion | None = None, ctc_weight: float = 0.0,
@@ -371,15 +401,21 @@ class Transcriber:
                  waves: Sequence[NDArray[np.floating]] | None = None,
                  length_penalty: float = LENGTH_PENALTY, fusion: Fusion | None = None,
                  by: str | None = None, ctc_weight: float | None = None,
-                 warps: Sequence[float] = (1.0,)) -> dict[str, Any]:
+                 warps: Sequence[float] = (1.0,), warp_by: str | None = None) -> dict[str, Any]:
         """CER, WER and string accuracy of each beam size on `utterances` (module docstring), and real-time factor:
         seconds of audio transcribed per second of compute. With `by`, a manifest key (``voice``, ``speaker``),
         each beam's scores also hold ``"by"``: the same error rates over each value's utterances alone (those
         without the key under ``"-"``). ``warps``: the warp search's factors (`transcribe`); with more than one,
-        each beam's scores also hold ``"warps"``, how many utterances were decoded at each factor."""
+        each beam's scores also hold ``"warps"``, how many utterances were decoded at each factor. ``warp_by``, a
+        manifest key (``speaker``): the utterances of each of its values share one factor (`transcribe`'s
+        ``groups``; an utterance without the key is a group alone)."""
         if not utterances:
             raise ValueError("no utterances to evaluate")
         grid = check_warps(warps)
+        if warp_by is not None and len(grid) == 1:
+            raise ValueError(f"a warp shared by each {warp_by} needs a warp search of two factors or more")
+        speakers: list[object] | None = None if warp_by is None else [
+            (u.extra[warp_by],) if warp_by in u.extra else n for n, u in enumerate(utterances)]
         head = self.check_decoder(decoder)
         audio = [as_float(w) if w.dtype == np.int16 else w for w in waves] if waves is not None else [
             read_audio(u.audio) for u in utterances]
@@ -390,7 +426,7 @@ class Transcriber:
             started = time.perf_counter()
             outputs = self.transcribe(audio, beam=beam, decoder=head, batch_size=batch_size,
                                       length_penalty=length_penalty, fusion=fusion, ctc_weight=ctc_weight,
-                                      warps=grid)
+                                      warps=grid, groups=speakers)
             spent = time.perf_counter() - started
             hypotheses = [o.text for o in outputs]
             scores: dict[str, Any] = dict(error_rates(hypotheses, references))
