@@ -158,9 +158,10 @@ def test_a_ten_minute_recording_is_transcribed_in_chunks_not_refused(trained: tu
     seen: list[int] = []
     decode = transcriber._decode
 
-    def spy(batch: Any, head: str, beam: int, length_penalty: float, fusion: Any, ctc_weight: float) -> Any:
+    def spy(batch: Any, head: str, beam: int, length_penalty: float, fusion: Any, ctc_weight: float,
+            warp: Any = None) -> Any:
         seen.extend(batch.samples.tolist())
-        return decode(batch, head, beam, length_penalty, fusion, ctc_weight)
+        return decode(batch, head, beam, length_penalty, fusion, ctc_weight, warp)
 
     transcriber._decode = spy  # type: ignore[method-assign]
     text = transcriber.transcribe([long])[0].text
