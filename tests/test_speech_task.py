@@ -404,6 +404,13 @@ def test_pick_warps_takes_each_groups_best_pooled_factor_and_breaks_ties_towards
     assert pick_warps(scores[[0]][:, [2, 0]], steps[[0]], (1.25, 0.8), [0]) == [0.8]  # the grid in any order
     tie = torch.tensor([[-0.4, -0.4]], dtype=torch.float64)
     assert pick_warps(tie, steps[:1], (1.25, 0.9), [0]) == [0.9]  # the factor nearer 1
+    # steps that depend on the factor (a speller's): pooled per step, (-5 - 0.1) / 11 against (-0.4 - 9) / 11
+    two = torch.tensor([[-0.5, -0.4], [-0.1, -0.9]], dtype=torch.float64)
+    counts = torch.tensor([[10.0, 1.0], [1.0, 10.0]], dtype=torch.float64)
+    assert pick_warps(two, counts, (0.9, 1.1), ["g", "g"]) == [0.9, 0.9]
+    assert pick_warps(two, counts, (0.9, 1.1), [0, 1]) == [1.1, 0.9]
+    with pytest.raises(ValueError, match="not 2 x 3"):
+        pick_warps(two, counts, grid, [0, 1])
 
 
 def test_warp_search_of_a_speller_scores_its_greedy_transcript_per_character(tmp_path: Path) -> None:

@@ -37,10 +37,12 @@ and a run with a speller alone sums instead over its :math:`n_b` greedy
 steps, :math:`\max_k \log p(y_u = k \mid \hat y_{<u}, x_b, \alpha)`, up to
 and with its end token. Ties go to the factor nearest 1. With ``groups``
 (one speaker's clips, say) every clip of a group G takes the group's factor,
-:math:`\arg\max_\alpha \sum_{b \in G} n_b c_b(\alpha) / \sum_{b \in G} n_b`
-(the confidence per step over all of G's steps). It costs one encoder pass
-per factor (and, for a speller alone, a greedy decode). `WARP_GRID` is the
-grid the benchmarks use: up to 20% either way.
+:math:`\arg\max_\alpha \sum_{b \in G} n_b(\alpha) c_b(\alpha) / \sum_{b \in G} n_b(\alpha)`
+(the confidence per step over all of G's steps; a speller's :math:`n_b`
+depends on the factor, CTC's does not). A clip's A warped copies share
+one batch, so the search costs A times the encoder's work (and, for a
+speller alone, a greedy decode) in one call. `WARP_GRID` is the grid the
+benchmarks use: up to 20% either way.
 """
 
 from __future__ import annotations
@@ -179,13 +181,21 @@ def check_warps(warps: Sequence[float]) -> tuple[float, ...]:
 def pick_warps(scores: Tensor, weights: Tensor, warps: Sequence[float], groups: Sequence[object]) -> list[float]:
     """alpha* of each row: the factor whose confidence, pooled over the row's group, is highest (module docstring).
 
-    ``scores`` (N, A) holds c_b(alpha) for the factors ``warps``; ``weights`` (N,) the steps n_b; ``groups`` one
-    hashable label per row. Ties go to the factor nearest 1 (then the first given)."""
-    pooled: dict[object, Tensor] = {}
+    ``scores`` (N, A) holds c_b(alpha) for the factors ``warps``; ``weights`` the steps n_b, (N,) or, where they
+    depend on the factor (a speller's greedy steps), (N, A); ``groups`` one hashable label per row. Ties go to the
+    factor nearest 1 (then the first given)."""
+    if scores.shape != (len(groups), len(warps)):
+        raise ValueError(f"the warp search's scores are {tuple(scores.shape)}, not {len(groups)} x {len(warps)}")
+    steps = (weights if weights.dim() == 2 else weights[:, None]).expand_as(scores).to(torch.float64)
+    sums: dict[object, tuple[Tensor, Tensor]] = {}
     for row, label in enumerate(groups):
-        pooled[label] = pooled.get(label, torch.zeros(len(warps), dtype=torch.float64)) + weights[row] * scores[row]
+        total, count = sums.get(label, (torch.zeros(len(warps), dtype=torch.float64),) * 2)
+        sums[label] = (total + steps[row] * scores[row].to(torch.float64), count + steps[row])
     rank = sorted(range(len(warps)), key=lambda a: abs(math.log(warps[a])))  # nearest 1 first
-    best = {label: max(rank, key=lambda a: (float(total[a]), -rank.index(a))) for label, total in pooled.items()}
+    best = {}
+    for label, (total, count) in sums.items():
+        pooled = total / count.clamp(min=1e-12)  # the confidence per step over all the group's steps
+        best[label] = max(rank, key=lambda a: (float(pooled[a]), -rank.index(a)))
     return [float(warps[best[label]]) for label in groups]
 
 
@@ -344,18 +354,22 @@ class Transcriber:
 
     def confidences(self, waves: Sequence[NDArray[np.floating]], warps: Sequence[float], *,
                     order: Sequence[int] | None = None, batch_size: int = DECODE_BATCH) -> tuple[Tensor, Tensor]:
-        """c_b(alpha) for every waveform and factor (N, A), float64, and the steps n_b (N,) (`confidence`), in
-        batches of ``batch_size`` taken in ``order`` (default: as given)."""
+        """c_b(alpha) for every waveform and factor (N, A), float64, and the steps n_b(alpha) (N, A) (`confidence`).
+
+        The waveforms are taken in ``order`` (default: as given), each with its A warps in the same batch (one
+        encoder call reads them all, the cheap way at batch 1); a call holds at most max(``batch_size``, A) rows.
+        """
         scores = torch.zeros(len(waves), len(warps), dtype=torch.float64)
-        weights = torch.zeros(len(waves), dtype=torch.float64)
+        weights = torch.zeros(len(waves), len(warps), dtype=torch.float64)
         order = list(range(len(waves))) if order is None else list(order)
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            batch = SpeechBatch.make([waves[i] for i in rows], [[] for _ in rows])
-            for a, alpha in enumerate(warps):
-                score, steps = self.confidence(batch, torch.full((len(rows),), float(alpha), dtype=torch.float64))
-                scores[rows, a] = score.double().cpu()
-                weights[rows] = steps.double().cpu()
+        clips = max(1, batch_size // len(warps))
+        for start in range(0, len(order), clips):
+            rows = order[start : start + clips]
+            batch = SpeechBatch.make([waves[i] for _ in warps for i in rows], [[] for _ in warps for _ in rows])
+            factors = torch.tensor([float(alpha) for alpha in warps for _ in rows], dtype=torch.float64)
+            score, steps = self.confidence(batch, factors)  # (A * B,): warp-major
+            scores[rows] = score.double().cpu().view(len(warps), len(rows)).T
+            weights[rows] = steps.double().cpu().view(len(warps), len(rows)).T
         return scores, weights
 
     def _decode(self, batch: SpeechBatch, head: str, beam: int, length_penalty: float = LENGTH_PENALTY,
