@@ -173,12 +173,18 @@ def warp_search(transcriber: Any, test: list[Any], waves: list[Any], report: dic
             out[name]["beam8_lm"] = transcriber.evaluate(test, beams=(8,), waves=waves, by="engine", fusion=fusion,
                                                          warps=WARP_GRID, warp_by=key)["beam8"]
         print(f"  warp search by {name}: CER greedy {100 * scores['beam1']['cer']:.2f}%", flush=True)
-    clips = waves[:speed_clips]
+    out["speed_batch1"] = warp_speed(transcriber, waves[:speed_clips])
+    return out
+
+
+def warp_speed(transcriber: Any, clips: list[Any]) -> float:
+    """Seconds of audio per second of compute, greedy at batch 1 with the warp search over `WARP_GRID`."""
+    from unrolled.tasks.speech import WARP_GRID
+
     transcriber.transcribe(clips[:3], beam=1, batch_size=1, warps=WARP_GRID)  # warm-up
     started = time.perf_counter()
     transcriber.transcribe(clips, beam=1, batch_size=1, warps=WARP_GRID)
-    out["speed_batch1"] = sum(len(w) for w in clips) / 16_000 / (time.perf_counter() - started)
-    return out
+    return sum(len(w) for w in clips) / 16_000 / (time.perf_counter() - started)
 
 
 def evaluate(dataset: str, speed_clips: int, *, speed_only: bool = False, only: list[str] | None = None,
@@ -206,7 +212,7 @@ def evaluate(dataset: str, speed_clips: int, *, speed_only: bool = False, only: 
             continue
         out = run_folder(dataset, model)
         transcriber = Transcriber.load(out)
-        if warps and (out / "bench-eval.json").exists():
+        if warps and not speed_only and (out / "bench-eval.json").exists():
             report = json.loads((out / "bench-eval.json").read_text())
             report["warp_search"] = warp_search(transcriber, test, waves, {**report, "run": str(out)}, speed_clips)
             (out / "bench-eval.json").write_text(json.dumps(report, indent=1))
@@ -239,7 +245,9 @@ def evaluate(dataset: str, speed_clips: int, *, speed_only: bool = False, only: 
         if transcriber.model.config.decoder == "ctc":
             report["speed_batch1_plain_torch"] = plain_torch_speed(transcriber, clips)
         report["parameters"] = sum(p.numel() for p in transcriber.model.parameters())
-        if warps:
+        if warps and speed_only and "warp_search" in report:
+            report["warp_search"]["speed_batch1"] = warp_speed(transcriber, clips)
+        elif warps:
             report["warp_search"] = warp_search(transcriber, test, waves, {**report, "run": str(out)}, speed_clips)
         (out / "bench-eval.json").write_text(json.dumps(report, indent=1))
         print(f"{dataset} {model}: CER greedy {100 * report['beam1']['cer']:.2f}% beam8 "
