@@ -277,6 +277,8 @@ def test_bad_input_is_one_line_from_the_cli(trained: tuple[Path, Path], tmp_path
         (["speech", "eval", str(run), str(path), "--ctc-weight", "0.5"],
          r"--ctc-weight weighs CTC in joint decoding; give --decoder joint"),
         (["speech", "eval", str(run), str(path), "--warps", "3"], r"a mel warp factor must lie in \[0\.5, 2\]"),
+        (["speech", "transcribe", str(run), str(run.parent / "clips" / "ab-0.wav"), "--one-voice"],
+         r"--one-voice shares the warp search's choice"),
         (["speech", "eval", str(run), str(path), "--warp-by", "speaker"],
          r"a warp shared by each speaker needs a warp search of two factors or more"),
         (["speech", "eval", str(run), str(path), "--decoder", "joint"],
@@ -360,7 +362,8 @@ def ctc_confidence(transcriber: Transcriber, wave: np.ndarray, alpha: float) -> 
     return float(log_probs[0, : int(steps[0])].max(dim=-1).values.mean()), int(steps[0])
 
 
-def test_warp_search_decodes_each_clip_at_its_most_confident_factor(trained: tuple[Path, Path]) -> None:
+def test_warp_search_decodes_each_clip_at_its_most_confident_factor(trained: tuple[Path, Path],
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     _, run = trained
     transcriber = Transcriber.load(run)
     generator = np.random.default_rng(11)
@@ -387,6 +390,17 @@ def test_warp_search_decodes_each_clip_at_its_most_confident_factor(trained: tup
     for bad in ((), (0.3,), (1.0, 2.5)):
         with pytest.raises(ValueError, match="warp"):
             transcriber.transcribe(waves, warps=bad)
+    files = []
+    for n, wave in enumerate(waves):
+        soundfile.write(trained[0].parent / f"warp{n}.wav", wave, 16_000)
+        files.append(str(trained[0].parent / f"warp{n}.wav"))
+    for flags, expected in (([], searched), (["--one-voice"], transcriber.transcribe(waves, warps=grid, beam=3,
+                                                                                    groups=[0] * 4))):
+        assert main(["speech", "transcribe", str(run), *files, "--warps", "0.7", "1", "1.4", "--beam", "3",
+                     "--json", *flags]) == 0
+        printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [(p["text"], p["warp"]) for p in printed] == [(t.text, t.warp) for t in expected]
+    assert len({t.warp for t in expected}) == 1
     with pytest.raises(ValueError, match="3 group labels for 4 waveforms"):
         transcriber.transcribe(waves, warps=grid, groups=["x", "y", "x"])
 

@@ -111,6 +111,9 @@ def add_speech_commands(commands: Any) -> None:
     add_decoding_options(transcribe)
     transcribe.add_argument("--chunk", type=positive_float, default=20.0, metavar="SECONDS",
                             help="longest piece transcribed at once (default: 20)")
+    transcribe.add_argument("--one-voice", action="store_true",
+                            help="with --warp-search or --warps: the files are one speaker's, so they share the warp "
+                                 "their pooled confidence prefers")
     transcribe.add_argument("--json", action="store_true", help="JSON lines {audio, text, score, decoder, warp}")
     transcribe.set_defaults(handler=speech_transcribe)
 
@@ -256,10 +259,13 @@ def speech_transcribe(args: argparse.Namespace) -> int:
             raise ValueError(f"{name} is silent (no sample above -60 dB of full scale): nothing to transcribe")
         waves.append(wave)
     check_ctc_weight(args, transcriber)
+    if args.one_voice and len(warps_of(args)) == 1:
+        raise ValueError("--one-voice shares the warp search's choice; give --warp-search or --warps with two "
+                         "factors or more")
     outputs = transcriber.transcribe(waves, beam=args.beam, decoder=args.decoder, batch_size=args.batch_size,
                                      chunk_seconds=args.chunk, length_penalty=args.length_penalty,
                                      fusion=fusion_of(args, transcriber), ctc_weight=args.ctc_weight,
-                                     warps=warps_of(args))
+                                     warps=warps_of(args), groups=[0] * len(waves) if args.one_voice else None)
     for name, output in zip(args.audio, outputs, strict=True):
         if args.json:
             print(json.dumps({"audio": name, "text": output.text, "score": output.score, "decoder": output.decoder,
