@@ -300,8 +300,8 @@ class Transcriber:
             pieces.extend(wave[start:end] for start, end in itertools.pairwise(bounds))
         order = sorted(range(len(pieces)), key=lambda i: len(pieces[i]))  # similar lengths batch together
         found: list[tuple[str, float | None]] = [("", None)] * len(pieces)
-        chosen = [1.0] * len(pieces)  # alpha* of each piece
-        if grid != (1.0,):
+        chosen = [grid[0]] * len(pieces)  # alpha* of each piece: one factor needs no search
+        if len(grid) > 1:
             confident, steps = self.confidences(pieces, grid, order=order, batch_size=batch_size)
             labels: list[object] = list(range(len(pieces)))  # each piece its own group, unless groups says
             if groups is not None:
