@@ -153,18 +153,18 @@ def tune_fusion(transcriber: Any, out: Path, validation: list[Any], waves: list[
     return Fusion(lm, weight, bonus), {"weight": weight, "bonus": bonus, "validation_cer": scores}
 
 
-def warp_search(transcriber: Any, test: list[Any], waves: list[Any], report: dict[str, Any],
+def warp_search(transcriber: Any, out: Path, test: list[Any], waves: list[Any], tuned: dict[str, Any] | None,
                 speed_clips: int) -> dict[str, Any]:
     """The test split again with the warp search over `WARP_GRID`, each clip its own factor and then each voice's
-    clips one factor (``--warp-by voice``): greedy, and beam 8 with the LM the run's report tuned (if any); and
-    the batch-1 speed of greedy decoding with the search, clip by clip."""
+    clips one factor (``--warp-by voice``): greedy, and beam 8 with the LM of run folder `out` at the weight and
+    bonus `tune_fusion` chose (`tuned`, if any); and the batch-1 speed of greedy decoding with the search."""
     from unrolled.models.ngram import Fusion
     from unrolled.tasks.speech import TRANSCRIPTS, WARP_GRID, read_language_model
 
     fusion = None
-    if "lm" in report:
-        lm = read_language_model(Path(report["run"]) / TRANSCRIPTS, transcriber.alphabet)
-        fusion = Fusion(lm, report["lm"]["weight"], report["lm"]["bonus"])
+    if tuned is not None:
+        lm = read_language_model(out / TRANSCRIPTS, transcriber.alphabet)
+        fusion = Fusion(lm, tuned["weight"], tuned["bonus"])
     out: dict[str, Any] = {"grid": list(WARP_GRID)}
     for name, key in (("clip", None), ("voice", "voice")):
         scores = transcriber.evaluate(test, beams=(1,), waves=waves, by="engine", warps=WARP_GRID, warp_by=key)
@@ -214,7 +214,7 @@ def evaluate(dataset: str, speed_clips: int, *, speed_only: bool = False, only: 
         transcriber = Transcriber.load(out)
         if warps and not speed_only and (out / "bench-eval.json").exists():
             report = json.loads((out / "bench-eval.json").read_text())
-            report["warp_search"] = warp_search(transcriber, test, waves, {**report, "run": str(out)}, speed_clips)
+            report["warp_search"] = warp_search(transcriber, out, test, waves, report.get("lm"), speed_clips)
             (out / "bench-eval.json").write_text(json.dumps(report, indent=1))
             searched = report["warp_search"]
             print(f"{dataset} {model}, warp search: CER greedy {100 * searched['clip']['beam1']['cer']:.2f}%, "
@@ -248,7 +248,7 @@ def evaluate(dataset: str, speed_clips: int, *, speed_only: bool = False, only: 
         if warps and speed_only and "warp_search" in report:
             report["warp_search"]["speed_batch1"] = warp_speed(transcriber, clips)
         elif warps:
-            report["warp_search"] = warp_search(transcriber, test, waves, {**report, "run": str(out)}, speed_clips)
+            report["warp_search"] = warp_search(transcriber, out, test, waves, report.get("lm"), speed_clips)
         (out / "bench-eval.json").write_text(json.dumps(report, indent=1))
         print(f"{dataset} {model}: CER greedy {100 * report['beam1']['cer']:.2f}% beam8 "
               f"{100 * report['beam8']['cer']:.2f}%, speed {ours:.0f}x real time", flush=True)

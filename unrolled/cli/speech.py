@@ -164,7 +164,7 @@ def add_decoding_options(parser: argparse.ArgumentParser) -> None:
     warp.add_argument("--warp-search", action="store_true",
                       help="decode each clip with its mel bands warped by whichever of 0.83, 0.91, 1, 1.1 and 1.2 "
                            "the model is most confident at (test-time vocal tract length normalisation for "
-                           "voices unlike the training ones; one encoder pass per factor)")
+                           "voices unlike the training ones; the encoder reads the five warped copies in one batch)")
     warp.add_argument("--warps", type=positive_float, nargs="+", metavar="F",
                       help="the warp search over these factors instead, each in [0.5, 2]; one factor warps every "
                            "clip by it (above 1 moves formants down)")
