@@ -289,53 +289,110 @@ class FakeClock:
         return hook
 
 
-def test_a_time_bounded_run_sets_its_cosine_horizon_after_20_steps_and_resume_keeps_it(tmp_path: Path) -> None:
+def timed_lrs(run_dir: Path) -> list[tuple[float, float]]:
+    """(elapsed at the log line, lr of that step) for every train line of a run logged every step."""
+    return [(line["elapsed"], line["lr"]) for line in lines(run_dir)]
+
+
+def assert_time_bounded_schedule(run_dir: Path, config: TrainConfig) -> None:
+    """After the warm-up the lr never rises; above the floor until 90% of the time, at the floor at the end."""
+    budget = float(config.max_time or 0.0)
+    floor, peak = config.lr * config.min_lr_ratio, config.lr
+    points = timed_lrs(run_dir)
+    decaying = [lr for step, (_, lr) in enumerate(points, start=1) if step >= config.warmup_steps]
+    rises = [(a, b) for a, b in zip(decaying, decaying[1:], strict=False) if b > a]
+    assert not rises, f"the lr rose after the warm-up: {rises[:3]}"
+    early = [(elapsed, lr) for step, (elapsed, lr) in enumerate(points, start=1)
+             if config.warmup_steps <= step and elapsed <= 0.9 * budget]
+    assert early and all(lr - floor > 0.01 * (peak - floor) for _, lr in early), \
+        f"at the floor before 90% of the time: {[p for p in early if p[1] - floor <= 0.01 * (peak - floor)][:3]}"
+    assert points[-1][1] - floor < 0.02 * (peak - floor), f"the last lr {points[-1][1]} is not at the floor {floor}"
+
+
+class Pace:
+    """An injected clock for the loss hook: `seconds(call)` per training step, and optional evaluation time."""
+
+    def __init__(self, clock: FakeClock, seconds: Callable[[int], float]) -> None:
+        self.clock, self.seconds = clock, seconds
+
+    def __call__(self, call: int, loss: Tensor) -> Tensor:
+        self.clock.now += self.seconds(call)
+        return loss
+
+
+PACES: dict[str, Callable[[int], float]] = {
+    "a 60 s stall in the first 20 steps": lambda call: 1.0 + (60.0 if call == 10 else 0.0),
+    "a 60 s stall in the middle": lambda call: 1.0 + (60.0 if call == 150 else 0.0),
+    "the pace halves at 50%": lambda call: 1.0 if call <= 150 else 2.0,  # 150 steps make 150 s of the 300
+    "the pace doubles at 50%": lambda call: 1.0 if call <= 150 else 0.5,
+    "many evaluations": lambda call: 1.0,
+}
+
+
+@pytest.mark.parametrize("pace", sorted(PACES))
+def test_a_time_budget_decays_to_the_floor_at_its_end_whatever_the_pace(tmp_path: Path, pace: str) -> None:
+    clock = FakeClock()
+    many = pace == "many evaluations"
+
+    def evaluate_slowly(model: nn.Module) -> dict[str, float]:
+        clock.now += 3.0  # evaluations take time, and there are many
+        return evaluate(model)
+
+    config = settings(max_steps=None, max_time=300.0, warmup_steps=10, eval_every=5 if many else 40)
+    result, _ = train(tmp_path, config, hook=Pace(clock, PACES[pace]), evaluate_with=evaluate_slowly, clock=clock)
+    assert result.stopped_because == "max_time"
+    assert_time_bounded_schedule(tmp_path, config)
+
+
+def test_the_time_line_starts_when_the_warm_up_ends_and_follows_elapsed_time(tmp_path: Path) -> None:
+    clock = FakeClock()  # 1 s a step, 100 s: update s starts at s seconds; the warm-up's 3 end at 3 s
+    config = settings(max_steps=None, max_time=100.0, eval_every=1000)
+    result, _ = train(tmp_path, config, hook=clock.ticking(1.0), clock=clock)
+    assert result.stopped_because == "max_time" and result.steps == 100
+    state = load_checkpoint(tmp_path / "last").training_state["progress"]
+    assert (state["decay_from"], state["decay_start"], state["decay_budget"]) == (3.0, 0.0, 100.0)
+    by_step = {step: lr for step, _, lr in losses(tmp_path)}
+    assert [by_step[s] for s in (1, 2, 3, 4)] == [learning_rate(config, s) for s in range(4)]  # warm-up, then peak
+    for step in (10, 50, 97):  # update step - 1 starts at step - 1 seconds: p = (step - 1 - 3) / 97
+        assert by_step[step] == pytest.approx(learning_rate(config, step - 1, time_progress=(step - 4) / 97))
+    assert by_step[52] == pytest.approx(config.lr * (1 + config.min_lr_ratio) / 2, rel=0.02)  # halfway: mid-range
+
+
+def test_a_resumed_time_bounded_run_continues_its_schedule_where_it_stood(tmp_path: Path) -> None:
     config = settings(max_steps=None, max_time=100.0, eval_every=1000)
     clock = FakeClock()
-    straight, _ = train(tmp_path / "straight", config, hook=clock.ticking(1.0), clock=clock)
-    # 1 s a step: after 21 steps (21 s), 79 more fit in the 100 s, so the horizon is 100 steps.
-    assert straight.stopped_because == "max_time" and straight.steps == 100
-    assert load_checkpoint(tmp_path / "straight" / "last").training_state["progress"]["horizon"] == 100
-    by_step = {step: lr for step, _, lr in losses(tmp_path / "straight")}
-    assert by_step[21] == pytest.approx(config.lr)  # no horizon yet: no decay after the warm-up
-    assert by_step[61] == learning_rate(config, 60, horizon=100)
-    assert by_step[61] < config.lr
-
+    train(tmp_path / "straight", config, hook=clock.ticking(1.0), clock=clock)
     clock = FakeClock()
     first, _ = train(tmp_path / "split", config, hook=clock.ticking(1.0, interrupt_at(40)), clock=clock)
     assert first.stopped_because == "interrupted" and first.steps == 39
     state = load_checkpoint(tmp_path / "split" / "last").training_state["progress"]
-    assert state["horizon"] == 100 and state["elapsed"] == 40.0
-    slower = FakeClock(now=1000.0)  # a resumed run timing its steps would now find another horizon
+    assert state["elapsed"] == 40.0 and state["decay_from"] == 3.0
+    slower = FakeClock(now=1000.0)  # the resumed session runs 3 s a step on another clock
     resumed, _ = train(tmp_path / "split", config, resume=True, hook=slower.ticking(3.0), clock=slower)
     assert resumed.stopped_because == "max_time" and resumed.steps == 39 + 20  # 40 s + 20 x 3 s
-    assert load_checkpoint(tmp_path / "split" / "last").training_state["progress"]["horizon"] == 100
-    assert [lr for _, _, lr in losses(tmp_path / "split")] == [by_step[s] for s in range(1, 60)]
+    straight = {round(elapsed): lr for elapsed, lr in timed_lrs(tmp_path / "straight")}
+    split = timed_lrs(tmp_path / "split")
+    assert [lr for _, lr in split[:39]] == [straight[s] for s in range(1, 40)]  # the same until the stop
+    for elapsed, lr in split[39:]:  # then the same function of the elapsed time: lr at t - 3 s (the step's start)
+        assert lr == pytest.approx(straight[round(elapsed) - 2])
+    assert_time_bounded_schedule(tmp_path / "split", config)
 
 
-def test_evaluations_correct_the_horizon_when_steps_slow_down_and_evaluations_take_time(tmp_path: Path) -> None:
+def test_a_resume_with_a_larger_time_budget_continues_from_where_the_lr_stood(tmp_path: Path) -> None:
     clock = FakeClock()
-
-    def slow(call: int, loss: Tensor) -> Tensor:  # 1 s a step for the first 21 steps, then 2 s
-        clock.now += 1.0 if call <= 21 else 2.0
-        return loss
-
-    def evaluate_slowly(model: nn.Module) -> dict[str, float]:
-        clock.now += 5.0
-        return evaluate(model)
-
-    config = settings(max_steps=None, max_time=200.0, eval_every=10)
-    result, _ = train(tmp_path, config, hook=slow, evaluate_with=evaluate_slowly, clock=clock)
-    assert result.stopped_because == "max_time"
-    # Timed once, 1 s a step said 200 steps. The run did 21 steps, then 2 s a step plus 5 s every 10th:
-    # 2.5 s a step, so about 21 + 179 / 2.5 = 92 steps in all.
-    assert 85 <= result.steps <= 95
-    horizon = load_checkpoint(tmp_path / "last").training_state["progress"]["horizon"]
-    assert abs(horizon - result.steps) <= 5
-    lrs = {step: lr for step, _, lr in losses(tmp_path)}
-    floor = config.lr * config.min_lr_ratio
-    assert lrs[result.steps] - floor < 0.02 * (config.lr - floor)  # decayed to (about) the floor
-    assert lrs[result.steps] < learning_rate(config, result.steps - 1, horizon=200)  # which timing once missed
+    config = settings(max_steps=None, max_time=100.0, eval_every=1000)
+    train(tmp_path, config, hook=clock.ticking(1.0, interrupt_at(51)), clock=clock)
+    before = timed_lrs(tmp_path)[-1][1]
+    longer = settings(max_steps=None, max_time=200.0, eval_every=1000)
+    clock = FakeClock()
+    result, _ = train(tmp_path, longer, resume=True, hook=clock.ticking(1.0), clock=clock)
+    assert result.stopped_because == "max_time" and result.steps == 50 + 149
+    state = load_checkpoint(tmp_path / "last").training_state["progress"]
+    assert state["decay_from"] == 51.0 and state["decay_budget"] == 200.0
+    assert state["decay_start"] == pytest.approx((51 - 3) / 97)  # where the 100 s line stood at the stop
+    after = [lr for _, lr in timed_lrs(tmp_path)[50:]]
+    assert before > after[0] > 0.9 * before  # no jump back up to the peak
+    assert_time_bounded_schedule(tmp_path, longer)
 
 
 def test_a_cosine_run_decays_over_whichever_budget_ends_first(tmp_path: Path) -> None:
@@ -343,15 +400,41 @@ def test_a_cosine_run_decays_over_whichever_budget_ends_first(tmp_path: Path) ->
     timed, _ = train(tmp_path / "time", settings(max_steps=500, max_time=100.0, eval_every=1000),
                      hook=clock.ticking(1.0), clock=clock)
     assert timed.stopped_because == "max_time" and timed.steps == 100
-    assert load_checkpoint(tmp_path / "time" / "last").training_state["progress"]["horizon"] == 100
+    config = settings(max_steps=500, max_time=100.0)
+    assert_time_bounded_schedule(tmp_path / "time", config)
     clock = FakeClock()  # the same, with 60 steps: they end first
     stepped, _ = train(tmp_path / "steps", settings(max_steps=60, max_time=100.0, eval_every=1000),
                        hook=clock.ticking(1.0), clock=clock)
     assert stepped.stopped_because == "max_steps" and stepped.steps == 60
-    assert load_checkpoint(tmp_path / "steps" / "last").training_state["progress"]["horizon"] == 60
     config = settings(max_steps=60, max_time=100.0)
+    assert [lr for _, _, lr in losses(tmp_path / "steps")] == [
+        learning_rate(config, s, horizon=60, time_progress=max(0.0, (s - 3) / 97)) for s in range(60)]
     assert losses(tmp_path / "steps")[-1][2] == pytest.approx(learning_rate(config, 59, horizon=60))
     assert learning_rate(config, 60, horizon=60) == pytest.approx(config.lr * config.min_lr_ratio)
+
+
+@pytest.mark.parametrize(("seconds", "warmup", "said"), [
+    (1.0, 50, "fewer than the 50 warm-up steps: the learning rate will reach only 40% of --lr"),
+    (1.0, 3, "fewer than the 40 before the next evaluation (--eval-every 40): the run evaluates once, at its end"),
+    (30.0, 3, "the first step took 0m30s, all of --max-time (0m20s): the run stops after one step"),
+])
+def test_a_time_budget_too_short_for_the_warm_up_an_evaluation_or_a_step_says_what_will_happen(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], seconds: float, warmup: int, said: str) -> None:
+    clock = FakeClock()
+    config = settings(max_steps=None, max_time=20.0, warmup_steps=warmup, eval_every=40)
+    result, _ = train(tmp_path, config, hook=clock.ticking(seconds), clock=clock)
+    assert result.stopped_because == "max_time"
+    err = capsys.readouterr().err
+    assert said in err and len([line for line in err.splitlines() if "warning" in line]) == 1
+
+
+def test_a_resume_past_its_time_budget_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clock = FakeClock()
+    config = settings(max_steps=None, max_time=10.0, eval_every=1000)
+    train(tmp_path, config, hook=clock.ticking(1.0), clock=clock)
+    capsys.readouterr()
+    result, _ = train(tmp_path, config, resume=True, clock=FakeClock())
+    assert result.steps == 10 and "resume with a larger --max-time" in capsys.readouterr().err
 
 
 def test_max_epochs_stops_at_an_epoch_end(tmp_path: Path) -> None:

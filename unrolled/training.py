@@ -24,27 +24,52 @@ Learning rate of update number s (0 for the first), warm-up W, base lr:
     schedule  lr(s) = lr * min(1, (s + 1) / W) * decay(s)
     ========  =================================================================
     constant  decay = 1
-    cosine    decay = r + (1 - r) (1 + cos(pi p)) / 2,  p = clamp((s - W) / (N - W), 0, 1),
-              r = min_lr_ratio, N the horizon (decay 1 while a time-bounded run has none yet)
+    cosine    decay = r + (1 - r) (1 + cos(pi p)) / 2,  p in [0, 1] the progress (below),
+              r = min_lr_ratio
     step      decay = gamma ** (s // step_size)
     plateau   decay = the current scale: x plateau_factor after plateau_patience
               evaluations in a row without a new best validation loss
     ========  =================================================================
 
-The cosine horizon N is `decay_steps`, else `max_steps`, else
-`max_epochs * len(data)`, taken from the config each time a run starts or
-resumes (so a run stopped at max_steps k and resumed to n decays over n steps
-after the resume: set decay_steps to n in both for the schedule of an n-step
-run). A run with a `max_time` (and no `decay_steps`) times 20 steps (after the
-first of the session) and sets N = steps done + steps that fit in the time
-left, or the step or epoch budget if that ends first. After every evaluation
-it sets N again the same way from the session's pace so far (all the time
-since its first step, evaluations and saves included, over the steps since):
-the first 20 steps can run faster than the rest, and evaluations take time
-(a 30-minute speech run timed once made 2,542 updates and ended at 39% of the
-peak lr, not at the 10% floor: a horizon of about 4,100). N is saved with the
-run; a resume keeps it until its first evaluation. So a cosine run decays
-fully whichever budget stops it.
+The cosine's progress p is the larger of the fractions of each budget spent
+after the warm-up::
+
+    p_steps = clamp((s - W) / (N - W), 0, 1)    N = decay_steps, else max_steps, else max_epochs x len(data)
+    p_time  = p_a + (1 - p_a) clamp((t - a) / (T - a), 0, 1)
+    p       = max(p_steps, p_time)              (either term absent when its budget is; decay 1 with neither)
+
+where t is the run's elapsed seconds at the update's start (rank 0's clock,
+evaluations and saves included), T = max_time, and the anchor (a, p_a) is where
+the time line starts: (the elapsed time when update W begins, 0), so the decay
+starts when the warm-up ends. With `decay_steps` set, only p_steps counts.
+
+Why time and not a step horizon: a run bounded by max_time used to guess how
+many steps fit from its pace and decay over them. Any stall, slower stretch or
+evaluation made the guess wrong: fixed from steps 2 to 21, one 54 s stall there
+set N near 110 in a 350-step run, which then sat at the floor for two thirds of
+its time; re-estimated at evaluations, the lr jumped back up. As a function of
+the elapsed time, p is non-decreasing whatever the pace does (t only grows, and
+the max of non-decreasing terms is non-decreasing), so after the warm-up the lr
+never rises; p < 1 until t = T, so the lr stays above the floor until the time
+runs out and reaches it then. A stall costs the schedule the time it takes,
+exactly as it costs the budget. Where both a time and a step budget are set,
+whichever is spent faster drives the decay, and the decay ends with the run.
+
+Resume: the anchor is saved with the run (`TrainingProgress.decay_from`,
+`decay_start`, `decay_budget`) and the elapsed time too, so a resumed
+time-bounded run continues the schedule where it stood. A resume with another
+max_time re-anchors at the saved point, (a, p_a) = (t, p_time(t)) under the
+old budget, so the lr continues from where it was and decays to the floor by
+the new end (a run that had reached its floor stays there). Exact resume holds
+bit for bit on the CPU for step- and epoch-bounded runs (the lr is a pure
+function of s); a time-bounded run resumes its weights, optimiser, data and
+generators exactly, but its lr follows the clock, which no two runs share, and
+the time between the last save and the kill is not counted.
+
+Threads: a time-bounded CPU run keeps torch's threads to the cores other
+programs leave free, checked at every train line (`unrolled.machine`): with a
+busy core, every small operation of a recurrent step would otherwise wait for
+the thread that shares it. `TrainConfig.threads` fixes the count instead.
 
 A run folder::
 
@@ -52,15 +77,18 @@ A run folder::
                        at every evaluation, every save_every steps, at the end, on Ctrl-C
     RUN/best/          the same at the lowest validation loss (only with an evaluate function)
     RUN/metrics.jsonl  one JSON object a line: {"step", "epoch", "split": "train"|"validation",
-                       "loss", ...other metrics, "lr", "tokens_per_s" (train), "elapsed"}
+                       "loss", ...other metrics, "lr", "tokens_per_s" (train), "elapsed",
+                       "threads" (train lines of a run whose threads follow the machine)}
     RUN/curve.png      train and validation loss against step, redrawn at evaluations and the end
 
 Each checkpoint's config.json is the application's `checkpoint_config` (with
-its "kind") plus ``"train"`` (the `TrainConfig`) and ``"step"``; its training
+its "kind") plus ``"train"`` (the `TrainConfig`), ``"step"`` and, once the run
+has evaluated, ``"validation"`` (the latest evaluation's metrics and its step:
+what `best/` scored, for `best/`); its training
 state (tensors in safetensors, the rest JSON; nothing pickled) is::
 
     {"format": 1, "progress": TrainingProgress as a dict (step, epoch, batch index,
-     elapsed, horizon, best loss, evaluations without improvement, plateau scale,
+     elapsed, time-line anchor, best loss, evaluations without improvement, plateau scale,
      the unfinished metrics window), "optimizer": optimizer.state_dict(),
      "rng": capture_rng_state(), "data": {"world": W, "ranks": [data.state_dict() of each process]}}
 
@@ -125,6 +153,7 @@ from unrolled.checkpoint import (
     save_checkpoint,
     unflatten_state,
 )
+from unrolled.machine import ThreadGovernor
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 SCHEDULES = ("constant", "cosine", "step", "plateau")
@@ -133,9 +162,9 @@ STOP_REASONS = ("max_steps", "max_epochs", "max_time", "early_stop", "interrupte
 LAST, BEST = "last", "best"
 METRICS_FILE, CURVE_FILE = "metrics.jsonl", "curve.png"
 STATE_FORMAT = 1
-HORIZON_TIMED_STEPS = 20
-"""Steps timed (after the session's first) to fix the cosine horizon of a run bounded only by max_time."""
-APP_CONFIG_RESERVED = ("train", "step")
+PACE_STEPS = 5
+"""Steps (after the session's first) timed to warn that a time budget is too short for the warm-up or evaluations."""
+APP_CONFIG_RESERVED = ("train", "step", "validation")
 """Keys the trainer adds to the checkpoint config; ignored when comparing configs on resume."""
 
 Evaluate = Callable[[nn.Module], dict[str, float]]
@@ -212,8 +241,9 @@ class TrainConfig:
     schedule          "constant", "cosine", "step" or "plateau" (see the module docstring)
     warmup_steps      linear warm-up over the first updates, for every schedule
     min_lr_ratio      the cosine floor, a fraction of lr
-    decay_steps       the cosine horizon; default max_steps, else max_epochs x batches per epoch, or
-                      what fits in max_time if that is sooner (see the module docstring)
+    decay_steps       the cosine horizon in updates; default max_steps, else max_epochs x batches per
+                      epoch; with max_time the decay also follows the time spent, whichever is
+                      further (see the module docstring)
     step_size, gamma  step decay: x gamma every step_size updates
     plateau_factor    reduce-on-plateau: the lr is multiplied by plateau_factor after
     plateau_patience  plateau_patience (regular) evaluations in a row without a new best loss
@@ -228,6 +258,9 @@ class TrainConfig:
     seed              seeds torch, NumPy and Python at the start of a fresh run
     progress          show a progress bar (stderr)
     device            "cpu", "cuda", "cuda:1", ... (distributed CUDA runs use cuda:LOCAL_RANK)
+    threads           torch's CPU threads for the run; None: torch's count, lowered to the cores other
+                      programs leave free while a time-bounded run goes on (`unrolled.machine`;
+                      step- and epoch-bounded runs keep the count, so they resume bit for bit)
     precision         "fp32"; "bf16": the training forward under ``torch.autocast`` in bfloat16
                       (float32 weights, gradients and optimiser state; evaluation stays float32);
                       "auto": bf16 where the device computes it natively (`bf16_native`), else fp32
@@ -259,6 +292,7 @@ class TrainConfig:
     progress: bool = True
     device: str = "cpu"
     precision: str = "fp32"
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -293,6 +327,7 @@ class TrainConfig:
         _whole("save_every", self.save_every, low=1, optional=True)
         _whole("log_every", self.log_every, low=1)
         _whole("seed", self.seed, low=0)
+        _whole("threads", self.threads, low=1, optional=True)
         if not isinstance(self.device, str) or not self.device:
             raise ValueError(f"device must be a name such as 'cpu' or 'cuda', got {self.device!r}")
 
@@ -372,18 +407,23 @@ def _apply_hyperparameters(optimizer: torch.optim.Optimizer, config: TrainConfig
             group["momentum"] = config.momentum
 
 
-def learning_rate(config: TrainConfig, step: int, *, horizon: int | None = None, plateau_scale: float = 1.0) -> float:
+def learning_rate(config: TrainConfig, step: int, *, horizon: int | None = None,
+                  time_progress: float | None = None, plateau_scale: float = 1.0) -> float:
     """The learning rate of update number `step` (0 for the first); see the module docstring's table.
 
-    `horizon` is the cosine's length in updates (None: not known yet, decay 1);
-    `plateau_scale` the plateau schedule's current factor.
+    `horizon` is the cosine's length in updates N (None: no step budget);
+    `time_progress` the cosine's progress by the time budget, p_time (None: no time
+    budget, or the warm-up is not over); the cosine follows the larger of the two,
+    with decay 1 while neither is known. `plateau_scale` is the plateau schedule's
+    current factor.
     """
     warm = config.warmup_steps
     factor = min(1.0, (step + 1) / warm) if warm else 1.0
-    if config.schedule == "cosine" and horizon is not None:
-        progress = min(1.0, max(0.0, (step - warm) / max(1, horizon - warm)))
-        floor = config.min_lr_ratio
-        factor *= floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if config.schedule == "cosine":
+        progress = cosine_progress(step, warm, horizon, time_progress)
+        if progress is not None:
+            floor = config.min_lr_ratio
+            factor *= floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
     elif config.schedule == "step":
         factor *= config.gamma ** (step // config.step_size)
     elif config.schedule == "plateau":
@@ -391,11 +431,28 @@ def learning_rate(config: TrainConfig, step: int, *, horizon: int | None = None,
     return config.lr * factor
 
 
+def cosine_progress(step: int, warmup: int, horizon: int | None, time_progress: float | None) -> float | None:
+    """p = max(p_steps, p_time) in [0, 1], p_steps = clamp((step - W) / (N - W)); None when neither is known."""
+    parts = []
+    if horizon is not None:
+        parts.append(_clamp((step - warmup) / max(1, horizon - warmup)))
+    if time_progress is not None:
+        parts.append(_clamp(time_progress))
+    return max(parts) if parts else None
+
+
+def _clamp(value: float) -> float:
+    return min(1.0, max(0.0, value))
+
+
 @dataclass
 class TrainingProgress:
     """Where a run stands, between two steps; saved as JSON in every checkpoint's training state.
 
-    `batch` is the index within `epoch` of the next batch. `best_loss` /
+    `batch` is the index within `epoch` of the next batch. `decay_from`,
+    `decay_start`, `decay_budget`: the anchor of a time-bounded cosine, (a, p_a)
+    and the max_time T its line ends at (None until the warm-up ends; see the
+    module docstring); `time_progress(t)` is p_time. `best_loss` /
     `best_step`: the lowest validation loss of any evaluation (what `best/`
     holds). `patience_best` / `stale_evaluations`: the regular evaluations'
     best and how many came since without beating it (early stopping);
@@ -408,7 +465,9 @@ class TrainingProgress:
     epoch: int = 0
     batch: int = 0
     elapsed: float = 0.0
-    horizon: int | None = None
+    decay_from: float | None = None
+    decay_start: float = 0.0
+    decay_budget: float | None = None
     best_loss: float | None = None
     best_step: int | None = None
     patience_best: float | None = None
@@ -422,6 +481,19 @@ class TrainingProgress:
     def from_state(cls, state: dict[str, Any]) -> TrainingProgress:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{key: value for key, value in state.items() if key in names})
+
+    def time_progress(self, elapsed: float) -> float | None:
+        """p_time = p_a + (1 - p_a) clamp((t - a) / (T - a)) at `elapsed` seconds; None before the anchor."""
+        if self.decay_from is None or self.decay_budget is None:
+            return None
+        span = self.decay_budget - self.decay_from
+        fraction = _clamp((elapsed - self.decay_from) / span) if span > 0 else 1.0
+        return self.decay_start + (1.0 - self.decay_start) * fraction
+
+    def anchor(self, elapsed: float, budget: float) -> None:
+        """Start (or restart) the time line at `elapsed`: from 0 at the warm-up's end, else where it stands."""
+        start = self.time_progress(elapsed)
+        self.decay_from, self.decay_start, self.decay_budget = elapsed, start or 0.0, budget
 
     def record_best(self, loss: float) -> bool:
         """Note a validation loss of any evaluation; True if it is a new best (best/ should be saved)."""
@@ -673,6 +745,7 @@ class Trainer:
         self._start_distributed()
         self._bar: Any = None
         self._metrics_file: Any = None
+        threads = torch.get_num_threads()
         try:
             self._setup(resume)
             reason = self._run()
@@ -680,6 +753,8 @@ class Trainer:
         finally:
             if self._bar is not None:
                 self._bar.close()
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)  # what the run changed, given back
             if self._metrics_file is not None:
                 self._metrics_file.close()
             if self._owns_group:
@@ -729,17 +804,16 @@ class Trainer:
             seed_everything(config.seed)
             self._progress = TrainingProgress()
             self._saved_step = None
-        fixed = config.decay_steps or config.max_steps
-        if fixed is None and config.max_epochs is not None:
-            fixed = config.max_epochs * self._epoch_length
-        timed = config.schedule == "cosine" and config.decay_steps is None and config.max_time is not None
-        self._horizon_cap = fixed if timed else None
-        self._timed_horizon = timed
-        if not timed:
-            self._progress.horizon = fixed
-        elif not resume:
-            self._progress.horizon = None  # timed below; a resumed run keeps the horizon it saved
-        self._estimate_horizon = config.schedule == "cosine" and self._progress.horizon is None
+        horizon = config.decay_steps or config.max_steps
+        if horizon is None and config.max_epochs is not None:
+            horizon = config.max_epochs * self._epoch_length
+        self._horizon = horizon
+        # The cosine follows the time spent too (module docstring), unless decay_steps fixes its length.
+        self._timed = config.schedule == "cosine" and config.decay_steps is None and config.max_time is not None
+        progress = self._progress
+        if self._timed and progress.decay_from is not None and progress.decay_budget != config.max_time:
+            progress.anchor(progress.elapsed, float(cast(float, config.max_time)))  # a resume with a new budget
+        self._time_progress: float | None = progress.time_progress(progress.elapsed) if self._timed else None
         if self.world > 1:
             module = _LossOf(self.model)
             ids = [self._local_rank] if self.device.type == "cuda" else None
@@ -756,8 +830,8 @@ class Trainer:
         self._evaluated_step: int | None = None
         self._drawn_step: int | None = None
         self._last_metrics: dict[str, float] = {}
-        self._lr = learning_rate(config, self._progress.step, horizon=self._progress.horizon,
-                                 plateau_scale=self._progress.plateau_scale)
+        self._validation: dict[str, float] = {}  # the latest evaluation's metrics, saved with each checkpoint
+        self._lr = self._learning_rate()
         self._interrupt_pending = False
         self._snapshot: tuple[tuple[Tensor, Tensor | None], dict[str, Any]] | None = None
         self._open_progress_bar()
@@ -766,6 +840,13 @@ class Trainer:
         self._session_start = self._tick = self.clock()
         self._window_time = 0.0
         self._timing_start = 0.0
+        self._governor: ThreadGovernor | None = None
+        if self.device.type == "cpu" and config.threads is not None:
+            torch.set_num_threads(config.threads)
+        elif self.device.type == "cpu" and config.max_time is not None and self.world == 1:
+            self._governor = ThreadGovernor()
+            time.sleep(0.2)  # a first look at what other programs keep busy, before the first step
+            self._governor.update()
 
     def _refuse_existing_checkpoint(self) -> None:
         if not self.run_dir.is_dir():
@@ -805,7 +886,14 @@ class Trainer:
         _apply_hyperparameters(self.optimizer, self.config)
         restore_rng_state(*state["rng"])
         self._data.load_state_dict(data["ranks"][self.rank])
-        return TrainingProgress.from_state(state["progress"])
+        progress = TrainingProgress.from_state(state["progress"])
+        legacy = state["progress"].get("horizon")  # runs saved before the time line: a step horizon
+        if isinstance(legacy, int) and progress.decay_from is None and self.config.max_time is not None:
+            warm = self.config.warmup_steps
+            if progress.step >= warm:
+                progress.decay_from, progress.decay_budget = progress.elapsed, float(self.config.max_time)
+                progress.decay_start = _clamp((progress.step - warm) / max(1, legacy - warm))
+        return progress
 
     def _prepare_metrics(self, resume: bool) -> None:
         """Open metrics.jsonl: fresh, or on resume without the lines of steps past the checkpoint (redone now)."""
@@ -885,6 +973,8 @@ class Trainer:
             reason = self._limit_reached()
             if reason is not None:
                 return reason
+            if self._timed:
+                self._follow_the_clock()
             self._snapshot = (self._torch_rng(), self._data.state_dict())
             self._phase = STEP
             if batches is None:
@@ -926,9 +1016,7 @@ class Trainer:
                 raise self._diverged("loss", value)
             if not math.isfinite(norm):
                 raise self._diverged("the gradient norm", norm)
-        progress = self._progress
-        self._lr = learning_rate(self.config, progress.step, horizon=progress.horizon,
-                                 plateau_scale=progress.plateau_scale)
+        self._lr = self._learning_rate()
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr
         self._phase = UPDATE
@@ -958,15 +1046,15 @@ class Trainer:
         self._session_steps += 1
         if self._session_steps == 1:
             self._timing_start = now
-        if self._estimate_horizon:
-            self._time_the_horizon(now)
+        if self._session_steps == 1 + PACE_STEPS and self.config.max_time is not None:
+            self._warn_if_too_short(now)
         if progress.step % config.log_every == 0:
+            if self._governor is not None:
+                self._governor.update()
             self._log_train()
         stop = False
         if self.evaluate is not None and progress.step % config.eval_every == 0:
             stop = self._evaluate(regular=True)
-            if self._timed_horizon:
-                self._correct_the_horizon(self.clock())
             self._save(LAST)
         elif config.save_every is not None and progress.step % config.save_every == 0:
             self._save(LAST)
@@ -975,27 +1063,44 @@ class Trainer:
         self._tick = self.clock()  # evaluation and saving are not training time for the speed figures
         return stop
 
-    def _time_the_horizon(self, now: float) -> None:
-        """Set the cosine horizon of a time-bounded run from the speed of the session's steps 2..21."""
-        if self._session_steps < 1 + HORIZON_TIMED_STEPS:
+    def _learning_rate(self) -> float:
+        progress = self._progress
+        return learning_rate(self.config, progress.step, horizon=self._horizon, time_progress=self._time_progress,
+                             plateau_scale=progress.plateau_scale)
+
+    def _follow_the_clock(self) -> None:
+        """Before an update of a time-bounded cosine run: p_time at rank 0's elapsed time (read by
+        `_limit_reached`), the time line anchored when the warm-up ends."""
+        progress, elapsed = self._progress, self._step_elapsed
+        if progress.decay_from is None and progress.step >= self.config.warmup_steps:
+            progress.anchor(elapsed, float(cast(float, self.config.max_time)))
+        self._time_progress = progress.time_progress(elapsed)
+
+    def _warn_if_too_short(self, now: float) -> None:
+        """Once, after PACE_STEPS timed steps: say if the time left cannot hold the warm-up or an evaluation."""
+        config, progress = self.config, self._progress
+        pace = (now - self._timing_start) / PACE_STEPS
+        fit = progress.step + int(max(0.0, float(cast(float, config.max_time)) - self._elapsed()) / pace)
+        budget = f"--max-time ({_format_seconds(float(cast(float, config.max_time)))}) holds about {fit} steps " \
+                 f"at {pace:.2g} s a step"
+        if progress.step < config.warmup_steps and fit < config.warmup_steps:
+            peak = learning_rate(config, max(0, fit - 1), plateau_scale=progress.plateau_scale) / config.lr
+            self._warn(f"warning: {budget}, fewer than the {config.warmup_steps} warm-up steps: the learning rate "
+                       f"will reach only {peak:.0%} of --lr and never decay; lower --warmup or raise --max-time")
+        elif self.evaluate is not None:
+            first = (progress.step // config.eval_every + 1) * config.eval_every
+            if fit < first:
+                self._warn(f"warning: {budget}, fewer than the {first} before the next evaluation (--eval-every "
+                           f"{config.eval_every}): the run evaluates once, at its end")
+
+    def _warn(self, message: str) -> None:
+        """One line on stderr (rank 0), above the progress bar."""
+        if self.rank != 0:
             return
-        self._set_horizon((now - self._timing_start) / HORIZON_TIMED_STEPS)
-        self._estimate_horizon = False
-
-    def _correct_the_horizon(self, now: float) -> None:
-        """After an evaluation: the horizon again, from the session's pace since its first step, evaluations
-        and saves included (the first steps are no sure guide to the rest)."""
-        if self._session_steps > 1:
-            self._set_horizon((now - self._timing_start) / (self._session_steps - 1))
-
-    def _set_horizon(self, per_step: float) -> None:
-        """N = steps done + the steps of `per_step` seconds that fit in the time left, capped by the step or
-        epoch budget; the same on every rank."""
-        left = max(0.0, float(self.config.max_time or 0.0) - self._elapsed())
-        horizon = self._progress.step + int(left / max(per_step, 1e-9))
-        if self._horizon_cap is not None:  # the step or epoch budget ends first
-            horizon = min(horizon, self._horizon_cap)
-        self._progress.horizon = int(self._broadcast(float(horizon)))
+        if self._bar is not None and not self._bar.disable:
+            self._bar.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr, flush=True)
 
     def _limit_reached(self) -> str | None:
         config, progress = self.config, self._progress
@@ -1004,10 +1109,15 @@ class Trainer:
         if config.max_epochs is not None and progress.epoch >= config.max_epochs:
             return "max_epochs"
         if config.max_time is not None:
-            over = self._elapsed() >= config.max_time
-            if self.world > 1:
-                over = self._broadcast(float(over)) > 0.5  # rank 0's clock decides for all
-            if over:
+            self._step_elapsed = self._broadcast(self._elapsed())  # rank 0's clock decides for all
+            if self._step_elapsed >= config.max_time:
+                if self._session_steps == 1:
+                    self._warn(f"warning: the first step took {_format_seconds(self._step_elapsed)}, all of "
+                               f"--max-time ({_format_seconds(config.max_time)}): the run stops after one step; "
+                               "raise --max-time")
+                elif self._session_steps == 0 and progress.step > 0:
+                    self._warn(f"the run has used its --max-time ({_format_seconds(config.max_time)}) already: "
+                               "resume with a larger --max-time to train more")
                 return "max_time"
         return None
 
@@ -1055,6 +1165,8 @@ class Trainer:
             line["steps_per_s"] = count / window_time
             speed = f"{line['steps_per_s']:.1f} steps/s"
         line["elapsed"] = round(self._elapsed(), 3)
+        if self._governor is not None:
+            line["threads"] = self._governor.threads
         self._write(line)
         self._train_points.append((progress.step, line["loss"]))
         if not self._bar.disable:
@@ -1096,6 +1208,7 @@ class Trainer:
         improved = progress.record_best(loss)
         stop = progress.record_regular(loss, self.config) if regular else False
         self._last_metrics = metrics or {"loss": loss}
+        self._validation = {name: value for name, value in self._last_metrics.items() if math.isfinite(value)}
         if self.rank == 0:
             self._write({"step": progress.step, "epoch": round(self._epochs(), 6), "split": "validation", **metrics,
                          "lr": self._lr, "elapsed": round(self._elapsed(), 3)})
@@ -1134,6 +1247,8 @@ class Trainer:
             "data": {"world": self.world, "ranks": data_states},
         }
         config = {**self.checkpoint_config, "train": asdict(self.config), "step": progress.step}
+        if self._validation:
+            config["validation"] = {**self._validation, "step": self._evaluated_step}
         save_checkpoint(self.run_dir / name, model_state=self.model.state_dict(), config=config,
                         training_state=training_state)
 

@@ -13,6 +13,7 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn, TextIO
 
 from unrolled import __version__
@@ -53,6 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
     hello.add_argument("--steps", type=positive_int, default=300, help="Adam steps (default: 300)")
     hello.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     hello.set_defaults(handler=run_hello)
+    demo = commands.add_parser(
+        "demo", help="the main job: a character LM on Shakespeare for 5 minutes, then samples",
+        description="Obtain Shakespeare's works, train a character-level LSTM language model for --max-time "
+                    "(sized for this machine), sample from it, and say what it reached and what to run next.")
+    demo.add_argument("--out", default="runs/demo", metavar="RUN", help="run folder (default: runs/demo)")
+    demo.add_argument("--max-time", default="5m", metavar="DURATION",
+                      help="training time in all, resumes included, e.g. 90s, 5m (default: 5m)")
+    demo.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                      help="training arithmetic; auto: bf16 where the CPU computes it natively (default: auto)")
+    demo.add_argument("--resume", action="store_true", help="continue the run in --out up to --max-time in all")
+    demo.add_argument("--seed", type=int, default=0, help="random seed of training and samples (default: 0)")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    demo.set_defaults(handler=run_demo)
     add_lm_commands(commands)
     add_classify_commands(commands)
     add_tag_commands(commands)
@@ -71,6 +85,29 @@ def run_hello(args: argparse.Namespace) -> int:
 
     print(run(HelloConfig(mode=args.cell, hidden_size=args.hidden_size, steps=args.steps, seed=args.seed)))
     return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from unrolled import demo
+    from unrolled.training import parse_duration
+
+    max_time = parse_duration(args.max_time)
+    report = demo.run_demo(args.out, max_time=max_time, precision=args.precision, resume=args.resume,
+                           seed=args.seed, progress=not args.no_progress)
+    print(demo.describe(report, prog=_prog(), max_time=max_time))
+    return 130 if report.result.stopped_because == "interrupted" else 0
+
+
+def _prog() -> str:
+    """How the user called this command, for the commands it suggests (e.g. `.venv/bin/unrolled`)."""
+    called = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if called is None or called.name != "unrolled":
+        return "unrolled"
+    try:
+        return str(called.resolve().relative_to(Path.cwd().resolve()).as_posix()) if called.is_absolute() \
+            else called.as_posix()
+    except ValueError:
+        return "unrolled"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,9 @@ def lm_sample(args: argparse.Namespace) -> int:
     from unrolled.models import CharLM
 
     model = CharLM.load(args.run)
+    surprise = model.prime_surprise(args.prime) if args.prime else None
+    if surprise is not None:
+        warnings.warn(surprise, stacklevel=1)
     options = {"length": args.length, "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
                "greedy": args.greedy, "seed": args.seed}
     if args.num_samples == 1:

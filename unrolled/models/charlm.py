@@ -50,6 +50,8 @@ from unrolled.products import affine, onednn_for
 from unrolled.recurrent import LayerState, Recurrent, at_least_float32, cell_state, map_state
 
 KIND = "char-lm"
+PRIME_MARGIN = 1.5  # nats/char above the validation loss before a prime counts as unlike the training text
+PRIME_MIN_CHARACTERS = 4
 EVAL_CHUNK = 4096  # characters per forward pass when evaluating a stream (the state is carried across chunks)
 
 DecodeState = tuple[State, ...]  # one cell state per layer
@@ -161,6 +163,7 @@ class CharLM(nn.Module):
         if vocabulary is not None and len(vocabulary) != config.vocab_size:
             raise ValueError(f"the vocabulary has {len(vocabulary)} symbols but the config says {config.vocab_size}")
         self.config, self.vocabulary = config, vocabulary
+        self.validation_loss: float | None = None  # what the checkpoint scored on its validation text, if known
         width = config.embedding or config.vocab_size
         self.embedding = nn.Embedding(config.vocab_size, config.embedding) if config.embedding else None
         self.rnn = Recurrent(config.cell, width, config.hidden, config.layers, dropout=config.dropout,
@@ -232,7 +235,32 @@ class CharLM(nn.Module):
             raise CheckpointError(f"{path}: config.json lacks the model config or the vocabulary")
         model = cls(CharLMConfig.from_dict(config), Vocabulary.from_json(vocabulary))
         load_model_state(model, checkpoint.model_state, path)
+        scored = checkpoint.config.get("validation", {}).get("loss")
+        model.validation_loss = float(scored) if isinstance(scored, (int, float)) else None
         return model.to(map_location).eval()
+
+    def prime_surprise(self, prime: str) -> str | None:
+        """A one-line warning when `prime` reads unlike the training text, else None.
+
+        The prime's loss l_p (nats per character after its first, read from the
+        start state, as `sample` reads it) is set against the validation loss l_v
+        the checkpoint recorded: the warning comes when l_p > max(2 l_v, l_v +
+        PRIME_MARGIN). In-corpus primes of a dozen characters score about l_v to
+        1.5 l_v (the first characters have no context); a prime in a form the
+        corpus never uses scores several nats more, and the samples that follow it
+        start with garbage. Needs at least 4 characters and a recorded l_v.
+        """
+        if self.validation_loss is None or len(prime) < PRIME_MIN_CHARACTERS:
+            return None
+        if self.require_vocabulary().unknown_characters(prime):
+            return None  # `sample` says what is wrong with those
+        loss = self.evaluate(prime)["loss"]
+        limit = max(2.0 * self.validation_loss, self.validation_loss + PRIME_MARGIN)
+        if loss <= limit:
+            return None
+        return (f"the prime reads unlike the training text ({loss:.2f} nats/char, against {self.validation_loss:.2f} "
+                f"on its validation text): the sample may start with garbage; prime with text in the corpus's own "
+                f"form (a line, a speaker's name as the text writes it)")
 
     def require_vocabulary(self) -> Vocabulary:
         if self.vocabulary is None:

