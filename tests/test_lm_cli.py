@@ -214,3 +214,29 @@ def test_bf16_training_resumes_exactly_and_stays_close_to_fp32(corpus: Path, tmp
     for low, high in zip(_train_losses(tmp_path / "whole"), _train_losses(tmp_path / "fp32"), strict=True):
         assert abs(low - high) < 0.02 * high
 
+
+
+def test_sample_warns_in_one_line_when_the_prime_is_unlike_the_training_text(
+        run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    assert main(["lm", "sample", str(run), "--prime", "To be, or not to be", "--length", "5", "--seed", "1"]) == 0
+    assert capsys.readouterr().err == ""  # the corpus's own words: no warning
+    model = CharLM.load(run)
+    assert model.validation_loss == json.loads((run / "best" / "config.json").read_text())["validation"]["loss"]
+    prime = "To be, or not to be"
+    loss = model.evaluate(prime)["loss"]
+    copy = tmp_path / "copy"  # the same model, claiming a validation loss the prime is far above
+    shutil.copytree(run, copy)
+    config_path = copy / "best" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["validation"]["loss"] = min(loss / 2, loss - 2.0) - 0.05
+    assert config["validation"]["loss"] > 0, "the tiny model should be far from perfect on this prime"
+    config_path.write_text(json.dumps(config))
+    assert main(["lm", "sample", str(copy), "--prime", prime, "--length", "5", "--seed", "1"]) == 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "warning: the prime reads unlike the training text" in err
+    config["validation"]["loss"] = min(loss / 2, loss - 2.0) + 0.05  # just under the limit: quiet
+    config_path.write_text(json.dumps(config))
+    assert main(["lm", "sample", str(copy), "--prime", prime, "--length", "5", "--seed", "1"]) == 0
+    assert capsys.readouterr().err == ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -300,7 +301,7 @@ def assert_time_bounded_schedule(run_dir: Path, config: TrainConfig) -> None:
     floor, peak = config.lr * config.min_lr_ratio, config.lr
     points = timed_lrs(run_dir)
     decaying = [lr for step, (_, lr) in enumerate(points, start=1) if step >= config.warmup_steps]
-    rises = [(a, b) for a, b in zip(decaying, decaying[1:], strict=False) if b > a]
+    rises = [(a, b) for a, b in itertools.pairwise(decaying) if b > a]
     assert not rises, f"the lr rose after the warm-up: {rises[:3]}"
     early = [(elapsed, lr) for step, (elapsed, lr) in enumerate(points, start=1)
              if config.warmup_steps <= step and elapsed <= 0.9 * budget]
@@ -682,3 +683,27 @@ def test_two_processes_match_one_process_on_the_whole_batch(tmp_path: Path) -> N
 def distributed_settings(**changes: Any) -> TrainConfig:
     """The same run on 1 process (global batch B) and 2 (B/2 each); no dropout, so both compute the same."""
     return settings(**{"max_steps": 6, "eval_every": 2, **changes})
+
+
+# ---------------------------------------------------------------- threads
+
+
+def test_a_time_bounded_run_logs_the_threads_its_governor_leaves_it(tmp_path: Path) -> None:
+    clock = FakeClock()
+    config = settings(max_steps=None, max_time=20.0, eval_every=1000)
+    train(tmp_path, config, hook=clock.ticking(1.0), clock=clock)
+    threads = {line["threads"] for line in lines(tmp_path)}
+    assert threads and all(1 <= t <= torch.get_num_threads() for t in threads)
+
+
+def test_fixed_threads_hold_for_the_run_and_are_given_back(tmp_path: Path) -> None:
+    before = torch.get_num_threads()
+    seen: list[int] = []
+
+    def note(call: int, loss: Tensor) -> Tensor:
+        seen.append(torch.get_num_threads())
+        return loss
+
+    train(tmp_path, settings(threads=1, max_steps=3), hook=note)
+    assert seen == [1, 1, 1] and torch.get_num_threads() == before
+    assert "threads" not in lines(tmp_path)[0]  # a step-bounded run keeps its threads: nothing to log

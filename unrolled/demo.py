@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-PRIME = "KING HENRY.\n"
-"""The samples' prime: a speaker's line as the corpus writes it (220 speeches begin so), not "ROMEO:"."""
+PRIME = "MACBETH.\n"
+"""The samples' prime: a speaker's line as the corpus writes it (145 speeches begin so), not "ROMEO:"."""
 DEFAULT_OUT = "runs/demo"
 DEFAULT_TIME = 300.0
 EVALUATIONS = 6

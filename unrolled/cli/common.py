@@ -33,8 +33,8 @@ def add_train_options(parser: argparse.ArgumentParser, **defaults: Any) -> None:
     group.add_argument("--warmup", type=non_negative_int, default=d["warmup"], metavar="STEPS",
                        help="linear warm-up steps (default: %(default)s)")
     group.add_argument("--decay-steps", type=positive_int, metavar="STEPS",
-                       help="length of the cosine decay (default: the step or epoch budget, or the steps that fit "
-                            "in --max-time, measured once at the start)")
+                       help="length of the cosine decay in steps (default: the step or epoch budget; with "
+                            "--max-time the decay also follows the time spent and ends with it)")
     group.add_argument("--clip", type=non_negative_float, default=d["clip"],
                        help="clip the gradient's global norm to this; 0 turns it off (default: %(default)g)")
     group.add_argument("--max-steps", type=positive_int, help="stop after this many steps")
@@ -56,6 +56,9 @@ def add_train_options(parser: argparse.ArgumentParser, **defaults: Any) -> None:
     group.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                        help="training arithmetic: bf16 runs the forward in bfloat16 (weights and evaluation stay "
                             "float32); auto picks bf16 where the device computes it natively (default: auto)")
+    group.add_argument("--threads", type=positive_int, metavar="N",
+                       help="CPU threads for training (default: torch's count, lowered to the cores other programs "
+                            "leave free while a --max-time run goes on)")
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -72,7 +75,7 @@ def train_config(args: argparse.Namespace, *, eval_every: int | None = None) -> 
                        max_steps=args.max_steps, max_epochs=max_epochs, max_time=max_time,
                        eval_every=every if every is not None else 500, early_stop=args.early_stop,
                        log_every=args.log_every, seed=args.seed, device=args.device, precision=args.precision,
-                       progress=not args.no_progress)
+                       threads=getattr(args, "threads", None), progress=not args.no_progress)
 
 
 def data_file(args: argparse.Namespace, *, what: str, dataset: str) -> Path:
