@@ -59,8 +59,9 @@ def test_bad_demo_input_is_one_line(small_corpus: Path, tmp_path: Path, capsys: 
 def test_the_closing_words_put_the_loss_in_plain_terms(tmp_path: Path) -> None:
     result = TrainResult(steps=2000, epochs=2.5, stopped_because="max_time", best_loss=1.6, best_step=2000,
                          last_metrics={}, run_dir=tmp_path, elapsed=300.2)
-    report = demo.DemoReport(demo.choose_recipe("fp32"), result, [(0.5, "MACBETH.\nso"), (1.0, "MACBETH.\nno")],
-                             Path("runs/demo"), {"loss": 1.6}, 84, 5_000_000)
+    samples = [(0.5, "MACBETH.\nso"), (1.0, "MACBETH.\nno")]
+    report = demo.DemoReport(demo.choose_recipe("fp32", speed=50_000.0), result, samples, Path("runs/demo"),
+                             {"loss": 1.6}, 84, 5_000_000)
     text = demo.describe(report, prog=".venv/bin/unrolled", max_time=300)
     assert f"validation loss 1.600 nats/char = {1.6 / math.log(2):.2f} bits/char, perplexity {math.exp(1.6):.1f}" \
         in text
@@ -69,3 +70,14 @@ def test_the_closing_words_put_the_loss_in_plain_terms(tmp_path: Path) -> None:
     assert ".venv/bin/unrolled demo --out runs/demo --max-time 10m --resume" in text
     assert ".venv/bin/unrolled viz runs/demo --part validation" in text
     assert "runs/demo/curve.png" in text and "runs/demo/best" in text
+
+
+@pytest.mark.parametrize(("speed", "batch"), [(70_000.0, 64), (30_000.0, 64), (29_999.0, 32), (12_000.0, 32)])
+def test_the_recipe_halves_the_batch_on_a_slow_machine(speed: float, batch: int) -> None:
+    recipe = demo.choose_recipe("fp32", speed=speed)
+    assert (recipe.hidden, recipe.batch, recipe.lr, recipe.precision) == (256, batch, 6e-3, "fp32")
+
+
+def test_the_speed_probe_measures_the_demo_model() -> None:
+    speed = demo.measure_speed("fp32", steps=1)
+    assert 100 < speed < 10_000_000

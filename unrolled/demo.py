@@ -27,9 +27,13 @@ from typing import Any, TextIO
 
 PRIME = "MACBETH.\n"
 """The samples' prime: a speaker's line as the corpus writes it (145 speeches begin so), not "ROMEO:"."""
+HIDDEN = 256
+PEAK_LR = 6e-3
+SMALL_BATCH_BELOW = 30_000
+"""Characters/s at batch 64 below which the demo trains at batch 32 (see `choose_recipe`)."""
 DEFAULT_OUT = "runs/demo"
 DEFAULT_TIME = 300.0
-EVALUATIONS = 6
+EVALUATIONS = 4
 """About how many evaluations the demo makes (each reads the 250,000-character validation text)."""
 
 
@@ -42,15 +46,65 @@ class Recipe:
     lr: float
     precision: str
     why: str
+    speed: float | None = None  # characters/s measured at batch 64, when measured
 
 
-def choose_recipe(precision: str = "auto", device: str = "cpu") -> Recipe:
-    """The recipe for this machine: `precision` "auto", "bf16" or "fp32" (auto: bf16 where native)."""
+def choose_recipe(precision: str = "auto", device: str = "cpu", *, speed: float | None = None) -> Recipe:
+    """The recipe for this machine: `precision` "auto", "bf16" or "fp32" (auto: bf16 where native).
+
+    The rule: a 2 x 256 LSTM at peak lr 6e-3, batch 64 where the machine trains
+    it at `SMALL_BATCH_BELOW` characters/s or more at batch 64, else batch 32
+    (twice the updates for the same characters: a slow machine is short of
+    updates, and one thread loses no speed per character at the smaller batch).
+    `speed` is that figure; None measures it (`measure_speed`, a few seconds).
+    """
     from unrolled.training import resolve_precision
 
     resolved = resolve_precision(precision, device)
-    return Recipe(hidden=256, batch=64, lr=2e-3, precision=resolved,
-                  why="2 x 256 learns most in minutes on every machine measured")
+    if speed is None:
+        speed = measure_speed(resolved, device)
+    batch = 64 if speed >= SMALL_BATCH_BELOW else 32
+    return Recipe(hidden=HIDDEN, batch=batch, lr=PEAK_LR, precision=resolved,
+                  why=f"{speed:,.0f} characters/s at batch 64 here: batch {batch}", speed=speed)
+
+
+def measure_speed(precision: str, device: str = "cpu", *, steps: int = 3) -> float:
+    """Characters/s of the demo's model at batch 64 on random text: one untimed step, then `steps` timed ones
+    (forward, backward, AdamW), with the threads the trainer would use (`unrolled.machine`)."""
+    import contextlib
+    import time
+
+    import torch
+
+    from unrolled.machine import ThreadGovernor
+    from unrolled.models.charlm import CharLM, CharLMConfig
+
+    threads = torch.get_num_threads()
+    try:
+        if device == "cpu":
+            governor = ThreadGovernor()
+            time.sleep(0.2)
+            governor.update()
+        generator = torch.Generator().manual_seed(0)
+        model = CharLM(CharLMConfig(vocab_size=100, hidden=HIDDEN, layers=2, embedding=64, dropout=0.0)).to(device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        tokens = torch.randint(0, 100, (64, 129), generator=generator).to(device)
+        autocast = (lambda: torch.autocast(torch.device(device).type, dtype=torch.bfloat16)) \
+            if precision == "bf16" else contextlib.nullcontext
+        start = 0.0
+        for step in range(steps + 1):
+            if step == 1:
+                start = time.perf_counter()
+            with autocast():
+                loss, _ = model.loss((tokens[:, :-1], tokens[:, 1:]))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if device != "cpu":
+            torch.cuda.synchronize()
+        return steps * 64 * 128 / (time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
 
 
 @dataclass
@@ -73,20 +127,24 @@ def run_demo(out: str | Path = DEFAULT_OUT, *, max_time: float = DEFAULT_TIME, p
     from unrolled.checkpoint import saved_run_config
     from unrolled.data import obtain, read_text
     from unrolled.models import CharLM, charlm
-    from unrolled.training import TrainConfig
+    from unrolled.training import TrainConfig, resolve_precision
 
     stream = stream or sys.stdout
     out = Path(out)
     text = read_text([obtain("shakespeare")])
-    recipe = choose_recipe(precision)
     saved = saved_run_config(out, kind=charlm.KIND) if resume else None
     if saved is not None:  # a resume keeps the run's own size, batch and learning rate
         recipe = Recipe(hidden=int(saved["model"]["hidden"]), batch=int(saved["batching"]["batch_size"]),
-                        lr=float(saved["train"]["lr"]), precision=recipe.precision, why="resumed")
-    steps_guess = max(1, int(max_time * 60_000 / (recipe.batch * 128)))  # for the evaluation interval only
-    eval_every = max(100, steps_guess // EVALUATIONS // 100 * 100)
-    print(f"demo: a 2 x {recipe.hidden} LSTM on Shakespeare ({len(text) / 1e6:.1f} M characters), "
-          f"{recipe.precision}, {_duration(max_time)} ({recipe.why})", file=stream, flush=True)
+                        lr=float(saved["train"]["lr"]), precision=resolve_precision(precision, "cpu"),
+                        why="resumed")
+    else:
+        recipe = choose_recipe(precision)
+    speed = recipe.speed or 30_000.0  # a resume did not measure: a middling machine's figure
+    steps_guess = max_time * speed / (recipe.batch * 128)  # for the evaluation interval only
+    eval_every = max(50, int(steps_guess / EVALUATIONS) // 50 * 50)
+    print(f"demo: a 2 x {recipe.hidden} LSTM on Shakespeare ({len(text) / 1e6:.1f} M characters) for "
+          f"{_duration(max_time)}, {recipe.precision}, batch {recipe.batch}, peak lr {recipe.lr:g} ({recipe.why})",
+          file=stream, flush=True)
     config = TrainConfig(optimizer="adamw", lr=recipe.lr, weight_decay=0.1, warmup_steps=100, schedule="cosine",
                          max_time=max_time, eval_every=eval_every, seed=seed, progress=progress,
                          precision=recipe.precision)

@@ -8,7 +8,7 @@ of an epoch from any index on, a share per process, a little state). One step::
     loss, metrics = model.loss(to_device(batch))        loss checked finite before backward
     zero_grad(set_to_none=True); loss.backward()
     norm = clip_grad_norm_(params, clip_norm)           checked finite; skipped when clipping is off
-    lr = learning_rate(config, step, ...)               a pure function of the step (plateau: x its scale)
+    lr = learning_rate(config, step, ...)               of the step (a time-bounded cosine: and the clock)
     optimizer.step(); model.after_update()              the hook only where the model defines it
     step += 1; index += 1                               index == len(data): next epoch, index 0
 
