@@ -72,10 +72,17 @@ def test_the_closing_words_put_the_loss_in_plain_terms(tmp_path: Path) -> None:
     assert "runs/demo/curve.png" in text and "runs/demo/best" in text
 
 
-@pytest.mark.parametrize(("speed", "batch"), [(70_000.0, 64), (30_000.0, 64), (29_999.0, 32), (12_000.0, 32)])
-def test_the_recipe_halves_the_batch_on_a_slow_machine(speed: float, batch: int) -> None:
-    recipe = demo.choose_recipe("fp32", speed=speed)
+@pytest.mark.parametrize(("speed", "max_time", "batch"), [
+    (60_000.0, 300.0, 64),  # 60,000 x 300 / (128 x 64) = 2,197 updates: enough
+    (40_000.0, 300.0, 32),  # 1,465 at 64: too few; 2,930 at 32
+    (12_000.0, 300.0, 16),  # 703 at 32: too few; 1,406 at 16, the smallest
+    (12_000.0, 1200.0, 32),  # four times the time: 2,812 at 32
+])
+def test_the_recipe_takes_the_largest_batch_that_leaves_enough_updates(speed: float, max_time: float,
+                                                                         batch: int) -> None:
+    recipe = demo.choose_recipe("fp32", max_time=max_time, speed=speed)
     assert (recipe.hidden, recipe.batch, recipe.lr, recipe.precision) == (256, batch, 6e-3, "fp32")
+    assert recipe.batch == 16 or max_time * speed / (128 * recipe.batch) >= demo.MIN_UPDATES
 
 
 def test_the_speed_probe_measures_the_demo_model() -> None:

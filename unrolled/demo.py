@@ -29,8 +29,9 @@ PRIME = "MACBETH.\n"
 """The samples' prime: a speaker's line as the corpus writes it (145 speeches begin so), not "ROMEO:"."""
 HIDDEN = 256
 PEAK_LR = 6e-3
-SMALL_BATCH_BELOW = 30_000
-"""Characters/s at batch 64 below which the demo trains at batch 32 (see `choose_recipe`)."""
+BATCHES = (64, 32, 16)
+MIN_UPDATES = 1500
+"""The fewest updates the demo's batch must leave in its budget (see `choose_recipe`)."""
 DEFAULT_OUT = "runs/demo"
 DEFAULT_TIME = 300.0
 EVALUATIONS = 4
@@ -49,23 +50,32 @@ class Recipe:
     speed: float | None = None  # characters/s measured at batch 64, when measured
 
 
-def choose_recipe(precision: str = "auto", device: str = "cpu", *, speed: float | None = None) -> Recipe:
-    """The recipe for this machine: `precision` "auto", "bf16" or "fp32" (auto: bf16 where native).
+def choose_recipe(precision: str = "auto", device: str = "cpu", *, max_time: float = DEFAULT_TIME,
+                  speed: float | None = None) -> Recipe:
+    """The recipe for this machine and budget: `precision` "auto", "bf16" or "fp32" (auto: bf16 where native).
 
-    The rule: a 2 x 256 LSTM at peak lr 6e-3, batch 64 where the machine trains
-    it at `SMALL_BATCH_BELOW` characters/s or more at batch 64, else batch 32
-    (twice the updates for the same characters: a slow machine is short of
-    updates, and one thread loses no speed per character at the smaller batch).
-    `speed` is that figure; None measures it (`measure_speed`, a few seconds).
+    The rule: a 2 x 256 LSTM at peak lr 6e-3, and the largest batch B of 64,
+    32, 16 that leaves at least `MIN_UPDATES` updates in the budget at the
+    measured speed S (characters/s at batch 64):
+
+        B = max {b in (64, 32, 16) : max_time * S / (128 b) >= MIN_UPDATES}, else 16
+
+    In minutes a slow machine is short of updates, not of characters, and one
+    thread loses little speed per character at a smaller batch. Measured for 5
+    minutes (see the module docstring): one thread in fp32, 12,000 characters/s,
+    1.817 at batch 64, 1.706 at 32, 1.680 at 16; one thread in bf16, 1.665 at
+    64 (lr 4e-3), 1.610 at 32. `speed` None measures S (`measure_speed`, a few
+    seconds).
     """
     from unrolled.training import resolve_precision
 
     resolved = resolve_precision(precision, device)
     if speed is None:
         speed = measure_speed(resolved, device)
-    batch = 64 if speed >= SMALL_BATCH_BELOW else 32
-    return Recipe(hidden=HIDDEN, batch=batch, lr=PEAK_LR, precision=resolved,
-                  why=f"{speed:,.0f} characters/s at batch 64 here: batch {batch}", speed=speed)
+    batch = next((b for b in BATCHES if max_time * speed / (128 * b) >= MIN_UPDATES), BATCHES[-1])
+    updates = max_time * speed / (128 * batch)
+    return Recipe(hidden=HIDDEN, batch=batch, lr=PEAK_LR, precision=resolved, speed=speed,
+                  why=f"{speed:,.0f} characters/s here at batch 64: batch {batch}, about {updates:,.0f} updates")
 
 
 def measure_speed(precision: str, device: str = "cpu", *, steps: int = 3) -> float:
@@ -138,7 +148,7 @@ def run_demo(out: str | Path = DEFAULT_OUT, *, max_time: float = DEFAULT_TIME, p
                         lr=float(saved["train"]["lr"]), precision=resolve_precision(precision, "cpu"),
                         why="resumed")
     else:
-        recipe = choose_recipe(precision)
+        recipe = choose_recipe(precision, max_time=max_time)
     speed = recipe.speed or 30_000.0  # a resume did not measure: a middling machine's figure
     steps_guess = max_time * speed / (recipe.batch * 128)  # for the evaluation interval only
     eval_every = max(50, int(steps_guess / EVALUATIONS) // 50 * 50)
