@@ -76,7 +76,7 @@ def test_the_closing_words_put_the_loss_in_plain_terms(tmp_path: Path) -> None:
     (60_000.0, 300.0, 64),  # 60,000 x 300 / (128 x 64) = 2,197 updates: enough
     (40_000.0, 300.0, 32),  # 1,465 at 64: too few; 2,930 at 32
     (12_000.0, 300.0, 16),  # 703 at 32: too few; 1,406 at 16, the smallest
-    (12_000.0, 1200.0, 32),  # four times the time: 2,812 at 32
+    (12_000.0, 1200.0, 64),  # four times the time: 1,758 at 64
 ])
 def test_the_recipe_takes_the_largest_batch_that_leaves_enough_updates(speed: float, max_time: float,
                                                                          batch: int) -> None:
