@@ -13,7 +13,8 @@ one thread, bf16   OMP_NUM_THREADS=1 (a stand-in for a slower machine)          
 one thread, fp32   OMP_NUM_THREADS=1 and --precision fp32 (most laptops: no bf16)      1.85
 busy               another process spins on one core for the whole run                  1.85
 stall              SIGSTOP to the training process once it logs its first steps,        quiet
-                   SIGCONT 30 s later (a machine that froze for half a minute)          + 0.05
+                   SIGCONT 30 s later (a machine that froze for half a minute); the     + 0.05
+                   quiet run's batch (--batch), so both train the same configuration
 =================  ==================================================================  ======
 
 Beside them, in the same run, the peer: the demo's previous recipe, the command
@@ -26,6 +27,7 @@ Results: a table on stdout and in OUT/summary.txt, OUT/result.json, and the
 validation curves against elapsed time in OUT/curves.png.
 
     .venv/bin/python bench/demo_budget.py                      # about 45 minutes
+    .venv/bin/python bench/demo_budget.py --only stall --keep  # re-run one condition, keep the others' figures
     .venv/bin/python bench/demo_budget.py --minutes 1 --only quiet --skip-peer --out /tmp/d   # checks that it runs
 """
 
@@ -47,9 +49,10 @@ STALL_SECONDS = 30.0
 STALL_MARGIN = 0.05
 
 
-def demo_command(out: Path, minutes: float, precision: str = "auto") -> list[str]:
+def demo_command(out: Path, minutes: float, precision: str = "auto", batch: int | None = None) -> list[str]:
+    fixed = ["--batch", str(batch)] if batch else []
     return [sys.executable, "-m", "unrolled.cli", "demo", "--out", str(out), "--max-time", f"{minutes * 60:.0f}s",
-            "--precision", precision, "--no-progress"]
+            "--precision", precision, "--no-progress", *fixed]
 
 
 def peer_command(out: Path, minutes: float, precision: str = "auto") -> list[str]:
@@ -89,11 +92,17 @@ def run(name: str, command: list[str], out: Path, *, threads: int | None = None,
     train = [line for line in lines if line["split"] == "train"]
     speeds = sorted(line["tokens_per_s"] for line in train if line.get("tokens_per_s"))
     return {"name": name, "loss": config["validation"]["loss"], "steps": lines[-1]["step"],
-            "hidden": config["model"]["hidden"], "precision": config["train"]["precision"],
+            "hidden": config["model"]["hidden"], "batch": config["batching"]["batch_size"],
+            "precision": config["train"]["precision"],
             "tokens_per_s": speeds[len(speeds) // 2] if speeds else None,
             "threads": sorted({line["threads"] for line in train if "threads" in line}),
             "wall_s": round(time.monotonic() - started, 1),
             "curve": [(line["elapsed"], line["loss"]) for line in lines if line["split"] == "validation"]}
+
+
+def quiet_batch(results: list[dict[str, Any]]) -> int | None:
+    """The batch the quiet run chose (so the stalled run trains the same configuration); None without one."""
+    return next((result["batch"] for result in results if result["name"] == "quiet"), None)
 
 
 def plot(path: Path, results: list[dict[str, Any]]) -> None:
@@ -118,8 +127,8 @@ def plot(path: Path, results: list[dict[str, Any]]) -> None:
 
 def table(results: list[dict[str, Any]]) -> str:
     by_name = {result["name"]: result for result in results}
-    rows = ["| condition | model | steps | tokens/s (median) | threads | val nats/char | target | met |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    rows = ["| condition | model | batch | steps | tokens/s (median) | threads | val nats/char | target | met |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for result in results:
         target: float | None = TARGETS.get(result["name"])
         if result["name"] == "stall" and "quiet" in by_name:
@@ -127,7 +136,8 @@ def table(results: list[dict[str, Any]]) -> str:
         met = "" if target is None else ("yes" if result["loss"] <= target else "**no**")
         speed = f"{result['tokens_per_s']:,.0f}" if result["tokens_per_s"] else "-"
         threads = ",".join(str(t) for t in result["threads"]) or "-"
-        rows.append(f"| {result['name']} | 2 x {result['hidden']} {result['precision']} | {result['steps']} | "
+        rows.append(f"| {result['name']} | 2 x {result['hidden']} {result['precision']} | {result['batch']} | "
+                    f"{result['steps']} | "
                     f"{speed} | {threads} | {result['loss']:.3f} | {'-' if target is None else f'{target:.3f}'} | "
                     f"{met} |")
     return "\n".join(rows)
@@ -140,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only these conditions (quiet, one-thread-bf16, one-thread-fp32, busy, stall)")
     parser.add_argument("--skip-peer", action="store_true", help="leave out the previous recipe")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "demo_budget")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the figures of conditions already in OUT/result.json and run only the others "
+                             "(with --only: re-run those)")
     args = parser.parse_args(argv)
     runs = args.out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
@@ -149,17 +162,25 @@ def main(argv: list[str] | None = None) -> int:
         ("one thread, bf16", lambda d: run("one thread, bf16", demo_command(d, m, "bf16"), d, threads=1)),
         ("one thread, fp32", lambda d: run("one thread, fp32", demo_command(d, m, "fp32"), d, threads=1)),
         ("busy", lambda d: run("busy", demo_command(d, m), d, busy=True)),
-        ("stall", lambda d: run("stall", demo_command(d, m), d, stall=STALL_SECONDS)),
+        ("stall", lambda d: run("stall", demo_command(d, m, batch=quiet_batch(results)), d, stall=STALL_SECONDS)),
     ]
     if not args.skip_peer:
         plan += [("peer: old recipe, quiet", lambda d: run("peer: old recipe, quiet", peer_command(d, m), d)),
                  ("peer: old recipe, one thread, fp32",
                   lambda d: run("peer: old recipe, one thread, fp32", peer_command(d, m, "fp32"), d, threads=1))]
     wanted = {name.replace(", ", "-").replace(" ", "-") for name in args.only or []}
-    results = []
+    results: list[dict[str, Any]] = []
+    kept = {}
+    if args.keep and (args.out / "result.json").exists():
+        kept = {result["name"]: result for result in json.loads((args.out / "result.json").read_text())}
     for name, go in plan:
         slug = name.replace(": ", "-").replace(", ", "-").replace(" ", "-")
-        if wanted and slug not in wanted:
+        if (wanted and slug not in wanted) or (not wanted and name in kept):
+            if name in kept:
+                if "batch" not in kept[name]:  # kept from a version that did not record it
+                    saved = json.loads((runs / slug / "best" / "config.json").read_text(encoding="utf-8"))
+                    kept[name]["batch"] = saved["batching"]["batch_size"]
+                results.append(kept[name])
             continue
         folder = runs / slug
         if folder.exists():

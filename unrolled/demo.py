@@ -54,7 +54,7 @@ class Recipe:
 
 
 def choose_recipe(precision: str = "auto", device: str = "cpu", *, max_time: float = DEFAULT_TIME,
-                  speed: float | None = None) -> Recipe:
+                  speed: float | None = None, batch: int | None = None) -> Recipe:
     """The recipe for this machine and budget: `precision` "auto", "bf16" or "fp32" (auto: bf16 where native).
 
     The rule: a 2 x 256 LSTM at peak lr 6e-3, and the largest batch B of 64,
@@ -68,17 +68,18 @@ def choose_recipe(precision: str = "auto", device: str = "cpu", *, max_time: flo
     minutes (see the module docstring): one thread in fp32, 12,000 characters/s,
     1.817 at batch 64, 1.706 at 32, 1.680 at 16; one thread in bf16, 1.665 at
     64 (lr 4e-3), 1.610 at 32. `speed` None measures S (`measure_speed`, a few
-    seconds).
+    seconds); `batch` fixes B instead.
     """
     from unrolled.training import resolve_precision
 
     resolved = resolve_precision(precision, device)
     if speed is None:
         speed = measure_speed(resolved, device)
-    batch = next((b for b in BATCHES if max_time * speed / (128 * b) >= MIN_UPDATES), BATCHES[-1])
-    updates = max_time * speed / (128 * batch)
-    return Recipe(hidden=HIDDEN, batch=batch, lr=PEAK_LR, precision=resolved, speed=speed,
-                  why=f"{speed:,.0f} characters/s here at batch 64: batch {batch}, about {updates:,.0f} updates")
+    chosen = batch or next((b for b in BATCHES if max_time * speed / (128 * b) >= MIN_UPDATES), BATCHES[-1])
+    updates = max_time * speed / (128 * chosen)
+    how = "as asked" if batch else f"about {updates:,.0f} updates"
+    return Recipe(hidden=HIDDEN, batch=chosen, lr=PEAK_LR, precision=resolved, speed=speed,
+                  why=f"{speed:,.0f} characters/s here at batch 64: batch {chosen}, {how}")
 
 
 def measure_speed(precision: str, device: str = "cpu", *, steps: int = 3) -> float:
@@ -135,7 +136,7 @@ class DemoReport:
 
 def run_demo(out: str | Path = DEFAULT_OUT, *, max_time: float = DEFAULT_TIME, precision: str = "auto",
              resume: bool = False, seed: int = 0, progress: bool = True, length: int = 400,
-             stream: TextIO | None = None) -> DemoReport:
+             batch: int | None = None, stream: TextIO | None = None) -> DemoReport:
     """Train (or resume) the demo's LM in `out` for `max_time` seconds in all, then sample; returns the report."""
     from unrolled.checkpoint import saved_run_config
     from unrolled.data import obtain, read_text
@@ -151,7 +152,7 @@ def run_demo(out: str | Path = DEFAULT_OUT, *, max_time: float = DEFAULT_TIME, p
                         lr=float(saved["train"]["lr"]), precision=resolve_precision(precision, "cpu"),
                         why="resumed")
     else:
-        recipe = choose_recipe(precision, max_time=max_time)
+        recipe = choose_recipe(precision, max_time=max_time, batch=batch)
     speed = recipe.speed or 30_000.0  # a resume did not measure: a middling machine's figure
     steps_guess = max_time * speed / (recipe.batch * 128)  # for the evaluation interval only
     eval_every = max(50, int(steps_guess / EVALUATIONS) // 50 * 50)
