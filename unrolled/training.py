@@ -41,7 +41,10 @@ after the warm-up::
 where t is the run's elapsed seconds at the update's start (rank 0's clock,
 evaluations and saves included), T = max_time, and the anchor (a, p_a) is where
 the time line starts: (the elapsed time when update W begins, 0), so the decay
-starts when the warm-up ends. With `decay_steps` set, only p_steps counts.
+starts when the warm-up ends. With `decay_steps` set, only p_steps counts. N
+is taken from the config each time a run starts or resumes (so a run stopped
+at max_steps k and resumed to n decays over n steps after the resume: set
+decay_steps to n in both for the schedule of an n-step run).
 
 Why time and not a step horizon: a run bounded by max_time used to guess how
 many steps fit from its pace and decay over them. Any stall, slower stretch or
