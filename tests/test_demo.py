@@ -61,7 +61,7 @@ def test_the_closing_words_put_the_loss_in_plain_terms(tmp_path: Path) -> None:
                          last_metrics={}, run_dir=tmp_path, elapsed=300.2)
     samples = [(0.5, "MACBETH.\nso"), (1.0, "MACBETH.\nno")]
     report = demo.DemoReport(demo.choose_recipe("fp32", speed=50_000.0), result, samples, Path("runs/demo"),
-                             {"loss": 1.6}, 84, 5_000_000)
+                             {"loss": 1.6}, 84)
     text = demo.describe(report, prog=".venv/bin/unrolled", max_time=300)
     assert f"validation loss 1.600 nats/char = {1.6 / math.log(2):.2f} bits/char, perplexity {math.exp(1.6):.1f}" \
         in text

@@ -131,7 +131,6 @@ class DemoReport:
     out: Path
     validation: dict[str, float]
     vocabulary: int
-    characters: int
 
 
 def run_demo(out: str | Path = DEFAULT_OUT, *, max_time: float = DEFAULT_TIME, precision: str = "auto",
@@ -171,7 +170,7 @@ def run_demo(out: str | Path = DEFAULT_OUT, *, max_time: float = DEFAULT_TIME, p
         sample = model.sample(PRIME, length=length, temperature=temperature, seed=seed + 1)[0]
         samples.append((temperature, sample))
     validation = {"loss": model.validation_loss} if model.validation_loss is not None else {}
-    return DemoReport(recipe, result, samples, out, validation, len(model.require_vocabulary()), len(text))
+    return DemoReport(recipe, result, samples, out, validation, len(model.require_vocabulary()))
 
 
 def describe(report: DemoReport, *, prog: str = "unrolled", max_time: float = DEFAULT_TIME) -> str:

@@ -75,7 +75,7 @@ def train_config(args: argparse.Namespace, *, eval_every: int | None = None) -> 
                        max_steps=args.max_steps, max_epochs=max_epochs, max_time=max_time,
                        eval_every=every if every is not None else 500, early_stop=args.early_stop,
                        log_every=args.log_every, seed=args.seed, device=args.device, precision=args.precision,
-                       threads=getattr(args, "threads", None), progress=not args.no_progress)
+                       threads=args.threads, progress=not args.no_progress)
 
 
 def data_file(args: argparse.Namespace, *, what: str, dataset: str) -> Path:
