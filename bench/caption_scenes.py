@@ -40,10 +40,10 @@ SPEED_TARGET = 50.0  # images/s, beam 5
 def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict[str, Any]:
     import torch
 
+    from unrolled.apps.caption import ImageCaptioner, split_images
     from unrolled.cli import main
     from unrolled.data import obtain
     from unrolled.data.images import read_coco
-    from unrolled.tasks.caption import ImageCaptioner, split_images
 
     torch.set_num_threads(threads)
     out = RESULTS / f"run-{name}"

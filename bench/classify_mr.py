@@ -45,9 +45,9 @@ BUDGET_S = 300.0
 
 def train_one(model: str, seed: int, data: Path, out: Path, extra: list[str]) -> dict[str, Any]:
     """One `unrolled classify train` run in this process; test accuracy of its best checkpoint."""
+    from unrolled.apps.classify import SplitRecord, TextClassifier, split_examples
     from unrolled.cli import main
     from unrolled.data.labelled import read_labelled
-    from unrolled.tasks.classify import SplitRecord, TextClassifier, split_examples
 
     started = time.monotonic()
     code = main(["classify", "train", str(data), "--out", str(out), "--model", model, "--seed", str(seed),
@@ -73,8 +73,8 @@ def tfidf_peer(data: Path, split: dict[str, Any]) -> dict[str, Any]:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
+    from unrolled.apps.classify import SplitRecord, split_examples
     from unrolled.data.labelled import read_labelled
-    from unrolled.tasks.classify import SplitRecord, split_examples
 
     parts = split_examples(read_labelled(data), SplitRecord(**split))
     train = parts["train"] + parts["validation"]
@@ -89,8 +89,8 @@ def tfidf_peer(data: Path, split: dict[str, Any]) -> dict[str, Any]:
 
 def throughput(run: Path, data: Path) -> dict[str, float]:
     """Sentences/s: the Python API on every sentence, and the whole `classify predict` command."""
+    from unrolled.apps.classify import TextClassifier
     from unrolled.data.labelled import read_labelled
-    from unrolled.tasks.classify import TextClassifier
 
     texts = [e.text for e in read_labelled(data)]
     classifier = TextClassifier.load(run)
@@ -135,7 +135,7 @@ def main() -> int:
             runs.append(train_one(model, seed, data, out, extra))
             print(json.dumps(runs[-1]), flush=True)
     first = args.out / "runs" / f"{args.models[0]}-0"
-    from unrolled.tasks.classify import TextClassifier
+    from unrolled.apps.classify import TextClassifier
 
     split = TextClassifier.load(first).split
     assert split is not None

@@ -66,10 +66,10 @@ DESCRIPTIONS = {
 def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict[str, Any]:
     import torch
 
+    from unrolled.apps.seq2seq import SplitRecord, Translator, split_pairs
     from unrolled.cli import main
     from unrolled.data import obtain
     from unrolled.data.pairs import read_pairs
-    from unrolled.tasks.seq2seq import SplitRecord, Translator, split_pairs
 
     torch.set_num_threads(threads)
     out = RESULTS / f"run-{name}"
@@ -99,9 +99,9 @@ def measure_speed(threads: int) -> None:
     """Greedy and beam-5 words/s of every trained model on the test words, with nothing else running."""
     import torch
 
+    from unrolled.apps.seq2seq import SplitRecord, Translator, references, split_pairs
     from unrolled.data import obtain
     from unrolled.data.pairs import read_pairs
-    from unrolled.tasks.seq2seq import SplitRecord, Translator, references, split_pairs
 
     torch.set_num_threads(threads)
     speeds = json.loads((RESULTS / "speed.json").read_text()) if (RESULTS / "speed.json").is_file() else {}

@@ -147,11 +147,11 @@ def main() -> None:
 
     import torch
 
+    from unrolled.apps.seq2seq import Translator, new_record, pair_key, references, split_pairs
     from unrolled.cli import main as unrolled
     from unrolled.data import obtain
     from unrolled.data.pairs import read_pairs
     from unrolled.metrics import sequence_errors
-    from unrolled.tasks.seq2seq import Translator, new_record, pair_key, references, split_pairs
 
     torch.set_num_threads(args.threads)
     shutil.rmtree(WORK, ignore_errors=True)

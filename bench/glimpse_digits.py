@@ -40,10 +40,10 @@ TARGET = 0.05  # sequence error on 2-digit strings
 def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict[str, Any]:
     import torch
 
+    from unrolled.apps.glimpse import Reader, split_images
     from unrolled.cli import main
     from unrolled.data import obtain
     from unrolled.data.images import read_coco
-    from unrolled.tasks.glimpse import Reader, split_images
 
     torch.set_num_threads(threads)
     out = RESULTS / f"run-{name}"
@@ -75,9 +75,9 @@ def draw_paths(count: int) -> Path:
     import numpy as np
     from PIL import Image
 
+    from unrolled.apps.glimpse import Reader, digit_strings_of, plot_glimpses, split_images
     from unrolled.data import obtain
     from unrolled.data.images import read_coco
-    from unrolled.tasks.glimpse import Reader, digit_strings_of, plot_glimpses, split_images
 
     reader = Reader.load(RESULTS / "run-dram")
     data = read_coco(obtain("digit-strings"), size=None)

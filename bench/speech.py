@@ -14,7 +14,7 @@ and string accuracy. A joint run (both heads) decodes with its attention
 head, then again with joint decoding (the attention beam rescored with CTC,
 lambda its training weight), beam 8 without and with the LM. With
 ``--warp-search`` the runs are also scored with the test-time warp search
-(`unrolled.tasks.speech`: each clip decoded at whichever mel warp of
+(`unrolled.apps.speech`: each clip decoded at whichever mel warp of
 `WARP_GRID` the model is most confident at; then each voice's clips at one
 warp, their pooled choice), greedy and beam 8 with the LM as tuned without
 it, and timed at batch 1 with it.
@@ -59,7 +59,7 @@ COMMON = ["--hidden", "192", "--stride", "3", "--batch", "16", "--lr", "2e-3", "
 SHORT = {"spoken-digits": "digits", "spoken-sentences": "sentences"}
 TARGET_CER = 0.02  # spoken-digits, held-out voices
 TARGET_SPEED = 50.0  # seconds of audio per second of compute, batch 1
-# Shallow fusion of a character 6-gram of the training transcripts (`unrolled.models.ngram`): the weight (and CTC's
+# Shallow fusion of a character 6-gram of the training transcripts (`unrolled.decoding.ngram`): the weight (and CTC's
 # bonus per character) are chosen on the first validation clips, then the test split is decoded once with them.
 LM_WEIGHTS = (0.25, 0.5, 1.0, 1.5, 2.0)
 LM_BONUSES = (0.0, 1.0, 2.0, 3.0, 4.0)
@@ -138,8 +138,8 @@ def tune_fusion(transcriber: Any, out: Path, validation: list[Any], waves: list[
     """The language model of the run's training transcripts, and the weight (and, for CTC, bonus) of the grid that
     gives the lowest beam-8 CER on `waves` (validation clips) with `decoder` (default: the run's own): (`Fusion`,
     the grid's scores)."""
-    from unrolled.models.ngram import Fusion
-    from unrolled.tasks.speech import TRANSCRIPTS, read_language_model
+    from unrolled.apps.speech import TRANSCRIPTS, read_language_model
+    from unrolled.decoding.ngram import Fusion
 
     lm = read_language_model(out / TRANSCRIPTS, transcriber.alphabet)
     ctc = transcriber.check_decoder(decoder) == "ctc"
@@ -158,8 +158,8 @@ def warp_search(transcriber: Any, out: Path, test: list[Any], waves: list[Any], 
     """The test split again with the warp search over `WARP_GRID`, each clip its own factor and then each voice's
     clips one factor (``--warp-by voice``): greedy, and beam 8 with the LM of run folder `out` at the weight and
     bonus `tune_fusion` chose (`tuned`, if any); and the batch-1 speed of greedy decoding with the search."""
-    from unrolled.models.ngram import Fusion
-    from unrolled.tasks.speech import TRANSCRIPTS, WARP_GRID, read_language_model
+    from unrolled.apps.speech import TRANSCRIPTS, WARP_GRID, read_language_model
+    from unrolled.decoding.ngram import Fusion
 
     fusion = None
     if tuned is not None:
@@ -179,7 +179,7 @@ def warp_search(transcriber: Any, out: Path, test: list[Any], waves: list[Any], 
 
 def warp_speed(transcriber: Any, clips: list[Any]) -> float:
     """Seconds of audio per second of compute, greedy at batch 1 with the warp search over `WARP_GRID`."""
-    from unrolled.tasks.speech import WARP_GRID
+    from unrolled.apps.speech import WARP_GRID
 
     transcriber.transcribe(clips[:3], beam=1, batch_size=1, warps=WARP_GRID)  # warm-up
     started = time.perf_counter()
@@ -195,10 +195,10 @@ def evaluate(dataset: str, speed_clips: int, *, speed_only: bool = False, only: 
     keeps its other figures."""
     import torch
 
+    from unrolled.apps.speech import TRANSCRIPTS, Transcriber
     from unrolled.data import obtain
     from unrolled.data.audio import read_audio
     from unrolled.data.speech import read_manifest
-    from unrolled.tasks.speech import TRANSCRIPTS, Transcriber
 
     torch.set_num_threads(1)
     manifest = obtain(dataset)

@@ -38,11 +38,11 @@ MODELS = {
 def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict[str, Any]:
     import torch
 
+    from unrolled.apps.seq2seq import SplitRecord, Translator, references, split_pairs
     from unrolled.cli import main
     from unrolled.data import obtain
     from unrolled.data.pairs import read_pairs
     from unrolled.metrics import bleu_chrf
-    from unrolled.tasks.seq2seq import SplitRecord, Translator, references, split_pairs
 
     torch.set_num_threads(threads)
     out = RESULTS / f"run-{name}"

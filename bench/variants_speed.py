@@ -6,7 +6,7 @@ serve them: eager `unroll` (Python, every variant in `--variants`), the C++ unro
 hand-written backward (`--native`, `unrolled.native`, the suite's default), `unroll` compiled in
 chunks of 10 steps (`--chunks`, `unrolled.chunked`) and the whole model under `torch.compile`
 (`--compiled`: compiling grows with T). Each contender is one training step of the benchmark's
-model (`unrolled.tasks.variants.VariantNet`): a fresh batch of the task, forward, loss,
+model (`unrolled.variants.train.VariantNet`): a fresh batch of the task, forward, loss,
 backward, clipping, Adam. Its first step, compiling included, is timed apart (the last column);
 after warm-up the contenders are timed round-robin, `--steps` steps per turn, `--repeats` turns,
 so a shared machine slows them alike; the figure is the median steps/s and the ratio to the
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from unrolled.data.longrange import TASKS, make_task
-from unrolled.tasks.variants import VARIANTS, VariantNet, compiled, eager, train_step
+from unrolled.variants.train import VARIANTS, VariantNet, compiled, eager, train_step
 
 BASELINE = "lstm"
 TARGET = 0.8

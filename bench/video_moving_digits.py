@@ -39,10 +39,10 @@ DESCRIPTIONS = {"recurrent": "CNN per frame + bidirectional LSTM", "cnn": "per-f
 def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict[str, Any]:
     import torch
 
+    from unrolled.apps.video import VideoLabeller, split_clips
     from unrolled.cli import main
     from unrolled.data import obtain
     from unrolled.data.clips import read_clips
-    from unrolled.tasks.video import VideoLabeller, split_clips
 
     torch.set_num_threads(threads)
     out = RESULTS / f"run-{name}"

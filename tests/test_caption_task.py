@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
+from unrolled.apps import caption
 from unrolled.cli import main
 from unrolled.data.images import ImageCaptions, write_coco
 from unrolled.models.captioner import Captioner, CaptionerConfig
-from unrolled.tasks import caption
 from unrolled.training import TrainConfig
 
 COLOURS = {"red": (230, 30, 30), "green": (30, 200, 30), "blue": (40, 40, 230)}

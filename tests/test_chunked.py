@@ -12,7 +12,7 @@ from unrolled.cells import make_cell
 from unrolled.chunked import CHUNK_STEPS, unroll_in_chunks
 from unrolled.data.longrange import make_task
 from unrolled.recurrent import Recurrent, unroll
-from unrolled.tasks.variants import RunSpec, VariantNet, compiled, run
+from unrolled.variants.train import RunSpec, VariantNet, compiled, run
 
 STEPS = 2 * CHUNK_STEPS + 3  # two compiled chunks and an eager remainder
 TORCH_OWN_WARNINGS = ("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning",

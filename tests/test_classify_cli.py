@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from tests.cli_errors import one_error_line
+from unrolled.apps.classify import SplitRecord, TextClassifier, split_examples
 from unrolled.cli import main
 from unrolled.data.labelled import Example, read_labelled
-from unrolled.tasks.classify import SplitRecord, TextClassifier, split_examples
 
 POSITIVE, NEGATIVE = ["good", "great", "lovely", "superb"], ["bad", "awful", "dull", "poor"]
 FILLER = ["the", "movie", "was", "a", "and", "plot", "it", "story"]

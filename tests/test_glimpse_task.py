@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from unrolled.apps import glimpse
 from unrolled.cli import main
 from unrolled.data.images import ImageCaptions, write_coco
-from unrolled.tasks import glimpse
 from unrolled.training import TrainConfig
 
 

@@ -12,7 +12,7 @@ from unrolled import native
 from unrolled.cells import make_cell
 from unrolled.native import LSTMScan, native_unroll, supports
 from unrolled.recurrent import Recurrent, unroll
-from unrolled.tasks.variants import VARIANTS
+from unrolled.variants.train import VARIANTS
 
 SERVED = [name for name, (mode, _) in VARIANTS.items() if mode in ("lstm", "gru")]
 STEPS, BATCH, INPUTS, HIDDEN = 7, 4, 3, 5

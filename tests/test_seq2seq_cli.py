@@ -12,10 +12,10 @@ import pytest
 import sacrebleu
 
 from tests.cli_errors import one_error_line
+from unrolled.apps.seq2seq import Side, SplitRecord, Translator, split_pairs
 from unrolled.cli import main
 from unrolled.data.pairs import Pair, read_pairs
 from unrolled.metrics import bleu_chrf, edit_distance, sequence_errors
-from unrolled.tasks.seq2seq import Side, SplitRecord, Translator, split_pairs
 
 LETTERS = "abcdef"
 TINY = ["--embedding", "24", "--hidden", "32", "--batch", "16", "--no-progress", "--lr", "1e-2", "--max-epochs", "12",
@@ -240,7 +240,7 @@ def test_missing_data_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 def test_pairs_from_python(tmp_path: Path) -> None:
     """The Python route: fit on Pair objects, then translate."""
-    from unrolled.tasks.seq2seq import fit
+    from unrolled.apps.seq2seq import fit
     from unrolled.training import TrainConfig
 
     pairs = [Pair(w, w[::-1], k + 1) for k, w in enumerate(words(300, 3))]

@@ -10,8 +10,8 @@ import torch
 
 from unrolled.data.speech import SpeechBatch
 from unrolled.decoding import beam_search, greedy
+from unrolled.decoding.ngram import CharNgram, Fusion
 from unrolled.features import FeatureConfig
-from unrolled.models.ngram import CharNgram, Fusion
 from unrolled.models.speech import (
     BLANK,
     Alphabet,
@@ -317,7 +317,7 @@ def test_joint_scores_mix_the_attention_score_with_the_ctc_path_sum() -> None:
 
 @pytest.mark.parametrize("weight", [0.0, 0.3, 1.0])
 def test_joint_decoding_picks_the_attention_hypothesis_of_the_best_mixed_score(weight: float) -> None:
-    from unrolled.tasks.speech import Transcriber, character_limit
+    from unrolled.apps.speech import Transcriber, character_limit
 
     torch.manual_seed(0)
     alphabet = Alphabet.build(["abc"])

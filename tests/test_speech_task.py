@@ -11,13 +11,7 @@ import pytest
 import soundfile
 import torch
 
-from unrolled.cli import main
-from unrolled.data.speech import Utterance, read_manifest
-from unrolled.features import FeatureConfig
-from unrolled.metrics import error_rates
-from unrolled.models.ngram import Fusion
-from unrolled.models.speech import Alphabet, Recogniser, SpeechConfig
-from unrolled.tasks.speech import (
+from unrolled.apps.speech import (
     SpeechData,
     Transcriber,
     character_limit,
@@ -26,7 +20,13 @@ from unrolled.tasks.speech import (
     read_language_model,
     split_utterances,
 )
-from unrolled.tasks.split import new_record
+from unrolled.apps.split import new_record
+from unrolled.cli import main
+from unrolled.data.speech import Utterance, read_manifest
+from unrolled.decoding.ngram import Fusion
+from unrolled.features import FeatureConfig
+from unrolled.metrics import error_rates
+from unrolled.models.speech import Alphabet, Recogniser, SpeechConfig
 from unrolled.training import TrainConfig
 
 PITCHES = {"a": 300.0, "b": 1200.0, "c": 2500.0}
@@ -227,7 +227,7 @@ def test_a_ctc_run_leaves_out_clips_spoken_too_fast_for_its_steps(tmp_path: Path
     alphabet = Alphabet.build(["ab"])
     config = SpeechConfig(vocabulary=len(alphabet), features=FeatureConfig(stack=3, stride=2),
                           levels=3)  # 50 / 8 steps a second
-    from unrolled.tasks.speech import encode_utterances
+    from unrolled.apps.speech import encode_utterances
 
     slow = Utterance(tmp_path / "a.wav", "ab", 1.0, 1)
     fast = Utterance(tmp_path / "b.wav", "ab" * 10, 1.0, 2)
@@ -406,7 +406,7 @@ def test_warp_search_decodes_each_clip_at_its_most_confident_factor(trained: tup
 
 
 def test_pick_warps_takes_each_groups_best_pooled_factor_and_breaks_ties_towards_one() -> None:
-    from unrolled.tasks.speech import pick_warps
+    from unrolled.apps.speech import pick_warps
 
     grid = (0.8, 1.0, 1.25)
     scores = torch.tensor([[-0.5, -0.6, -0.9], [-0.9, -0.8, -0.1], [-0.2, -0.2, -0.2], [-0.3, -0.2, -0.3]],

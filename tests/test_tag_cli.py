@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.cli_errors import one_error_line
+from unrolled.apps.tag import SequenceTagger, SplitRecord, split_sentences
 from unrolled.cli import main
 from unrolled.data.conll import TaggedSentence, read_conll, restoration_sentences, write_conll
-from unrolled.tasks.tag import SequenceTagger, SplitRecord, split_sentences
 
 ANIMALS, VERBS, OTHER = ["cat", "dog", "eel", "fox"], ["runs", "sees", "eats", "jumps"], ["the", "a", "and", "then"]
 TINY = ["--embedding", "12", "--hidden", "12", "--batch", "8", "--no-progress", "--lr", "1e-2", "--max-epochs", "20",

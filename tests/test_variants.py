@@ -16,10 +16,10 @@ from unrolled.cells import GRUCell, LSTMCell, RNNCell
 from unrolled.cli import bench as cli_bench
 from unrolled.cli import main
 from unrolled.data.longrange import make_task
-from unrolled.tasks import variants as variants_module
-from unrolled.tasks import variants_suite
-from unrolled.tasks.variants import COMPILE_CHOICES, VARIANTS, RunResult, RunSpec, VariantNet, compiled, run
-from unrolled.tasks.variants_suite import SuiteConfig, run_suite
+from unrolled.variants import suite as variants_suite
+from unrolled.variants import train as variants_module
+from unrolled.variants.suite import SuiteConfig, run_suite
+from unrolled.variants.train import COMPILE_CHOICES, VARIANTS, RunResult, RunSpec, VariantNet, compiled, run
 
 FUSED = {"rnn", "lstm", "lstm-fb0", "gru-cudnn"}
 STEPS_TO_LEARN = 300

@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 
 from tests.cli_errors import one_error_line
+from unrolled.apps import video
 from unrolled.cli import main
 from unrolled.data.canvases import DIRECTIONS, moving_digits
 from unrolled.data.clips import Clips, write_clips
 from unrolled.models.video import FrameLabeller, VideoConfig
-from unrolled.tasks import video
 from unrolled.training import TrainConfig
 
 SIZE, SIDE = 12, 4

@@ -138,9 +138,9 @@ def test_viz_records_then_serves_the_page(run: Path, monkeypatch: pytest.MonkeyP
 def test_export_of_a_speech_run_carries_its_attention_over_time(tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     from tests.test_speech_task import write_corpus
+    from unrolled.apps.speech import fit
     from unrolled.data.speech import read_manifest
     from unrolled.features import FeatureConfig
-    from unrolled.tasks.speech import fit
     from unrolled.training import TrainConfig
 
     manifest = write_corpus(tmp_path, ["ab", "ba c"], copies=5, split=True)

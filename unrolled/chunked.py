@@ -27,7 +27,7 @@ Inductor's cache cold, 5 to 9 s with it warm.
 The function is `unroll`'s: the same outputs and gradients to float tolerance
 (the compiled kernels round differently). `Recurrent.unroller = unroll_in_chunks`
 selects it; `torch.compile` fails lazily, at the first call, so the caller keeps
-an eager fallback (`unrolled.tasks.variants` does).
+an eager fallback (`unrolled.variants.train` does).
 
 Dimensions: T time, B batch, I input features, H hidden units, C steps per chunk.
 """

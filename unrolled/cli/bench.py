@@ -15,7 +15,7 @@ QUICK = {"lengths": (10, 40), "seeds": 1, "budget": "210s"}
 """--quick: every variant on the three synthetic tasks at two lengths, one seed, within 5 minutes here."""
 DEFAULT_TEXT = "../shared/data/tinyshakespeare.txt"
 COMPILE_CHOICES = ("off", "on", "chunks", "native")
-"""`unrolled.tasks.variants.COMPILE_CHOICES`, named here so that --help need not import torch."""
+"""`unrolled.variants.train.COMPILE_CHOICES`, named here so that --help need not import torch."""
 
 
 def names(text: str) -> tuple[str, ...]:
@@ -62,9 +62,9 @@ def add_bench_commands(commands: Any) -> None:
 
 
 def suite_config(args: argparse.Namespace) -> Any:
-    from unrolled.tasks.variants import VARIANTS
-    from unrolled.tasks.variants_suite import SuiteConfig
     from unrolled.training import parse_duration
+    from unrolled.variants.suite import SuiteConfig
+    from unrolled.variants.train import VARIANTS
 
     quick: dict[str, Any] = QUICK if args.quick else {}
     tasks = args.tasks or DEFAULT_TASKS
@@ -77,7 +77,7 @@ def suite_config(args: argparse.Namespace) -> Any:
 
 def run_variants(args: argparse.Namespace) -> int:
     from unrolled.data.longrange import MIN_LENGTH
-    from unrolled.tasks.variants_suite import run_suite
+    from unrolled.variants.suite import run_suite
 
     if args.steps is not None and args.budget is not None:
         raise ValueError("give --budget (wall time shared by the runs) or --steps (updates per run), not both")

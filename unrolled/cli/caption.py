@@ -128,7 +128,7 @@ def read_data(args: argparse.Namespace, size: tuple[int, int] | None) -> Any:
 
 
 def caption_train(args: argparse.Namespace) -> int:
-    from unrolled.tasks import caption
+    from unrolled.apps import caption
 
     data = read_data(args, None)
     options = {"attention": args.attention, "channels": args.channels, "stages": args.stages,
@@ -142,8 +142,8 @@ def caption_train(args: argparse.Namespace) -> int:
 
 
 def caption_run(args: argparse.Namespace) -> int:
+    from unrolled.apps.caption import ImageCaptioner, plot_attention_strip
     from unrolled.data.images import read_images
-    from unrolled.tasks.caption import ImageCaptioner, plot_attention_strip
 
     captioner = ImageCaptioner.load(args.run)
     if args.n_best > args.beam:
@@ -170,7 +170,7 @@ def caption_run(args: argparse.Namespace) -> int:
 
 
 def caption_eval(args: argparse.Namespace) -> int:
-    from unrolled.tasks.caption import ImageCaptioner, SplitRecord, split_images
+    from unrolled.apps.caption import ImageCaptioner, SplitRecord, split_images
 
     captioner = ImageCaptioner.load(args.run)
     data = read_data(args, captioner.size)

@@ -134,7 +134,7 @@ def model_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def classify_train(args: argparse.Namespace) -> int:
-    from unrolled.tasks import classify
+    from unrolled.apps import classify
 
     if args.folds is not None and not 0 <= args.fold < args.folds:
         raise ValueError(f"--fold must lie in 0..{args.folds - 1} for --folds {args.folds}, got {args.fold}")
@@ -161,7 +161,7 @@ def input_texts(path: str, text_column: str) -> list[str]:
 
 
 def classify_predict(args: argparse.Namespace) -> int:
-    from unrolled.tasks.classify import TextClassifier
+    from unrolled.apps.classify import TextClassifier
 
     classifier = TextClassifier.load(args.run)
     texts = input_texts(args.file, args.text_column)
@@ -178,8 +178,8 @@ def classify_predict(args: argparse.Namespace) -> int:
 
 
 def classify_eval(args: argparse.Namespace) -> int:
+    from unrolled.apps.classify import SplitRecord, TextClassifier, split_examples
     from unrolled.metrics import format_report, plot_confusion
-    from unrolled.tasks.classify import SplitRecord, TextClassifier, split_examples
 
     classifier = TextClassifier.load(args.run)
     examples = read(args, data_path(args))

@@ -101,7 +101,7 @@ def read_data(args: argparse.Namespace, size: tuple[int, int] | None) -> Any:
 
 
 def glimpse_train(args: argparse.Namespace) -> int:
-    from unrolled.tasks import glimpse
+    from unrolled.apps import glimpse
 
     data = read_data(args, None)
     options: dict[str, Any] = {}
@@ -119,9 +119,9 @@ def glimpse_train(args: argparse.Namespace) -> int:
 
 
 def glimpse_run(args: argparse.Namespace) -> int:
+    from unrolled.apps.glimpse import Reader, plot_glimpses
     from unrolled.data.images import read_images
     from unrolled.models.glimpse import Glimpses
-    from unrolled.tasks.glimpse import Reader, plot_glimpses
 
     reader = Reader.load(args.run)
     if args.path and not isinstance(reader.model, Glimpses):
@@ -142,8 +142,8 @@ def glimpse_run(args: argparse.Namespace) -> int:
 
 
 def glimpse_eval(args: argparse.Namespace) -> int:
-    from unrolled.tasks.caption import SplitRecord, split_images
-    from unrolled.tasks.glimpse import Reader
+    from unrolled.apps.caption import SplitRecord, split_images
+    from unrolled.apps.glimpse import Reader
 
     reader = Reader.load(args.run)
     data = read_data(args, reader.size)

@@ -160,8 +160,8 @@ def read_pairs_of(args: argparse.Namespace) -> list[Any]:
 
 
 def seq2seq_train(args: argparse.Namespace) -> int:
+    from unrolled.apps import seq2seq
     from unrolled.data.pairs import read_pairs
-    from unrolled.tasks import seq2seq
 
     pairs = read_pairs_of(args)
     validation = (read_pairs(Path(args.validation_data), format=args.format, source_field=args.source_field,
@@ -196,7 +196,7 @@ def read_input_lines(file: str) -> list[str]:
 
 
 def seq2seq_translate(args: argparse.Namespace) -> int:
-    from unrolled.tasks.seq2seq import Translator
+    from unrolled.apps.seq2seq import Translator
 
     translator = Translator.load(args.run)
     lines = read_input_lines(args.file)
@@ -223,7 +223,7 @@ def seq2seq_translate(args: argparse.Namespace) -> int:
         else:
             print(outputs[0].text)
     if args.attention_map and results:
-        from unrolled.tasks.seq2seq import plot_attention
+        from unrolled.apps.seq2seq import plot_attention
 
         best = results[0][0]
         if best.attention is None:
@@ -234,7 +234,7 @@ def seq2seq_translate(args: argparse.Namespace) -> int:
 
 
 def seq2seq_eval(args: argparse.Namespace) -> int:
-    from unrolled.tasks.seq2seq import SplitRecord, Translator, split_pairs
+    from unrolled.apps.seq2seq import SplitRecord, Translator, split_pairs
 
     translator = Translator.load(args.run)
     pairs = read_pairs_of(args)

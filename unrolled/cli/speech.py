@@ -172,7 +172,7 @@ def add_decoding_options(parser: argparse.ArgumentParser) -> None:
 
 def warps_of(args: argparse.Namespace) -> tuple[float, ...]:
     """The warp search's factors: --warps, the benchmark grid for --warp-search, else none (1)."""
-    from unrolled.tasks.speech import WARP_GRID
+    from unrolled.apps.speech import WARP_GRID
 
     return tuple(args.warps) if args.warps else WARP_GRID if args.warp_search else (1.0,)
 
@@ -185,8 +185,8 @@ def check_ctc_weight(args: argparse.Namespace, transcriber: Any) -> None:
 
 def fusion_of(args: argparse.Namespace, transcriber: Any) -> Any:
     """The `Fusion` that --lm, --lm-weight, --lm-bonus and --lm-order ask for; None without --lm."""
-    from unrolled.models.ngram import Fusion
-    from unrolled.tasks.speech import read_language_model
+    from unrolled.apps.speech import read_language_model
+    from unrolled.decoding.ngram import Fusion
 
     if args.lm is None:
         return None
@@ -227,8 +227,8 @@ def model_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def speech_train(args: argparse.Namespace) -> int:
+    from unrolled.apps import speech
     from unrolled.data.speech import read_manifest
-    from unrolled.tasks import speech
 
     manifest = data_file(args, what="a JSON-lines manifest", dataset="spoken-digits")
     utterances = read_manifest(manifest, max_seconds=args.max_seconds)
@@ -240,10 +240,10 @@ def speech_train(args: argparse.Namespace) -> int:
 
 
 def speech_transcribe(args: argparse.Namespace) -> int:
+    from unrolled.apps.speech import Transcriber
     from unrolled.data.audio import AudioError, is_silent, read_audio
     from unrolled.data.speech import MIN_SECONDS
     from unrolled.features import SAMPLE_RATE
-    from unrolled.tasks.speech import Transcriber
 
     transcriber = Transcriber.load(args.run)
     waves = []
@@ -276,8 +276,8 @@ def speech_transcribe(args: argparse.Namespace) -> int:
 
 
 def speech_eval(args: argparse.Namespace) -> int:
+    from unrolled.apps.speech import SplitRecord, Transcriber, split_utterances
     from unrolled.data.speech import read_manifest
-    from unrolled.tasks.speech import SplitRecord, Transcriber, split_utterances
 
     transcriber = Transcriber.load(args.run)
     manifest = data_file(args, what="a JSON-lines manifest", dataset="spoken-digits")

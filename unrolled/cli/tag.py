@@ -99,8 +99,8 @@ def read_sentences(args: argparse.Namespace) -> list[Any]:
 
 
 def tag_train(args: argparse.Namespace) -> int:
+    from unrolled.apps import tag
     from unrolled.data.conll import read_conll
-    from unrolled.tasks import tag
 
     sentences = read_sentences(args)
     validation = (read_conll(Path(args.validation_data), token_column=args.token_column, tag_column=args.tag_column)
@@ -118,8 +118,8 @@ def tag_train(args: argparse.Namespace) -> int:
 
 
 def tag_predict(args: argparse.Namespace) -> int:
+    from unrolled.apps.tag import SequenceTagger, restoration_input
     from unrolled.data.text import read_text
-    from unrolled.tasks.tag import SequenceTagger, restoration_input
 
     tagger = SequenceTagger.load(args.run)
     raw = sys.stdin.read() if args.file == "-" else read_text([Path(args.file)])
@@ -138,8 +138,8 @@ def tag_predict(args: argparse.Namespace) -> int:
 
 
 def tag_eval(args: argparse.Namespace) -> int:
+    from unrolled.apps.tag import SequenceTagger, SplitRecord, split_sentences
     from unrolled.metrics import format_report, plot_confusion
-    from unrolled.tasks.tag import SequenceTagger, SplitRecord, split_sentences
 
     tagger = SequenceTagger.load(args.run)
     sentences = read_sentences(args)

@@ -89,7 +89,7 @@ def read_data(args: argparse.Namespace) -> Any:
 
 
 def video_train(args: argparse.Namespace) -> int:
-    from unrolled.tasks import video
+    from unrolled.apps import video
 
     clips = read_data(args)
     options = {"channels": args.channels, "features": args.features, "cell": args.cell, "hidden": args.hidden,
@@ -101,8 +101,8 @@ def video_train(args: argparse.Namespace) -> int:
 
 
 def video_run(args: argparse.Namespace) -> int:
+    from unrolled.apps.video import VideoLabeller
     from unrolled.data.clips import read_clip, read_clips
-    from unrolled.tasks.video import VideoLabeller
 
     labeller = VideoLabeller.load(args.run)
     names, frames = [], []
@@ -124,7 +124,7 @@ def video_run(args: argparse.Namespace) -> int:
 
 
 def video_eval(args: argparse.Namespace) -> int:
-    from unrolled.tasks.video import SplitRecord, VideoLabeller, split_clips
+    from unrolled.apps.video import SplitRecord, VideoLabeller, split_clips
 
     labeller = VideoLabeller.load(args.run)
     clips = read_data(args)

@@ -107,8 +107,8 @@ from torch import Tensor, nn
 
 from unrolled.data.speech import SpeechBatch
 from unrolled.decoding import index_state
+from unrolled.decoding.ngram import END, CharNgram
 from unrolled.features import FeatureConfig, FrontEnd, SpecAugmentConfig
-from unrolled.models.ngram import END, CharNgram
 from unrolled.recurrent import Recurrent, at_least_float32
 
 BLANK = 0  # CTC's blank symbol, id 0 of every `Alphabet`
@@ -484,7 +484,7 @@ def prefix_beam_search(log_probs: Tensor, beam: int, *, lm: CharNgram | None = N
 
     As in the module docstring, in log space; ties broken by the prefix, so
     the result does not depend on dictionary order. With a language model
-    (shallow fusion, `unrolled.models.ngram`): a prefix grown by c gains
+    (shallow fusion, `unrolled.decoding.ngram`): a prefix grown by c gains
     weight log p_LM(c | prefix) + bonus (a repeat that merges gains nothing),
     and the final ranking adds weight log p_LM(end | transcript); the scores
     returned are these fused sums.

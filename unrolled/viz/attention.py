@@ -36,7 +36,7 @@ WEIGHT_DIGITS = 4
 
 def record_attention(run: str | os.PathLike[str], sources: list[str], *, beam: int = 1) -> list[dict[str, Any]]:
     """The attention of run `run` over each source text (one output each, by beam search of width `beam`)."""
-    from unrolled.tasks.seq2seq import Translator
+    from unrolled.apps.seq2seq import Translator
 
     _, kind, _ = run_kind(run)
     if kind != SEQ2SEQ_KIND:
@@ -81,8 +81,8 @@ def record_caption_attention(run: str | os.PathLike[str], paths: list[Path], *,
     """The attention of captioning run `run` over each image, as examples with their grid and picture."""
     from PIL import Image
 
+    from unrolled.apps.caption import ImageCaptioner
     from unrolled.data.images import read_images
-    from unrolled.tasks.caption import ImageCaptioner
 
     _, kind, _ = run_kind(run)
     if kind != CAPTION_KIND:
@@ -128,9 +128,9 @@ def record_speech_attention(run: str | os.PathLike[str], paths: list[Path], *,
     import torch
 
     from unrolled import decoding
+    from unrolled.apps.speech import Transcriber, character_limit
     from unrolled.data.audio import AudioError, read_audio
     from unrolled.models.speech import BLANK
-    from unrolled.tasks.speech import Transcriber, character_limit
 
     _, kind, _ = run_kind(run)
     if kind != SPEECH_KIND:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from unrolled.apps.split import SplitRecord, new_record, split_parts
 from unrolled.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -52,7 +53,6 @@ from unrolled.models.classifier import (
     RNNClassifierConfig,
     SequenceClassifier,
 )
-from unrolled.tasks.split import SplitRecord, new_record, split_parts
 
 KIND = "classifier"
 COMMAND = "unrolled classify train"

@@ -64,13 +64,14 @@ from numpy.typing import NDArray
 from torch import Tensor, nn
 
 from unrolled import decoding
+from unrolled.apps.split import PARTS, SplitRecord, new_record, split_parts
 from unrolled.checkpoint import CheckpointError, load_checkpoint, load_model_state, resolve_checkpoint, saved_run_config
 from unrolled.data.audio import PerturbConfig, perturb, read_audio
 from unrolled.data.labelled import LabelledData
 from unrolled.data.speech import SpeechBatch, Utterance
+from unrolled.decoding.ngram import CharNgram, Fusion, LanguageModelFusion, read_texts
 from unrolled.features import SAMPLE_RATE
 from unrolled.metrics import error_rates
-from unrolled.models.ngram import CharNgram, Fusion, LanguageModelFusion, read_texts
 from unrolled.models.speech import (
     BLANK,
     Alphabet,
@@ -81,7 +82,6 @@ from unrolled.models.speech import (
     needed_steps,
     prefix_beam_search,
 )
-from unrolled.tasks.split import PARTS, SplitRecord, new_record, split_parts
 
 KIND = "speech"
 COMMAND = "unrolled speech train"
@@ -273,7 +273,7 @@ class Transcriber:
         """The transcript of each 16 kHz waveform; beam 1 is greedy. Waveforms longer than ``chunk_seconds`` are
         transcribed in pieces (module docstring). ``length_penalty``: GNMT's alpha for the attention beam (the
         CTC prefix beam needs none: every prefix has read the whole clip). ``fusion``: a character language model
-        added to the beam search (`unrolled.models.ngram`); beam 1 stays greedy, without it. ``decoder="joint"``
+        added to the beam search (`unrolled.decoding.ngram`); beam 1 stays greedy, without it. ``decoder="joint"``
         (joint runs): the attention beam's hypotheses rescored with CTC (`unrolled.models.speech.joint_scores`),
         lambda = ``ctc_weight`` (default: the run's training weight); at beam 1 the speller's greedy transcript.
         ``warps``: the factors of the warp search (module docstring); one factor decodes every waveform at it, and

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from unrolled import decoding
+from unrolled.apps.split import SplitRecord, new_record, split_parts
 from unrolled.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -46,7 +47,6 @@ from unrolled.data.pairs import Pair, PairBatch, PairData, iterate_pair_batches,
 from unrolled.data.vocab import UNK_ID, UNK_TOKEN, TokenVocabulary
 from unrolled.metrics import bleu_chrf, sequence_errors
 from unrolled.models.seq2seq import BOS_ID, EOS_ID, KIND, Seq2Seq, Seq2SeqConfig
-from unrolled.tasks.split import SplitRecord, new_record, split_parts
 
 COMMAND = "unrolled seq2seq train"
 TOKENS = ("char", "word", "subword")

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from unrolled.apps.caption import image_key, split_images
+from unrolled.apps.split import SplitRecord, new_record
 from unrolled.checkpoint import CheckpointError, load_checkpoint, load_model_state, resolve_checkpoint, saved_run_config
 from unrolled.data.images import ImageCaptions
 from unrolled.data.labelled import LabelledData
@@ -32,8 +34,6 @@ from unrolled.models.glimpse import (
     Glimpses,
     symbol_labels,
 )
-from unrolled.tasks.caption import image_key, split_images
-from unrolled.tasks.split import SplitRecord, new_record
 
 COMMAND = "unrolled glimpse train"
 MODELS = ("dram", "cnn")

@@ -1,6 +1,6 @@
 r"""The variants benchmark as a whole: the grid of runs, resuming, the tables, the plots and the findings.
 
-Every (task, variant, length, seed) is one run of `unrolled.tasks.variants.run`;
+Every (task, variant, length, seed) is one run of `unrolled.variants.train.run`;
 the suite's budget is shared equally, each run getting
 
 .. math::  b = \frac{\text{budget}}{N_\text{runs}} - t_\text{eval}
@@ -31,7 +31,7 @@ from pathlib import Path
 
 from unrolled import native
 from unrolled.data.longrange import TASKS, Task, make_task
-from unrolled.tasks.variants import (
+from unrolled.variants.train import (
     VARIANTS,
     RunResult,
     RunSpec,
@@ -251,7 +251,7 @@ def plot(rows: list[dict[str, str]], out: Path, tasks: dict[str, Task]) -> list[
 
 
 def write_tables(rows: list[dict[str, str]], out: Path, tasks: dict[str, Task]) -> None:
-    from unrolled.tasks.variants_findings import findings
+    from unrolled.variants.findings import findings
 
     text = markdown(rows, tasks)
     found = findings(rows, tasks)

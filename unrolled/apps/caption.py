@@ -1,7 +1,7 @@
 """Image captioning as a task: images and captions in, a trained `Captioner` run folder out, captions back.
 
 A run folder's ``config.json`` holds the model config, the caption side (word
-or character tokens and the vocabulary, `unrolled.tasks.seq2seq.Side`), the
+or character tokens and the vocabulary, `unrolled.apps.seq2seq.Side`), the
 image size, and the split: the data's own (an image's ``split`` in COCO-style
 JSON) or a seeded split of the images. Every caption of an image is a training
 example; evaluation compares each output with all captions of its image:
@@ -23,6 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from unrolled import decoding
+from unrolled.apps.seq2seq import Side
+from unrolled.apps.split import SplitRecord, new_record, split_parts
 from unrolled.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -35,8 +37,6 @@ from unrolled.data.labelled import LabelledData
 from unrolled.data.pairs import pad_ids
 from unrolled.metrics import bleu_chrf, bleu_orders, sequence_errors
 from unrolled.models.captioner import BOS_ID, EOS_ID, KIND, Captioner, CaptionerConfig
-from unrolled.tasks.seq2seq import Side
-from unrolled.tasks.split import SplitRecord, new_record, split_parts
 
 COMMAND = "unrolled caption train"
 PARTS = ("train", "validation", "test")

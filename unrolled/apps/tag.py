@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unrolled.apps.split import SplitRecord, new_record, split_parts
 from unrolled.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -34,7 +35,6 @@ from unrolled.data.labelled import IGNORE_LABEL, LabelledData, LabelSet, TokenVo
 from unrolled.data.vocab import UNK_ID, char_ids
 from unrolled.metrics import classification_report
 from unrolled.models.tagger import Tagger, TaggerConfig
-from unrolled.tasks.split import SplitRecord, new_record, split_parts
 
 KIND = "tagger"
 COMMAND = "unrolled tag train"

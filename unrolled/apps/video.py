@@ -22,12 +22,12 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
+from unrolled.apps.split import PARTS, SplitRecord, new_record, split_parts
 from unrolled.checkpoint import CheckpointError, load_checkpoint, load_model_state, resolve_checkpoint, saved_run_config
 from unrolled.data.canvases import NO_LABEL
 from unrolled.data.clips import Clips
 from unrolled.data.labelled import IGNORE_LABEL, LabelledData
 from unrolled.models.video import KIND, FrameLabeller, VideoConfig
-from unrolled.tasks.split import PARTS, SplitRecord, new_record, split_parts
 
 COMMAND = "unrolled video train"
 LABEL_BATCH = 64
