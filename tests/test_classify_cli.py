@@ -201,6 +201,7 @@ def test_python_api_matches_the_cli(run: Path, capsys: pytest.CaptureFixture[str
     lines.write_text("superb and great\n", encoding="utf-8")
     main(["classify", "predict", str(run), str(lines)])
     label, probability = capsys.readouterr().out.split("\t")
-    [(api_label, api_probability)] = TextClassifier.load(run).predict(["superb and great"])
-    assert (api_label, round(api_probability, 4)) == (label, float(probability))
+    [result] = TextClassifier.load(run).predict(["superb and great"])
+    assert (result.label, round(result.probability, 4)) == (label, float(probability))
+    assert result.probabilities[result.label] == result.probability
     assert TextClassifier.load(run).evaluate([Example("superb and great", "pos", 1)])["accuracy"] == 1.0

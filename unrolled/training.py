@@ -254,7 +254,7 @@ class TrainConfig:
     max_steps         stop after this many optimizer steps in all (resumes included)
     max_epochs        stop after this many epochs of data
     max_time          stop after this many seconds in all (resumes included; evaluating and saving count)
-    eval_every        evaluate every this many steps (and at the end)
+    eval_every        evaluate every this many steps (and at the end); None: once per epoch
     early_stop        stop after this many (regular) evaluations without a new best validation loss
     save_every        also save `last` every this many steps
     log_every         a train metrics line every this many steps (means over them)
@@ -287,7 +287,7 @@ class TrainConfig:
     max_steps: int | None = None
     max_epochs: int | None = None
     max_time: float | None = None
-    eval_every: int = 500
+    eval_every: int | None = 500
     early_stop: int | None = None
     save_every: int | None = None
     log_every: int = 10
@@ -325,7 +325,7 @@ class TrainConfig:
             _number("max_time", self.max_time, low=0.0, low_open=True, hint="seconds, e.g. 600")
         if self.max_steps is None and self.max_epochs is None and self.max_time is None:
             raise ValueError("no training budget: set at least one of max_steps, max_epochs and max_time")
-        _whole("eval_every", self.eval_every, low=1)
+        _whole("eval_every", self.eval_every, low=1, optional=True)
         _whole("early_stop", self.early_stop, low=1, optional=True)
         _whole("save_every", self.save_every, low=1, optional=True)
         _whole("log_every", self.log_every, low=1)
@@ -765,7 +765,9 @@ class Trainer:
 
     def _start_distributed(self) -> None:
         self.rank, self.world, local_rank = distributed_context()
-        device = torch.device(self.config.device)
+        from unrolled.devices import resolve_device
+
+        device = resolve_device(self.config.device)
         self._owns_group = False
         if self.world > 1:
             if device.type == "cuda":
@@ -795,6 +797,7 @@ class Trainer:
         self.optimizer = build_optimizer(self._parameters, config)
         self._data = self.data.shard(self.rank, self.world) if self.world > 1 else self.data
         self._epoch_length = len(self._data)
+        self._eval_every = config.eval_every or self._epoch_length  # None: once per epoch
         if self._epoch_length < 1:
             raise ValueError("the training data has no batches: use more text, or a smaller batch size or length")
         self._train_points: list[tuple[int, float]] = []
@@ -1056,7 +1059,7 @@ class Trainer:
                 self._governor.update()
             self._log_train()
         stop = False
-        if self.evaluate is not None and progress.step % config.eval_every == 0:
+        if self.evaluate is not None and progress.step % self._eval_every == 0:
             stop = self._evaluate(regular=True)
             self._save(LAST)
         elif config.save_every is not None and progress.step % config.save_every == 0:
@@ -1091,10 +1094,10 @@ class Trainer:
             self._warn(f"warning: {budget}, fewer than the {config.warmup_steps} warm-up steps: the learning rate "
                        f"will reach only {peak:.0%} of --lr and never decay; lower --warmup or raise --max-time")
         elif self.evaluate is not None:
-            first = (progress.step // config.eval_every + 1) * config.eval_every
+            first = (progress.step // self._eval_every + 1) * self._eval_every
             if fit < first:
                 self._warn(f"warning: {budget}, fewer than the {first} before the next evaluation (--eval-every "
-                           f"{config.eval_every}): the run evaluates once, at its end")
+                           f"{self._eval_every}): the run evaluates once, at its end")
 
     def _warn(self, message: str) -> None:
         """One line on stderr (rank 0), above the progress bar."""

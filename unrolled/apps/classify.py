@@ -14,25 +14,23 @@ loss as `best`, which `TextClassifier.load` prefers.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
+import sys
 import warnings
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor
 from unrolled.apps.split import SplitRecord, new_record, split_parts
-from unrolled.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    load_model_state,
-    resolve_checkpoint,
-    saved_run_config,
-)
+from unrolled.cells import CELLS
+from unrolled.checkpoint import Checkpoint, CheckpointError, load_model_state, saved_run_config
 from unrolled.data.labelled import (
     Example,
     LabelledData,
@@ -47,15 +45,19 @@ from unrolled.data.labelled import (
 from unrolled.data.vocab import UNK_ID
 from unrolled.metrics import classification_report
 from unrolled.models.classifier import (
+    POOLINGS,
     CNNClassifier,
     CNNClassifierConfig,
     RNNClassifier,
     RNNClassifierConfig,
     SequenceClassifier,
 )
+from unrolled.options import SAVED_KEY, option, sections, to_json
+from unrolled.training import TrainConfig, TrainResult, to_device
 
 KIND = "classifier"
 COMMAND = "unrolled classify train"
+FORMATS = ("csv", "tsv", "jsonl")
 MODELS: dict[str, tuple[type[SequenceClassifier], type]] = {
     "rnn": (RNNClassifier, RNNClassifierConfig),
     "cnn": (CNNClassifier, CNNClassifierConfig),
@@ -133,8 +135,128 @@ def build_model(model_type: str, config: dict[str, Any]) -> SequenceClassifier:
     return module(config_type(**config))
 
 
-class TextClassifier:
+
+
+# ---------------------------------------------------------------------- configuration
+
+
+@dataclass
+class ClassifyData:
+    """Which labelled file, how it is read and split, and how texts become token ids."""
+
+    file: str | None = field(default=None, metadata=option(
+        "labelled file: CSV, TSV or JSON lines (or --dataset)", positional="?", metavar="DATA"))
+    dataset: str | None = field(default=None, metadata=option("a named dataset instead of a file (known: mr)"))
+    text_column: str = field(default="text", metadata=option("column of the texts", metavar="NAME"))
+    label_column: str = field(default="label", metadata=option("column of the labels", metavar="NAME"))
+    format: str | None = field(default=None, metadata=option(
+        "file format (default: from the suffix: .csv, .tsv/.tab/.txt, .jsonl/.json)", choices=FORMATS))
+    validation_data: str | None = field(default=None, metadata=option(
+        "a separate validation file (then DATA is not split)", metavar="FILE"))
+    validation: float = field(default=0.1, metadata=option("fraction held out for validation"))
+    test: float = field(default=0.1, metadata=option("fraction held out for testing"))
+    folds: int | None = field(default=None, metadata=option(
+        "cross-validation: hold out fold --fold of K as the test part", metavar="K"))
+    fold: int = field(default=0, metadata=option("which fold to hold out, 0..K-1", metavar="k"))
+    split_seed: int = field(default=0, metadata=option("seed of the shuffled split"))
+    tokens: str = field(default="word", metadata=option("token kind", choices=("word", "char")))
+    min_freq: int = field(default=1, metadata=option("tokens seen fewer times in training become <unk>"))
+    max_len: int = field(default=DEFAULT_MAX_LEN, metadata=option(
+        "tokens kept per text; longer texts are cut with a warning"))
+    vectors: str | None = field(default=None, metadata=option(
+        "pretrained word vectors, word2vec/GloVe text format", metavar="FILE"))
+    freeze_vectors: bool = field(default=False, metadata=option("keep the pretrained vectors fixed"))
+    batch_size: int = field(default=50, metadata=option("sentences per batch", aliases=("--batch",)))
+
+    def __post_init__(self) -> None:
+        for name in ("validation", "test"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be a fraction in [0, 1), got {getattr(self, name)}")
+        if self.folds is not None and not 0 <= self.fold < self.folds:
+            raise ValueError(f"--fold must lie in 0..{self.folds - 1} for --folds {self.folds}, got {self.fold}")
+        for name in ("min_freq", "max_len", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+
+
+@dataclass
+class ClassifyModel:
+    """The network: an RNN (`RNNClassifierConfig`) or Kim's CNN (`CNNClassifierConfig`)."""
+
+    model: str = field(default="rnn", metadata=option("network", choices=tuple(MODELS)))
+    embedding: int = field(default=300, metadata=option("embedding size"))
+    dropout: float = field(default=0.5, metadata=option("dropout before the output"))
+    cell: str = field(default="lstm", metadata=option("rnn: cell type", choices=tuple(CELLS)))
+    hidden: int = field(default=150, metadata=option("rnn: units per direction"))
+    layers: int = field(default=1, metadata=option("rnn: stacked layers"))
+    bidirectional: bool = field(default=True, metadata=option(
+        "rnn: read both ways", negate=("--unidirectional", "--no-bidirectional")))
+    pooling: str = field(default="max", metadata=option("rnn: how the states become one vector", choices=POOLINGS))
+    widths: tuple[int, ...] = field(default=(3, 4, 5), metadata=option("cnn: filter widths", metavar="W,W,..."))
+    maps: int = field(default=100, metadata=option("cnn: feature maps per width", aliases=("--feature-maps",)))
+
+    def options(self) -> dict[str, Any]:
+        """The fields of the network's config other than the vocabulary size and the number of classes."""
+        if self.model == "cnn":
+            return {"embedding": self.embedding, "widths": list(self.widths), "feature_maps": self.maps,
+                    "dropout": self.dropout}
+        return {"embedding": self.embedding, "cell": self.cell, "hidden": self.hidden, "layers": self.layers,
+                "bidirectional": self.bidirectional, "pooling": self.pooling, "dropout": self.dropout}
+
+
+def _train_defaults() -> TrainConfig:
+    """Adam at 1e-3 for up to 10 epochs, evaluated each epoch, stopping after 3 without a better validation loss."""
+    return TrainConfig(optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="constant", warmup_steps=0,
+                       clip_norm=5.0, max_epochs=10, eval_every=None, early_stop=3)
+
+
+@dataclass
+class ClassifyConfig:
+    """Everything a classification run is made from; saved whole in its checkpoints."""
+
+    data: ClassifyData = field(default_factory=ClassifyData)
+    model: ClassifyModel = field(default_factory=ClassifyModel)
+    train: TrainConfig = field(default_factory=_train_defaults)
+
+
+# ---------------------------------------------------------------------- the trained classifier
+
+
+@dataclass
+class Label:
+    """A predicted label, its probability, and every label's."""
+
+    text: str
+    label: str
+    probability: float
+    probabilities: dict[str, float]
+
+
+@dataclass
+class ClassifyPredictOptions(PredictOptions):
+    batch_size: int = field(default=PREDICT_BATCH, metadata=option("texts per batch", aliases=("--batch",)))
+    text_column: str = field(default="text", metadata=option(
+        "column of the texts in a CSV/TSV/JSON-lines input", metavar="NAME"))
+
+
+@dataclass
+class ClassifyEvalOptions(EvalOptions):
+    batch_size: int = field(default=PREDICT_BATCH, metadata=option("texts per batch", aliases=("--batch",)))
+    dataset: str | None = field(default=None, metadata=option("a named dataset instead of a file (known: mr)"))
+    text_column: str = field(default="text", metadata=option("column of the texts", metavar="NAME"))
+    label_column: str = field(default="label", metadata=option("column of the labels", metavar="NAME"))
+    format: str | None = field(default=None, metadata=option("file format (default: from the suffix)",
+                                                            choices=FORMATS))
+    confusion: str | None = field(default=None, metadata=option(
+        "where to write the confusion matrix (default: RUN/confusion-<split>.png)", metavar="PNG"))
+
+
+class TextClassifier(Predictor[str, Label]):
     """A trained classifier with its text encoding and labels: raw texts in, labels and probabilities out."""
+
+    kind = KIND
+    command = COMMAND
+    model: SequenceClassifier
 
     def __init__(self, model: SequenceClassifier, model_type: str, encoding: TextEncoding, labels: LabelSet,
                  split: dict[str, Any] | None = None) -> None:
@@ -142,17 +264,15 @@ class TextClassifier:
         self.split = split  # the `SplitRecord` fields of the training run, when known
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> TextClassifier:
-        """From a run folder (best checkpoint, else last) or a checkpoint folder."""
-        checkpoint = load_checkpoint(resolve_checkpoint(path, command=COMMAND), kind=KIND)
+    def from_checkpoint(cls, checkpoint: Checkpoint, run: Path) -> TextClassifier:
         saved = checkpoint.config
         try:
             model = build_model(saved["model_type"], saved["model"])
             encoding = TextEncoding.from_json(saved["encoding"])
             labels = LabelSet.from_json(saved["labels"])
         except (KeyError, TypeError) as error:
-            raise CheckpointError(f"{path}: config.json lacks what a classifier needs ({error})") from None
-        load_model_state(model, checkpoint.model_state, path)
+            raise CheckpointError(f"{run}: config.json lacks what a classifier needs ({error})") from None
+        load_model_state(model, checkpoint.model_state, run)
         return cls(model, saved["model_type"], encoding, labels, saved.get("split"))
 
     @torch.inference_mode()
@@ -165,22 +285,28 @@ class TextClassifier:
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             batch = make_batch([sequences[i] for i in chunk], None)
-            result[chunk] = self.model.predict(batch).float()
+            result[chunk] = self.model.predict(to_device(batch, self.device)).float().cpu()
         return result
 
-    def predict(self, texts: list[str], *, batch_size: int = PREDICT_BATCH) -> list[tuple[str, float]]:
-        """The most probable label of each text and its probability."""
-        probabilities = self.probabilities(texts, batch_size=batch_size)
-        best, index = probabilities.max(dim=1) if len(texts) else (torch.zeros(0), torch.zeros(0, dtype=torch.long))
-        return [(self.labels.names[i], float(p)) for p, i in zip(best.tolist(), index.tolist(), strict=True)]
+    def predict(self, inputs: Sequence[str], options: PredictOptions | None = None) -> list[Label]:
+        """The most probable label of each text, its probability and every label's."""
+        batch_size = (options or ClassifyPredictOptions()).batch_size
+        names = self.labels.names
+        rows = self.probabilities(list(inputs), batch_size=batch_size).tolist()
+        results = []
+        for text, row in zip(inputs, rows, strict=True):
+            best = max(range(len(row)), key=row.__getitem__)
+            results.append(Label(text, names[best], row[best], dict(zip(names, row, strict=True))))
+        return results
 
-    def evaluate(self, examples: list[Example]) -> dict[str, Any]:
+    def evaluate(self, data: list[Example], options: EvalOptions | None = None) -> dict[str, Any]:
         """Accuracy, macro-F1, per-class scores and the confusion matrix (see `unrolled.metrics`), plus the loss."""
-        references = [self.labels.encode(example.label) for example in examples]
-        probabilities = self.probabilities([example.text for example in examples])
+        batch_size = (options or ClassifyEvalOptions()).batch_size
+        references = [self.labels.encode(example.label) for example in data]
+        probabilities = self.probabilities([example.text for example in data], batch_size=batch_size)
         report = classification_report(references, probabilities.argmax(1).tolist(), self.labels.names)
-        picked = probabilities[torch.arange(len(examples)), torch.tensor(references, dtype=torch.long)]
-        report["loss"] = float(-picked.clamp_min(1e-12).log().mean()) if len(examples) else math.nan
+        picked = probabilities[torch.arange(len(data)), torch.tensor(references, dtype=torch.long)]
+        report["loss"] = float(-picked.clamp_min(1e-12).log().mean()) if len(data) else math.nan
         return report
 
 
@@ -203,57 +329,76 @@ def validation_loss(model: nn.Module, sequences: list[list[int]], labels: list[i
     return {"loss": total / len(sequences), "accuracy": correct / len(sequences)}
 
 
-def fit(examples: list[Example], out: str | os.PathLike[str], *, model: str = "rnn",
-        model_options: dict[str, Any] | None = None, train: Any = None, tokens: str = "word", min_freq: int = 1,
-        max_len: int = DEFAULT_MAX_LEN, vectors: str | os.PathLike[str] | None = None, freeze_vectors: bool = False,
-        validation_examples: list[Example] | None = None, validation: float = 0.1, test: float = 0.1,
-        folds: int | None = None, fold: int | None = None, split_seed: int = 0, batch_size: int = 50,
-        eval_every: int | None = None, resume: bool = False) -> Any:
-    """Train a classifier on labelled `examples` into the run folder `out` (or resume it); returns the `TrainResult`.
+def read_examples(data: ClassifyData, path: str | None = None) -> list[Example]:
+    """The examples of `path`, else of the configured file or named dataset; not both, not none."""
+    from unrolled.data import obtain
+    from unrolled.data.labelled import read_labelled
 
-    `model` is "rnn" or "cnn", `model_options` the fields of its config other than
-    the vocabulary size and the number of classes. `train` is a
-    `unrolled.training.TrainConfig`. On resume, the model, encoding, labels and
-    split come from the run's last checkpoint, and the examples must be the same.
-    `eval_every` None evaluates once per epoch (overriding the `train` config's).
+    if path is None:
+        if data.file and data.dataset:
+            raise ValueError("give a data file or --dataset, not both")
+        if not data.file and not data.dataset:
+            raise ValueError("no data: give a labelled file (CSV, TSV or JSON lines) or --dataset mr")
+        path = data.file or str(obtain(str(data.dataset)))
+    return read_labelled(Path(path), text_column=data.text_column, label_column=data.label_column,
+                         format=data.format)
+
+
+def fit(config: ClassifyConfig, out: str | os.PathLike[str], *, resume: bool = False,
+        examples: list[Example] | None = None, validation_examples: list[Example] | None = None) -> TrainResult:
+    """Train a classifier as `config` says into the run folder `out` (or resume it).
+
+    The examples are read from ``config.data`` unless given (`examples`, and
+    `validation_examples` in place of ``--validation-data``). On resume, the
+    model, encoding, labels and split come from the run's last checkpoint, and
+    the examples must be the same.
     """
-    from unrolled.training import TrainConfig, Trainer
+    from unrolled.training import Trainer
 
-    train_config = train if train is not None else TrainConfig(max_epochs=10)
+    data_config, train_config = config.data, config.train
+    if examples is None:
+        examples = read_examples(data_config)
+    if validation_examples is None and data_config.validation_data:
+        validation_examples = read_examples(data_config, data_config.validation_data)
     saved = saved_run_config(out, kind=KIND) if resume else None
     separate = validation_examples is not None  # then the training file is not split
     record = (SplitRecord(**saved["split"]) if saved else
-              new_record(examples, example_key, seed=split_seed, validation=0.0 if separate else validation,
-                         test=0.0 if separate else test, folds=folds, fold=fold))
+              new_record(examples, example_key, seed=data_config.split_seed,
+                         validation=0.0 if separate else data_config.validation,
+                         test=0.0 if separate else data_config.test, folds=data_config.folds,
+                         fold=data_config.fold if data_config.folds else None))
     parts = split_examples(examples, record)
     if validation_examples is not None:
         parts["validation"] = validation_examples
     if saved:
         encoding, labels = TextEncoding.from_json(saved["encoding"]), LabelSet.from_json(saved["labels"])
-        model, config = saved["model_type"], saved["model"]
+        model, network_config = saved["model_type"], saved["model"]
         sequences, cut = encoding.encode([example.text for example in parts["train"]])
     else:
-        token_lists, cut = tokenize_texts([example.text for example in parts["train"]], tokens, max_len)
-        encoding = TextEncoding(tokens, max_len, TokenVocabulary.build(token_lists, min_freq=min_freq))
+        token_lists, cut = tokenize_texts([example.text for example in parts["train"]], data_config.tokens,
+                                          data_config.max_len)
+        encoding = TextEncoding(data_config.tokens, data_config.max_len,
+                                TokenVocabulary.build(token_lists, min_freq=data_config.min_freq))
         sequences = encoding.ids(token_lists)
         labels = LabelSet.build([example.label for example in parts["train"]])
-        config = {**(model_options or {}), "vocab_size": len(encoding.vocabulary), "classes": len(labels)}
+        model = config.model.model
+        network_config = {**config.model.options(), "vocab_size": len(encoding.vocabulary), "classes": len(labels)}
     torch.manual_seed(train_config.seed)
-    network = build_model(model, config)
-    if vectors is not None and not saved:
-        table, found = load_vectors(vectors, encoding.vocabulary)
-        network.load_embeddings(table, freeze=freeze_vectors)
+    network = build_model(model, network_config)
+    if data_config.vectors is not None and not saved:
+        table, found = load_vectors(data_config.vectors, encoding.vocabulary)
+        network.load_embeddings(table, freeze=data_config.freeze_vectors)
         warnings.warn(f"pretrained vectors for {found} of {len(encoding.vocabulary) - 2} words", stacklevel=2)
     warn_truncated(cut, len(sequences), encoding.max_len)
     targets = [labels.encode(example.label) for example in parts["train"]]
-    data = LabelledData(sequences, targets, batch_size=batch_size, seed=train_config.seed)
-    if eval_every is None:
-        train_config = dataclasses.replace(train_config, eval_every=len(data))
+    batches = LabelledData(sequences, targets, batch_size=data_config.batch_size, seed=train_config.seed)
     evaluate = _evaluator(encoding, labels, parts["validation"])
-    extra = {"kind": KIND, "model_type": model, "model": config if saved else asdict(network.config),
+    extra = {"kind": KIND, "model_type": model, "model": network_config if saved else asdict(network.config),
              "encoding": encoding.to_json(), "labels": labels.to_json(), "split": asdict(record),
-             "batching": {"batch_size": batch_size}}
-    trainer = Trainer(network, data, train_config, out, evaluate=evaluate, checkpoint_config=extra)
+             "batching": {"batch_size": data_config.batch_size}}
+    if not saved or SAVED_KEY in saved:  # runs saved before configurations were kept have none to compare
+        extra[SAVED_KEY] = {name: to_json(section) for name, section in sections(config) if name != "train"}
+    trainer = Trainer(network, batches, train_config, out, evaluate=evaluate, checkpoint_config=extra)
     return trainer.fit(resume=resume)
 
 
@@ -267,3 +412,62 @@ def _evaluator(encoding: TextEncoding, labels: LabelSet, examples: list[Example]
         return validation_loss(module, sequences, targets)
 
     return evaluate
+
+
+# ---------------------------------------------------------------------- the command line
+
+
+def read_inputs(paths: list[str], options: ClassifyPredictOptions) -> list[str]:
+    """Texts to label: the lines of plain files or stdin, or the text column of CSV/TSV/JSON-lines files."""
+    from unrolled.data.labelled import read_labelled
+    from unrolled.data.text import read_text
+
+    texts: list[str] = []
+    for path in paths or ["-"]:
+        if path != "-" and Path(path).suffix.lower() in (".csv", ".tsv", ".tab", ".jsonl", ".json"):
+            rows = read_labelled(Path(path), text_column=options.text_column, label_column=None)
+            texts.extend(example.text for example in rows)
+            continue
+        raw = sys.stdin.read() if path == "-" else read_text([Path(path)])
+        texts.extend(line for line in raw.splitlines() if line.strip())
+    return texts
+
+
+def show(result: Label) -> str:
+    return f"{result.label}\t{result.probability:.4f}"
+
+
+def read_eval(classifier: TextClassifier, path: str | None, options: ClassifyEvalOptions) -> list[Example]:
+    """The labelled examples of DATA (or --dataset), or the run's recorded part of them (--split)."""
+    data = ClassifyData(file=path, dataset=options.dataset, text_column=options.text_column,
+                        label_column=options.label_column, format=options.format)
+    examples = read_examples(data)
+    if options.split == "all":
+        return examples
+    if classifier.split is None:
+        raise ValueError("the run records no split; evaluate with --split all")
+    chosen = split_examples(examples, SplitRecord(**classifier.split))[options.split]
+    if not chosen:
+        raise ValueError(f"the run's {options.split} part is empty (it was trained with no {options.split} fraction)")
+    return chosen
+
+
+def report(metrics: dict[str, Any], classifier: TextClassifier, options: ClassifyEvalOptions, run: Path) -> str:
+    """Draw the confusion matrix beside the run (named in `metrics`); the report as text."""
+    from unrolled.metrics import format_report, plot_confusion
+
+    folder = run.parent if (run / "config.json").is_file() else run  # a checkpoint folder's run, or the run
+    confusion = Path(options.confusion) if options.confusion else folder / f"confusion-{options.split}.png"
+    count = sum(sum(row) for row in metrics["confusion"])
+    plot_confusion(metrics["confusion"], classifier.labels.names, confusion,
+                   title=f"{classifier.model_type} classifier, {options.split} ({count} examples)")
+    metrics["confusion_png"] = str(confusion)
+    return f"{format_report(metrics)}\nloss {metrics['loss']:.4f}; confusion matrix: {confusion}"
+
+
+APP = Application(
+    name="classify", summary="sentence classification (RNN or CNN): train, predict, evaluate",
+    config=ClassifyConfig, fit=fit, predictor=TextClassifier, predict_options=ClassifyPredictOptions,
+    eval_options=ClassifyEvalOptions, read_inputs=read_inputs, show=show, read_eval=read_eval, report=report,
+    input_help="texts to label: plain files (a text a line) or CSV/TSV/JSON-lines files; - or none: standard input",
+    data_help="labelled file (default: --dataset)")

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import NoReturn, TextIO
 
 from unrolled import __version__
+from unrolled.apps.registry import APPLICATIONS
 from unrolled.cells import CELLS
+from unrolled.cli.apps import add_application
 from unrolled.cli.bench import add_bench_commands
 from unrolled.cli.caption import add_caption_commands
-from unrolled.cli.classify import add_classify_commands
 from unrolled.cli.common import positive_int, train_config
 from unrolled.cli.glimpse import add_glimpse_commands
 from unrolled.cli.lm import add_lm_commands
@@ -71,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(handler=run_demo)
     add_lm_commands(commands)
-    add_classify_commands(commands)
+    for app in APPLICATIONS.values():
+        add_application(commands, app)
     add_tag_commands(commands)
     add_seq2seq_commands(commands)
     add_caption_commands(commands)

@@ -1,0 +1,94 @@
+"""What every registered application shares: one command grammar, --config, saved configurations, devices."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.cli_errors import one_error_line
+from unrolled.apps.registry import APPLICATIONS
+from unrolled.cli import build_parser, main
+
+COMMON = {"train": ("--out", "--resume", "--config", "--seed", "--device", "--max-time", "--max-steps"),
+          "predict": ("--device", "--batch-size", "--json"),
+          "eval": ("--device", "--batch-size", "--json", "--split")}
+
+
+def flags_of(argv: list[str]) -> set[str]:
+    parser = build_parser()
+    for word in argv:
+        actions = [a for a in parser._actions if a.choices and word in a.choices]
+        parser = actions[0].choices[word]  # type: ignore[index]
+    return {name for action in parser._actions for name in action.option_strings}
+
+
+@pytest.mark.parametrize("name", sorted(APPLICATIONS))
+def test_every_application_has_the_same_three_commands_and_flags(name: str) -> None:
+    for action, flags in COMMON.items():
+        assert set(flags) <= flags_of([name, action]), (name, action)
+
+
+def write_toy(path: Path) -> Path:
+    rng = random.Random(0)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        for _ in range(60):
+            label = rng.choice(["pos", "neg"])
+            words = ["good", "fine", "great"] if label == "pos" else ["bad", "awful", "poor"]
+            writer.writerow([" ".join(rng.choice(words) for _ in range(4)), label])
+    return path
+
+
+TINY = ["--hidden", "4", "--embedding", "4", "--max-steps", "2", "--no-progress", "--device", "cpu"]
+
+
+def test_a_run_repeats_from_its_own_configuration(tmp_path: Path) -> None:
+    data = write_toy(tmp_path / "toy.csv")
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["classify", "train", str(data), "--out", str(first), *TINY, "--cell", "gru"]) == 0
+    saved = first / "last" / "config.json"
+    assert json.loads(saved.read_text())["config"]["model"]["cell"] == "gru"
+    assert main(["classify", "train", "--config", str(saved), "--out", str(second)]) == 0
+    again = json.loads((second / "last" / "config.json").read_text())
+    assert again["config"] == json.loads(saved.read_text())["config"]
+    weights = [(run / "last" / "model.safetensors").read_bytes() for run in (first, second)]
+    assert weights[0] == weights[1]  # same configuration, same seed: the same model
+
+
+def test_a_resume_needs_only_the_run_folder(tmp_path: Path) -> None:
+    data = write_toy(tmp_path / "toy.csv")
+    out = tmp_path / "run"
+    assert main(["classify", "train", str(data), "--out", str(out), *TINY]) == 0
+    assert main(["classify", "train", "--out", str(out), "--resume", "--max-steps", "4"]) == 0
+    assert json.loads((out / "last" / "config.json").read_text())["step"] == 4
+
+
+def test_a_yaml_file_sets_options_and_flags_override_it(tmp_path: Path) -> None:
+    data = write_toy(tmp_path / "toy.csv")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data:\n  file: {data}\nmodel:\n  hidden: 3\n  cell: rnn\ntrain:\n  max_steps: 1\n")
+    out = tmp_path / "run"
+    assert main(["classify", "train", "--config", str(config), "--out", str(out), "--hidden", "5",
+                 "--embedding", "4", "--no-progress"]) == 0
+    saved = json.loads((out / "last" / "config.json").read_text())
+    assert saved["model"]["hidden"] == 5 and saved["model"]["cell"] == "rnn" and saved["step"] == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is here: the request is valid")
+@pytest.mark.parametrize("action", ["train", "predict", "eval"])
+def test_asking_for_cuda_where_there_is_none_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          action: str) -> None:
+    data = write_toy(tmp_path / "toy.csv")
+    run = tmp_path / "run"
+    assert main(["classify", "train", str(data), "--out", str(run), *TINY]) == 0
+    capsys.readouterr()
+    argv = {"train": ["classify", "train", str(data), "--out", str(tmp_path / "other"), "--device", "cuda"],
+            "predict": ["classify", "predict", str(run), str(data), "--device", "cuda"],
+            "eval": ["classify", "eval", str(run), str(data), "--device", "cuda"]}[action]
+    one_error_line(capsys, main(argv), "--device cuda", "no CUDA")

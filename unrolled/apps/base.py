@@ -1,0 +1,179 @@
+"""What every application shares: the predictor's interface, the options of predict and eval, the registration.
+
+An application is one module of `unrolled.apps` with one shape:
+
+- a configuration: a dataclass of sections, ``data``, ``model`` and ``train``
+  (`unrolled.training.TrainConfig`), whose fields carry their flags' metadata
+  (`unrolled.options`), so the command line, ``--config`` files and the saved
+  run all read the same names, types and defaults;
+- ``fit(config, out, *, resume=False) -> TrainResult``: read the data the
+  configuration names, build the model, train it into the run folder `out`
+  through the one `unrolled.training.Trainer`;
+- a `Predictor`: ``load(run, device="auto")``, ``predict(inputs, options)``
+  returning plain dataclasses that serialise to JSON, ``evaluate(data,
+  options) -> metrics``;
+- ``APP = Application(...)``: its name, the above, and how the command line
+  reads inputs and prints results.
+
+Adding an application: write the module, and add its ``APP`` to
+`unrolled.apps.registry.APPLICATIONS` (one line). The command line
+(``unrolled NAME train | predict | eval``), ``import unrolled`` and the
+run-folder checks follow from there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
+
+import torch
+
+from unrolled.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint
+from unrolled.options import option
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+P = TypeVar("P", bound="Predictor[Any, Any]")
+T = TypeVar("T")
+SPLITS = ("all", "train", "validation", "test")
+
+
+@dataclass
+class PredictOptions:
+    """What every application's `predict` takes; an application's own options extend it."""
+
+    device: str = field(default="auto", metadata=option(
+        "where the model runs: auto (CUDA when present, else CPU), cpu, cuda, cuda:N, mps"))
+    batch_size: int = field(default=64, metadata=option("inputs per batch", aliases=("--batch",)))
+    json: bool = field(default=False, metadata=option("JSON lines: one object per input, every field of the result"))
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size must be a positive integer, got {self.batch_size}")
+
+
+@dataclass
+class EvalOptions:
+    """What every application's `evaluate` takes; an application's own options extend it."""
+
+    device: str = field(default="auto", metadata=option(
+        "where the model runs: auto (CUDA when present, else CPU), cpu, cuda, cuda:N, mps"))
+    batch_size: int = field(default=64, metadata=option("inputs per batch", aliases=("--batch",)))
+    json: bool = field(default=False, metadata=option("print one JSON object"))
+    split: str = field(default="all", metadata=option(
+        "evaluate on this part of the run's recorded split (the data must be the training data); all: all of it",
+        choices=SPLITS))
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size must be a positive integer, got {self.batch_size}")
+
+
+class Predictor(Generic[In, Out]):
+    """A trained model with everything it needs to turn raw inputs into results.
+
+    Subclasses set `kind` (the checkpoint kind they read) and `command` (the
+    command that trains such runs), build themselves from a checkpoint in
+    `from_checkpoint`, and implement `predict` and `evaluate`.
+    """
+
+    kind: ClassVar[str]
+    command: ClassVar[str]
+    model: torch.nn.Module
+
+    @classmethod
+    def load(cls: type[P], run: str | os.PathLike[str], *, device: str | torch.device = "auto") -> P:
+        """From a run folder (its best checkpoint, else last) or a checkpoint folder, on `device`.
+
+        A run of another application, or a device that is not here, is a one-line error.
+        """
+        from unrolled.devices import resolve_device
+
+        where = resolve_device(str(device)) if not isinstance(device, torch.device) else device
+        folder = resolve_checkpoint(run, command=cls.command)
+        predictor = cls.from_checkpoint(load_checkpoint(folder, kind=cls.kind), Path(run))
+        return predictor.to(where)
+
+    @classmethod
+    def from_checkpoint(cls: type[P], checkpoint: Checkpoint, run: Path) -> P:
+        raise NotImplementedError
+
+    def to(self: P, device: str | torch.device) -> P:
+        """The predictor with its model on `device`, in eval mode."""
+        self.model.to(device).eval()
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's parameters are (the CPU for a model without any)."""
+        return next((p.device for p in self.model.parameters()), torch.device("cpu"))
+
+    def predict(self, inputs: Sequence[In], options: PredictOptions | None = None) -> list[Out]:
+        raise NotImplementedError
+
+    def evaluate(self, data: Any, options: EvalOptions | None = None) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+def batches(items: Sequence[T], size: int) -> Iterator[tuple[list[int], list[T]]]:
+    """(indices, items) of consecutive batches of at most `size`."""
+    for start in range(0, len(items), size):
+        index = list(range(start, min(start + size, len(items))))
+        yield index, [items[i] for i in index]
+
+
+def to_json(result: Any) -> Any:
+    """A result as JSON: dataclasses as objects, tuples as lists."""
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        return {item.name: to_json(getattr(result, item.name)) for item in dataclasses.fields(result)}
+    if isinstance(result, (list, tuple)):
+        return [to_json(item) for item in result]
+    if isinstance(result, dict):
+        return {str(key): to_json(value) for key, value in result.items()}
+    if isinstance(result, Path):
+        return str(result)
+    return result
+
+
+@dataclass(frozen=True)
+class Application:
+    """One application as the command line and ``import unrolled`` see it.
+
+    ==============  ==============================================================
+    name            the command (``unrolled NAME ...``)
+    summary         one line for ``unrolled --help``
+    config          the configuration dataclass (sections data, model, train)
+    fit             ``fit(config, out, *, resume=False) -> TrainResult``
+    predictor       the `Predictor` subclass
+    predict_options the options dataclass of predict (extends `PredictOptions`)
+    eval_options    the options dataclass of eval (extends `EvalOptions`)
+    read_inputs     ``(paths, options) -> inputs`` for predict: the INPUT arguments
+                    ("-" or none: stdin, where the application reads text)
+    show            ``(result) -> str``: a result as a line for people (``--json`` prints `to_json`)
+    read_eval       ``(predictor, data_arg, options) -> data`` for eval (its DATA argument,
+                    the run's recorded split when asked)
+    report          ``(metrics, predictor, options, run) -> str``: the metrics for people; it may
+                    write files (a plot) and name them in `metrics` (``--json`` prints `metrics`)
+    aliases         the familiar verbs: {"predict": ("sample",)}, ...
+    input_help      what INPUT is, for predict's help
+    ==============  ==============================================================
+    """
+
+    name: str
+    summary: str
+    config: type
+    fit: Callable[..., Any]
+    predictor: type[Predictor[Any, Any]]
+    predict_options: type[PredictOptions]
+    eval_options: type[EvalOptions]
+    read_inputs: Callable[[list[str], Any], list[Any]]
+    show: Callable[[Any], str]
+    read_eval: Callable[[Any, str | None, Any], Any]
+    report: Callable[[dict[str, Any], Any, Any, Path], str]
+    aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    input_help: str = "input files; - or none: standard input"
+    data_help: str = "the data to evaluate on"
