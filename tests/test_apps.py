@@ -92,3 +92,23 @@ def test_asking_for_cuda_where_there_is_none_is_one_line(tmp_path: Path, capsys:
             "predict": ["classify", "predict", str(run), str(data), "--device", "cuda"],
             "eval": ["classify", "eval", str(run), str(data), "--device", "cuda"]}[action]
     one_error_line(capsys, main(argv), "--device cuda", "no CUDA")
+
+
+def test_python_dash_m_runs_the_command() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "unrolled", "--version"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and done.stdout.startswith("unrolled ")
+
+
+def test_import_unrolled_offers_every_predictor_and_configuration() -> None:
+    import unrolled
+
+    for app in APPLICATIONS.values():
+        assert getattr(unrolled, app.predictor.__name__) is app.predictor
+        assert getattr(unrolled, app.config.__name__) is app.config
+        assert app.predictor.__name__ in dir(unrolled)
+    with pytest.raises(AttributeError):
+        _ = unrolled.NoSuchThing
+    assert (Path(unrolled.__file__).parent / "py.typed").is_file()

@@ -65,7 +65,10 @@ def test_help_names_both_forms(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["viz", "--help"])
     out = capsys.readouterr().out
-    assert "unrolled viz [options] RUN TEXT_OR_DATA" in out and "viz export" in out
+    assert "unrolled viz [serve] [options] RUN TEXT_OR_DATA" in out and "viz export" in out
+    with pytest.raises(SystemExit):
+        main(["viz", "export", "--help"])
+    assert "-o PAGE" in capsys.readouterr().out
 
 
 def test_bad_input_is_one_line(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,12 +1,55 @@
 """unrolled: recurrent neural networks made real, correct to the last gate.
 
-The package reads as its architecture: `cells` (one step of RNN, LSTM, GRU),
-`recurrent` (unrolling any cell over time: stacked, bidirectional, variable
-lengths, torch's fused kernel when it computes the same function).
+The package reads as its architecture. The core: `cells` (one step of RNN,
+LSTM, GRU), `recurrent` (unrolling any cell over time: stacked,
+bidirectional, variable lengths, torch's fused kernel when it computes the
+same function), `attention`, `decoding` (greedy, sampling, beam search, CTC,
+n-gram fusion), `checkpoint`, `training` (the one trainer), `devices`. Above
+it, `apps`: every application in one shape (configuration dataclasses, `fit`,
+a predictor with `load` / `predict` / `evaluate`), listed in
+`unrolled.apps.registry`.
+
+The core's names are imported here; the applications' predictors and
+configurations are offered too, imported on first use::
+
+    from unrolled import TextClassifier
+    TextClassifier.load("runs/mr").predict(["a gripping, funny film"])
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from unrolled.cells import Cell, GRUCell, LSTMCell, RNNCell, make_cell
 from unrolled.recurrent import Recurrent, reverse_padded, unroll
 
-__all__ = ["Cell", "GRUCell", "LSTMCell", "RNNCell", "Recurrent", "make_cell", "reverse_padded", "unroll"]
 __version__ = "0.1.0"
+
+_CORE = ["Cell", "GRUCell", "LSTMCell", "RNNCell", "Recurrent", "make_cell", "reverse_padded", "unroll"]
+
+
+def _application_names() -> dict[str, str]:
+    """Each application's predictor and configuration class, by name -> its module."""
+    registry = importlib.import_module("unrolled.apps.registry")
+    names: dict[str, str] = {}
+    for app in registry.APPLICATIONS.values():
+        for item in (app.predictor, app.config):
+            names[item.__name__] = item.__module__
+    return names
+
+
+def __getattr__(name: str) -> Any:
+    if name.startswith("_"):
+        raise AttributeError(name)
+    module = _application_names().get(name)
+    if module is None:
+        raise AttributeError(f"module 'unrolled' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*_CORE, *_application_names(), "__version__"])
+
+
+__all__ = _CORE

@@ -29,7 +29,7 @@ from unrolled.cli.seq2seq import add_seq2seq_commands
 from unrolled.cli.speech import add_speech_commands
 from unrolled.cli.tag import add_tag_commands
 from unrolled.cli.video import add_video_commands
-from unrolled.cli.viz import add_viz_commands
+from unrolled.cli.viz import add_viz_commands, with_default_action
 
 __all__ = ["build_parser", "main", "train_config"]
 
@@ -116,7 +116,7 @@ def _prog() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(with_default_action(list(sys.argv[1:] if argv is None else argv)))
     name = " ".join(part for part in (args.command, getattr(args, "action", None)) if part)
 
     def one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,

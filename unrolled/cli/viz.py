@@ -9,7 +9,7 @@ from typing import Any
 
 from unrolled.cli.common import positive_int
 
-USAGE = ("unrolled viz [options] RUN TEXT_OR_DATA\n"
+USAGE = ("unrolled viz [serve] [options] RUN TEXT_OR_DATA\n"
          "       unrolled viz export [options] RUN TEXT -o PAGE.html")
 DESCRIPTION = """\
 See inside a trained model, in the browser (LSTMVis-style).
@@ -34,40 +34,52 @@ def add_viz_commands(commands: Any) -> None:
     viz = commands.add_parser("viz", help="see inside a trained model in the browser: states, attention, curves",
                               usage=USAGE, description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    viz.add_argument("words", nargs="+", metavar="RUN TEXT_OR_DATA",
-                     help="the run folder and a text file (char LM), a file of source lines (seq2seq), an "
-                          "image file or folder (captioner) or an audio file, folder or manifest (speech); "
-                          "`export RUN TEXT` for a page")
-    viz.add_argument("-o", "--output", metavar="PAGE", help="export: the HTML file to write")
-    viz.add_argument("--port", type=positive_int, help="port on 127.0.0.1 (default: 8765, else a free one)")
-    viz.add_argument("--part", choices=("validation", "test"),
-                     help="char LM: show the run's own validation or test text instead of a file")
-    viz.add_argument("--quantities", metavar="NAMES",
-                     help="char LM: trace names to record, e.g. h,c (default: h, c and the gates)")
-    viz.add_argument("--streams", type=positive_int,
-                     help="char LM: parallel streams for recording a long text (default: one per 16384 "
-                          "characters, at most 64; each but the first is warmed up on the 512 characters before "
-                          "its segment)")
-    viz.add_argument("--examples", type=positive_int, default=20,
-                     help="seq2seq, captioner, speech: how many source lines, images or clips to show (default: 20)")
-    viz.add_argument("--no-progress", action="store_true", help="no progress bar while recording")
-    viz.set_defaults(handler=viz_command)
+    actions = viz.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=type(viz))
+    serve = actions.add_parser("serve", help="record, then serve the page on 127.0.0.1 (the default action: "
+                                             "`unrolled viz RUN TEXT` is `unrolled viz serve RUN TEXT`)")
+    export = actions.add_parser("export", help="write one self-contained page that opens without a server")
+    for parser in (serve, export):
+        parser.add_argument("run", metavar="RUN", help="the run folder")
+        parser.add_argument("data", nargs="?", metavar="TEXT_OR_DATA",
+                            help="a text file (char LM), a file of source lines (seq2seq), an image file or folder "
+                                 "(captioner) or an audio file, folder or manifest (speech)")
+        parser.add_argument("--part", choices=("validation", "test"),
+                            help="char LM: show the run's own validation or test text instead of a file")
+        parser.add_argument("--quantities", metavar="NAMES",
+                            help="char LM: trace names to record, e.g. h,c (default: h, c and the gates)")
+        parser.add_argument("--streams", type=positive_int,
+                            help="char LM: parallel streams for recording a long text (default: one per 16384 "
+                                 "characters, at most 64; each but the first is warmed up on the 512 characters "
+                                 "before its segment)")
+        parser.add_argument("--examples", type=positive_int, default=20,
+                            help="seq2seq, captioner, speech: how many source lines, images or clips to show "
+                                 "(default: 20)")
+        parser.add_argument("--no-progress", action="store_true", help="no progress bar while recording")
+    serve.add_argument("--port", type=positive_int, help="port on 127.0.0.1 (default: 8765, else a free one)")
+    export.add_argument("-o", "--output", metavar="PAGE", help="the HTML file to write")
+    serve.set_defaults(handler=viz_command, exporting=False)
+    export.set_defaults(handler=viz_command, exporting=True)
+
+
+ACTIONS = ("serve", "export")
+
+
+def with_default_action(argv: list[str]) -> list[str]:
+    """`unrolled viz RUN TEXT` as `unrolled viz serve RUN TEXT`: serving is the default action."""
+    if len(argv) > 1 and argv[0] == "viz" and argv[1] not in (*ACTIONS, "-h", "--help"):
+        return [argv[0], "serve", *argv[1:]]
+    return argv
 
 
 def viz_command(args: argparse.Namespace) -> int:
-    words = list(args.words)
-    exporting = words[0] == "export"
-    if exporting:
-        words = words[1:]
-        if args.output is None:
-            raise ValueError("export needs -o PAGE.html, the file to write")
-    elif args.output is not None:
-        raise ValueError("-o is for `unrolled viz export RUN TEXT -o PAGE.html`")
-    if len(words) != (1 if args.part else 2):
-        expected = "RUN and --part" if args.part else "RUN and TEXT_OR_DATA"
-        raise ValueError(f"give {expected}, got {len(words)} argument(s): {' '.join(words)}")
-    explorer = build_explorer(args, Path(words[0]), Path(words[1]) if len(words) > 1 else None)
-    if exporting:
+    if args.exporting and args.output is None:
+        raise ValueError("export needs -o PAGE.html, the file to write")
+    if args.data is None and not args.part:
+        raise ValueError("give RUN and TEXT_OR_DATA (or --part for a char LM run's own text)")
+    if args.data is not None and args.part:
+        raise ValueError("give a TEXT_OR_DATA file or --part, not both")
+    explorer = build_explorer(args, Path(args.run), Path(args.data) if args.data else None)
+    if args.exporting:
         from unrolled.viz.export import export_page
 
         size = export_page(explorer, str(args.output))
