@@ -26,7 +26,7 @@ from unrolled.recurrent import Recurrent, reverse_padded, unroll
 
 __version__ = "0.1.0"
 
-_CORE = ["Cell", "GRUCell", "LSTMCell", "RNNCell", "Recurrent", "make_cell", "reverse_padded", "unroll"]
+__all__ = ["Cell", "GRUCell", "LSTMCell", "RNNCell", "Recurrent", "make_cell", "reverse_padded", "unroll"]
 
 
 def _application_names() -> dict[str, str]:
@@ -49,7 +49,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*_CORE, *_application_names(), "__version__"])
+    return sorted([*__all__, *_application_names(), "__version__"])
 
-
-__all__ = _CORE
