@@ -72,7 +72,7 @@ def font() -> bytes:
 
 
 def fake_apt(files: dict[str, bytes]) -> Downloader:
-    """An `apt_download` stand-in that packs ``files`` into a .deb named after the package."""
+    """A `unrolled.data.sources.debian.download` stand-in that packs ``files`` into a .deb named after the package."""
     def download(package: str, dest: Path) -> Path:
         return make_deb(dest / f"{package}_1.0_all.deb", files)
     return download
