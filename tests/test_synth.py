@@ -14,7 +14,7 @@ import pytest
 import soundfile
 
 from unrolled.data import synth
-from unrolled.data.registry import obtain_spoken_digits, obtain_spoken_sentences
+from unrolled.data.recipes.speech import obtain_spoken_digits, obtain_spoken_sentences
 from unrolled.data.speech import read_manifest
 from unrolled.data.synth import (
     ESPEAK,

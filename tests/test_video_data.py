@@ -10,7 +10,7 @@ from PIL import Image
 
 from unrolled.data.canvases import DIRECTIONS, NO_LABEL, moving_digits
 from unrolled.data.clips import Clips, read_clip, read_clips, write_clips
-from unrolled.data.registry import obtain_moving_digits
+from unrolled.data.recipes.images import obtain_moving_digits
 
 
 def blobs(count: int, seed: int = 0) -> np.ndarray:

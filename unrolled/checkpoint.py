@@ -15,7 +15,7 @@ Nothing is pickled: tensors go through safetensors and everything else through
 Saving is atomic. Everything is written into a temporary sibling folder
 (``.NAME.tmp-*``), each file and the folder are fsynced, config.json last;
 then an existing checkpoint is renamed aside (``.NAME.old-*``), the new one
-renamed into place and the old one deleted. A kill at any moment leaves the
+renamed into place and the old one deleted (`unrolled.atomic.replace_folder`). A kill at any moment leaves the
 old or the new checkpoint whole: under NAME, or, if the kill fell between the
 two renames, under a leftover name that `load_checkpoint` recovers from.
 One writer per checkpoint folder at a time.
@@ -28,7 +28,6 @@ import math
 import os
 import random
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,11 +38,13 @@ import safetensors.torch
 import torch
 from torch import Tensor
 
+from unrolled.atomic import ASIDE_TAG, TEMP_TAG, replace_folder  # .NAME.old-<hex>, .NAME.tmp-<hex>
+from unrolled.atomic import fsync_path as _fsync
+from unrolled.atomic import sibling as _sibling
+
 MODEL_FILE = "model.safetensors"
 TRAINING_FILE = "training.safetensors"
 CONFIG_FILE = "config.json"
-TEMP_TAG = "tmp"  # a save in progress: .NAME.tmp-<hex>
-ASIDE_TAG = "old"  # the previous checkpoint during a save: .NAME.old-<hex>
 STATE_KEY = "unrolled.training_state"  # training.safetensors metadata entry holding the JSON part
 ERROR_DETAIL_CHARS = 160
 
@@ -208,7 +209,7 @@ def save_checkpoint(folder: str | os.PathLike[str], *, model_state: dict[str, Te
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
-    _swap_in(temp, target)
+    replace_folder(temp, target)  # the old checkpoint aside, the new one in, the old one deleted
     for leftover in _leftovers(target):
         shutil.rmtree(leftover, ignore_errors=True)
     return target
@@ -241,38 +242,6 @@ def _write_text(path: Path, text: str) -> None:
         file.write(text + "\n")
         file.flush()
         os.fsync(file.fileno())
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file's or a folder's (its entries') data to disk."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _swap_in(temp: Path, target: Path) -> None:
-    """Rename `temp` to `target`, replacing an existing `target` folder; put the old one back on failure."""
-    if not target.exists():
-        os.replace(temp, target)
-        _fsync(target.parent)
-        return
-    aside = _sibling(target, ASIDE_TAG)
-    os.replace(target, aside)
-    try:
-        _fsync(target.parent)
-        os.replace(temp, target)
-        _fsync(target.parent)
-    except BaseException:
-        if not target.exists():
-            os.replace(aside, target)
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
-
-
-def _sibling(target: Path, tag: str) -> Path:
-    return target.parent / f".{target.name}.{tag}-{uuid.uuid4().hex[:12]}"
 
 
 def _leftovers(target: Path) -> list[Path]:

