@@ -49,8 +49,10 @@ ours and for the peer, and reported as ratios:
    its highest over those steps, ``above start`` that minus the RSS before the first
    step (model, data and optimizer built, Adam's state not yet).
 
-The text is ../shared/data/tinyshakespeare.txt relative to the repository root when
-present (--data for another), else 1.1M random ids over 65 symbols.
+The text is the project's ``shakespeare`` dataset (`unrolled.data.obtain`), or the file
+``--text PATH``: the figures in bench/results/lm_speed were measured on tinyshakespeare
+(char-rnn's 1.1 MB input.txt), which no package registry ships, so pass that file to
+compare with them. ``--text random`` trains on 1.1M random ids over 65 symbols.
 
     .venv/bin/python bench/lm_speed.py                    # the full run (several minutes on 2 cores)
     .venv/bin/python bench/lm_speed.py --quick            # tiny shape (hidden 32, batch 4, T 16), 1 thread: seconds
@@ -81,12 +83,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from unrolled.data import StreamBatches, Vocabulary
+from unrolled.data import StreamBatches, Vocabulary, obtain
 from unrolled.models.charlm import CharLM, CharLMConfig, StreamWindow, TextStreams, checkpoint_config
 from unrolled.training import TrainConfig, Trainer, TrainResult
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 RANDOM_CHARACTERS = 1_100_000
 RANDOM_SYMBOLS = string.ascii_letters + string.digits + " \n"  # 64 characters + the unknown id: V = 65
 PRIME = "ROMEO"
@@ -127,16 +127,16 @@ QUICK = {"steps": 3, "repeats": 3, "warmup": 2, "sample_length": 50, "sample_rep
 
 def load_data(path: str | None) -> tuple[Tensor, Vocabulary, str]:
     """The ids (N,) of the text, its vocabulary, and where they came from."""
-    source = Path(path) if path else DEFAULT_DATA
-    if source.is_file():
-        text = source.read_text(encoding="utf-8")
-        vocabulary = Vocabulary.from_text(text)
-        return vocabulary.encode(text), vocabulary, f"{source} ({len(text):,} characters)"
-    if path:
+    if path == "random":
+        vocabulary = Vocabulary(list(RANDOM_SYMBOLS))
+        ids = torch.randint(0, len(vocabulary), (RANDOM_CHARACTERS,), generator=torch.Generator().manual_seed(0))
+        return ids, vocabulary, f"random ids ({RANDOM_CHARACTERS:,})"
+    source = Path(path) if path else obtain("shakespeare")
+    if not source.is_file():
         raise SystemExit(f"{path}: no such file")
-    vocabulary = Vocabulary(list(RANDOM_SYMBOLS))
-    ids = torch.randint(0, len(vocabulary), (RANDOM_CHARACTERS,), generator=torch.Generator().manual_seed(0))
-    return ids, vocabulary, f"random ids ({RANDOM_CHARACTERS:,}; {source} not found)"
+    text = source.read_text(encoding="utf-8")
+    vocabulary = Vocabulary.from_text(text)
+    return vocabulary.encode(text), vocabulary, f"{source} ({len(text):,} characters)"
 
 
 def our_model(shape: Shape, vocabulary: Vocabulary) -> CharLM:
@@ -578,7 +578,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         f"(default {FULL['memory_steps']})")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice; 1 with --quick)")
-    parser.add_argument("--data", help=f"the training text (default {DEFAULT_DATA}, else random ids)")
+    parser.add_argument("--text", "--data", dest="data", metavar="PATH",
+                        help="the training text, or `random` (default: the shakespeare dataset)")
     parser.add_argument("--quick", action="store_true", help="tiny shape and few steps: checks that it runs")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="training arithmetic of both sides (bf16: autocast, as `lm train` picks on CPUs "
