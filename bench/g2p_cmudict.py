@@ -27,16 +27,13 @@ encoder-decoders are reported at about 21 to 23.5% WER. Their split (the
 
 from __future__ import annotations
 
-import argparse
-import json
-import shutil
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results" / "g2p"
+import harness
+
+RESULTS = harness.results_dir("g2p")
 PUBLISHED = [
     ("Yao & Zweig 2015, encoder-decoder LSTM (no attention)", 28.61, 7.63),
     ("Yao & Zweig 2015, bidirectional LSTM", 23.55, 5.45),
@@ -64,34 +61,21 @@ DESCRIPTIONS = {
 
 
 def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict[str, Any]:
-    import torch
-
     from unrolled.apps.seq2seq import SplitRecord, Translator, split_pairs
-    from unrolled.cli import main
     from unrolled.data import obtain
     from unrolled.data.pairs import read_pairs
 
-    torch.set_num_threads(threads)
-    out = RESULTS / f"run-{name}"
-    shutil.rmtree(out, ignore_errors=True)
     dataset = DATASETS.get(name, "cmudict")
-    arguments = ["seq2seq", "train", "--dataset", dataset, "--out", str(out), "--max-time", f"{minutes}m",
-                 "--max-epochs", "1000", "--embedding", "128", "--hidden", "256", "--schedule", "cosine",
-                 "--lr", "2e-3", "--eval-every", "2000", "--no-progress", "--log-every", "500", *MODELS[name], *extra]
-    started = time.monotonic()
-    code = main(arguments)
-    trained = time.monotonic() - started
-    if code != 0:
-        raise SystemExit(f"seq2seq train ({name}) failed with status {code}")
-    translator = Translator.load(out)
+    recipe = ["seq2seq", "train", "--dataset", dataset, "--embedding", "128", "--hidden", "256", "--schedule",
+              "cosine", "--lr", "2e-3", "--eval-every", "2000", "--log-every", "500", *MODELS[name]]
+    trained = harness.train(RESULTS, name, recipe, minutes, threads, extra)
+    translator = Translator.load(trained.out)
     assert translator.split is not None
     pairs = read_pairs(obtain(dataset))
     test = split_pairs(pairs, SplitRecord(**translator.split))["test"]
     report = translator.evaluate(test, beams=(1, 5))
-    result = {"model": name, "arguments": arguments, "threads": threads, "train_seconds": round(trained, 1),
-              "epochs": trained_epochs(out), **report}
-    shutil.copy(out / "curve.png", RESULTS / f"curve-{name}.png")
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    result = {**trained.summary(), "epochs": trained.epochs(), **report}
+    harness.record(RESULTS, name, result)
     return result
 
 
@@ -104,7 +88,7 @@ def measure_speed(threads: int) -> None:
     from unrolled.data.pairs import read_pairs
 
     torch.set_num_threads(threads)
-    speeds = json.loads((RESULTS / "speed.json").read_text()) if (RESULTS / "speed.json").is_file() else {}
+    speeds = harness.load(RESULTS).get("speed", {})
     for name in MODELS:
         if not (RESULTS / f"run-{name}").is_dir():
             continue
@@ -117,23 +101,11 @@ def measure_speed(threads: int) -> None:
             started = time.perf_counter()
             translator.translate(words, beam=beam)
             speeds[f"{name} beam{beam} threads{threads}"] = len(words) / (time.perf_counter() - started)
-    (RESULTS / "speed.json").write_text(json.dumps(speeds, indent=2) + "\n")
-
-
-def trained_epochs(run: Path) -> float:
-    """The epochs a run went through: its last metrics line's."""
-    last = (run / "metrics.jsonl").read_text().splitlines()[-1]
-    return round(float(json.loads(last)["epoch"]), 1)
+    harness.record(RESULTS, "speed", speeds)
 
 
 def report() -> None:
-    rows = []
-    for name in MODELS:
-        path = RESULTS / f"{name}.json"
-        if path.is_file():
-            rows.append(json.loads(path.read_text()))
-    if not rows:
-        raise SystemExit(f"nothing measured yet in {RESULTS}; run with --model first")
+    rows = harness.rows(RESULTS, MODELS)
     print(f"G2P on cmudict, test words of our split ({rows[0]['sources']} words, {rows[0]['pairs']} pronunciations)")
     print(f"{'model':<84} {'WER %':>6} {'PER %':>6} {'words/s':>8}")
     for row in rows:
@@ -151,9 +123,8 @@ def report() -> None:
         print(f"{row['model']}: beam 5 decodes at {beam['per_second'] / greedy['per_second']:.2f}x greedy's speed "
               f"({beam['per_second']:.0f} vs {greedy['per_second']:.0f} words/s, {row['threads']} thread(s)); "
               f"trained {row['train_seconds'] / 60:.1f} min")
-    speed_file = RESULTS / "speed.json"
-    if speed_file.is_file():
-        speeds = json.loads(speed_file.read_text())
+    speeds = harness.load(RESULTS).get("speed")
+    if speeds:
         print("decoding speed measured alone (--speed), test words/s, batches of 64:")
         for key in sorted(k for k in speeds if "beam1" in k):
             name, _, threads = key.split()
@@ -170,21 +141,16 @@ def report() -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=tuple(MODELS), help="train and score this model")
-    parser.add_argument("--minutes", type=float, default=30.0, help="training time per model (default: 30)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
-    parser.add_argument("--report", action="store_true", help="print the table of the models measured so far")
+    parser = harness.options(__doc__, MODELS)
     parser.add_argument("--speed", action="store_true",
                         help="measure every trained model's greedy and beam-5 speed with --threads (run it alone)")
-    args, extra = parser.parse_known_args()
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    args, extra = harness.parse(parser)
     if args.model:
         run_model(args.model, args.minutes, args.threads, extra)
     if args.speed:
         measure_speed(args.threads)
     if args.report or not (args.model or args.speed):
-        report()
+        harness.summarise(RESULTS, __doc__, report, picture="attention-nostress")
 
 
 if __name__ == "__main__":

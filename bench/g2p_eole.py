@@ -28,7 +28,6 @@ steps) is used, since Eole has no time limit of its own.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -37,8 +36,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import harness
+
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results" / "g2p"
+RESULTS = harness.results_dir("g2p")
 WORK = ROOT / "bench" / "out" / "g2p-eole"
 SAVE_EVERY = 1000
 
@@ -166,9 +167,9 @@ def main() -> None:
     token_refs = [[t.split() for t in group] for group in pronunciations]
     result: dict[str, Any] = {"minutes": args.minutes, "threads": args.threads, "test_words": len(words)}
 
-    previous = RESULTS / "eole.json"
-    if args.skip_ours and previous.is_file():
-        result["ours"] = json.loads(previous.read_text())["ours"]
+    previous = harness.load(RESULTS).get("eole")
+    if args.skip_ours and previous is not None:
+        result["ours"] = previous["ours"]
     else:
         out = WORK / "ours"
         started = time.monotonic()
@@ -192,7 +193,7 @@ def main() -> None:
     peer = run_eole(args.eole_python, args.minutes, args.threads, words)
     scores = sequence_errors([line.split() for line in peer.pop("outputs")], token_refs)
     result["eole"] = {**peer, **scores, "words_per_s": len(words) / peer["decode_seconds"]}
-    previous.write_text(json.dumps(result, indent=2) + "\n")
+    harness.record(RESULTS, "eole", result)
 
     print(f"G2P on cmudict, {len(words)} test words; each trained {args.minutes:g} min on {args.threads} thread(s); "
           "unidirectional LSTM encoder (Eole turns brnn into rnn), general attention, input feeding, beam 5")
@@ -204,8 +205,8 @@ def main() -> None:
     e = result["eole"]
     print(f"{'Eole 0.6.4, batch 1 (' + e['checkpoint'] + ')':<34} {e['train_seconds'] / 60:6.1f} m "
           f"{100 * e['sequence_error']:6.2f} {100 * e['token_error']:6.2f} {e['words_per_s']:8.1f}")
-    ratio = result["ours"]["batch1"]["words_per_s"] / e["words_per_s"]
-    print(f"beam-5 speed at batch 1: ours / Eole = {ratio:.2f}x")
+    print(harness.beside("beam-5 speed at batch 1, ours / Eole:", result["ours"]["batch1"]["words_per_s"],
+                         e["words_per_s"], "words/s"))
 
 
 if __name__ == "__main__":

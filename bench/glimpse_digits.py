@@ -20,16 +20,13 @@ here: under 5% sequence error on 2-digit strings within 30 minutes.
 
 from __future__ import annotations
 
-import argparse
-import json
-import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results" / "glimpse"
+import harness
+
+RESULTS = harness.results_dir("glimpse")
 MODELS = {"dram": ["--model", "dram", "--precision", "fp32"], "cnn": ["--model", "cnn"],
           "cnn-800": ["--model", "cnn", "--hidden", "800"]}
 DESCRIPTIONS = {"dram": "DRAM, recurrent glimpses (guided)", "cnn": "CNN baseline (all digits at once)",
@@ -38,32 +35,18 @@ TARGET = 0.05  # sequence error on 2-digit strings
 
 
 def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict[str, Any]:
-    import torch
-
     from unrolled.apps.glimpse import Reader, split_images
-    from unrolled.cli import main
     from unrolled.data import obtain
     from unrolled.data.images import read_coco
 
-    torch.set_num_threads(threads)
-    out = RESULTS / f"run-{name}"
-    shutil.rmtree(out, ignore_errors=True)
-    arguments = ["glimpse", "train", "--dataset", "digit-strings", "--out", str(out), "--max-time", f"{minutes}m",
-                 "--max-epochs", "1000", "--lr", "1e-3", "--no-progress", "--log-every", "200", *MODELS[name],
-                 *extra]
-    started = time.monotonic()
-    if main(arguments) != 0:
-        raise SystemExit(f"glimpse train ({name}) failed")
-    trained = time.monotonic() - started
-    reader = Reader.load(out)
+    trained = harness.train(RESULTS, name, ["glimpse", "train", "--dataset", "digit-strings", "--lr", "1e-3",
+                                            "--log-every", "200", *MODELS[name]], minutes, threads, extra)
+    reader = Reader.load(trained.out)
     data = read_coco(obtain("digit-strings"), size=None)
     report = reader.evaluate(data, split_images(data, None)["test"])
-    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
-    result = {"model": name, "arguments": arguments, "threads": threads, "train_seconds": round(trained, 1),
-              "epochs": round(float(last["epoch"]), 1),
+    result = {**trained.summary(), "epochs": trained.epochs(),
               "parameters": sum(p.numel() for p in reader.model.parameters()), **report}
-    shutil.copy(out / "curve.png", RESULTS / f"curve-{name}.png")
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    harness.record(RESULTS, name, result)
     return result
 
 
@@ -105,10 +88,7 @@ def draw_paths(count: int) -> Path:
 
 
 def report() -> None:
-    rows = [json.loads((RESULTS / f"{name}.json").read_text()) for name in MODELS
-            if (RESULTS / f"{name}.json").is_file()]
-    if not rows:
-        raise SystemExit(f"nothing measured yet in {RESULTS}; run with --model first")
+    rows = harness.rows(RESULTS, MODELS)
     lengths = sorted({length for row in rows for length in row["by_length"]}, key=int)
     print(f"digit-strings, {rows[0]['images']} test canvases; sequence error % (a string not read whole)")
     header = " ".join(f"{length + ' dig.':>7}" for length in lengths)
@@ -130,21 +110,16 @@ def report() -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=tuple(MODELS), help="train and score this model")
-    parser.add_argument("--minutes", type=float, default=30.0, help="training time per model (default: 30)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
-    parser.add_argument("--report", action="store_true", help="print the table of the models measured so far")
+    parser = harness.options(__doc__, MODELS)
     parser.add_argument("--paths", type=int, metavar="N",
                         help="draw DRAM's glimpse paths on N test canvases into paths.png (after --model dram)")
-    args, extra = parser.parse_known_args()
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    args, extra = harness.parse(parser)
     if args.model:
         run_model(args.model, args.minutes, args.threads, extra)
     if args.paths:
         print(f"glimpse paths: {draw_paths(args.paths)}")
     if args.report or not (args.model or args.paths):
-        report()
+        harness.summarise(RESULTS, __doc__, report, picture="dram")
 
 
 if __name__ == "__main__":

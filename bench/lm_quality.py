@@ -13,10 +13,15 @@ The validation loss is reported both ways:
 windows of 128 carried statefully) for M minutes in the same process after ours, so both
 curves are measured on the same machine. Both curves go into one picture.
 
-    .venv/bin/python bench/lm_quality.py                          # 30 minutes, ours only
-    .venv/bin/python bench/lm_quality.py --minutes 30 --peer-minutes 30
-    .venv/bin/python bench/lm_quality.py --minutes 30 --peer-from bench/results/lm_quality/peer.json
-    .venv/bin/python bench/lm_quality.py --minutes 1 --out /tmp/q  # checks that it runs
+The text must be tinyshakespeare (char-rnn's and nanoGPT's 1,115,394-character
+input.txt) for the published figures to compare; no package registry ships it
+(PyPI's tinyshakespeareloader downloads it from GitHub when run), so it is not a
+dataset of `unrolled.data` and ``--text PATH`` is required: bring the file.
+
+    .venv/bin/python bench/lm_quality.py --text T                          # 30 minutes, ours only
+    .venv/bin/python bench/lm_quality.py --text T --minutes 30 --peer-minutes 30
+    .venv/bin/python bench/lm_quality.py --text T --minutes 30 --peer-from bench/results/lm_quality/peer.json
+    .venv/bin/python bench/lm_quality.py --text T --minutes 1 --out /tmp/q  # checks that it runs
 """
 
 from __future__ import annotations
@@ -40,7 +45,6 @@ from unrolled.models.charlm import fit
 from unrolled.training import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 PUBLISHED = [
     ("nanoGPT, 10.7M-parameter transformer, A100 (windows)", 1.4697),
     ("char-rnn, 2-3 x 512 LSTM, hours on a GPU", 1.41),
@@ -171,7 +175,8 @@ def plot(path: Path, mine: dict[str, Any], theirs: dict[str, Any] | None) -> Non
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="tinyshakespeare.txt")
+    parser.add_argument("--text", "--data", dest="data", type=Path, required=True, metavar="PATH",
+                        help="tinyshakespeare's input.txt (no package registry ships it: bring the file)")
     parser.add_argument("--minutes", type=float, default=30.0, help="our training time (default: 30)")
     parser.add_argument("--peer-minutes", type=float, default=0.0, help="also train the plain PyTorch loop")
     parser.add_argument("--peer-from", type=Path, metavar="JSON",
@@ -183,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("extra", nargs="*", help="more `unrolled lm train` options for our recipe (after --)")
     args = parser.parse_args(argv)
     if not args.data.is_file():
-        parser.error(f"{args.data} not found; pass --data path/to/tinyshakespeare.txt")
+        parser.error(f"{args.data} not found; pass --text path/to/tinyshakespeare.txt")
     text = read_text(args.data)
     run = args.out / "run"
     if run.exists():

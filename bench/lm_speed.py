@@ -49,8 +49,10 @@ ours and for the peer, and reported as ratios:
    its highest over those steps, ``above start`` that minus the RSS before the first
    step (model, data and optimizer built, Adam's state not yet).
 
-The text is ../shared/data/tinyshakespeare.txt relative to the repository root when
-present (--data for another), else 1.1M random ids over 65 symbols.
+The text is the project's ``shakespeare`` dataset (`unrolled.data.obtain`), or the file
+``--text PATH``: the figures in bench/results/lm_speed were measured on tinyshakespeare
+(char-rnn's 1.1 MB input.txt), which no package registry ships, so pass that file to
+compare with them. ``--text random`` trains on 1.1M random ids over 65 symbols.
 
     .venv/bin/python bench/lm_speed.py                    # the full run (several minutes on 2 cores)
     .venv/bin/python bench/lm_speed.py --quick            # tiny shape (hidden 32, batch 4, T 16), 1 thread: seconds
@@ -60,17 +62,14 @@ present (--data for another), else 1.1M random ids over 65 symbols.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import gc
 import json
 import os
 import platform
-import resource
 import shlex
 import statistics
 import string
-import subprocess
 import sys
 import tempfile
 import time
@@ -79,16 +78,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import harness
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from unrolled.data import StreamBatches, Vocabulary
+from unrolled.data import StreamBatches, Vocabulary, obtain
 from unrolled.models.charlm import CharLM, CharLMConfig, StreamWindow, TextStreams, checkpoint_config
 from unrolled.training import TrainConfig, Trainer, TrainResult
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 RANDOM_CHARACTERS = 1_100_000
 RANDOM_SYMBOLS = string.ascii_letters + string.digits + " \n"  # 64 characters + the unknown id: V = 65
 PRIME = "ROMEO"
@@ -129,16 +127,16 @@ QUICK = {"steps": 3, "repeats": 3, "warmup": 2, "sample_length": 50, "sample_rep
 
 def load_data(path: str | None) -> tuple[Tensor, Vocabulary, str]:
     """The ids (N,) of the text, its vocabulary, and where they came from."""
-    source = Path(path) if path else DEFAULT_DATA
-    if source.is_file():
-        text = source.read_text(encoding="utf-8")
-        vocabulary = Vocabulary.from_text(text)
-        return vocabulary.encode(text), vocabulary, f"{source} ({len(text):,} characters)"
-    if path:
+    if path == "random":
+        vocabulary = Vocabulary(list(RANDOM_SYMBOLS))
+        ids = torch.randint(0, len(vocabulary), (RANDOM_CHARACTERS,), generator=torch.Generator().manual_seed(0))
+        return ids, vocabulary, f"random ids ({RANDOM_CHARACTERS:,})"
+    source = Path(path) if path else obtain("shakespeare")
+    if not source.is_file():
         raise SystemExit(f"{path}: no such file")
-    vocabulary = Vocabulary(list(RANDOM_SYMBOLS))
-    ids = torch.randint(0, len(vocabulary), (RANDOM_CHARACTERS,), generator=torch.Generator().manual_seed(0))
-    return ids, vocabulary, f"random ids ({RANDOM_CHARACTERS:,}; {source} not found)"
+    text = source.read_text(encoding="utf-8")
+    vocabulary = Vocabulary.from_text(text)
+    return vocabulary.encode(text), vocabulary, f"{source} ({len(text):,} characters)"
 
 
 def our_model(shape: Shape, vocabulary: Vocabulary) -> CharLM:
@@ -430,40 +428,6 @@ def time_sampling(lm: CharLM, shape: Shape, vocabulary: Vocabulary, args: argpar
 # -- memory -------------------------------------------------------------------------------------
 
 
-def proc_status_kib(key: str) -> int | None:
-    with contextlib.suppress(OSError), open("/proc/self/status", encoding="utf-8") as status:
-        for line in status:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return None
-
-
-def reset_peak_rss() -> bool:
-    """Linux: reset VmHWM to the current RSS (clear_refs 5); False where that is not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="utf-8") as refs:
-            refs.write("5")
-    except OSError:
-        return False
-    return proc_status_kib("VmHWM") is not None
-
-
-class PeakMeter:
-    """Peak RSS from `start()` to `stop()`: VmHWM after a reset, else ru_maxrss (since the process began)."""
-
-    def start(self) -> None:
-        gc.collect()
-        self.resettable = reset_peak_rss()
-        self.base_kib = proc_status_kib("VmRSS") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-    def stop(self) -> dict[str, Any]:
-        if self.resettable:
-            peak, method = proc_status_kib("VmHWM") or 0, "VmHWM after clear_refs"
-        else:
-            peak, method = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "ru_maxrss (whole process)"
-        return {"peak_mib": peak / 1024.0, "above_start_mib": (peak - self.base_kib) / 1024.0, "method": method}
-
-
 def memory_child(payload: str) -> None:
     """Subprocess entry: one side alone runs a few training steps; prints its peak RSS as JSON."""
     spec = json.loads(payload)
@@ -472,7 +436,7 @@ def memory_child(payload: str) -> None:
     shape, steps = Shape(**spec["shape"]), spec["steps"]
     ids, vocabulary, _ = load_data(spec["data"])
     torch.manual_seed(0)
-    meter = PeakMeter()
+    meter = harness.PeakMeter()
     if spec["who"] == "peer":
         peer = PeerLoop(shape, ids, len(vocabulary))
         meter.start()
@@ -501,23 +465,10 @@ def memory_child(payload: str) -> None:
 def memory_of(who: str, shape: Shape, args: argparse.Namespace) -> dict[str, Any]:
     spec = {"who": who, "shape": asdict(shape), "steps": args.memory_steps, "threads": args.threads,
             "data": args.data}
-    command = [sys.executable, os.path.abspath(__file__), "--memory-child", json.dumps(spec)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        return {"peak_mib": None, "above_start_mib": None, "method": f"failed: {done.stderr.strip().splitlines()[-1:]}"}
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return harness.child_json(os.path.abspath(__file__), spec, {"peak_mib": None, "above_start_mib": None})
 
 
 # -- report -------------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as info:
-        for line in info:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def header(args: argparse.Namespace, shape: Shape, source: str, vocab_size: int) -> dict[str, Any]:
@@ -528,7 +479,7 @@ def header(args: argparse.Namespace, shape: Shape, source: str, vocab_size: int)
         "threads": torch.get_num_threads(),
         "interop_threads": torch.get_num_interop_threads(),
         "cpus": os.cpu_count(),
-        "cpu": cpu_model(),
+        "cpu": harness.cpu_model(),
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "shape": asdict(shape),
         "vocab_size": vocab_size,
@@ -627,7 +578,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         f"(default {FULL['memory_steps']})")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice; 1 with --quick)")
-    parser.add_argument("--data", help=f"the training text (default {DEFAULT_DATA}, else random ids)")
+    parser.add_argument("--text", "--data", dest="data", metavar="PATH",
+                        help="the training text, or `random` (default: the shakespeare dataset)")
     parser.add_argument("--quick", action="store_true", help="tiny shape and few steps: checks that it runs")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="training arithmetic of both sides (bf16: autocast, as `lm train` picks on CPUs "

@@ -35,10 +35,8 @@ import json
 import math
 import os
 import platform
-import resource
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -46,6 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import harness
 import torch
 from torch import Tensor, nn
 
@@ -293,24 +292,6 @@ def row(cfg: Config, mode: str, c: Contender, peer: Contender, gemm_rate: float,
 # -- memory -------------------------------------------------------------------------------------
 
 
-def proc_status_kib(key: str) -> int | None:
-    with contextlib.suppress(OSError), open("/proc/self/status", encoding="utf-8") as status:
-        for line in status:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return None
-
-
-def reset_peak_rss() -> bool:
-    """Linux: reset VmHWM to the current RSS (clear_refs 5); False where that is not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="utf-8") as refs:
-            refs.write("5")
-    except OSError:
-        return False
-    return proc_status_kib("VmHWM") is not None
-
-
 def measure_peak(step: Callable[[], None], steps: int, device: torch.device) -> dict[str, Any]:
     """Peak memory of `steps` training steps above what is held before them (MiB)."""
     gc.collect()
@@ -322,15 +303,12 @@ def measure_peak(step: Callable[[], None], steps: int, device: torch.device) -> 
             step()
         torch.cuda.synchronize(device)
         return {"peak_mib": (torch.cuda.max_memory_allocated(device) - base) / MIB, "method": "cuda allocated"}
-    if reset_peak_rss():
-        base = proc_status_kib("VmRSS") or 0
-        for _ in range(steps):
-            step()
-        return {"peak_mib": ((proc_status_kib("VmHWM") or 0) - base) / 1024.0, "method": "VmHWM - VmRSS"}
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    meter = harness.PeakMeter()
+    meter.start()
     for _ in range(steps):
         step()
-    return {"peak_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024.0, "method": "ru_maxrss"}
+    peak = meter.stop()
+    return {"peak_mib": peak["above_start_mib"], "method": peak["method"]}
 
 
 def memory_child(payload: str) -> None:
@@ -354,12 +332,7 @@ def memory_of(cfg: Config, mode: str, name: str, args: argparse.Namespace) -> di
         "threads": args.threads,
         "steps": args.memory_steps,
     }
-    command = [sys.executable, os.path.abspath(__file__), "--memory-child", json.dumps(spec)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        return {"peak_mib": None, "method": f"failed: {done.stderr.strip().splitlines()[-1:]}"}
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return harness.child_json(os.path.abspath(__file__), spec, {"peak_mib": None})
 
 
 def add_memory(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
@@ -376,14 +349,6 @@ def add_memory(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
 # -- report -------------------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as info:
-        for line in info:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
 def header(args: argparse.Namespace) -> dict[str, Any]:
     info: dict[str, Any] = {
         "command": shlex.join([sys.executable, *sys.argv]),
@@ -393,7 +358,7 @@ def header(args: argparse.Namespace) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "interop_threads": torch.get_num_interop_threads(),
         "cpus": os.cpu_count(),
-        "cpu": cpu_model(),
+        "cpu": harness.cpu_model(),
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "repeats": args.repeats,
         "warmup": args.warmup,

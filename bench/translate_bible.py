@@ -19,16 +19,12 @@ trivial baseline of copying the English verse (names and numbers overlap).
 
 from __future__ import annotations
 
-import argparse
-import json
-import shutil
 import sys
-import time
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results" / "bible"
+import harness
+
+RESULTS = harness.results_dir("bible")
 MODELS = {
     "attention": ["--attention", "general"],
     "none": ["--attention", "none", "--no-input-feed"],
@@ -36,49 +32,33 @@ MODELS = {
 
 
 def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict[str, Any]:
-    import torch
-
     from unrolled.apps.seq2seq import SplitRecord, Translator, references, split_pairs
-    from unrolled.cli import main
     from unrolled.data import obtain
     from unrolled.data.pairs import read_pairs
     from unrolled.metrics import bleu_chrf
 
-    torch.set_num_threads(threads)
-    out = RESULTS / f"run-{name}"
-    shutil.rmtree(out, ignore_errors=True)
-    arguments = ["seq2seq", "train", "--dataset", "bible-en-es", "--out", str(out), "--max-time", f"{minutes}m",
-                 "--max-epochs", "1000", "--source-tokens", "subword", "--target-tokens", "subword",
-                 "--subword-vocab", "4000",
-                 "--max-len", "120", "--embedding", "256", "--hidden", "256", "--batch", "32",
-                 "--schedule", "cosine", "--lr", "2e-3", "--dropout", "0.3", "--eval-every", "500",
-                 "--no-progress", "--log-every", "100", *MODELS[name], *extra]
-    started = time.monotonic()
-    code = main(arguments)
-    trained = time.monotonic() - started
-    if code != 0:
-        raise SystemExit(f"seq2seq train ({name}) failed with status {code}")
-    translator = Translator.load(out)
+    recipe = ["seq2seq", "train", "--dataset", "bible-en-es", "--source-tokens", "subword", "--target-tokens",
+              "subword", "--subword-vocab", "4000", "--max-len", "120", "--embedding", "256", "--hidden", "256",
+              "--batch", "32", "--schedule", "cosine", "--lr", "2e-3", "--dropout", "0.3", "--eval-every", "500",
+              "--log-every", "100", *MODELS[name]]
+    trained = harness.train(RESULTS, name, recipe, minutes, threads, extra)
+    translator = Translator.load(trained.out)
     assert translator.split is not None
     test = split_pairs(read_pairs(obtain("bible-en-es")), SplitRecord(**translator.split))["test"]
     report = translator.evaluate(test, beams=(1, 5))
     sources, targets = references(test)
     copy = bleu_chrf(sources, targets)
     example = translator.translate(sources[:5], beam=5)
-    result = {"model": name, "arguments": arguments, "threads": threads, "train_seconds": round(trained, 1),
+    result = {**trained.summary(),
               "copy_baseline": copy, **report,
               "examples": [{"source": s, "reference": r[0], "beam5": t[0].text}
                            for s, r, t in zip(sources[:5], targets[:5], example, strict=True)]}
-    shutil.copy(out / "curve.png", RESULTS / f"curve-{name}.png")
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    harness.record(RESULTS, name, result)
     return result
 
 
 def report() -> None:
-    rows = [json.loads((RESULTS / f"{name}.json").read_text()) for name in MODELS
-            if (RESULTS / f"{name}.json").is_file()]
-    if not rows:
-        raise SystemExit(f"nothing measured yet in {RESULTS}; run with --model first")
+    rows = harness.rows(RESULTS, MODELS)
     print(f"English -> Spanish, test verses of our split ({rows[0]['sources']} verses)")
     print(f"{'model':<40} {'BLEU':>6} {'chrF':>6} {'verses/s':>9}")
     copy = rows[0]["copy_baseline"]
@@ -94,17 +74,11 @@ def report() -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=tuple(MODELS), help="train and score this model")
-    parser.add_argument("--minutes", type=float, default=60.0, help="training time per model (default: 60)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
-    parser.add_argument("--report", action="store_true", help="print the table of the models measured so far")
-    args, extra = parser.parse_known_args()
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    args, extra = harness.parse(harness.options(__doc__, MODELS, minutes=60.0))
     if args.model:
         run_model(args.model, args.minutes, args.threads, extra)
     if args.report or not args.model:
-        report()
+        harness.summarise(RESULTS, __doc__, report, picture="attention")
 
 
 if __name__ == "__main__":

@@ -22,46 +22,29 @@ there). No published figure exists for this task.
 
 from __future__ import annotations
 
-import argparse
-import json
-import shutil
 import sys
-import time
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results" / "video"
+import harness
+
+RESULTS = harness.results_dir("video")
 MODELS = ("recurrent", "cnn")
 DESCRIPTIONS = {"recurrent": "CNN per frame + bidirectional LSTM", "cnn": "per-frame CNN (no recurrence)"}
 
 
 def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict[str, Any]:
-    import torch
-
     from unrolled.apps.video import VideoLabeller, split_clips
-    from unrolled.cli import main
     from unrolled.data import obtain
     from unrolled.data.clips import read_clips
 
-    torch.set_num_threads(threads)
-    out = RESULTS / f"run-{name}"
-    shutil.rmtree(out, ignore_errors=True)
-    arguments = ["video", "train", "--dataset", "moving-digits", "--out", str(out), "--model", name,
-                 "--max-time", f"{minutes}m", "--max-epochs", "1000", "--no-progress", "--log-every", "100", *extra]
-    started = time.monotonic()
-    if main(arguments) != 0:
-        raise SystemExit(f"video train ({name}) failed")
-    trained = time.monotonic() - started
-    labeller = VideoLabeller.load(out)
+    trained = harness.train(RESULTS, name, ["video", "train", "--dataset", "moving-digits", "--model", name,
+                                            "--log-every", "100"], minutes, threads, extra)
+    labeller = VideoLabeller.load(trained.out)
     clips = read_clips(obtain("moving-digits"))
     report = labeller.evaluate(clips.select(split_clips(clips, None)["test"]))
-    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
-    result = {"model": name, "arguments": arguments, "threads": threads, "train_seconds": round(trained, 1),
-              "steps": int(last["step"]), "epochs": round(float(last["epoch"]), 2),
+    result = {**trained.summary(), "steps": int(trained.last_metrics()["step"]), "epochs": trained.epochs(2),
               "parameters": sum(p.numel() for p in labeller.model.parameters()), **report}
-    shutil.copy(out / "curve.png", RESULTS / f"curve-{name}.png")
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    harness.record(RESULTS, name, result)
     return result
 
 
@@ -84,10 +67,7 @@ def position_ceiling() -> float:
 
 
 def report() -> None:
-    rows = [json.loads((RESULTS / f"{name}.json").read_text()) for name in MODELS
-            if (RESULTS / f"{name}.json").is_file()]
-    if not rows:
-        raise SystemExit(f"nothing measured yet in {RESULTS}; run the models first")
+    rows = harness.rows(RESULTS, MODELS)
     ceiling = position_ceiling()
     print(f"moving-digits: {rows[0]['frames']} labelled frames of {rows[0]['clips']} test clips; per-frame accuracy %")
     print(f"{'model':<70} {'accuracy':>8} {'params':>9}")
@@ -97,23 +77,18 @@ def report() -> None:
         print(f"{label:<70} {100 * row['accuracy']:8.2f} {row['parameters']:9,d}")
     print(f"{'chance (always ' + repr(rows[0]['most_frequent']) + ')':<70} {100 * rows[0]['chance']:8.2f}")
     print(f"{'single-frame ceiling (move guessed from the digit position)':<70} {100 * ceiling:8.2f}")
-    (RESULTS / "summary.json").write_text(json.dumps(
-        {"chance": rows[0]["chance"], "position_ceiling": ceiling,
-         **{row["model"]: row["accuracy"] for row in rows}}, indent=2) + "\n")
+    harness.record(RESULTS, "summary", {"chance": rows[0]["chance"], "position_ceiling": ceiling,
+                                        **{row["model"]: row["accuracy"] for row in rows}})
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=MODELS, help="train and score only this model (default: both)")
-    parser.add_argument("--minutes", type=float, default=5.0, help="training time per model (default: 5)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
-    parser.add_argument("--report", action="store_true", help="only print the table of the models measured so far")
-    args, extra = parser.parse_known_args()
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    parser = harness.options(__doc__, MODELS, minutes=5.0, model_help="train and score only this model "
+                             "(default: both)", report_help="only print the table of the models measured so far")
+    args, extra = harness.parse(parser)
     if not args.report:
         for name in [args.model] if args.model else MODELS:
             run_model(name, args.minutes, args.threads, extra)
-    report()
+    harness.summarise(RESULTS, __doc__, report, picture="recurrent")
 
 
 if __name__ == "__main__":
