@@ -13,7 +13,6 @@ DEFAULT_LENGTHS = (10, 50, 100)
 DEFAULT_BUDGET = "60m"
 QUICK = {"lengths": (10, 40), "seeds": 1, "budget": "210s"}
 """--quick: every variant on the three synthetic tasks at two lengths, one seed, within 5 minutes here."""
-DEFAULT_TEXT = "../shared/data/tinyshakespeare.txt"
 COMPILE_CHOICES = ("off", "on", "chunks", "native")
 """`unrolled.variants.train.COMPILE_CHOICES`, named here so that --help need not import torch."""
 
@@ -52,7 +51,8 @@ def add_bench_commands(commands: Any) -> None:
                                "unroll (built once per machine, 16 s here), 'off' eager, 'chunks' "
                                "torch.compile over chunks of 10 steps (once per variant and input size), 'on' the "
                                "whole model under torch.compile (45-120 s per model and length) (default: native)")
-    variants.add_argument("--text", default=DEFAULT_TEXT, help=f"the charlm task's text (default: {DEFAULT_TEXT})")
+    variants.add_argument("--text", help="the charlm task's text file (default: the shakespeare dataset, obtained "
+                                         "into the cache)")
     variants.add_argument("--quick", action="store_true", help="a small suite that finishes within 5 minutes")
     variants.add_argument("--out", required=True, help="folder for results.csv, results.md and plots (must not exist)")
     variants.add_argument("--resume", action="store_true",
@@ -72,7 +72,7 @@ def suite_config(args: argparse.Namespace) -> Any:
         tasks=tasks, variants=args.variants or tuple(VARIANTS),
         lengths=args.lengths or quick.get("lengths", DEFAULT_LENGTHS), seeds=args.seeds or quick.get("seeds", 3),
         budget=parse_duration(args.budget or quick.get("budget", DEFAULT_BUDGET)), hidden=args.hidden,
-        compile=args.compile, text=args.text if "charlm" in tasks else None, steps=args.steps)
+        compile=args.compile, text=charlm_text(args.text) if "charlm" in tasks else None, steps=args.steps)
 
 
 def run_variants(args: argparse.Namespace) -> int:
@@ -90,3 +90,12 @@ def run_variants(args: argparse.Namespace) -> int:
     print(text)
     print(f"results: {out}/results.csv, {out}/results.md, plots {out}/<task>.png")
     return 0
+
+
+def charlm_text(path: str | None) -> str:
+    """The charlm task's text file: `path`, else the project's shakespeare dataset."""
+    if path is not None:
+        return path
+    from unrolled.data import obtain
+
+    return str(obtain("shakespeare"))
