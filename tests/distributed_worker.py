@@ -1,4 +1,4 @@
-"""One process of the 2-process test in test_training.py; run as `torchrun --nproc_per_node 2 THIS OUT`.
+"""One process of the 2-process test in test_training_distributed.py; run as `torchrun --nproc_per_node 2 THIS OUT`.
 
 1. "straight": 6 steps; the trainer starts and ends the process group itself.
 2. "split": with a process group this script starts (the trainer must use it and leave it),
@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from test_training import APP, distributed_settings, evaluate, make
+from training_fixtures import APP, distributed_settings, evaluate, make
 
 from unrolled.training import Trainer, TrainResult, distributed_context
 

@@ -112,3 +112,16 @@ def test_import_unrolled_offers_every_predictor_and_configuration() -> None:
     with pytest.raises(AttributeError):
         _ = unrolled.NoSuchThing
     assert (Path(unrolled.__file__).parent / "py.typed").is_file()
+
+
+def test_the_trainers_old_flag_spellings_still_set_its_fields(tmp_path: Path) -> None:
+    from unrolled.apps.classify import APP
+    from unrolled.cli.apps import train_configuration
+
+    argv = ["classify", "train", "x.csv", "--out", str(tmp_path / "r"), "--warmup", "3", "--clip", "0",
+            "--max-time", "1.5h", "--no-progress", "--batch", "7", "--unidirectional"]
+    config = train_configuration(APP, build_parser().parse_args(argv))
+    assert (config.train.warmup_steps, config.train.clip_norm, config.train.max_time) == (3, 0.0, 5400.0)
+    assert config.train.progress is False and config.train.clipping is None
+    assert config.data.batch_size == 7 and config.data.file == "x.csv" and config.model.bidirectional is False
+    assert config.train.eval_every is None and config.train.optimizer == "adam"  # the application's own defaults

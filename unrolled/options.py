@@ -168,7 +168,9 @@ def add_flags(parser: argparse.ArgumentParser, config: Any, *, titles: Mapping[s
                                type=one, default=argparse.SUPPRESS, help=help_text)
             continue
         if base is bool:
-            negations = list(dict.fromkeys((f"--no-{item.name.replace('_', '-')}", *meta.get("negate", ()))))
+            extra = meta.get("negate", ())
+            extra = (extra,) if isinstance(extra, str) else extra
+            negations = list(dict.fromkeys((f"--no-{item.name.replace('_', '-')}", *extra)))
             names = [name for name in names if name not in negations]
             for name in (*names, *negations):
                 if name in seen:

@@ -12,6 +12,25 @@ trained by Adam with the gradient's norm clipped, on fresh batches from the
 task's generator, until the run's time budget is spent; then scored once on a
 held-out set drawn from another seed.
 
+Why `run` has its own loop rather than `unrolled.training.Trainer`: the two
+measure different things, and each difference would change the suite's
+results. (1) Data: the trainer's `TrainData` is epochs of ``len(data)``
+batches, each a function of (epoch, index) so that a resume can redo it; a run
+here draws an endless stream from one NumPy generator (`seed_rng`). Serving
+that stream as epochs means a generator per batch index, which changes every
+batch, so new results would no longer match the finished runs the suite's
+resume keeps. (2) Budget: `budget` is wall time of updates only, so that the
+suite can give every variant the same share and set the evaluation's time
+aside (`evaluation_seconds`); the trainer's max_time counts its evaluations
+and saves, and a time-bounded CPU run changes torch's thread count with the
+machine's load, which would blur the engines' steps/s the suite compares.
+(3) Divergence is a finding here (a run whose held-out loss is not finite
+scores chance, or infinity where lower is better), where the trainer stops
+with `TrainingError`. (4) The trainer writes a run folder (checkpoints,
+metrics, curve) per run; the suite trains dozens of runs of seconds each and
+keeps one row of results.csv per run. The compile fallback (`eager` after a compiler fails at its first
+call) would also have to move inside a model's ``loss``.
+
 Speed: variants without a fused kernel run through `Recurrent.unroller`.
 `compile="native"` (the suite's default) is the C++ unroll with its
 hand-written backward (`unrolled.native`), 0.83x to 1.07x of the fused LSTM's
