@@ -28,8 +28,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
-import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from unrolled.atomic import staged_folder
 from unrolled.checkpoint import load_checkpoint, resolve_checkpoint
 
 VIZ_DIR = "viz"
@@ -165,18 +164,10 @@ def record_states(
     count = streams or max(1, min(MAX_STREAMS, len(text) // MIN_SEGMENT))
     index = Index(FORMAT, str(run), str(checkpoint), len(text), model.config.layers, model.config.hidden,
                   model.config.cell, list(chosen), {}, count, warmup if count > 1 else 0, text_digest(text), step)
-    temp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
-    temp.mkdir(parents=True)
-    try:
+    with staged_folder(folder) as temp:  # a recording appears whole, or the old one stays
         (temp / TEXT_FILE).write_text(text, encoding="utf-8")
         write_states(model, vocabulary.encode(text).numpy(), temp, index, chunk=chunk, on_progress=on_progress)
         (temp / INDEX_FILE).write_text(json.dumps(asdict(index), indent=1), encoding="utf-8")
-        if folder.exists():
-            shutil.rmtree(folder)
-        temp.rename(folder)
-    finally:
-        if temp.exists():
-            shutil.rmtree(temp)
     return Recording(folder)
 
 
