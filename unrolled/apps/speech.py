@@ -69,19 +69,11 @@ from unrolled.checkpoint import CheckpointError, load_checkpoint, load_model_sta
 from unrolled.data.audio import PerturbConfig, perturb, read_audio
 from unrolled.data.labelled import LabelledData
 from unrolled.data.speech import SpeechBatch, Utterance
+from unrolled.decoding.ctc import BLANK, greedy_decode, joint_scores, prefix_beam_search
 from unrolled.decoding.ngram import CharNgram, Fusion, LanguageModelFusion, read_texts
 from unrolled.features import SAMPLE_RATE
 from unrolled.metrics import error_rates
-from unrolled.models.speech import (
-    BLANK,
-    Alphabet,
-    Recogniser,
-    SpeechConfig,
-    greedy_decode,
-    joint_scores,
-    needed_steps,
-    prefix_beam_search,
-)
+from unrolled.models.speech import Alphabet, Recogniser, SpeechConfig, needed_steps
 
 KIND = "speech"
 COMMAND = "unrolled speech train"
@@ -274,7 +266,7 @@ class Transcriber:
         transcribed in pieces (module docstring). ``length_penalty``: GNMT's alpha for the attention beam (the
         CTC prefix beam needs none: every prefix has read the whole clip). ``fusion``: a character language model
         added to the beam search (`unrolled.decoding.ngram`); beam 1 stays greedy, without it. ``decoder="joint"``
-        (joint runs): the attention beam's hypotheses rescored with CTC (`unrolled.models.speech.joint_scores`),
+        (joint runs): the attention beam's hypotheses rescored with CTC (`unrolled.decoding.ctc.joint_scores`),
         lambda = ``ctc_weight`` (default: the run's training weight); at beam 1 the speller's greedy transcript.
         ``warps``: the factors of the warp search (module docstring); one factor decodes every waveform at it, and
         the default (1.0,) leaves the features as they are. ``groups``: one label per waveform; waveforms with the
