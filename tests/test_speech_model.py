@@ -262,7 +262,7 @@ def ctc_nll(log_probs: np.ndarray, target: list[int]) -> float:
 
 @pytest.mark.parametrize("weight", [0.0, 0.3, 1.0])
 def test_joint_decoding_picks_the_attention_hypothesis_of_the_best_mixed_score(weight: float) -> None:
-    from unrolled.apps.speech import Transcriber, character_limit
+    from unrolled.apps.transcriber import Transcriber, character_limit
 
     torch.manual_seed(0)
     alphabet = Alphabet.build(["abc"])
