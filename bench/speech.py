@@ -14,7 +14,7 @@ and string accuracy. A joint run (both heads) decodes with its attention
 head, then again with joint decoding (the attention beam rescored with CTC,
 lambda its training weight), beam 8 without and with the LM. With
 ``--warp-search`` the runs are also scored with the test-time warp search
-(`unrolled.apps.speech`: each clip decoded at whichever mel warp of
+(`unrolled.apps.transcriber`: each clip decoded at whichever mel warp of
 `WARP_GRID` the model is most confident at; then each voice's clips at one
 warp, their pooled choice), greedy and beam 8 with the LM as tuned without
 it, and timed at batch 1 with it.
@@ -92,7 +92,7 @@ def train(dataset: str, model: str, minutes: float, extra: list[str], tag: str |
     out = run_folder(dataset, f"{model}-{tag}" if tag else model)
     shutil.rmtree(out, ignore_errors=True)
     arguments = [str(ROOT / ".venv" / "bin" / "unrolled"), "speech", "train", "--dataset", dataset, "--out", str(out),
-                 *COMMON, "--max-time", f"{minutes}m", "--max-epochs", "1000", "--eval-every", "200",
+                 *COMMON, "--max-time", str(minutes * 60), "--max-epochs", "1000", "--eval-every", "200",
                  "--log-every", "25", "--no-progress", "--seed", "0", *MODELS[model], *extra]
     environment = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     started = time.monotonic()
@@ -138,7 +138,8 @@ def tune_fusion(transcriber: Any, out: Path, validation: list[Any], waves: list[
     """The language model of the run's training transcripts, and the weight (and, for CTC, bonus) of the grid that
     gives the lowest beam-8 CER on `waves` (validation clips) with `decoder` (default: the run's own): (`Fusion`,
     the grid's scores)."""
-    from unrolled.apps.speech import TRANSCRIPTS, read_language_model
+    from unrolled.apps.speech import TRANSCRIPTS
+    from unrolled.apps.transcriber import read_language_model
     from unrolled.decoding.ngram import Fusion
 
     lm = read_language_model(out / TRANSCRIPTS, transcriber.alphabet)
@@ -146,8 +147,8 @@ def tune_fusion(transcriber: Any, out: Path, validation: list[Any], waves: list[
     grid = [(w, b) for w in LM_WEIGHTS for b in (LM_BONUSES if ctc else (0.0,))]
     scores = {}
     for weight, bonus in grid:
-        result = transcriber.evaluate(validation, beams=(8,), waves=waves, fusion=Fusion(lm, weight, bonus),
-                                      decoder=decoder)
+        result = transcriber.score(validation, beams=(8,), waves=waves, fusion=Fusion(lm, weight, bonus),
+                                   decoder=decoder)
         scores[f"{weight}/{bonus}"] = result["beam8"]["cer"]
     weight, bonus = min(grid, key=lambda wb: (scores[f"{wb[0]}/{wb[1]}"], wb))
     return Fusion(lm, weight, bonus), {"weight": weight, "bonus": bonus, "validation_cer": scores}
@@ -158,7 +159,8 @@ def warp_search(transcriber: Any, out: Path, test: list[Any], waves: list[Any], 
     """The test split again with the warp search over `WARP_GRID`, each clip its own factor and then each voice's
     clips one factor (``--warp-by voice``): greedy, and beam 8 with the LM of run folder `out` at the weight and
     bonus `tune_fusion` chose (`tuned`, if any); and the batch-1 speed of greedy decoding with the search."""
-    from unrolled.apps.speech import TRANSCRIPTS, WARP_GRID, read_language_model
+    from unrolled.apps.speech import TRANSCRIPTS
+    from unrolled.apps.transcriber import WARP_GRID, read_language_model
     from unrolled.decoding.ngram import Fusion
 
     fusion = None
@@ -167,11 +169,11 @@ def warp_search(transcriber: Any, out: Path, test: list[Any], waves: list[Any], 
         fusion = Fusion(lm, tuned["weight"], tuned["bonus"])
     out: dict[str, Any] = {"grid": list(WARP_GRID)}
     for name, key in (("clip", None), ("voice", "voice")):
-        scores = transcriber.evaluate(test, beams=(1,), waves=waves, by="engine", warps=WARP_GRID, warp_by=key)
+        scores = transcriber.score(test, beams=(1,), waves=waves, by="engine", warps=WARP_GRID, warp_by=key)
         out[name] = {"beam1": scores["beam1"]}
         if fusion is not None:
-            out[name]["beam8_lm"] = transcriber.evaluate(test, beams=(8,), waves=waves, by="engine", fusion=fusion,
-                                                         warps=WARP_GRID, warp_by=key)["beam8"]
+            out[name]["beam8_lm"] = transcriber.score(test, beams=(8,), waves=waves, by="engine", fusion=fusion,
+                                                      warps=WARP_GRID, warp_by=key)["beam8"]
         print(f"  warp search by {name}: CER greedy {100 * scores['beam1']['cer']:.2f}%", flush=True)
     out["speed_batch1"] = warp_speed(transcriber, waves[:speed_clips])
     return out
@@ -179,7 +181,7 @@ def warp_search(transcriber: Any, out: Path, test: list[Any], waves: list[Any], 
 
 def warp_speed(transcriber: Any, clips: list[Any]) -> float:
     """Seconds of audio per second of compute, greedy at batch 1 with the warp search over `WARP_GRID`."""
-    from unrolled.apps.speech import WARP_GRID
+    from unrolled.apps.transcriber import WARP_GRID
 
     transcriber.transcribe(clips[:3], beam=1, batch_size=1, warps=WARP_GRID)  # warm-up
     started = time.perf_counter()
@@ -223,17 +225,17 @@ def evaluate(dataset: str, speed_clips: int, *, speed_only: bool = False, only: 
         if speed_only:
             report = json.loads((out / "bench-eval.json").read_text())
         else:
-            report = transcriber.evaluate(test, beams=(1, 8), waves=waves, by="engine")
+            report = transcriber.score(test, beams=(1, 8), waves=waves, by="engine")
             if not (out / TRANSCRIPTS).exists():  # runs trained before training wrote them
                 (out / TRANSCRIPTS).write_text("".join(f"{u.text}\n" for u in train))
             fusion, report["lm"] = tune_fusion(transcriber, out, validation, validation_waves)
-            fused = transcriber.evaluate(test, beams=(8,), waves=waves, fusion=fusion, by="engine")
+            fused = transcriber.score(test, beams=(8,), waves=waves, fusion=fusion, by="engine")
             report["beam8_lm"] = fused["beam8"]
             if "joint" in transcriber.decoders:  # a joint run: its attention beam rescored with CTC too
-                joint = transcriber.evaluate(test, beams=(8,), waves=waves, by="engine", decoder="joint")
+                joint = transcriber.score(test, beams=(8,), waves=waves, by="engine", decoder="joint")
                 fusion, tuned = tune_fusion(transcriber, out, validation, validation_waves, "joint")
-                fused = transcriber.evaluate(test, beams=(8,), waves=waves, fusion=fusion, by="engine",
-                                             decoder="joint")
+                fused = transcriber.score(test, beams=(8,), waves=waves, fusion=fusion, by="engine",
+                                          decoder="joint")
                 report["joint_decoding"] = {"ctc_weight": transcriber.model.config.ctc_weight,
                                             "beam8": joint["beam8"], "lm": tuned, "beam8_lm": fused["beam8"]}
         clips = waves[:speed_clips]

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from unrolled.decoding import beam_search
+from unrolled.decoding.ctc import BLANK, prefix_beam_search
 from unrolled.decoding.ngram import END, START, CharNgram, LanguageModelFusion, read_texts
-from unrolled.models.speech import BLANK, prefix_beam_search
 
 TEXTS = [[1, 2, 3], [1, 2], [3, 3, 1, 2], [2], [1, 2, 3, 3]]
 

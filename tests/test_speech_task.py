@@ -11,16 +11,10 @@ import pytest
 import soundfile
 import torch
 
-from unrolled.apps.speech import (
-    SpeechData,
-    Transcriber,
-    character_limit,
-    cut_points,
-    fit,
-    read_language_model,
-    split_utterances,
-)
+from unrolled.apps.speech import SpeechAppConfig, SpeechDataConfig, SpeechModelConfig, fit
+from unrolled.apps.speech_data import SpeechData, cut_points, split_utterances
 from unrolled.apps.split import new_record
+from unrolled.apps.transcriber import Transcriber, character_limit, read_language_model
 from unrolled.cli import main
 from unrolled.data.speech import Utterance, read_manifest
 from unrolled.decoding.ngram import Fusion
@@ -207,12 +201,18 @@ def test_batches_are_a_function_of_seed_epoch_and_index_so_resuming_repeats_them
     assert not all(torch.equal(a.samples, b.samples) for a, b in zip(whole, other, strict=True))
 
 
+def speller_config(train: TrainConfig) -> SpeechAppConfig:
+    """A small attention recogniser, unperturbed, batches of 4."""
+    return SpeechAppConfig(SpeechDataConfig(batch_size=4, perturb=False),
+                           SpeechModelConfig(hidden=16, decoder="attention", decoder_hidden=16, spec_augment=False),
+                           train)
+
+
 def test_an_attention_run_decodes_with_attention_and_refuses_ctc(tmp_path: Path) -> None:
     path = write_corpus(tmp_path, ["ab", "ba"], copies=5, split=True)
     utterances = read_manifest(path)
     train = TrainConfig(max_steps=2, eval_every=2, seed=0, progress=False)
-    fit(utterances, tmp_path / "run", model_options={"hidden": 16, "decoder": "attention", "decoder_hidden": 16,
-                                                     "spec_augment": None}, train=train, batch_size=4)
+    fit(speller_config(train), tmp_path / "run", utterances=utterances)
     transcriber = Transcriber.load(tmp_path / "run")
     assert transcriber.decoders == ("attention",)
     outputs = transcriber.transcribe([tone_word("ab", np.random.default_rng(0))], beam=2)
@@ -227,7 +227,7 @@ def test_a_ctc_run_leaves_out_clips_spoken_too_fast_for_its_steps(tmp_path: Path
     alphabet = Alphabet.build(["ab"])
     config = SpeechConfig(vocabulary=len(alphabet), features=FeatureConfig(stack=3, stride=2),
                           levels=3)  # 50 / 8 steps a second
-    from unrolled.apps.speech import encode_utterances
+    from unrolled.apps.speech_data import encode_utterances
 
     slow = Utterance(tmp_path / "a.wav", "ab", 1.0, 1)
     fast = Utterance(tmp_path / "b.wav", "ab" * 10, 1.0, 2)
@@ -283,15 +283,14 @@ def test_bad_input_is_one_line_from_the_cli(trained: tuple[Path, Path], tmp_path
          r"a warp shared by each speaker needs a warp search of two factors or more"),
         (["speech", "eval", str(run), str(path), "--decoder", "joint"],
          r"this run has no joint decoder \(it was trained with --decoder ctc\); use ctc"),
+        (["speech", "eval", str(run), str(path), "--warps", "1", "--warp-search"],
+         r"--warp-search and --warps each ask for the warp search: give one of them"),
     ]
     for args, message in cases:
         code, err = run_cli(args, capsys)
         assert code == 2, args
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
         assert pytest.importorskip("re").search(message, err), (message, err)
-    with pytest.raises(SystemExit):  # argparse's own one-line usage error
-        main(["speech", "eval", str(run), str(path), "--warps", "1", "--warp-search"])
-    assert "--warp-search: not allowed with argument --warps" in capsys.readouterr().err
     bad.write_text(json.dumps({"audio": "short.wav", "text": "a"}) + "\n" + json.dumps({"text": "a"}) + "\n")
     code, err = run_cli(["speech", "train", str(bad), "--out", str(tmp_path / "r")], capsys)
     assert code == 2 and "line 1" in err and "shorter than the 0.1 s minimum" in err
@@ -301,13 +300,20 @@ def test_bad_input_is_one_line_from_the_cli(trained: tuple[Path, Path], tmp_path
     assert code == 2 and "bad.jsonl line 2: missing key 'audio'" in err
 
 
-def test_speeds_from_the_cli_set_the_speed_perturbation() -> None:
+def train_flags(*extra: str) -> SpeechAppConfig:
+    """The configuration ``speech train`` reads from these flags."""
     from unrolled.cli import build_parser
-    from unrolled.cli.speech import perturbation_config
+    from unrolled.options import apply_flags
+
+    return apply_flags(SpeechAppConfig(), build_parser().parse_args(["speech", "train", "m.jsonl", "--out", "r",
+                                                                     *extra]))
+
+
+def test_speeds_from_the_cli_set_the_speed_perturbation() -> None:
     from unrolled.data.audio import PerturbConfig
 
     def config(*extra: str) -> PerturbConfig | None:
-        return perturbation_config(build_parser().parse_args(["speech", "train", "m.jsonl", "--out", "r", *extra]))
+        return train_flags(*extra).data.perturbation()
 
     assert config() == PerturbConfig()
     assert config("--no-perturb") is None
@@ -317,13 +323,10 @@ def test_speeds_from_the_cli_set_the_speed_perturbation() -> None:
 
 
 def test_band_warp_and_pitch_shift_from_the_cli_reach_spec_augment() -> None:
-    from unrolled.cli import build_parser
-    from unrolled.cli.speech import model_options
     from unrolled.features import SpecAugmentConfig
 
     def augment(*extra: str) -> SpecAugmentConfig | None:
-        options = model_options(build_parser().parse_args(["speech", "train", "m.jsonl", "--out", "r", *extra]))
-        return options["spec_augment"]
+        return train_flags(*extra).model.recogniser(vocabulary=2).spec_augment
 
     assert augment() == SpecAugmentConfig(band_warp=0.15, pitch_shift=0.0)
     assert augment("--pitch-shift", "8", "--band-warp", "0.1") == SpecAugmentConfig(band_warp=0.1, pitch_shift=8.0)
@@ -385,7 +388,7 @@ def test_warp_search_decodes_each_clip_at_its_most_confident_factor(trained: tup
         best = max(grid, key=lambda a: (pooled[a], -abs(np.log(a))))
         assert [shared[n].warp for n in members] == [best, best]
         assert [shared[n].text for n in members] == [at[best][n].text for n in members]
-    report = transcriber.evaluate(read_manifest(trained[0])[:6], beams=(1,), warps=grid)
+    report = transcriber.score(read_manifest(trained[0])[:6], beams=(1,), warps=grid)
     assert sum(report["beam1"]["warps"].values()) == 6 and set(report["beam1"]["warps"]) == {"0.7", "1", "1.4"}
     for bad in ((), (0.3,), (1.0, 2.5)):
         with pytest.raises(ValueError, match="warp"):
@@ -406,7 +409,7 @@ def test_warp_search_decodes_each_clip_at_its_most_confident_factor(trained: tup
 
 
 def test_pick_warps_takes_each_groups_best_pooled_factor_and_breaks_ties_towards_one() -> None:
-    from unrolled.apps.speech import pick_warps
+    from unrolled.apps.transcriber import pick_warps
 
     grid = (0.8, 1.0, 1.25)
     scores = torch.tensor([[-0.5, -0.6, -0.9], [-0.9, -0.8, -0.1], [-0.2, -0.2, -0.2], [-0.3, -0.2, -0.3]],
@@ -430,9 +433,7 @@ def test_pick_warps_takes_each_groups_best_pooled_factor_and_breaks_ties_towards
 def test_warp_search_of_a_speller_scores_its_greedy_transcript_per_character(tmp_path: Path) -> None:
     path = write_corpus(tmp_path, ["ab", "ba"], copies=5, split=True)
     train = TrainConfig(max_steps=3, eval_every=3, seed=0, progress=False)
-    fit(read_manifest(path), tmp_path / "run", model_options={"hidden": 16, "decoder": "attention",
-                                                             "decoder_hidden": 16, "spec_augment": None},
-        train=train, batch_size=4)
+    fit(speller_config(train), tmp_path / "run", utterances=read_manifest(path))
     transcriber = Transcriber.load(tmp_path / "run")
     model = transcriber.model
     generator = np.random.default_rng(2)
@@ -456,3 +457,30 @@ def test_warp_search_of_a_speller_scores_its_greedy_transcript_per_character(tmp
             assert float(found[b]) == pytest.approx(total / count, abs=1e-4) and int(counts[b]) == count
     searched = transcriber.transcribe(waves, warps=(0.8, 1.0, 1.25))
     assert all(t.warp in (0.8, 1.0, 1.25) for t in searched)
+
+
+def test_a_run_repeats_from_its_saved_configuration_and_predict_and_eval_print_json(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_corpus(tmp_path, ["ab", "ba"], copies=5, split=True)
+    first, second = tmp_path / "first", tmp_path / "second"
+    tiny = ["--hidden", "8", "--decoder-hidden", "8", "--stack", "2", "--stride", "2", "--max-steps", "2",
+            "--no-progress", "--device", "cpu", "--precision", "fp32"]
+    assert main(["speech", "train", str(path), "--out", str(first), *tiny, "--decoder", "joint", "--batch", "4"]) == 0
+    saved = first / "last" / "config.json"
+    assert json.loads(saved.read_text())["config"]["model"]["decoder"] == "joint"
+    assert main(["speech", "train", "--config", str(saved), "--out", str(second)]) == 0
+    again = json.loads((second / "last" / "config.json").read_text())
+    assert again["config"] == json.loads(saved.read_text())["config"] and again["config"]["data"]["batch_size"] == 4
+    weights = [(run / "last" / "model.safetensors").read_bytes() for run in (first, second)]
+    assert weights[0] == weights[1]  # same configuration, same seed: the same model
+    assert main(["speech", "train", "--out", str(second), "--resume", "--max-steps", "3"]) == 0
+    assert json.loads((second / "last" / "config.json").read_text())["step"] == 3
+    capsys.readouterr()
+    clip = str(tmp_path / "clips" / "ab-0.wav")
+    assert main(["speech", "predict", str(second), clip, "--json", "--beam", "2", "--decoder", "joint"]) == 0
+    [printed] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert printed["audio"] == clip and printed["decoder"] == "joint" and set(printed) == {
+        "audio", "text", "score", "decoder", "warp"}
+    assert main(["speech", "eval", str(second), str(path), "--json", "--beam", "2", "--split", "all"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["utterances"] == 10 and report["decoder"] == "attention" and set(report["beam2"]) >= {"cer", "wer"}

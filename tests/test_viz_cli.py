@@ -141,17 +141,19 @@ def test_viz_records_then_serves_the_page(run: Path, monkeypatch: pytest.MonkeyP
 def test_export_of_a_speech_run_carries_its_attention_over_time(tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     from tests.test_speech_task import write_corpus
-    from unrolled.apps.speech import fit
+    from unrolled.apps.speech import SpeechAppConfig, SpeechDataConfig, SpeechModelConfig, fit
     from unrolled.data.speech import read_manifest
-    from unrolled.features import FeatureConfig
     from unrolled.training import TrainConfig
 
     manifest = write_corpus(tmp_path, ["ab", "ba c"], copies=5, split=True)
     train = TrainConfig(max_steps=2, eval_every=2, seed=0, progress=False)
-    options = {"hidden": 16, "decoder_hidden": 16, "spec_augment": None, "levels": 1,
-               "features": FeatureConfig(stack=3, stride=2)}
-    fit(read_manifest(manifest), tmp_path / "las", model_options={**options, "decoder": "attention"}, train=train,
-        batch_size=4)
+
+    def config(decoder: str) -> SpeechAppConfig:
+        model = SpeechModelConfig(decoder=decoder, hidden=16, decoder_hidden=16, spec_augment=False, layers=2,
+                                  levels=1, stack=3, stride=2)
+        return SpeechAppConfig(SpeechDataConfig(batch_size=4, perturb=False), model, train)
+
+    fit(config("attention"), tmp_path / "las", utterances=read_manifest(manifest))
     page = tmp_path / "speech.html"
     assert main(["viz", "export", str(tmp_path / "las"), str(manifest), "--examples", "3", "-o", str(page)]) == 0
     examples = embedded(page)["attention"]
@@ -163,7 +165,6 @@ def test_export_of_a_speech_run_carries_its_attention_over_time(tmp_path: Path,
         assert len(example["weights"]) == len(example["target"]) and example["target"][-1] in ("</s>", *"abc\u2423")
         assert all(sum(row) == pytest.approx(1, abs=1e-3) and len(row) == len(example["source"])
                    for row in example["weights"])
-    fit(read_manifest(manifest), tmp_path / "ctc", model_options={**options, "decoder": "ctc"}, train=train,
-        batch_size=4)
+    fit(config("ctc"), tmp_path / "ctc", utterances=read_manifest(manifest))
     one_error_line(capsys, main(["viz", "export", str(tmp_path / "ctc"), str(manifest), "-o", str(page)]),
                    "trained with --decoder ctc: there is no attention to show")

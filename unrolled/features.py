@@ -97,7 +97,7 @@ warp reads bands.
 with a chosen :math:`\alpha_b` instead of a drawn one, applied to Z at any
 time, without SpecAugment. :math:`\alpha_b > 1` reads higher bands into
 lower ones and so moves a voice's formants down (a shorter vocal tract heard
-as a longer one); `unrolled.apps.speech` searches it per utterance.
+as a longer one); `unrolled.apps.transcriber` searches it per utterance.
 
 Shapes: B batch, N samples, T frames, M mel bands.
 """

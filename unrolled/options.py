@@ -16,7 +16,8 @@ Everything a flag needs is stated once, on the field::
 - a bool gets ``--name`` (True) and ``--no-name`` (False), and the spellings in
   `negate` (``--unidirectional`` for ``bidirectional``);
 - ``positional`` (an argparse nargs) makes the field the command's positional
-  argument; ``flag=False`` keeps a field out of the command line (still in files).
+  argument; ``nargs`` lets a tuple's flag take its items as separate words
+  (``--speeds 0.9 1 1.1``); ``flag=False`` keeps a field out of the command line (still in files).
 
 Flag names are unique across a configuration's sections (checked when the
 flags are added), so a file may set a field by its bare name too.
@@ -48,10 +49,11 @@ SAVED_KEY = "config"
 
 def option(help: str, *, aliases: tuple[str, ...] = (), choices: tuple[Any, ...] | None = None,
            metavar: str | None = None, parse: str | None = None, negate: tuple[str, ...] = (),
-           positional: str | None = None, flag: bool = True) -> dict[str, Any]:
+           positional: str | None = None, nargs: str | None = None, flag: bool = True) -> dict[str, Any]:
     """The metadata of a configuration field (see the module docstring)."""
     meta: dict[str, Any] = {"help": help, "aliases": aliases, "negate": negate, "flag": flag}
-    for key, value in (("choices", choices), ("metavar", metavar), ("parse", parse), ("positional", positional)):
+    for key, value in (("choices", choices), ("metavar", metavar), ("parse", parse), ("positional", positional),
+                       ("nargs", nargs)):
         if value is not None:
             meta[key] = value
     return meta
@@ -161,9 +163,9 @@ def add_flags(parser: argparse.ArgumentParser, config: Any, *, titles: Mapping[s
         base, optional = _strip_optional(kind)
         help_text = meta.get("help", "")
         names = [flag_name(item), *meta.get("aliases", ())]
+        sequence = typing.get_origin(base) in (tuple, list)
+        one = _parser_of(typing.get_args(base)[0] if sequence else kind, meta)
         if "positional" in meta:
-            sequence = typing.get_origin(base) in (tuple, list)
-            one = _parser_of(typing.get_args(base)[0] if sequence else kind, meta)
             group.add_argument(dest, nargs=meta["positional"], metavar=meta.get("metavar", item.name.upper()),
                                type=one, default=argparse.SUPPRESS, help=help_text)
             continue
@@ -189,7 +191,9 @@ def add_flags(parser: argparse.ArgumentParser, config: Any, *, titles: Mapping[s
             seen[name] = dest
         shown = _show(value)
         default_text = f" (default: {shown})" if value is not None else (" (default: none)" if optional else "")
-        group.add_argument(*names, dest=dest, type=_parser_of(kind, meta), choices=meta.get("choices"),
+        nargs = meta.get("nargs") if sequence else None
+        group.add_argument(*names, dest=dest, type=one if nargs else _parser_of(kind, meta), nargs=nargs,
+                           choices=meta.get("choices"),
                            metavar=meta.get("metavar", None if meta.get("choices") else item.name.upper()),
                            default=argparse.SUPPRESS,
                            help=(help_text + default_text).replace("%", "%%"))

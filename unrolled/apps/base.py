@@ -160,6 +160,7 @@ class Application:
                     write files (a plot) and name them in `metrics` (``--json`` prints `metrics`)
     aliases         the familiar verbs: {"predict": ("sample",)}, ...
     input_help      what INPUT is, for predict's help
+    loss_unit       what the validation loss is per, for train's last line (" nats/char")
     ==============  ==============================================================
     """
 
@@ -177,3 +178,4 @@ class Application:
     aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
     input_help: str = "input files; - or none: standard input"
     data_help: str = "the data to evaluate on"
+    loss_unit: str = ""

@@ -26,7 +26,6 @@ from unrolled.cli.common import positive_int, train_config
 from unrolled.cli.glimpse import add_glimpse_commands
 from unrolled.cli.lm import add_lm_commands
 from unrolled.cli.seq2seq import add_seq2seq_commands
-from unrolled.cli.speech import add_speech_commands
 from unrolled.cli.tag import add_tag_commands
 from unrolled.cli.video import add_video_commands
 from unrolled.cli.viz import add_viz_commands, with_default_action
@@ -79,7 +78,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_caption_commands(commands)
     add_glimpse_commands(commands)
     add_video_commands(commands)
-    add_speech_commands(commands)
     add_viz_commands(commands)
     add_bench_commands(commands)
     return parser

@@ -128,7 +128,7 @@ def record_speech_attention(run: str | os.PathLike[str], paths: list[Path], *,
     import torch
 
     from unrolled import decoding
-    from unrolled.apps.speech import Transcriber, character_limit
+    from unrolled.apps.transcriber import Transcriber, character_limit
     from unrolled.data.audio import AudioError, read_audio
     from unrolled.models.speech import BLANK
 
@@ -150,7 +150,8 @@ def record_speech_attention(run: str | os.PathLike[str], paths: list[Path], *,
             raise ValueError(str(error)) from None
         samples = torch.tensor([len(wave)])
         with torch.inference_mode():
-            log_probs, state = model.prime(torch.from_numpy(wave)[None], samples)
+            log_probs, state = model.prime(torch.from_numpy(wave)[None].to(transcriber.device),
+                                           samples.to(transcriber.device))
             steps = int(state.mask.sum())
             limit = character_limit(len(wave))
             [[best]] = decoding.beam_search(model, log_probs, state, beam_size=beam, max_length=limit,
