@@ -319,8 +319,10 @@ def validation_loss(model: nn.Module, sequences: list[list[int]], labels: list[i
     was_training = model.training
     model.eval()
     total, correct = 0.0, 0
+    device = next(model.parameters()).device
     with torch.no_grad():
         for batch in iterate_batches(sequences, labels, batch_size=batch_size):
+            batch = to_device(batch, device)
             assert batch.labels is not None
             logits = model(batch.ids, batch.lengths).float()  # (B, C)
             total += float(F.cross_entropy(logits, batch.labels, reduction="sum"))
