@@ -81,16 +81,19 @@ def run_train(app: Application, args: argparse.Namespace) -> int:
     from unrolled.cli.common import report_training
 
     result = app.fit(train_configuration(app, args), args.out, resume=args.resume)
-    return report_training(result, args.out)
+    return report_training(result, args.out, app.loss_unit)
 
 
 def run_predict(app: Application, args: argparse.Namespace) -> int:
     options = apply_flags(app.predict_options(), args)
     predictor = app.predictor.load(args.run, device=options.device)
     inputs = app.read_inputs(list(args.inputs), options)
-    for result in predictor.predict(inputs, options):
+    results = predictor.predict(inputs, options)
+    for result in results:
         print(json.dumps(to_json(result)) if options.json else app.show(result))
         sys.stdout.flush()
+    if app.after_predict is not None:
+        app.after_predict(predictor, results, options)
     return 0
 
 
