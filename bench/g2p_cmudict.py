@@ -66,7 +66,7 @@ DESCRIPTIONS = {
 def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict[str, Any]:
     import torch
 
-    from unrolled.apps.seq2seq import SplitRecord, Translator, split_pairs
+    from unrolled.apps.seq2seq import Seq2SeqEvalOptions, SplitRecord, Translator, split_pairs
     from unrolled.cli import main
     from unrolled.data import obtain
     from unrolled.data.pairs import read_pairs
@@ -75,7 +75,7 @@ def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict
     out = RESULTS / f"run-{name}"
     shutil.rmtree(out, ignore_errors=True)
     dataset = DATASETS.get(name, "cmudict")
-    arguments = ["seq2seq", "train", "--dataset", dataset, "--out", str(out), "--max-time", f"{minutes}m",
+    arguments = ["seq2seq", "train", "--dataset", dataset, "--out", str(out), "--max-time", f"{minutes * 60:g}",
                  "--max-epochs", "1000", "--embedding", "128", "--hidden", "256", "--schedule", "cosine",
                  "--lr", "2e-3", "--eval-every", "2000", "--no-progress", "--log-every", "500", *MODELS[name], *extra]
     started = time.monotonic()
@@ -87,7 +87,7 @@ def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict
     assert translator.split is not None
     pairs = read_pairs(obtain(dataset))
     test = split_pairs(pairs, SplitRecord(**translator.split))["test"]
-    report = translator.evaluate(test, beams=(1, 5))
+    report = translator.evaluate(test, Seq2SeqEvalOptions(beam=5))
     result = {"model": name, "arguments": arguments, "threads": threads, "train_seconds": round(trained, 1),
               "epochs": trained_epochs(out), **report}
     shutil.copy(out / "curve.png", RESULTS / f"curve-{name}.png")

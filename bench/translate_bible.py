@@ -38,7 +38,7 @@ MODELS = {
 def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict[str, Any]:
     import torch
 
-    from unrolled.apps.seq2seq import SplitRecord, Translator, references, split_pairs
+    from unrolled.apps.seq2seq import Seq2SeqEvalOptions, SplitRecord, Translator, references, split_pairs
     from unrolled.cli import main
     from unrolled.data import obtain
     from unrolled.data.pairs import read_pairs
@@ -47,7 +47,7 @@ def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict
     torch.set_num_threads(threads)
     out = RESULTS / f"run-{name}"
     shutil.rmtree(out, ignore_errors=True)
-    arguments = ["seq2seq", "train", "--dataset", "bible-en-es", "--out", str(out), "--max-time", f"{minutes}m",
+    arguments = ["seq2seq", "train", "--dataset", "bible-en-es", "--out", str(out), "--max-time", f"{minutes * 60:g}",
                  "--max-epochs", "1000", "--source-tokens", "subword", "--target-tokens", "subword",
                  "--subword-vocab", "4000",
                  "--max-len", "120", "--embedding", "256", "--hidden", "256", "--batch", "32",
@@ -61,7 +61,7 @@ def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict
     translator = Translator.load(out)
     assert translator.split is not None
     test = split_pairs(read_pairs(obtain("bible-en-es")), SplitRecord(**translator.split))["test"]
-    report = translator.evaluate(test, beams=(1, 5))
+    report = translator.evaluate(test, Seq2SeqEvalOptions(beam=5))
     sources, targets = references(test)
     copy = bleu_chrf(sources, targets)
     example = translator.translate(sources[:5], beam=5)
