@@ -61,7 +61,7 @@ DESCRIPTIONS = {
 
 
 def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict[str, Any]:
-    from unrolled.apps.seq2seq import SplitRecord, Translator, split_pairs
+    from unrolled.apps.seq2seq import Seq2SeqEvalOptions, SplitRecord, Translator, split_pairs
     from unrolled.data import obtain
     from unrolled.data.pairs import read_pairs
 
@@ -73,7 +73,7 @@ def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict
     assert translator.split is not None
     pairs = read_pairs(obtain(dataset))
     test = split_pairs(pairs, SplitRecord(**translator.split))["test"]
-    report = translator.evaluate(test, beams=(1, 5))
+    report = translator.evaluate(test, Seq2SeqEvalOptions(beam=5))
     result = {**trained.summary(), "epochs": trained.epochs(), **report}
     harness.record(RESULTS, name, result)
     return result

@@ -174,7 +174,7 @@ def main() -> None:
         out = WORK / "ours"
         started = time.monotonic()
         code = unrolled(["seq2seq", "train", "--dataset", "cmudict", "--out", str(out), "--max-time",
-                         f"{args.minutes}m", "--max-epochs", "1000", "--embedding", "128", "--hidden", "256",
+                         f"{args.minutes * 60:g}", "--max-epochs", "1000", "--embedding", "128", "--hidden", "256",
                          "--no-bidirectional", "--attention", "general", "--dropout", "0.2", "--lr", "2e-3",
                          "--schedule", "constant", "--batch", "64", "--eval-every", "2000", "--no-progress",
                          "--log-every", "1000"])

@@ -32,7 +32,7 @@ MODELS = {
 
 
 def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict[str, Any]:
-    from unrolled.apps.seq2seq import SplitRecord, Translator, references, split_pairs
+    from unrolled.apps.seq2seq import Seq2SeqEvalOptions, SplitRecord, Translator, references, split_pairs
     from unrolled.data import obtain
     from unrolled.data.pairs import read_pairs
     from unrolled.metrics import bleu_chrf
@@ -45,7 +45,7 @@ def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict
     translator = Translator.load(trained.out)
     assert translator.split is not None
     test = split_pairs(read_pairs(obtain("bible-en-es")), SplitRecord(**translator.split))["test"]
-    report = translator.evaluate(test, beams=(1, 5))
+    report = translator.evaluate(test, Seq2SeqEvalOptions(beam=5))
     sources, targets = references(test)
     copy = bleu_chrf(sources, targets)
     example = translator.translate(sources[:5], beam=5)

@@ -240,15 +240,54 @@ def test_missing_data_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 def test_pairs_from_python(tmp_path: Path) -> None:
     """The Python route: fit on Pair objects, then translate."""
-    from unrolled.apps.seq2seq import fit
+    from unrolled.apps.seq2seq import Seq2SeqAppConfig, Seq2SeqData, Seq2SeqModel, Seq2SeqPredictOptions, fit
     from unrolled.training import TrainConfig
 
     pairs = [Pair(w, w[::-1], k + 1) for k, w in enumerate(words(300, 3))]
-    result = fit(pairs, tmp_path / "run", model_options={"embedding": 16, "hidden": 16}, source_tokens="char",
-                 target_tokens="char", train=TrainConfig(max_steps=5, eval_every=5, progress=False), batch_size=8)
+    config = Seq2SeqAppConfig(Seq2SeqData(source_tokens="char", target_tokens="char", batch_size=8),
+                              Seq2SeqModel(embedding=16, hidden=16), TrainConfig(max_steps=5, eval_every=5,
+                                                                                 progress=False))
+    result = fit(config, tmp_path / "run", pairs=pairs)
     assert result.steps == 5 and (tmp_path / "run" / "best" / "config.json").is_file()
-    (outputs,) = Translator.load(tmp_path / "run").translate(["abc"], beam=2, n_best=2)
+    translator = Translator.load(tmp_path / "run")
+    (outputs,) = translator.translate(["abc"], beam=2, n_best=2)
     assert len(outputs) == 2 and all(isinstance(o.text, str) for o in outputs)
+    [result] = translator.predict(["abc"], Seq2SeqPredictOptions(beam=2, n_best=2))
+    assert result.source == "abc" and [o.text for o in result.outputs] == [o.text for o in outputs]
+
+
+def test_a_run_repeats_from_its_configuration_and_resumes_from_its_folder(data: Path, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    tiny = ["--embedding", "8", "--hidden", "8", "--batch-size", "16", "--max-steps", "3", "--no-progress",
+            "--source-tokens", "char", "--target-tokens", "char", "--unidirectional", "--tie-weights",
+            "--attention", "additive"]
+    assert main(["seq2seq", "train", str(data), "--out", str(first), *tiny]) == 0
+    saved = json.loads((first / "last" / "config.json").read_text())
+    assert saved["config"]["data"]["file"] == str(data) and saved["config"]["data"]["batch_size"] == 16
+    assert saved["config"]["model"]["bidirectional"] is False and saved["config"]["model"]["tie_embeddings"]
+    assert main(["seq2seq", "train", "--config", str(first / "last" / "config.json"), "--out", str(second)]) == 0
+    again = json.loads((second / "last" / "config.json").read_text())
+    assert again["config"] == saved["config"] and again["train"] == saved["train"]
+    weights = [(run / "last" / "model.safetensors").read_bytes() for run in (first, second)]
+    assert weights[0] == weights[1]  # same configuration, same seed: the same model
+    assert main(["seq2seq", "train", "--out", str(second), "--resume", "--max-steps", "4"]) == 0
+    assert json.loads((second / "last" / "config.json").read_text())["step"] == 4
+
+
+def test_predict_and_eval_speak_json(run: Path, data: Path, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "in.txt"
+    source.write_text("abc\ncafe\n", encoding="utf-8")
+    assert main(["seq2seq", "predict", str(run), str(source), "--json", "--beam", "2", "--batch", "1"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["source"] for r in records] == ["abc", "cafe"]
+    assert [[o["text"] for o in r["outputs"]] for r in records] == [["cba"], ["efac"]]
+    assert records[0]["outputs"][0]["tokens"] == ["c", "b", "a"] and records[0]["outputs"][0]["finished"]
+    assert main(["seq2seq", "eval", str(run), str(data), "--split", "validation", "--beam", "1", "--json",
+                 "--batch-size", "7", "--device", "cpu"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == {"sources", "pairs", "beam1"} and report["beam1"]["sequence_error"] <= 0.1
 
 
 def test_sampling_draws_varied_outputs_reproducibly(run: Path, tmp_path: Path,

