@@ -165,7 +165,6 @@ class Application:
                     results are printed (e.g. write a plot of them and name it on stderr)
     loss_unit       what the validation loss counts, for train's last line (" nats/token")
     input_help      what INPUT is, for predict's help
-    loss_unit       what the validation loss is per, for train's last line (" nats/char")
     ==============  ==============================================================
     """
 
@@ -185,4 +184,3 @@ class Application:
     loss_unit: str = ""
     input_help: str = "input files; - or none: standard input"
     data_help: str = "the data to evaluate on"
-    loss_unit: str = ""
