@@ -24,7 +24,6 @@ from unrolled.cli.bench import add_bench_commands
 from unrolled.cli.caption import add_caption_commands
 from unrolled.cli.common import positive_int, train_config
 from unrolled.cli.glimpse import add_glimpse_commands
-from unrolled.cli.lm import add_lm_commands
 from unrolled.cli.seq2seq import add_seq2seq_commands
 from unrolled.cli.speech import add_speech_commands
 from unrolled.cli.tag import add_tag_commands
@@ -71,7 +70,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed of training and samples (default: 0)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(handler=run_demo)
-    add_lm_commands(commands)
     for app in APPLICATIONS.values():
         add_application(commands, app)
     add_tag_commands(commands)
