@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a tiny recurrent network on the lecture's h,e,l,l,o example and generate from 'h'.",
     )
     hello.add_argument("--cell", choices=tuple(CELLS), default="rnn", help="cell type (default: rnn)")
-    hello.add_argument("--hidden-size", type=positive_int, default=8, help="units in the cell (default: 8)")
+    hello.add_argument("--hidden", "--hidden-size", dest="hidden", type=positive_int, default=8,
+                       help="units in the cell (default: 8)")
     hello.add_argument("--steps", type=positive_int, default=300, help="Adam steps (default: 300)")
     hello.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     hello.set_defaults(handler=run_hello)
@@ -86,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_hello(args: argparse.Namespace) -> int:
     from unrolled.hello import HelloConfig, run
 
-    print(run(HelloConfig(mode=args.cell, hidden_size=args.hidden_size, steps=args.steps, seed=args.seed)))
+    print(run(HelloConfig(mode=args.cell, hidden_size=args.hidden, steps=args.steps, seed=args.seed)))
     return 0
 
 
