@@ -83,8 +83,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from unrolled.apps.lm import LanguageModel, TextStreams, checkpoint_config
+from unrolled.apps.lm import LanguageModel, checkpoint_config
 from unrolled.data import StreamBatches, Vocabulary
+from unrolled.data.text import TextStreams
 from unrolled.models.charlm import CharLM, CharLMConfig, StreamWindow
 from unrolled.training import TrainConfig, Trainer, TrainResult
 

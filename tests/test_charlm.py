@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unrolled.apps.lm import LanguageModel, TextStreams
+from unrolled.apps.lm import LanguageModel
 from unrolled.data import Vocabulary
+from unrolled.data.text import TextStreams
 from unrolled.models import CharLM, CharLMConfig
 from unrolled.models.charlm import StreamWindow
 

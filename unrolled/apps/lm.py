@@ -34,8 +34,8 @@ from unrolled import decoding
 from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor
 from unrolled.cells import CELLS
 from unrolled.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_model_state
-from unrolled.data.text import StreamBatches, Vocabulary, random_windows, split_text
-from unrolled.models.charlm import Carry, CharLM, CharLMConfig, StreamWindow
+from unrolled.data.text import TextStreams, Vocabulary, random_windows, split_text
+from unrolled.models.charlm import CharLM, CharLMConfig
 from unrolled.options import SAVED_KEY, option, sections, to_json
 from unrolled.recurrent import at_least_float32
 from unrolled.training import TrainConfig, TrainResult, to_device
@@ -48,49 +48,7 @@ EVAL_CHUNK = 4096  # characters per forward pass when evaluating a stream (the s
 WINDOW = 256  # characters per window of `evaluate_windows`, as nanoGPT
 
 
-# ---------------------------------------------------------------------- the training batches
-
-
-class TextStreams:
-    """A text as B parallel streams of consecutive windows, for the trainer (its `TrainData`).
-
-    Window k of an epoch is `StreamBatches`' window k; the carried state starts
-    each epoch at zero. `shard(rank, world)` gives a process its B/world streams
-    of every window, so the processes together compute the global batch.
-    """
-
-    def __init__(self, ids: Tensor, *, batch_size: int, seq_len: int) -> None:
-        self.windows = StreamBatches(ids, batch_size=batch_size, seq_len=seq_len)
-        self.rows = slice(0, batch_size)
-        self.carry = Carry()
-
-    def __len__(self) -> int:
-        return len(self.windows)
-
-    def batches(self, epoch: int, start: int) -> Iterator[StreamWindow]:
-        if start == 0:
-            self.carry.state = None
-        for k in range(start, len(self.windows)):
-            inputs, targets = self.windows[k]  # (B, T) each
-            yield StreamWindow(inputs[self.rows], targets[self.rows], self.carry)
-
-    def shard(self, rank: int, world: int) -> TextStreams:
-        batch = self.windows.batch_size
-        if batch % world:
-            raise ValueError(f"a batch of {batch} streams cannot be split evenly over {world} processes; "
-                             f"choose --batch as a multiple of {world}")
-        share = batch // world
-        part = TextStreams.__new__(TextStreams)
-        part.windows, part.rows, part.carry = self.windows, slice(rank * share, (rank + 1) * share), Carry()
-        return part
-
-    def state_dict(self) -> dict[str, Any]:
-        state = self.carry.state
-        return {"carry": None if state is None else list(state) if isinstance(state, tuple) else [state]}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        parts = state.get("carry")
-        self.carry.state = None if parts is None else tuple(parts) if len(parts) == 2 else parts[0]
+# ---------------------------------------------------------------------- the training text
 
 
 @dataclass

@@ -17,7 +17,7 @@ in nats per character; bits per character are :math:`\mathcal{L} / \ln 2` and th
 perplexity :math:`e^{\mathcal{L}}`.
 
 Training reads the text as B parallel streams in consecutive windows of T
-characters (`StreamWindow`, made by `unrolled.apps.lm.TextStreams`); the state
+characters (`unrolled.data.text.TextStreams`, `StreamWindow`); the state
 left by one window starts the next and is detached, so gradients flow back at
 most T steps (truncated backpropagation through time, as char-rnn). Generation
 goes through `unrolled.decoding` with `step(tokens, state) -> (log_probs,
@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from unrolled.cells import CELLS, State
 from unrolled.checkpoint import CheckpointError
+from unrolled.data.text import StreamWindow
 from unrolled.products import affine, onednn_for
 from unrolled.recurrent import LayerState, Recurrent, at_least_float32, cell_state, map_state
 
@@ -81,22 +82,6 @@ class CharLMConfig:
         if unknown:
             raise CheckpointError(f"the model config has unknown keys {unknown}; was it written by a newer unrolled?")
         return cls(**values)
-
-
-class Carry:
-    """The hidden state handed from one training window to the next (None: start from zeros)."""
-
-    def __init__(self) -> None:
-        self.state: LayerState | None = None
-
-
-@dataclass
-class StreamWindow:
-    """One training batch of `TextStreams`: inputs and targets (B, T), and the carried state."""
-
-    inputs: Tensor
-    targets: Tensor
-    carry: Carry
 
 
 class CharLM(nn.Module):
