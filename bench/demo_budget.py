@@ -57,7 +57,7 @@ def demo_command(out: Path, minutes: float, precision: str = "auto", batch: int 
 
 def peer_command(out: Path, minutes: float, precision: str = "auto") -> list[str]:
     return [sys.executable, "-m", "unrolled.cli", "lm", "train", "--dataset", "shakespeare", "--out", str(out),
-            "--max-time", f"{minutes * 60:.0f}s", "--eval-every", "200", "--dropout", "0", "--precision", precision,
+            "--max-time", f"{minutes * 60:.0f}", "--eval-every", "200", "--dropout", "0", "--precision", precision,
             "--no-progress"]
 
 

@@ -39,10 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unrolled.apps.lm import APP, LanguageModel, fit
 from unrolled.data import StreamBatches, Vocabulary, read_text, split_text
-from unrolled.models import CharLM
-from unrolled.models.charlm import fit
-from unrolled.training import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 PUBLISHED = [
@@ -55,19 +53,17 @@ TARGET = 1.42
 
 def ours(text: str, out: Path, minutes: float, args: argparse.Namespace) -> dict[str, Any]:
     """Train with the default recipe (the CLI's defaults) for `minutes`; evaluate the best checkpoint."""
-    from unrolled.cli import build_parser, train_config
+    from unrolled.cli import build_parser
+    from unrolled.cli.apps import train_configuration
 
-    cli = ["lm", "train", "--out", str(out), "--max-time", f"{minutes * 60:.0f}s", "--validation", "0.1",
+    cli = ["lm", "train", "--out", str(out), "--max-time", f"{minutes * 60:.0f}", "--validation", "0.1",
            "--test", "0", "--eval-every", str(args.eval_every), *args.extra]
-    parsed = build_parser().parse_args(cli)
-    shape = {"cell": parsed.cell, "layers": parsed.layers, "hidden": parsed.hidden, "embedding": parsed.embedding,
-             "dropout": parsed.dropout, "tie_weights": parsed.tie_weights}
-    config: TrainConfig = train_config(parsed)
+    run = train_configuration(APP, build_parser().parse_args(cli))
+    config = run.train
     started = time.monotonic()
-    result = fit(text, out, model=shape, train=config, batch_size=parsed.batch, seq_len=parsed.seq_len,
-                 validation=0.1, test=0.0, eval_streams=parsed.eval_streams, source=[str(args.data)])
+    result = fit(run, out, text=text, source=[str(args.data)])
     trained = time.monotonic() - started
-    model = CharLM.load(out)
+    model = LanguageModel.load(out, device="cpu")
     validation = text[int(len(text) * 0.9) :]
     stream = model.evaluate(validation)
     windows = model.evaluate_windows(validation, length=256, count=args.windows)
@@ -77,7 +73,7 @@ def ours(text: str, out: Path, minutes: float, args: argparse.Namespace) -> dict
     return {"recipe": " ".join(cli), "precision": resolve_precision(config.precision, config.device),
             "steps": result.steps, "stopped": result.stopped_because, "seconds": trained,
             "stream": stream["loss"], "windows": windows["loss"], "curve": curve,
-            "parameters": sum(p.numel() for p in model.parameters())}
+            "parameters": sum(p.numel() for p in model.model.parameters())}
 
 
 def peer(text: str, minutes: float, eval_every_s: float) -> dict[str, Any]:

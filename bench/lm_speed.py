@@ -35,7 +35,7 @@ ours and for the peer, and reported as ratios:
    reported on its own line, not hidden and not charged to the steps.
 
 2. Sampling speed, characters/s, from the same model after those steps (eval mode):
-   ours ``CharLM.sample(prime, length=L, num_samples=N, seed=0)`` for N = 1 and 64;
+   ours ``LanguageModel.sample(prime, length=L, num_samples=N, seed=0)`` for N = 1 and 64;
    peer: an nn.LSTM holding the same weights, called one step at a time (input
    (N, 1, E), carrying (h, c)), with the same embedding, linear, softmax and
    torch.multinomial per step, after the same prime pass; both decode to strings.
@@ -83,8 +83,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from unrolled.apps.lm import LanguageModel, checkpoint_config
 from unrolled.data import StreamBatches, Vocabulary, obtain
-from unrolled.models.charlm import CharLM, CharLMConfig, StreamWindow, TextStreams, checkpoint_config
+from unrolled.data.text import TextStreams
+from unrolled.models.charlm import CharLM, CharLMConfig, StreamWindow
 from unrolled.training import TrainConfig, Trainer, TrainResult
 
 RANDOM_CHARACTERS = 1_100_000
@@ -142,7 +144,7 @@ def load_data(path: str | None) -> tuple[Tensor, Vocabulary, str]:
 def our_model(shape: Shape, vocabulary: Vocabulary) -> CharLM:
     config = CharLMConfig(vocab_size=len(vocabulary), cell=shape.cell, layers=shape.layers, hidden=shape.hidden,
                           embedding=shape.embedding, dropout=shape.dropout)
-    return CharLM(config, vocabulary)
+    return CharLM(config)
 
 
 def train_config(steps: int, precision: str = "fp32") -> TrainConfig:
@@ -307,7 +309,7 @@ def time_training(shape: Shape, ids: Tensor, vocabulary: Vocabulary, args: argpa
     data = Watched(TextStreams(ids, batch_size=shape.batch, seq_len=shape.seq_len), schedule.on_batch)
     with tempfile.TemporaryDirectory(prefix="lm_speed-") as folder:
         trainer = Trainer(lm, data, train_config(schedule.our_steps, shape.precision), Path(folder) / "run",
-                          checkpoint_config=checkpoint_config(lm))
+                          checkpoint_config=checkpoint_config(lm, vocabulary))
         called = time.perf_counter()
         result: TrainResult = trainer.fit()
         returned = time.perf_counter()
@@ -386,11 +388,12 @@ def time_sampling(lm: CharLM, shape: Shape, vocabulary: Vocabulary, args: argpar
     peer = PeerLM.like(lm, shape).eval()
     prime = PRIME if not vocabulary.unknown_characters(PRIME) else vocabulary.decode([1, 2, 3])
     difference = decode_difference(lm, peer, vocabulary, prime)
+    ours = LanguageModel(lm, vocabulary)
     length = args.sample_length
     rows = []
     for streams in STREAMS:
         contenders: dict[str, Callable[[], list[str]]] = {
-            "ours": lambda n=streams: lm.sample(prime, length=length, num_samples=n, seed=0),
+            "ours": lambda n=streams: ours.sample(prime, length=length, num_samples=n, seed=0),
             "peer": lambda n=streams: peer_sample(peer, vocabulary, prime, length, n, 0),
         }
         samples: dict[str, list[float]] = {"ours": [], "peer": []}
@@ -458,7 +461,7 @@ def memory_child(payload: str) -> None:
     data = Watched(TextStreams(ids, batch_size=shape.batch, seq_len=shape.seq_len), on_batch)
     with tempfile.TemporaryDirectory(prefix="lm_speed-") as folder:
         Trainer(lm, data, train_config(steps + 1, shape.precision), Path(folder) / "run",
-                checkpoint_config=checkpoint_config(lm)).fit()
+                checkpoint_config=checkpoint_config(lm, vocabulary)).fit()
     print(json.dumps(measured))
 
 

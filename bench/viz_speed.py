@@ -33,9 +33,10 @@ from typing import Any
 
 import torch
 
+from unrolled.apps.lm import checkpoint_config
 from unrolled.checkpoint import save_checkpoint
 from unrolled.data.text import Vocabulary
-from unrolled.models.charlm import CharLM, CharLMConfig, checkpoint_config
+from unrolled.models.charlm import CharLM, CharLMConfig
 from unrolled.viz.explorer import Explorer
 from unrolled.viz.record import record_states
 from unrolled.viz.select import match_ranges, select_cells
@@ -65,8 +66,9 @@ def long_text(chars: int) -> tuple[str, str]:
 def untrained_run(text: str, folder: Path) -> Path:
     vocabulary = Vocabulary.from_text(text)
     torch.manual_seed(0)
-    model = CharLM(CharLMConfig(vocab_size=len(vocabulary), layers=2, hidden=512, embedding=64), vocabulary)
-    save_checkpoint(folder / "run" / "last", model_state=model.state_dict(), config=checkpoint_config(model))
+    model = CharLM(CharLMConfig(vocab_size=len(vocabulary), layers=2, hidden=512, embedding=64))
+    save_checkpoint(folder / "run" / "last", model_state=model.state_dict(),
+                    config=checkpoint_config(model, vocabulary))
     return folder / "run"
 
 

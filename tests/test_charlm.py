@@ -1,4 +1,4 @@
-"""The character LM: its loss, the carried state, stepping for generation, evaluation, loading."""
+"""The character LM: its loss, the carried state, stepping for generation, evaluation (`unrolled.apps.lm`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from unrolled.apps.lm import LanguageModel
 from unrolled.data import Vocabulary
-from unrolled.models import CharLM, CharLMConfig, TextStreams
+from unrolled.data.text import TextStreams
+from unrolled.models import CharLM, CharLMConfig
 from unrolled.models.charlm import StreamWindow
 
 TEXT = "the quick brown fox jumps over the lazy dog.\nTHE QUICK BROWN FOX!\n" * 8
@@ -24,17 +26,27 @@ SHAPES = [
 ]
 
 
+VOCABULARY = Vocabulary.from_text(TEXT)
+
+
 def make(shape: dict | None = None, *, seed: int = 0, **overrides: object) -> CharLM:
     torch.manual_seed(seed)
-    vocabulary = Vocabulary.from_text(TEXT)
-    values = {"vocab_size": len(vocabulary), "layers": 2, "hidden": 16, "embedding": 8, "dropout": 0.0,
+    values = {"vocab_size": len(VOCABULARY), "layers": 2, "hidden": 16, "embedding": 8, "dropout": 0.0,
               **(shape or {}), **overrides}
-    return CharLM(CharLMConfig(**values), vocabulary).double()
+    return CharLM(CharLMConfig(**values)).double()
+
+
+def trained(model: CharLM) -> LanguageModel:
+    """The predictor around `model`, leaving its mode as it is (the tests check evaluation restores it)."""
+    was_training = model.training
+    predictor = LanguageModel(model, VOCABULARY)
+    model.train(was_training)
+    return predictor
 
 
 def test_loss_is_mean_cross_entropy_of_every_next_character() -> None:
     model = make()
-    ids = model.vocabulary.encode(TEXT)
+    ids = VOCABULARY.encode(TEXT)
     inputs, targets = ids[:40].view(2, 20), ids[1:41].view(2, 20)
     loss, metrics = model.loss((inputs, targets))
     logits, _ = model(inputs)
@@ -47,7 +59,7 @@ def test_loss_is_mean_cross_entropy_of_every_next_character() -> None:
 def test_carried_windows_equal_one_long_pass(shape: dict) -> None:
     """Two consecutive windows with the state carried give the losses of one pass over both."""
     model = make(shape)
-    ids = model.vocabulary.encode(TEXT)
+    ids = VOCABULARY.encode(TEXT)
     streams = TextStreams(ids, batch_size=3, seq_len=10)
     batches = list(streams.batches(epoch=0, start=0))[:2]
     losses = [model.loss(b)[0] for b in batches]
@@ -63,7 +75,7 @@ def test_carried_windows_equal_one_long_pass(shape: dict) -> None:
 
 def test_an_epoch_starts_from_zero_state_and_shards_split_the_streams() -> None:
     model = make()
-    ids = model.vocabulary.encode(TEXT)
+    ids = VOCABULARY.encode(TEXT)
     streams = TextStreams(ids, batch_size=4, seq_len=8)
     first = next(streams.batches(0, 0))
     model.loss(first)
@@ -78,9 +90,9 @@ def test_an_epoch_starts_from_zero_state_and_shards_split_the_streams() -> None:
 
 def test_state_dict_round_trips_the_carry() -> None:
     model = make()
-    streams = TextStreams(model.vocabulary.encode(TEXT), batch_size=2, seq_len=8)
+    streams = TextStreams(VOCABULARY.encode(TEXT), batch_size=2, seq_len=8)
     model.loss(next(streams.batches(0, 0)))
-    other = TextStreams(model.vocabulary.encode(TEXT), batch_size=2, seq_len=8)
+    other = TextStreams(VOCABULARY.encode(TEXT), batch_size=2, seq_len=8)
     other.load_state_dict(streams.state_dict())
     assert all(torch.equal(a, b) for a, b in zip(other.carry.state, streams.carry.state, strict=True))
 
@@ -88,7 +100,7 @@ def test_state_dict_round_trips_the_carry() -> None:
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "-".join(f"{v}" for v in s.values()))
 def test_stepping_one_character_at_a_time_equals_the_full_pass(shape: dict) -> None:
     model = make(shape).eval()
-    ids = model.vocabulary.encode(TEXT)[:24].view(2, 12)
+    ids = VOCABULARY.encode(TEXT)[:24].view(2, 12)
     logits, _ = model(ids)
     expected = torch.log_softmax(logits, -1)  # (2, 12, V)
     log_probs, state = model.prime(ids[:, :3])
@@ -100,7 +112,7 @@ def test_stepping_one_character_at_a_time_equals_the_full_pass(shape: dict) -> N
 
 def test_stepping_in_float32_uses_the_fast_product_and_agrees() -> None:
     model = make().float().eval()
-    ids = model.vocabulary.encode(TEXT)[:30].view(3, 10)
+    ids = VOCABULARY.encode(TEXT)[:30].view(3, 10)
     with torch.inference_mode():
         logits, _ = model(ids)
         log_probs, state = model.prime(ids[:, :1])
@@ -111,7 +123,7 @@ def test_stepping_in_float32_uses_the_fast_product_and_agrees() -> None:
 
 def test_reorder_selects_streams() -> None:
     model = make().eval()
-    ids = model.vocabulary.encode(TEXT)[:12].view(3, 4)
+    ids = VOCABULARY.encode(TEXT)[:12].view(3, 4)
     _, state = model.prime(ids)
     picked = model.reorder(state, torch.tensor([2, 0]))
     assert torch.equal(picked[1][0], state[1][0][[2, 0]])
@@ -120,8 +132,8 @@ def test_reorder_selects_streams() -> None:
 def test_evaluate_one_stream_is_the_exact_mean_loss() -> None:
     model = make()
     text = TEXT[:200]
-    result = model.evaluate(text)
-    ids = model.vocabulary.encode(text)
+    result = trained(model).evaluate_stream(text)
+    ids = VOCABULARY.encode(text)
     logits, _ = model(ids[None, :-1])
     expected = F.cross_entropy(logits[0], ids[1:]).item()
     assert math.isclose(result["loss"], expected, rel_tol=1e-9)
@@ -132,22 +144,22 @@ def test_evaluate_one_stream_is_the_exact_mean_loss() -> None:
 
 
 def test_evaluate_in_chunks_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
-    model = make()
-    whole = model.evaluate(TEXT)
-    monkeypatch.setattr("unrolled.models.charlm.EVAL_CHUNK", 7)
-    assert math.isclose(model.evaluate(TEXT)["loss"], whole["loss"], rel_tol=1e-12)
+    model = trained(make())
+    whole = model.evaluate_stream(TEXT)
+    monkeypatch.setattr("unrolled.apps.lm.EVAL_CHUNK", 7)
+    assert math.isclose(model.evaluate_stream(TEXT)["loss"], whole["loss"], rel_tol=1e-12)
 
 
 def test_evaluate_counts_unseen_characters() -> None:
-    model = make()
+    model = trained(make())
     assert model.evaluate("the fox ~~ jumps @")["unknown"] == 3
 
 
 def test_evaluate_windows_resets_state_per_window() -> None:
     model = make()
-    result = model.evaluate_windows(TEXT, length=16, count=5, batch=2, seed=3)
+    result = trained(model).evaluate_windows(TEXT, length=16, count=5, batch=2, seed=3)
     generator = torch.Generator().manual_seed(3)
-    ids = model.vocabulary.encode(TEXT)
+    ids = VOCABULARY.encode(TEXT)
     starts = torch.randint(len(ids) - 16, (5,), generator=generator)
     losses = []
     for s in starts.tolist():

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from tests.cli_errors import one_error_line
+from unrolled.apps.lm import LanguageModel
 from unrolled.cli import main
-from unrolled.models import CharLM
 
 TEXT = ("To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n"
         "The slings and arrows of outrageous fortune,\nOr to take arms against a sea of troubles\n") * 12
@@ -68,13 +68,48 @@ def test_sample_several_and_greedy(run: Path, capsys: pytest.CaptureFixture[str]
 
 
 def test_python_api_matches_the_cli(run: Path, corpus: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    model = CharLM.load(run)
+    model = LanguageModel.load(run)
     assert main(["lm", "eval", str(run), str(corpus), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == pytest.approx(model.evaluate(TEXT))
     assert printed["bpc"] == pytest.approx(printed["loss"] / torch.log(torch.tensor(2.0)).item())
     texts = model.sample("To be", length=30, seed=3, num_samples=2)
     assert len(texts) == 2 and all(t.startswith("To be") and len(t) == 35 for t in texts)
+
+
+def test_a_run_repeats_from_its_own_configuration(run: Path, tmp_path: Path) -> None:
+    saved = run / "last" / "config.json"
+    assert json.loads(saved.read_text())["config"]["model"]["hidden"] == 24
+    again = tmp_path / "again"
+    assert main(["lm", "train", "--config", str(saved), "--out", str(again), "--max-steps", "12"]) == 0
+    repeated = json.loads((again / "last" / "config.json").read_text())
+    assert repeated["config"] == json.loads(saved.read_text())["config"]
+    assert repeated["train"] == json.loads(saved.read_text())["train"]
+    weights = [(folder / "last" / "model.safetensors").read_bytes() for folder in (run, again)]
+    assert weights[0] == weights[1]  # same configuration, same seed: the same model
+
+
+def test_predict_and_eval_print_json(run: Path, corpus: Path, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lm", "predict", str(run), "--prime", "To be", "--length", "10", "--seed", "3",
+                 "--num-samples", "2", "--json"]) == 0
+    samples = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [s["number"] for s in samples] == [1, 2] and all(s["prime"] == "To be" for s in samples)
+    assert all(s["text"].startswith("To be") and len(s["text"]) == 15 for s in samples)
+    primes = tmp_path / "prime.txt"
+    primes.write_text("Or to", encoding="utf-8")
+    assert main(["lm", "predict", str(run), str(primes), "--length", "4", "--json"]) == 0
+    [sample] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sample["prime"] == "Or to" and len(sample["text"]) == 9
+    assert main(["lm", "eval", str(run), str(corpus), "--windows", "5", "--batch-size", "2", "--json"]) == 0
+    windows = json.loads(capsys.readouterr().out)
+    assert windows["characters"] == 5 * 256
+    assert main(["lm", "eval", str(run), "--split", "validation", "--json"]) == 0
+    validation = json.loads(capsys.readouterr().out)
+    config = json.loads((run / "best" / "config.json").read_text())
+    start, end = config["split"]["validation"]
+    assert validation["characters"] == end - start - 1
+    assert validation["loss"] == pytest.approx(LanguageModel.load(run).evaluate(TEXT[start:end])["loss"])
 
 
 def test_eval_prints_a_readable_line(run: Path, corpus: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -172,9 +207,11 @@ def test_prime_with_unseen_characters(run: Path, capsys: pytest.CaptureFixture[s
                                     ["--temperature", "-1"], ["--top-k", "0"], ["--top-p", "0"],
                                     ["--temperature", "abc"]])
 def test_bad_numbers_for_sampling(run: Path, option: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as stop:
-        main(["lm", "sample", str(run), *option])
-    one_error_line(capsys, int(stop.value.code or 0), option[0])
+    try:  # argparse stops on what is not a number; the options' checks answer the rest before the run is read
+        code = main(["lm", "sample", str(run), *option])
+    except SystemExit as stop:
+        code = int(stop.code or 0)
+    one_error_line(capsys, code, option[0])
 
 
 def test_top_p_above_one(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -182,7 +219,10 @@ def test_top_p_above_one(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_bad_max_time(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["lm", "train", str(corpus), "--out", str(tmp_path / "r"), "--max-time", "soon", *TINY])
+    try:  # argparse reads --max-time
+        code = main(["lm", "train", str(corpus), "--out", str(tmp_path / "r"), "--max-time", "soon", *TINY])
+    except SystemExit as stop:
+        code = int(stop.code or 0)
     one_error_line(capsys, code, "soon")
 
 
@@ -206,8 +246,8 @@ def test_bf16_training_resumes_exactly_and_stays_close_to_fp32(corpus: Path, tmp
     assert main(["lm", "train", *half, *log_every, "--out", str(tmp_path / "cut"), "--precision", "bf16"]) == 0
     assert main(["lm", "train", *common, *log_every, "--out", str(tmp_path / "cut"), "--precision", "bf16",
                  "--resume"]) == 0
-    whole, cut = CharLM.load(tmp_path / "whole" / "last"), CharLM.load(tmp_path / "cut" / "last")
-    for (name, a), b in zip(whole.state_dict().items(), cut.state_dict().values(), strict=True):
+    whole, cut = LanguageModel.load(tmp_path / "whole" / "last"), LanguageModel.load(tmp_path / "cut" / "last")
+    for (name, a), b in zip(whole.model.state_dict().items(), cut.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert _train_losses(tmp_path / "whole") == _train_losses(tmp_path / "cut")
     assert _train_losses(tmp_path / "whole") != _train_losses(tmp_path / "fp32")  # bf16 really ran
@@ -222,7 +262,7 @@ def test_sample_warns_in_one_line_when_the_prime_is_unlike_the_training_text(
 
     assert main(["lm", "sample", str(run), "--prime", "To be, or not to be", "--length", "5", "--seed", "1"]) == 0
     assert capsys.readouterr().err == ""  # the corpus's own words: no warning
-    model = CharLM.load(run)
+    model = LanguageModel.load(run)
     assert model.validation_loss == json.loads((run / "best" / "config.json").read_text())["validation"]["loss"]
     prime = "To be, or not to be"
     loss = model.evaluate(prime)["loss"]

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from tests.viz_runs import TEXT, train_tiny_lm
+from unrolled.apps.lm import LanguageModel
 from unrolled.checkpoint import save_checkpoint
-from unrolled.models import CharLM
 from unrolled.viz.record import Recording, make_streams, record_states
 
 
@@ -22,9 +22,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def traced(run: Path, text: str) -> dict[str, dict[str, torch.Tensor]]:
     """The trace of the whole text read as one stream from the zero state: "l0" -> name -> (N, H)."""
-    model = CharLM.load(run)
+    trained = LanguageModel.load(run, device="cpu")
+    model = trained.model
     with torch.inference_mode():
-        ids = model.require_vocabulary().encode(text)[None]
+        ids = trained.vocabulary.encode(text)[None]
         _, _, trace = model.rnn(model.embed(ids), trace=True)
     return {layer: {name: v[0] for name, v in gates.items()} for layer, gates in trace.items()}
 

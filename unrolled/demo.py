@@ -137,15 +137,15 @@ def run_demo(out: str | Path = DEFAULT_OUT, *, max_time: float = DEFAULT_TIME, p
              resume: bool = False, seed: int = 0, progress: bool = True, length: int = 400,
              batch: int | None = None, stream: TextIO | None = None) -> DemoReport:
     """Train (or resume) the demo's LM in `out` for `max_time` seconds in all, then sample; returns the report."""
+    from unrolled.apps import lm
     from unrolled.checkpoint import saved_run_config
     from unrolled.data import obtain, read_text
-    from unrolled.models import CharLM, charlm
     from unrolled.training import TrainConfig, resolve_precision
 
     stream = stream or sys.stdout
     out = Path(out)
     text = read_text([obtain("shakespeare")])
-    saved = saved_run_config(out, kind=charlm.KIND) if resume else None
+    saved = saved_run_config(out, kind=lm.KIND) if resume else None
     if saved is not None:  # a resume keeps the run's own size, batch and learning rate
         recipe = Recipe(hidden=int(saved["model"]["hidden"]), batch=int(saved["batching"]["batch_size"]),
                         lr=float(saved["train"]["lr"]), precision=resolve_precision(precision, "cpu"),
@@ -161,16 +161,17 @@ def run_demo(out: str | Path = DEFAULT_OUT, *, max_time: float = DEFAULT_TIME, p
     config = TrainConfig(optimizer="adamw", lr=recipe.lr, weight_decay=0.1, warmup_steps=100, schedule="cosine",
                          max_time=max_time, eval_every=eval_every, seed=seed, progress=progress,
                          precision=recipe.precision)
-    shape = {"cell": "lstm", "layers": 2, "hidden": recipe.hidden, "embedding": 64, "dropout": 0.0}
-    result = charlm.fit(text, out, model=shape, train=config, batch_size=recipe.batch, seq_len=128,
-                        source=["shakespeare"], resume=resume)
-    model = CharLM.load(out)
+    run = lm.LMConfig(data=lm.LMData(dataset="shakespeare", batch_size=recipe.batch, seq_len=128),
+                      model=lm.LMModel(cell="lstm", layers=2, hidden=recipe.hidden, embedding=64, dropout=0.0),
+                      train=config)
+    result = lm.fit(run, out, resume=resume, text=text)
+    model = lm.LanguageModel.load(out, device="cpu")
     samples = []
     for temperature in (0.5, 1.0):
         sample = model.sample(PRIME, length=length, temperature=temperature, seed=seed + 1)[0]
         samples.append((temperature, sample))
     validation = {"loss": model.validation_loss} if model.validation_loss is not None else {}
-    return DemoReport(recipe, result, samples, out, validation, len(model.require_vocabulary()))
+    return DemoReport(recipe, result, samples, out, validation, len(model.vocabulary))
 
 
 def describe(report: DemoReport, *, prog: str = "unrolled", max_time: float = DEFAULT_TIME) -> str:

@@ -28,7 +28,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TextIO, TypeVar
 
 import torch
 
@@ -160,6 +160,9 @@ class Application:
                     the run's recorded split when asked)
     report          ``(metrics, predictor, options, run) -> str``: the metrics for people; it may
                     write files (a plot) and name them in `metrics` (``--json`` prints `metrics`)
+    stream          ``(predictor, inputs, options, out) -> None`` or None: predict writes its results to
+                    `out` itself, as they come (text streamed as it is generated), in place of a line
+                    per result; not with ``--json``
     aliases         the familiar verbs: {"predict": ("sample",)}, ...
     after_predict   ``(predictor, results, options) -> None``, optional: what predict does once the
                     results are printed (e.g. write a plot of them and name it on stderr)
@@ -179,6 +182,7 @@ class Application:
     show: Callable[[Any], str]
     read_eval: Callable[[Any, str | None, Any], Any]
     report: Callable[[dict[str, Any], Any, Any, Path], str]
+    stream: Callable[[Any, list[Any], Any, TextIO], None] | None = None
     aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
     after_predict: Callable[[Any, list[Any], Any], None] | None = None
     loss_unit: str = ""

@@ -11,6 +11,7 @@ import importlib
 from unrolled.apps.base import Application
 
 MODULES = (
+    "lm",
     "classify",
     "seq2seq",
     "speech",

@@ -24,7 +24,6 @@ from unrolled.cli.bench import add_bench_commands
 from unrolled.cli.caption import add_caption_commands
 from unrolled.cli.common import positive_int, train_config
 from unrolled.cli.glimpse import add_glimpse_commands
-from unrolled.cli.lm import add_lm_commands
 from unrolled.cli.tag import add_tag_commands
 from unrolled.cli.video import add_video_commands
 from unrolled.cli.viz import add_viz_commands, with_default_action
@@ -49,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a tiny recurrent network on the lecture's h,e,l,l,o example and generate from 'h'.",
     )
     hello.add_argument("--cell", choices=tuple(CELLS), default="rnn", help="cell type (default: rnn)")
-    hello.add_argument("--hidden-size", type=positive_int, default=8, help="units in the cell (default: 8)")
+    hello.add_argument("--hidden", "--hidden-size", dest="hidden", type=positive_int, default=8,
+                       help="units in the cell (default: 8)")
     hello.add_argument("--steps", type=positive_int, default=300, help="Adam steps (default: 300)")
     hello.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     hello.set_defaults(handler=run_hello)
@@ -69,7 +69,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed of training and samples (default: 0)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(handler=run_demo)
-    add_lm_commands(commands)
     for app in APPLICATIONS.values():
         add_application(commands, app)
     add_tag_commands(commands)
@@ -84,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_hello(args: argparse.Namespace) -> int:
     from unrolled.hello import HelloConfig, run
 
-    print(run(HelloConfig(mode=args.cell, hidden_size=args.hidden_size, steps=args.steps, seed=args.seed)))
+    print(run(HelloConfig(mode=args.cell, hidden_size=args.hidden, steps=args.steps, seed=args.seed)))
     return 0
 
 

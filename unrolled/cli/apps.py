@@ -88,6 +88,9 @@ def run_predict(app: Application, args: argparse.Namespace) -> int:
     options = apply_flags(app.predict_options(), args)
     predictor = app.predictor.load(args.run, device=options.device)
     inputs = app.read_inputs(list(args.inputs), options)
+    if app.stream is not None and not options.json:
+        app.stream(predictor, inputs, options, sys.stdout)
+        return 0
     results = predictor.predict(inputs, options)
     for result in results:
         print(json.dumps(to_json(result)) if options.json else app.show(result))

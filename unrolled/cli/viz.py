@@ -133,22 +133,11 @@ def build_explorer(args: argparse.Namespace, run: Path, data: Path | None) -> An
 
 def run_text(run: Path, part: str) -> str:
     """The run's own validation or test text: its training files, read again and checked, then cut."""
+    from unrolled.apps.lm import recorded_part
     from unrolled.checkpoint import load_checkpoint, resolve_checkpoint
-    from unrolled.data import read_text
-    from unrolled.models.charlm import TextSource
 
     config = load_checkpoint(resolve_checkpoint(run)).config
-    data, split = config.get("data") or {}, config.get("split") or {}
-    names = data.get("names") or []
-    if part not in split or not names or names == ["<text>"]:
-        raise ValueError(f"{run} does not record its text files and split; give a text file instead of --part")
-    text = read_text([Path(n) for n in names])
-    if TextSource.of(text, names).fingerprint != data.get("fingerprint"):
-        raise ValueError(f"the files {run} was trained on ({', '.join(names)}) have changed; give a text file")
-    start, end = split[part]
-    if end <= start:
-        raise ValueError(f"the run's {part} part is empty; give a text file")
-    return str(text[start:end])
+    return recorded_part(config.get("data") or {}, config.get("split") or {}, part, run)
 
 
 class Progress:

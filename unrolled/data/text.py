@@ -7,6 +7,7 @@ The path from files to training batches::
     ids = vocab.encode(text)                        # (N,) int64
     split = split_text(text)                        # {"train": (0, a), "validation": (a, b), "test": (b, N)}
     batches = StreamBatches(ids[0:a], batch_size=B, seq_len=T)   # stateful windows, as char-rnn
+    streams = TextStreams(ids[0:a], batch_size=B, seq_len=T)     # the same, for the trainer, the state carried
     x, y = random_windows(ids[a:b], length=T, count=B, generator=g)  # as nanoGPT evaluates
 """
 
@@ -14,11 +15,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Sequence, Sized
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from unrolled.recurrent import LayerState
 
 NUL = b"\x00"
 BYTE_ORDER_MARK = "\ufeff"
@@ -241,3 +247,61 @@ def random_windows(ids: Tensor, *, length: int, count: int,
     starts = torch.randint(len(ids) - length, (count,), generator=generator)  # (count,)
     positions = starts[:, None] + torch.arange(length)  # (count, length)
     return ids[positions], ids[positions + 1]
+
+
+class Carry:
+    """The hidden state handed from one training window to the next (None: start from zeros)."""
+
+    def __init__(self) -> None:
+        self.state: LayerState | None = None
+
+
+@dataclass
+class StreamWindow:
+    """One training batch of `TextStreams`: inputs and targets (B, T), and the carried state."""
+
+    inputs: Tensor
+    targets: Tensor
+    carry: Carry
+
+
+class TextStreams:
+    """A text as B parallel streams of consecutive windows, for the trainer (its `TrainData`).
+
+    Window k of an epoch is `StreamBatches`' window k; the carried state starts
+    each epoch at zero. `shard(rank, world)` gives a process its B/world streams
+    of every window, so the processes together compute the global batch.
+    """
+
+    def __init__(self, ids: Tensor, *, batch_size: int, seq_len: int) -> None:
+        self.windows = StreamBatches(ids, batch_size=batch_size, seq_len=seq_len)
+        self.rows = slice(0, batch_size)
+        self.carry = Carry()
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def batches(self, epoch: int, start: int) -> Iterator[StreamWindow]:
+        if start == 0:
+            self.carry.state = None
+        for k in range(start, len(self.windows)):
+            inputs, targets = self.windows[k]  # (B, T) each
+            yield StreamWindow(inputs[self.rows], targets[self.rows], self.carry)
+
+    def shard(self, rank: int, world: int) -> TextStreams:
+        batch = self.windows.batch_size
+        if batch % world:
+            raise ValueError(f"a batch of {batch} streams cannot be split evenly over {world} processes; "
+                             f"choose --batch as a multiple of {world}")
+        share = batch // world
+        part = TextStreams.__new__(TextStreams)
+        part.windows, part.rows, part.carry = self.windows, slice(rank * share, (rank + 1) * share), Carry()
+        return part
+
+    def state_dict(self) -> dict[str, Any]:
+        state = self.carry.state
+        return {"carry": None if state is None else list(state) if isinstance(state, tuple) else [state]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        parts = state.get("carry")
+        self.carry.state = None if parts is None else tuple(parts) if len(parts) == 2 else parts[0]

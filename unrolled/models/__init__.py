@@ -11,7 +11,7 @@ where it generates, `step(tokens, state) -> (log_probs, state)` and `reorder(sta
 - `pooling`: what they share: masks over padded batches, embeddings, pooling over the real steps.
 """
 
-from unrolled.models.charlm import CharLM, CharLMConfig, TextStreams
+from unrolled.models.charlm import CharLM, CharLMConfig
 from unrolled.models.classifier import CNNClassifier, CNNClassifierConfig, RNNClassifier, RNNClassifierConfig
 from unrolled.models.tagger import Tagger, TaggerConfig
 
@@ -24,5 +24,4 @@ __all__ = [
     "RNNClassifierConfig",
     "Tagger",
     "TaggerConfig",
-    "TextStreams",
 ]

@@ -133,14 +133,14 @@ def record_states(
     streams: parallel streams (default: one per `MIN_SEGMENT` characters, at most
     `MAX_STREAMS`). on_progress(done, total) is called after each chunk of steps.
     """
-    from unrolled.models import CharLM
+    from unrolled.apps.lm import LanguageModel
 
     checkpoint, kind, step = run_kind(run)
     if kind != LM_KIND:
         raise ValueError(f"{run} holds a {kind!r} model; `unrolled viz` records the recurrent states of "
                          f"{LM_KIND!r} runs (from `{COMMAND}`) and the attention of seq2seq runs")
-    model = CharLM.load(run)
-    vocabulary = model.require_vocabulary()
+    trained = LanguageModel.load(run, device="cpu")
+    model, vocabulary = trained.model, trained.vocabulary
     if not text:
         raise ValueError("the text is empty; give a text to read")
     unseen = vocabulary.unknown_characters(text)
