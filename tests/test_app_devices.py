@@ -35,7 +35,26 @@ def speech_case(folder: Path) -> Case:
     return [str(manifest), *tiny], [str(folder / "clips" / "ab-0.wav")], [str(manifest), "--split", "all"]
 
 
-CASES: dict[str, Callable[[Path], Case]] = {"classify": classify_case, "speech": speech_case}
+def lm_case(folder: Path) -> Case:
+    text = folder / "text.txt"
+    text.write_text("to be or not to be, that is the question\n" * 30, encoding="utf-8")
+    tiny = ["--layers", "1", "--hidden", "8", "--embedding", "4", "--batch-size", "2", "--seq-len", "8"]
+    return [str(text), *tiny], ["--prime", "to", "--length", "5"], [str(text)]
+
+
+def seq2seq_case(folder: Path) -> Case:
+    from tests.test_seq2seq_cli import words
+
+    pairs = folder / "reverse.tsv"
+    pairs.write_text("".join(f"{w}\t{w[::-1]}\n" for w in words(60, 0)), encoding="utf-8")
+    lines = folder / "sources.txt"
+    lines.write_text("abc\nba\n", encoding="utf-8")
+    tiny = ["--embedding", "4", "--hidden", "8", "--source-tokens", "char", "--target-tokens", "char"]
+    return [str(pairs), *tiny], [str(lines), "--beam", "2"], [str(pairs), "--beam", "2"]
+
+
+CASES: dict[str, Callable[[Path], Case]] = {"classify": classify_case, "lm": lm_case, "seq2seq": seq2seq_case,
+                                            "speech": speech_case}
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here (torch.cuda.is_available())")
 
 
