@@ -81,7 +81,7 @@ def run_train(app: Application, args: argparse.Namespace) -> int:
     from unrolled.cli.common import report_training
 
     result = app.fit(train_configuration(app, args), args.out, resume=args.resume)
-    return report_training(result, args.out)
+    return report_training(result, args.out, app.loss_unit)
 
 
 def run_predict(app: Application, args: argparse.Namespace) -> int:
