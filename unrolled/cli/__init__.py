@@ -27,7 +27,6 @@ from unrolled.cli.glimpse import add_glimpse_commands
 from unrolled.cli.lm import add_lm_commands
 from unrolled.cli.seq2seq import add_seq2seq_commands
 from unrolled.cli.speech import add_speech_commands
-from unrolled.cli.tag import add_tag_commands
 from unrolled.cli.video import add_video_commands
 from unrolled.cli.viz import add_viz_commands
 
@@ -74,7 +73,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_lm_commands(commands)
     for app in APPLICATIONS.values():
         add_application(commands, app)
-    add_tag_commands(commands)
     add_seq2seq_commands(commands)
     add_caption_commands(commands)
     add_glimpse_commands(commands)
