@@ -27,7 +27,6 @@ from unrolled.cli.glimpse import add_glimpse_commands
 from unrolled.cli.lm import add_lm_commands
 from unrolled.cli.seq2seq import add_seq2seq_commands
 from unrolled.cli.speech import add_speech_commands
-from unrolled.cli.video import add_video_commands
 from unrolled.cli.viz import add_viz_commands
 
 __all__ = ["build_parser", "main", "train_config"]
@@ -76,7 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_seq2seq_commands(commands)
     add_caption_commands(commands)
     add_glimpse_commands(commands)
-    add_video_commands(commands)
     add_speech_commands(commands)
     add_viz_commands(commands)
     add_bench_commands(commands)
