@@ -48,7 +48,8 @@ def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict
     out = RESULTS / f"run-{name}"
     shutil.rmtree(out, ignore_errors=True)
     arguments = ["video", "train", "--dataset", "moving-digits", "--out", str(out), "--model", name,
-                 "--max-time", f"{minutes}m", "--max-epochs", "1000", "--no-progress", "--log-every", "100", *extra]
+                 "--max-time", f"{minutes * 60:g}", "--max-epochs", "1000", "--no-progress", "--log-every", "100",
+                 *extra]  # --max-time in seconds
     started = time.monotonic()
     if main(arguments) != 0:
         raise SystemExit(f"video train ({name}) failed")
