@@ -109,3 +109,27 @@ def test_tagger_checkpoint_is_not_a_classifier(run: Path, tmp_path: Path, capsys
 
 def test_no_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     one_error_line(capsys, main(["tag", "train", "--out", str(tmp_path / "r")]), "no data")
+
+
+def test_a_run_repeats_from_its_config_and_predicts_and_evaluates_in_json(
+        data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["tag", "train", str(data), "--out", str(first), "--embedding", "4", "--hidden", "4", "--chars", "3",
+                 "--cell", "gru", "--unidirectional", "--batch", "16", "--max-steps", "2", "--no-progress"]) == 0
+    saved = first / "last" / "config.json"
+    config = json.loads(saved.read_text())["config"]
+    assert config["model"]["cell"] == "gru" and config["model"]["bidirectional"] is False
+    assert config["data"]["file"] == str(data) and config["data"]["batch_size"] == 16
+    assert main(["tag", "train", "--config", str(saved), "--out", str(second)]) == 0
+    assert json.loads((second / "last" / "config.json").read_text())["config"] == config
+    weights = [(run / "last" / "model.safetensors").read_bytes() for run in (first, second)]
+    assert weights[0] == weights[1]
+    assert main(["tag", "train", "--out", str(second), "--resume", "--max-steps", "3"]) == 0
+    assert json.loads((second / "last" / "config.json").read_text())["step"] == 3
+    source = tmp_path / "in.txt"
+    source.write_text("the cat runs\n", encoding="utf-8")
+    capsys.readouterr()
+    assert main(["tag", "predict", str(second), str(source), "--json", "--batch-size", "2", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["tokens"] == ["the", "cat", "runs"]
+    assert main(["tag", "eval", str(second), str(data), "--json", "--split", "validation", "--batch", "4"]) == 0
+    assert json.loads(capsys.readouterr().out)["sentences"] == 20

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,7 +30,7 @@ def moving_squares(count: int, seed: int = 0, frames: int = 6) -> Clips:
     return Clips(clips, labels, list(DIRECTIONS), np.full(count, frames, dtype=np.int64))
 
 
-def tiny(**options: object) -> dict[str, object]:
+def tiny(**options: Any) -> dict[str, Any]:
     return {"channels": 4, "features": 32, "hidden": 32, "dropout": 0.0, **options}
 
 
@@ -39,9 +40,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("video")
     clips = moving_squares(400)
     for model in ("recurrent", "cnn"):
-        video.fit(clips, folder / model, model=model, model_options=tiny(), batch_size=32,
-                  train=TrainConfig(max_steps=250, lr=1e-2, optimizer="adam", eval_every=125, seed=0,
-                                    progress=False))
+        config = video.VideoRunConfig(video.VideoData(batch_size=32), video.VideoModel(model=model, **tiny()),
+                                      TrainConfig(max_steps=250, lr=1e-2, optimizer="adam", eval_every=125, seed=0,
+                                                  progress=False))
+        video.fit(config, folder / model, clips=clips)
     return {model: folder / model for model in ("recurrent", "cnn")}
 
 
@@ -69,7 +71,7 @@ def test_labels_name_every_frame_and_the_unlabelled_first_one(runs: dict[str, Pa
 
 def test_padding_never_changes_a_label() -> None:
     torch.manual_seed(0)
-    model = FrameLabeller(VideoConfig(height=SIZE, width=SIZE, labels=4, **tiny()))  # type: ignore[arg-type]
+    model = FrameLabeller(VideoConfig(height=SIZE, width=SIZE, labels=4, **tiny()))
     frames = torch.rand(2, 6, SIZE, SIZE)
     alone = model.predict(frames[:1, :3], torch.tensor([3]))
     padded = frames.clone()
@@ -84,8 +86,9 @@ def test_resume_gives_the_same_parameters_as_a_straight_run(tmp_path: Path) -> N
     clips = moving_squares(64)
 
     def train(out: Path, steps: int, resume: bool = False) -> None:
-        video.fit(clips, out, model_options=tiny(dropout=0.2), batch_size=16, resume=resume,
-                  train=TrainConfig(max_steps=steps, decay_steps=8, eval_every=4, seed=3, progress=False))
+        config = video.VideoRunConfig(video.VideoData(batch_size=16), video.VideoModel(**tiny(dropout=0.2)),
+                                      TrainConfig(max_steps=steps, decay_steps=8, eval_every=4, seed=3, progress=False))
+        video.fit(config, out, resume=resume, clips=clips)
 
     train(tmp_path / "straight", 8)
     train(tmp_path / "stopped", 4)
@@ -153,3 +156,26 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
     write_clips(tmp_path / "unlabelled.npz", unlabelled)
     code = main(["video", "train", str(tmp_path / "unlabelled.npz"), "--out", str(tmp_path / "u")])
     one_error_line(capsys, code, "no labelled training frames")
+
+
+def test_a_run_repeats_from_its_config_and_predicts_and_evaluates_in_json(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_clips(tmp_path / "clips.npz", moving_squares(20))
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["video", "train", str(data), "--out", str(first), "--max-steps", "2", "--batch", "8", "--model", "cnn",
+                 "--channels", "2", "--features", "4", "--no-progress"]) == 0
+    saved = first / "last" / "config.json"
+    config = json.loads(saved.read_text())["config"]
+    assert config["model"]["model"] == "cnn" and config["data"] == {
+        "file": str(data), "dataset": None, "validation": 0.1, "test": 0.1, "split_seed": 0, "batch_size": 8}
+    assert main(["video", "train", "--config", str(saved), "--out", str(second)]) == 0
+    assert json.loads((second / "last" / "config.json").read_text())["config"] == config
+    weights = [(run / "last" / "model.safetensors").read_bytes() for run in (first, second)]
+    assert weights[0] == weights[1]
+    capsys.readouterr()
+    assert main(["video", "predict", str(second), str(data), "--json", "--batch-size", "3", "--device", "cpu"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["clip"] for line in lines] == [f"{data}#{k}" for k in range(20)]
+    assert all(len(line["labels"]) == 6 for line in lines)
+    assert main(["video", "eval", str(second), str(data), "--json", "--split", "all", "--batch", "5"]) == 0
+    assert json.loads(capsys.readouterr().out)["clips"] == 20

@@ -126,6 +126,20 @@ def batches(items: Sequence[T], size: int) -> Iterator[tuple[list[int], list[T]]
         yield index, [items[i] for i in index]
 
 
+def data_path(file: str | None, dataset: str | None, *, what: str, known: str) -> Path:
+    """The data `file`, or the named `dataset` obtained into the cache; not both, not none (one-line errors).
+
+    `what` names the kind of file and `known` a dataset, for the message.
+    """
+    from unrolled.data import obtain
+
+    if file and dataset:
+        raise ValueError("give a data file or --dataset, not both")
+    if not file and not dataset:
+        raise ValueError(f"no data: give {what} or --dataset {known}")
+    return Path(file) if file else obtain(str(dataset))
+
+
 def to_json(result: Any) -> Any:
     """A result as JSON: dataclasses as objects, tuples as lists."""
     if dataclasses.is_dataclass(result) and not isinstance(result, type):

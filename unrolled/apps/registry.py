@@ -13,7 +13,9 @@ from unrolled.apps.base import Application
 MODULES = (
     "lm",
     "classify",
+    "tag",
     "seq2seq",
+    "video",
     "speech",
 )
 """The modules of `unrolled.apps` that hold an application, in the order ``unrolled --help`` lists them."""

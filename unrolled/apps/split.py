@@ -80,3 +80,19 @@ def new_record(items: list[Item], key: Callable[[Item], str], *, seed: int, vali
         raise ValueError("a grouped split takes no folds")
     return SplitRecord(seed, validation, test, folds, fold, len(items), fingerprint(key(item) for item in items),
                        grouped)
+
+
+
+def recorded_part(items: list[Item], record: SplitRecord | None, part: str,
+                  split_items: Callable[[list[Item], SplitRecord], dict[str, list[Item]]],
+                  run: str = "the run") -> list[Item]:
+    """`items` for part "all", else their `part` by the run's split `record` (`split_items(items, record)`);
+    one-line errors for a run that records no split, or an empty part."""
+    if part == "all":
+        return items
+    if record is None:
+        raise ValueError(f"{run} records no split; evaluate with --split all")
+    chosen = split_items(items, record)[part]
+    if not chosen:
+        raise ValueError(f"the run's {part} part is empty (it was trained with no {part} fraction)")
+    return chosen

@@ -6,35 +6,39 @@
 Data is CoNLL-style (token and tag per line, a blank line between sentences),
 split once and recorded like the classifier's. The built-in `restore` task
 (`unrolled.data.conll`) tags lower-cased, unpunctuated text with how each word
-was cased and which mark followed it; `SequenceTagger.restore` turns its
-predictions back into text.
+was cased and which mark followed it; a tagger trained on it predicts the
+restored text of each line (`Restored`, `SequenceTagger.restore`).
+
+A run is made from a `TagConfig` (sections data, model, train): `fit(config,
+out)`, or ``unrolled tag train``; `SequenceTagger.load(run)` predicts
+(`Tagged` per line) and evaluates.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
-from dataclasses import asdict, dataclass
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unrolled.apps.split import SplitRecord, new_record, split_parts
-from unrolled.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    load_model_state,
-    resolve_checkpoint,
-    saved_run_config,
-)
+from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, data_path
+from unrolled.apps.split import SplitRecord, new_record, recorded_part, split_parts
+from unrolled.cells import CELLS
+from unrolled.checkpoint import Checkpoint, CheckpointError, load_model_state, saved_run_config
 from unrolled.data.conll import WORD, TaggedSentence, restore_text
 from unrolled.data.labelled import IGNORE_LABEL, LabelledData, LabelSet, TokenVocabulary, iterate_batches, truncate
 from unrolled.data.vocab import UNK_ID, char_ids
 from unrolled.metrics import classification_report
-from unrolled.models.tagger import Tagger, TaggerConfig
+from unrolled.models.tagger import CHAR_ENCODERS, Tagger, TaggerConfig
+from unrolled.options import SAVED_KEY, option, sections, to_json
+from unrolled.training import TrainConfig, TrainResult, to_device
 
 KIND = "tagger"
 COMMAND = "unrolled tag train"
@@ -93,24 +97,138 @@ def restoration_input(line: str) -> list[str]:
     return [word.lower() for word in WORD.findall(line)]
 
 
-class SequenceTagger:
-    """A trained tagger with its encoding and tag set: token lists in, tags out."""
+
+
+# ---------------------------------------------------------------------- configuration
+
+
+@dataclass
+class TagData:
+    """Which CoNLL-style file, how it is read and split, and how tokens become ids."""
+
+    file: str | None = field(default=None, metadata=option(
+        "CoNLL-style file: token and tag per line, a blank line between sentences (or --dataset)", positional="?",
+        metavar="DATA"))
+    dataset: str | None = field(default=None, metadata=option("a named dataset instead of a file (known: restore)"))
+    task: str | None = field(default=None, metadata=option(
+        "plain: any tags; restore: the restore dataset's casing-and-punctuation tags, so that predict prints "
+        "restored text; none: restore for --dataset restore, else plain", choices=TASKS))
+    token_column: int = field(default=0, metadata=option("column of the tokens"))
+    tag_column: int = field(default=-1, metadata=option("column of the tags (-1: the last)"))
+    validation_data: str | None = field(default=None, metadata=option(
+        "a separate validation file (then DATA is not split)", metavar="FILE"))
+    validation: float = field(default=0.1, metadata=option("fraction for validation"))
+    test: float = field(default=0.1, metadata=option("fraction for testing"))
+    split_seed: int = field(default=0, metadata=option("seed of the shuffled split"))
+    limit: int | None = field(default=None, metadata=option("use only the first N sentences", metavar="N"))
+    lowercase: bool = field(default=False, metadata=option("lower-case tokens before looking them up"))
+    min_freq: int = field(default=1, metadata=option("words seen fewer times in training become <unk>"))
+    max_len: int = field(default=DEFAULT_MAX_LEN, metadata=option(
+        "tokens per training sentence; longer ones are cut (predict tags them in pieces this long)"))
+    batch_size: int = field(default=32, metadata=option("sentences per batch", aliases=("--batch",)))
+
+    def __post_init__(self) -> None:
+        for name in ("validation", "test"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be a fraction in [0, 1), got {getattr(self, name)}")
+        if self.task is not None and self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}: choose one of {', '.join(TASKS)}")
+        for name in ("min_freq", "max_len", "batch_size", "limit"):
+            if (getattr(self, name) or 1) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+
+
+@dataclass
+class TagModel:
+    """The `Tagger`'s shape other than its sizes (vocabularies and tags come from the data); names as in
+    `TaggerConfig`, whose defaults these are."""
+
+    embedding: int = field(default=TaggerConfig.embedding, metadata=option("word embedding size"))
+    chars: int = field(default=TaggerConfig.chars, metadata=option(
+        "character features per word (the character encoder's size); 0: none"))
+    char_encoder: str = field(default=TaggerConfig.char_encoder, metadata=option(
+        "characters: a BiLSTM (Lample et al.) or a CNN (Ma & Hovy)", choices=CHAR_ENCODERS))
+    char_embedding: int = field(default=TaggerConfig.char_embedding, metadata=option("character embedding size"))
+    char_width: int = field(default=TaggerConfig.char_width, metadata=option("the character CNN's width"))
+    cell: str = field(default=TaggerConfig.cell, metadata=option("cell type", choices=tuple(CELLS)))
+    hidden: int = field(default=TaggerConfig.hidden, metadata=option("units per direction"))
+    layers: int = field(default=TaggerConfig.layers, metadata=option("stacked layers"))
+    bidirectional: bool = field(default=TaggerConfig.bidirectional, metadata=option(
+        "read both ways", negate=("--unidirectional", "--no-bidirectional")))
+    dropout: float = field(default=TaggerConfig.dropout, metadata=option("dropout between and after the layers"))
+    embedding_dropout: float = field(default=TaggerConfig.embedding_dropout, metadata=option(
+        "dropout on the embeddings (and character features)"))
+
+
+def _train_defaults() -> TrainConfig:
+    """Adam at 1e-3 for up to 10 epochs, evaluated each epoch, stopping after 3 without a better validation loss."""
+    return TrainConfig(optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="constant", warmup_steps=0,
+                       clip_norm=5.0, max_epochs=10, eval_every=None, early_stop=3)
+
+
+@dataclass
+class TagConfig:
+    """Everything a tagging run is made from; saved whole in its checkpoints."""
+
+    data: TagData = field(default_factory=TagData)
+    model: TagModel = field(default_factory=TagModel)
+    train: TrainConfig = field(default_factory=_train_defaults)
+
+
+# ---------------------------------------------------------------------- the trained tagger
+
+
+@dataclass
+class Tagged:
+    """A sentence's tokens and the tag of each."""
+
+    tokens: list[str]
+    tags: list[str]
+
+
+@dataclass
+class Restored(Tagged):
+    """The restore task's result: the words read (lower-cased, no punctuation), their tags, the restored text."""
+
+    text: str = ""
+
+
+@dataclass
+class TagPredictOptions(PredictOptions):
+    batch_size: int = field(default=PREDICT_BATCH, metadata=option("sentences per batch", aliases=("--batch",)))
+
+
+@dataclass
+class TagEvalOptions(EvalOptions):
+    batch_size: int = field(default=PREDICT_BATCH, metadata=option("sentences per batch", aliases=("--batch",)))
+    dataset: str | None = field(default=None, metadata=option("a named dataset instead of a file (known: restore)"))
+    token_column: int = field(default=0, metadata=option("column of the tokens"))
+    tag_column: int = field(default=-1, metadata=option("column of the tags (-1: the last)"))
+    limit: int | None = field(default=None, metadata=option("the run's --limit, if it had one", metavar="N"))
+    confusion: str | None = field(default=None, metadata=option(
+        "where to write the confusion matrix (default: RUN/confusion-<split>.png)", metavar="PNG"))
+
+
+class SequenceTagger(Predictor[str, Tagged]):
+    """A trained tagger with its encoding and tag set: lines of text (or token lists) in, tags out."""
+
+    kind = KIND
+    command = COMMAND
+    model: Tagger
 
     def __init__(self, model: Tagger, encoding: TagEncoding, tags: LabelSet, task: str = "plain",
                  split: dict[str, Any] | None = None) -> None:
         self.model, self.encoding, self.tags, self.task, self.split = model.eval(), encoding, tags, task, split
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> SequenceTagger:
-        """From a run folder (best checkpoint, else last) or a checkpoint folder."""
-        checkpoint = load_checkpoint(resolve_checkpoint(path, command=COMMAND), kind=KIND)
+    def from_checkpoint(cls, checkpoint: Checkpoint, run: Path) -> SequenceTagger:
         saved = checkpoint.config
         try:
             model = Tagger(TaggerConfig(**saved["model"]))
             encoding, tags = TagEncoding.from_json(saved["encoding"]), LabelSet.from_json(saved["tags"])
         except (KeyError, TypeError) as error:
-            raise CheckpointError(f"{path}: config.json lacks what a tagger needs ({error})") from None
-        load_model_state(model, checkpoint.model_state, path)
+            raise CheckpointError(f"{run}: config.json lacks what a tagger needs ({error})") from None
+        load_model_state(model, checkpoint.model_state, run)
         return cls(model, encoding, tags, saved.get("task", "plain"), saved.get("split"))
 
     @torch.inference_mode()
@@ -126,41 +244,59 @@ class SequenceTagger:
         result: list[list[str]] = [[] for _ in sentences]
         index = 0
         for batch in iterate_batches(words, None, batch_size=batch_size, chars=chars):
-            predicted = self.model.predict(batch)  # (B, T)
+            predicted = self.model.predict(to_device(batch, self.device)).cpu()  # (B, T)
             for row in predicted.tolist():
                 result[owner[index]].extend(self.tags.names[i] for i in row[: len(pieces[index])])
                 index += 1
         return result
 
+    def tokens(self, line: str) -> list[str]:
+        """The tokens the tagger reads from a line: split at spaces (restore task: `restoration_input`)."""
+        return restoration_input(line) if self.task == "restore" else line.split()
+
+    def predict(self, inputs: Sequence[str], options: PredictOptions | None = None) -> list[Tagged]:
+        """The tokens and tags of each line; for the restore task, the restored text too (`Restored`)."""
+        batch_size = (options or TagPredictOptions()).batch_size
+        token_lists = [self.tokens(line) for line in inputs]
+        tag_lists = self.tag(token_lists, batch_size=batch_size)
+        if self.task != "restore":
+            return [Tagged(tokens, tags) for tokens, tags in zip(token_lists, tag_lists, strict=True)]
+        return [Restored(tokens, tags, restore_text(tokens, tags) if tokens else "")
+                for tokens, tags in zip(token_lists, tag_lists, strict=True)]
+
     def restore(self, lines: list[str]) -> list[str]:
         """`restore` task: each line's words re-cased and re-punctuated."""
         if self.task != "restore":
             raise ValueError("this tagger was not trained on the restore task; use tag() for its tags")
-        token_lists = [restoration_input(line) for line in lines]
-        return [restore_text(tokens, tags) if tokens else "" for tokens, tags in
-                zip(token_lists, self.tag(token_lists), strict=True)]
+        return [result.text for result in self.predict(lines) if isinstance(result, Restored)]
 
-    def evaluate(self, sentences: list[TaggedSentence]) -> dict[str, Any]:
+    def evaluate(self, data: list[TaggedSentence], options: EvalOptions | None = None) -> dict[str, Any]:
         """Token accuracy, macro-F1 over tags, per-tag scores, the confusion matrix, and sentence accuracy."""
-        references = [[self.tags.encode(tag) for tag in s.tags or []] for s in sentences]
-        predicted = self.tag([s.tokens for s in sentences])
+        batch_size = (options or TagEvalOptions()).batch_size
+        references = [[self.tags.encode(tag) for tag in s.tags or []] for s in data]
+        predicted = self.tag([s.tokens for s in data], batch_size=batch_size)
         flat_true = [t for ref in references for t in ref]
         flat_pred = [self.tags.encode(tag) for sentence in predicted for tag in sentence]
         report = classification_report(flat_true, flat_pred, self.tags.names)
         whole = sum(p == [self.tags.names[i] for i in ref] for p, ref in zip(predicted, references, strict=True))
-        report["sentence_accuracy"] = whole / len(sentences) if sentences else math.nan
-        report["sentences"] = len(sentences)
+        report["sentence_accuracy"] = whole / len(data) if data else math.nan
+        report["sentences"] = len(data)
         return report
+
+
+# ---------------------------------------------------------------------- training
 
 
 def validation_loss(model: nn.Module, words: list[list[int]], tags: list[list[int]],
                     chars: list[list[list[int]]] | None) -> dict[str, float]:
-    """Mean cross-entropy per token and token accuracy, in eval mode."""
+    """Mean cross-entropy per token and token accuracy, in eval mode, on the model's device."""
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     total, correct, count = 0.0, 0, 0
     with torch.no_grad():
         for batch in iterate_batches(words, tags, batch_size=PREDICT_BATCH, chars=chars):
+            batch = to_device(batch, device)
             assert batch.labels is not None
             logits = model(batch.ids, batch.lengths, batch.chars).float()  # (B, T, C)
             total += float(F.cross_entropy(logits.transpose(1, 2), batch.labels, reduction="sum"))
@@ -171,66 +307,77 @@ def validation_loss(model: nn.Module, words: list[list[int]], tags: list[list[in
     return {"loss": total / count, "accuracy": correct / count}
 
 
-def fit(sentences: list[TaggedSentence], out: str | os.PathLike[str], *, model_options: dict[str, Any] | None = None,
-        train: Any = None, lowercase: bool = False, chars: bool = False, min_freq: int = 1,
-        max_len: int = DEFAULT_MAX_LEN, task: str = "plain", validation_sentences: list[TaggedSentence] | None = None,
-        validation: float = 0.1, test: float = 0.1, split_seed: int = 0, batch_size: int = 32,
-        eval_every: int | None = None, resume: bool = False) -> Any:
-    """Train a `Tagger` on tagged `sentences` into the run folder `out` (or resume it); returns the `TrainResult`.
+def read_sentences(data: TagData, path: str | None = None) -> list[TaggedSentence]:
+    """The sentences of `path` (all of them), else of the configured file or named dataset (the first --limit)."""
+    from unrolled.data.conll import read_conll
 
-    `model_options` are `TaggerConfig` fields other than the sizes; `chars` adds
-    character features (a char vocabulary from the training words). `eval_every`
-    None evaluates once per epoch.
+    if path is not None:
+        return read_conll(Path(path), token_column=data.token_column, tag_column=data.tag_column)
+    source = data_path(data.file, data.dataset, what="a CoNLL-style file", known="restore")
+    sentences = read_conll(source, token_column=data.token_column, tag_column=data.tag_column)
+    return sentences[: data.limit] if data.limit else sentences
+
+
+def fit(config: TagConfig, out: str | os.PathLike[str], *, resume: bool = False,
+        sentences: list[TaggedSentence] | None = None,
+        validation_sentences: list[TaggedSentence] | None = None) -> TrainResult:
+    """Train a `Tagger` as `config` says into the run folder `out` (or resume it).
+
+    The sentences are read from ``config.data`` unless given (`sentences`, and
+    `validation_sentences` in place of ``--validation-data``). On resume, the
+    model, encoding, tags, task and split come from the run's last checkpoint.
     """
-    from unrolled.training import TrainConfig, Trainer
+    from unrolled.training import Trainer
 
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
+    data_config, train_config = config.data, config.train
+    if sentences is None:
+        sentences = read_sentences(data_config)
+    if validation_sentences is None and data_config.validation_data:
+        validation_sentences = read_sentences(data_config, data_config.validation_data)
     untagged = next((s for s in sentences if s.tags is None), None)
     if untagged is not None:
         raise ValueError(f"the sentence at line {untagged.line} has no tags; training needs a tag column")
-    train_config = train if train is not None else TrainConfig(max_epochs=10)
     saved = saved_run_config(out, kind=KIND) if resume else None
     separate = validation_sentences is not None
     record = (SplitRecord(**saved["split"]) if saved else
-              new_record(sentences, sentence_key, seed=split_seed, validation=0.0 if separate else validation,
-                         test=0.0 if separate else test))
+              new_record(sentences, sentence_key, seed=data_config.split_seed,
+                         validation=0.0 if separate else data_config.validation,
+                         test=0.0 if separate else data_config.test))
     parts = split_sentences(sentences, record)
     if validation_sentences is not None:
         parts["validation"] = validation_sentences
     if saved:
         encoding, tags = TagEncoding.from_json(saved["encoding"]), LabelSet.from_json(saved["tags"])
-        config = TaggerConfig(**saved["model"])
+        network_config, task = TaggerConfig(**saved["model"]), saved.get("task", "plain")
     else:
-        encoding, tags, config = _build(parts["train"], model_options or {}, lowercase, chars, min_freq, max_len)
+        encoding, tags, network_config = _build(parts["train"], data_config, config.model)
+        task = data_config.task or ("restore" if data_config.dataset == "restore" else "plain")
     torch.manual_seed(train_config.seed)
-    network = Tagger(config)
+    network = Tagger(network_config)
     words, char_lists, _ = encoding.encode([s.tokens for s in parts["train"]])
     targets = [[tags.encode(t) for t in s.tags or []][: len(w)] for s, w in zip(parts["train"], words, strict=True)]
-    data = LabelledData(words, targets, batch_size=batch_size, seed=train_config.seed, chars=char_lists, bucket=20)
-    if eval_every is None:
-        train_config = dataclasses.replace(train_config, eval_every=len(data))
-    extra = {"kind": KIND, "task": task, "model": asdict(config), "encoding": encoding.to_json(),
-             "tags": tags.to_json(), "split": asdict(record), "batching": {"batch_size": batch_size}}
-    trainer = Trainer(network, data, train_config, out, evaluate=_evaluator(encoding, tags, parts["validation"]),
+    batches = LabelledData(words, targets, batch_size=data_config.batch_size, seed=train_config.seed,
+                           chars=char_lists, bucket=20)
+    extra = {"kind": KIND, "task": task, "model": asdict(network_config), "encoding": encoding.to_json(),
+             "tags": tags.to_json(), "split": asdict(record), "batching": {"batch_size": data_config.batch_size}}
+    if not saved or SAVED_KEY in saved:  # runs saved before configurations were kept have none to compare
+        extra[SAVED_KEY] = {name: to_json(section) for name, section in sections(config) if name != "train"}
+    trainer = Trainer(network, batches, train_config, out, evaluate=_evaluator(encoding, tags, parts["validation"]),
                       checkpoint_config=extra)
     return trainer.fit(resume=resume)
 
 
-def _build(sentences: list[TaggedSentence], options: dict[str, Any], lowercase: bool, chars: bool, min_freq: int,
-           max_len: int) -> tuple[TagEncoding, LabelSet, TaggerConfig]:
-    token_lists = [kept_tokens(s.tokens, lowercase, max_len)[0] for s in sentences]
-    vocabulary = TokenVocabulary.build(token_lists, min_freq=min_freq)
-    characters = TokenVocabulary.build(list(token) for tokens in token_lists for token in tokens) if chars else None
+def _build(sentences: list[TaggedSentence], data: TagData,
+           model: TagModel) -> tuple[TagEncoding, LabelSet, TaggerConfig]:
+    """The encoding and tag set of the training sentences, and the tagger's config with their sizes."""
+    token_lists = [kept_tokens(s.tokens, data.lowercase, data.max_len)[0] for s in sentences]
+    vocabulary = TokenVocabulary.build(token_lists, min_freq=data.min_freq)
+    characters = (TokenVocabulary.build(list(token) for tokens in token_lists for token in tokens)
+                  if model.chars > 0 else None)
     tags = LabelSet.build(tag for s in sentences for tag in s.tags or [])
-    shape = dict(options)
-    if characters is not None:
-        shape.setdefault("chars", 25)
-        shape["char_vocab_size"] = len(characters)
-    else:
-        shape["chars"] = 0
-    config = TaggerConfig(vocab_size=len(vocabulary), tags=len(tags), **shape)
-    return TagEncoding(lowercase, max_len, vocabulary, characters), tags, config
+    config = TaggerConfig(vocab_size=len(vocabulary), tags=len(tags),
+                          char_vocab_size=len(characters) if characters is not None else 0, **asdict(model))
+    return TagEncoding(data.lowercase, data.max_len, vocabulary, characters), tags, config
 
 
 def _evaluator(encoding: TagEncoding, tags: LabelSet, sentences: list[TaggedSentence]) -> Any:
@@ -244,3 +391,54 @@ def _evaluator(encoding: TagEncoding, tags: LabelSet, sentences: list[TaggedSent
 
     return evaluate
 
+
+# ---------------------------------------------------------------------- the command line
+
+
+def read_inputs(paths: list[str], options: TagPredictOptions) -> list[str]:
+    """The non-blank lines of the files, or of stdin ("-" or none)."""
+    from unrolled.data.text import read_text
+
+    lines: list[str] = []
+    for path in paths or ["-"]:
+        raw = sys.stdin.read() if path == "-" else read_text([Path(path)])
+        lines.extend(line for line in raw.splitlines() if line.strip())
+    return lines
+
+
+def show(result: Tagged) -> str:
+    """The restored text, or the sentence in CoNLL form (token TAB tag a line; print adds the blank line)."""
+    if isinstance(result, Restored):
+        return result.text
+    return "".join(f"{token}\t{tag}\n" for token, tag in zip(result.tokens, result.tags, strict=True))
+
+
+def read_eval(tagger: SequenceTagger, path: str | None, options: TagEvalOptions) -> list[TaggedSentence]:
+    """The tagged sentences of DATA (or --dataset), or the run's recorded part of them (--split)."""
+    data = TagData(file=path, dataset=options.dataset, token_column=options.token_column,
+                   tag_column=options.tag_column, limit=options.limit)
+    record = None if tagger.split is None else SplitRecord(**tagger.split)
+    return recorded_part(read_sentences(data), record, options.split, split_sentences)
+
+
+def report(metrics: dict[str, Any], tagger: SequenceTagger, options: TagEvalOptions, run: Path) -> str:
+    """Draw the confusion matrix beside the run (named in `metrics`); the report as text."""
+    from unrolled.metrics import format_report, plot_confusion
+
+    folder = run.parent if (run / "config.json").is_file() else run  # a checkpoint folder's run, or the run
+    confusion = Path(options.confusion) if options.confusion else folder / f"confusion-{options.split}.png"
+    plot_confusion(metrics["confusion"], tagger.tags.names, confusion,
+                   title=f"tagger, {options.split} ({metrics['examples']} tokens)")
+    metrics["confusion_png"] = str(confusion)
+    return (format_report(metrics).replace("examples)", "tokens)", 1) + "\n"
+            f"sentence accuracy {metrics['sentence_accuracy']:.4f} ({metrics['sentences']} sentences); "
+            f"confusion matrix: {confusion}")
+
+
+APP = Application(
+    name="tag", summary="sequence tagging (a label per token): train, predict, evaluate",
+    config=TagConfig, fit=fit, predictor=SequenceTagger, predict_options=TagPredictOptions,
+    eval_options=TagEvalOptions, read_inputs=read_inputs, show=show, read_eval=read_eval, report=report,
+    input_help="text files, a sentence a line (tokens separated by spaces; a restore tagger reads any text); "
+               "- or none: standard input",
+    data_help="CoNLL-style file (default: --dataset)")

@@ -3,18 +3,21 @@
     clips file (unrolled.data.clips) --split (the data's own, else seeded)--> train / validation / test
     --FrameLabeller: CNN per frame, then the tagger's bidirectional Recurrent (or a linear layer)--> labels
 
-A run's ``config.json`` holds the model config (`VideoConfig`), the label
-names, whether training ever labelled a clip's first frame, and the split
-(None when the data brought its own). `VideoLabeller` loads a run and labels
-clips (`label`) or scores them (`evaluate`: per-frame accuracy beside chance).
+A run is made from a `VideoRunConfig` (sections data, model, train): `fit(config,
+out)`, or ``unrolled video train``. Its ``config.json`` holds the model config
+(`VideoConfig`), the label names, whether training ever labelled a clip's first
+frame, and the split (None when the data brought its own). `VideoLabeller` loads
+a run and labels clips (`predict`: a `FrameLabels` per `Clip`; `label` for bare
+frame arrays) or scores them (`evaluate`: per-frame accuracy beside chance).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,12 +25,16 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
+from unrolled.apps.base import SPLITS, Application, EvalOptions, PredictOptions, Predictor, data_path
 from unrolled.apps.split import PARTS, SplitRecord, new_record, split_parts
-from unrolled.checkpoint import CheckpointError, load_checkpoint, load_model_state, resolve_checkpoint, saved_run_config
+from unrolled.cells import CELLS
+from unrolled.checkpoint import Checkpoint, CheckpointError, load_model_state, saved_run_config
 from unrolled.data.canvases import NO_LABEL
 from unrolled.data.clips import Clips
 from unrolled.data.labelled import IGNORE_LABEL, LabelledData
-from unrolled.models.video import KIND, FrameLabeller, VideoConfig
+from unrolled.models.video import KIND, MODELS, FrameLabeller, VideoConfig
+from unrolled.options import SAVED_KEY, option, sections, to_json
+from unrolled.training import TrainConfig, TrainResult, to_device
 
 COMMAND = "unrolled video train"
 LABEL_BATCH = 64
@@ -110,24 +117,114 @@ def relabel(clips: Clips, names: list[str]) -> NDArray[np.int64]:
     return table[clips.labels]  # index -1 (NO_LABEL) reads the last entry, NO_LABEL
 
 
-class VideoLabeller:
-    """A trained frame labeller with its label names: frames in, a label per frame out."""
+# ---------------------------------------------------------------------- configuration
+
+
+@dataclass
+class VideoData:
+    """Which clips file, and how its clips are split and batched."""
+
+    file: str | None = field(default=None, metadata=option(
+        "clips file: an .npz of frames uint8 (N, T, H, W) (grey, 0 black), labels (N, T) (each frame's index into "
+        "label_names, -1 for none) and label_names (C,) strings; optional lengths (N,) and split (N,) of "
+        "train/validation/test (or --dataset)", positional="?", metavar="DATA"))
+    dataset: str | None = field(default=None, metadata=option(
+        "a named dataset instead of a file (known: moving-digits: 10-frame clips of a digit moving on 40 x 40, "
+        "each frame labelled up, down, left or right, the first -1)"))
+    validation: float = field(default=0.1, metadata=option(
+        "fraction of the clips for validation, without a split in the data"))
+    test: float = field(default=0.1, metadata=option("fraction of the clips for testing, without a split in the data"))
+    split_seed: int = field(default=0, metadata=option("seed of the clip split"))
+    batch_size: int = field(default=32, metadata=option("clips per batch", aliases=("--batch",)))
+
+    def __post_init__(self) -> None:
+        for name in ("validation", "test"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be a fraction in [0, 1), got {getattr(self, name)}")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size must be a positive integer, got {self.batch_size}")
+
+
+@dataclass
+class VideoModel:
+    """The `FrameLabeller`'s shape other than the frame size and label count (those come from the clips); names
+    as in `VideoConfig`, whose defaults these are."""
+
+    model: str = field(default=VideoConfig.model, metadata=option(
+        "recurrent: CNN per frame then a bidirectional recurrent layer; cnn: the per-frame baseline, CNN then a "
+        "linear layer", choices=MODELS))
+    channels: int = field(default=VideoConfig.channels, metadata=option("the first convolution's channels"))
+    features: int = field(default=VideoConfig.features, metadata=option("a frame's feature size"))
+    cell: str = field(default=VideoConfig.cell, metadata=option("recurrent cell", choices=tuple(CELLS)))
+    hidden: int = field(default=VideoConfig.hidden, metadata=option("units per direction"))
+    layers: int = field(default=VideoConfig.layers, metadata=option("stacked recurrent layers"))
+    dropout: float = field(default=VideoConfig.dropout, metadata=option("dropout"))
+
+
+def _train_defaults() -> TrainConfig:
+    """Adam at 2e-3, cosine-decayed over up to 10 epochs, evaluated each epoch."""
+    return TrainConfig(optimizer="adam", lr=2e-3, weight_decay=0.0, schedule="cosine", warmup_steps=0,
+                       clip_norm=5.0, max_epochs=10, eval_every=None, early_stop=None)
+
+
+@dataclass
+class VideoRunConfig:
+    """Everything a frame-labelling run is made from; saved whole in its checkpoints."""
+
+    data: VideoData = field(default_factory=VideoData)
+    model: VideoModel = field(default_factory=VideoModel)
+    train: TrainConfig = field(default_factory=_train_defaults)
+
+
+# ---------------------------------------------------------------------- the trained labeller
+
+
+@dataclass
+class Clip:
+    """A clip to label, by name: its frames uint8 (T, H, W), or None to read them from the folder of frame images
+    (in name order) or the multi-frame image (GIF, APNG, TIFF) that `name` is, in grey at the run's frame size."""
+
+    name: str
+    frames: NDArray[np.uint8] | None = None
+
+
+@dataclass
+class FrameLabels:
+    """A clip's name and the label of each of its frames (`UNLABELLED` for a first frame training never labelled)."""
+
+    clip: str
+    labels: list[str]
+
+
+@dataclass
+class VideoEvalOptions(EvalOptions):
+    dataset: str | None = field(default=None, metadata=option("a named dataset instead of a file (known: "
+                                                               "moving-digits)"))
+    split: str = field(default="test", metadata=option(
+        "evaluate on this part of the run's split (the data must be the training data); all: all of it",
+        choices=SPLITS))
+
+
+class VideoLabeller(Predictor[Clip, FrameLabels]):
+    """A trained frame labeller with its label names: clips in, a label per frame out."""
+
+    kind = KIND
+    command = COMMAND
+    model: FrameLabeller
 
     def __init__(self, model: FrameLabeller, names: list[str], first_labelled: bool = True,
                  split: dict[str, Any] | None = None) -> None:
         self.model, self.names, self.first_labelled, self.split = model.eval(), names, first_labelled, split
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> VideoLabeller:
-        """From a run folder (best checkpoint, else last) or a checkpoint folder."""
-        checkpoint = load_checkpoint(resolve_checkpoint(path, command=COMMAND), kind=KIND)
+    def from_checkpoint(cls, checkpoint: Checkpoint, run: Path) -> VideoLabeller:
         saved = checkpoint.config
         try:
             model = FrameLabeller(VideoConfig(**saved["model"]))
             names = [str(n) for n in saved["label_names"]]
         except (KeyError, TypeError) as error:
-            raise CheckpointError(f"{path}: config.json lacks what a video run needs ({error})") from None
-        load_model_state(model, checkpoint.model_state, path)
+            raise CheckpointError(f"{run}: config.json lacks what a video run needs ({error})") from None
+        load_model_state(model, checkpoint.model_state, run)
         return cls(model, names, bool(saved.get("first_labelled", True)), saved.get("split"))
 
     @property
@@ -135,7 +232,7 @@ class VideoLabeller:
         """(H, W) of the frames the model reads."""
         return self.model.config.height, self.model.config.width
 
-    def predict(self, clips: list[NDArray[np.uint8]], *, batch_size: int = LABEL_BATCH) -> list[list[int]]:
+    def label_ids(self, clips: list[NDArray[np.uint8]], *, batch_size: int = LABEL_BATCH) -> list[list[int]]:
         """Label ids of every frame of each clip (uint8 (T, H, W), any T), in batches of clips of equal length."""
         for k, clip in enumerate(clips):
             if clip.ndim != 3 or tuple(clip.shape[1:]) != self.size or clip.dtype != np.uint8 or len(clip) == 0:
@@ -148,32 +245,53 @@ class VideoLabeller:
         for length, members in by_length.items():
             for start in range(0, len(members), batch_size):
                 rows = members[start : start + batch_size]
-                frames = as_float(np.stack([clips[k] for k in rows]))  # (B, T, H, W)
-                ids = self.model.predict(frames, torch.full((len(rows),), length, dtype=torch.long))  # (B, T)
+                frames = as_float(np.stack([clips[k] for k in rows])).to(self.device)  # (B, T, H, W)
+                lengths = torch.full((len(rows),), length, dtype=torch.long, device=self.device)
+                ids = self.model.predict(frames, lengths).cpu()  # (B, T)
                 for k, row in zip(rows, ids.tolist(), strict=True):
                     found[k] = row
         return found
 
-    def label(self, clips: list[NDArray[np.uint8]]) -> list[list[str]]:
+    def label(self, clips: list[NDArray[np.uint8]], *, batch_size: int = LABEL_BATCH) -> list[list[str]]:
         """The label name of every frame of each clip; `UNLABELLED` for a first frame when training labelled none."""
-        named = [[self.names[i] for i in row] for row in self.predict(clips)]
+        named = [[self.names[i] for i in row] for row in self.label_ids(clips, batch_size=batch_size)]
         if not self.first_labelled:
             for row in named:
                 row[0] = UNLABELLED
         return named
 
-    def evaluate(self, clips: Clips) -> dict[str, Any]:
+    def frames(self, clip: Clip) -> NDArray[np.uint8]:
+        """The clip's frames: as given, or read from the file or folder it names at the run's frame size."""
+        from unrolled.data.clips import read_clip
+
+        if clip.frames is None:
+            return read_clip(Path(clip.name), self.size)
+        if clip.frames.ndim == 3 and tuple(clip.frames.shape[1:]) != self.size:
+            raise ValueError(f"{clip.name}: frames are {clip.frames.shape[1]} x {clip.frames.shape[2]}, the run "
+                             f"reads {self.size[0]} x {self.size[1]}")
+        return clip.frames
+
+    def predict(self, inputs: Sequence[Clip], options: PredictOptions | None = None) -> list[FrameLabels]:
+        """The label of every frame of each clip."""
+        batch_size = (options or PredictOptions()).batch_size
+        frames = [self.frames(clip) for clip in inputs]
+        return [FrameLabels(clip.name, labels)
+                for clip, labels in zip(inputs, self.label(frames, batch_size=batch_size), strict=True)]
+
+    def evaluate(self, data: Clips, options: EvalOptions | None = None) -> dict[str, Any]:
         """Per-frame accuracy over the labelled frames, chance beside it, and the accuracy of each label.
 
         Chance is the better of two guesses that ignore the frames: always the
         most frequent label of these frames, and a uniform guess (1 / C).
         """
-        truth = relabel(clips, self.names)  # (N, T)
-        found = self.predict([clips.frames[k, : clips.lengths[k]] for k in range(len(clips.lengths))])
+        batch_size = (options or VideoEvalOptions()).batch_size
+        truth = relabel(data, self.names)  # (N, T)
+        found = self.label_ids([data.frames[k, : data.lengths[k]] for k in range(len(data.lengths))],
+                               batch_size=batch_size)
         predicted = np.full(truth.shape, NO_LABEL, dtype=np.int64)
         for k, row in enumerate(found):
             predicted[k, : len(row)] = row
-        steps = np.arange(truth.shape[1])[None, :] < clips.lengths[:, None]  # (N, T): real frames
+        steps = np.arange(truth.shape[1])[None, :] < data.lengths[:, None]  # (N, T): real frames
         scored = steps & (truth != NO_LABEL)
         if not scored.any():
             raise ValueError("no labelled frames to score")
@@ -181,14 +299,17 @@ class VideoLabeller:
         counts = np.bincount(truth[scored], minlength=len(self.names))
         per_label = {name: float(right[truth == k].sum() / counts[k]) for k, name in enumerate(self.names)
                      if counts[k]}
-        return {"clips": len(clips.lengths), "frames": int(scored.sum()),
+        return {"clips": len(data.lengths), "frames": int(scored.sum()),
                 "accuracy": float(right.sum() / scored.sum()),
                 "chance": max(float(counts.max() / scored.sum()), 1.0 / len(self.names)),
                 "most_frequent": self.names[int(counts.argmax())], "per_label": per_label}
 
 
+# ---------------------------------------------------------------------- training
+
+
 def validation_scores(model: FrameLabeller, clips: Clips) -> dict[str, float]:
-    """Mean cross-entropy per labelled frame and per-frame accuracy, in eval mode."""
+    """Mean cross-entropy per labelled frame and per-frame accuracy, in eval mode, on the model's device."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -197,8 +318,7 @@ def validation_scores(model: FrameLabeller, clips: Clips) -> dict[str, float]:
         with torch.no_grad():
             for start in range(0, len(clips.lengths), LABEL_BATCH):
                 rows = list(range(start, min(start + LABEL_BATCH, len(clips.lengths))))
-                batch = clip_batch(clips, rows)
-                loss, metrics = model.loss(ClipBatch(batch.frames.to(device), batch.lengths, batch.labels.to(device)))
+                loss, metrics = model.loss(to_device(clip_batch(clips, rows), device))
                 total += float(loss) * metrics["frames"]
                 correct += metrics["accuracy"] * metrics["frames"]
                 count += metrics["frames"]
@@ -207,35 +327,43 @@ def validation_scores(model: FrameLabeller, clips: Clips) -> dict[str, float]:
     return {"loss": total / max(count, 1.0), "accuracy": correct / max(count, 1.0)}
 
 
-def fit(clips: Clips, out: str | os.PathLike[str], *, model: str = "recurrent",
-        model_options: dict[str, Any] | None = None, train: Any = None, validation: float = 0.1, test: float = 0.1,
-        split_seed: int = 0, batch_size: int = 32, eval_every: int | None = None, resume: bool = False) -> Any:
-    """Train a `FrameLabeller` on labelled `clips` into the run folder `out` (or resume it); returns the `TrainResult`.
+def read_data(data: VideoData) -> Clips:
+    """The clips of the configured file or named dataset; not both, not none."""
+    from unrolled.data.clips import read_clips
 
-    `model` is "recurrent" or "cnn"; `model_options` are other `VideoConfig`
-    fields (the frame size and label count come from the clips). The clips'
-    own split is used when they have one, else a seeded split of `validation`
-    and `test` fractions. `eval_every` None evaluates once per epoch.
+    return read_clips(data_path(data.file, data.dataset, what="a clips file (.npz)", known="moving-digits"))
+
+
+def fit(config: VideoRunConfig, out: str | os.PathLike[str], *, resume: bool = False,
+        clips: Clips | None = None) -> TrainResult:
+    """Train a `FrameLabeller` as `config` says into the run folder `out` (or resume it).
+
+    The clips are read from ``config.data`` unless given; they must be
+    labelled. Their own split is used when they have one, else a seeded split
+    of the configured fractions. On resume, the model config, label names and
+    split come from the run's last checkpoint.
     """
-    from unrolled.training import TrainConfig, Trainer
+    from unrolled.training import Trainer
 
+    data_config, train_config = config.data, config.train
+    if clips is None:
+        clips = read_data(data_config)
     if clips.labels is None:
         raise ValueError("training needs labelled clips (labels and label_names)")
-    train_config = train if train is not None else TrainConfig(max_epochs=10)
     saved = saved_run_config(out, kind=KIND) if resume else None
     if saved:
         record = None if saved["split"] is None else SplitRecord(**saved["split"])
-        config = VideoConfig(**saved["model"])
+        network_config = VideoConfig(**saved["model"])
         names = [str(n) for n in saved["label_names"]]
     else:
         record = None if clips.splits is not None else new_record(
-            list(range(len(clips.lengths))), lambda i: clip_key(clips, i), seed=split_seed, validation=validation,
-            test=test)
-        config = VideoConfig(height=clips.size[0], width=clips.size[1], labels=len(clips.label_names),
-                             **{"model": model, **(model_options or {})})
+            list(range(len(clips.lengths))), lambda i: clip_key(clips, i), seed=data_config.split_seed,
+            validation=data_config.validation, test=data_config.test)
+        network_config = VideoConfig(height=clips.size[0], width=clips.size[1], labels=len(clips.label_names),
+                                     **asdict(config.model))
         names = list(clips.label_names)
-    if clips.size != (config.height, config.width):
-        raise ValueError(f"the run reads {config.height} x {config.width} frames, these are "
+    if clips.size != (network_config.height, network_config.width):
+        raise ValueError(f"the run reads {network_config.height} x {network_config.width} frames, these are "
                          f"{clips.size[0]} x {clips.size[1]}")
     parts = split_clips(clips, record)
     labelled = Clips(clips.frames, relabel(clips, names), names, clips.lengths, clips.splits)
@@ -244,14 +372,14 @@ def fit(clips: Clips, out: str | os.PathLike[str], *, model: str = "recurrent",
     if not parts["train"] or not np.any(train_part.labels != NO_LABEL):
         raise ValueError("no labelled training frames are left after the split; give more clips or smaller fractions")
     torch.manual_seed(train_config.seed)
-    network = FrameLabeller(config)
-    batches = ClipData(train_part, batch_size=batch_size, seed=train_config.seed)
-    if eval_every is None:
-        train_config = dataclasses.replace(train_config, eval_every=len(batches))
+    network = FrameLabeller(network_config)
+    batches = ClipData(train_part, batch_size=data_config.batch_size, seed=train_config.seed)
     held = labelled.select(parts["validation"])
     first_labelled = bool(np.any(train_part.labels[:, 0] != NO_LABEL))  # else `label` says UNLABELLED there
-    extra = {"kind": KIND, "model": asdict(config), "label_names": names, "first_labelled": first_labelled,
-             "split": None if record is None else asdict(record), "batching": {"batch_size": batch_size}}
+    extra = {"kind": KIND, "model": asdict(network_config), "label_names": names, "first_labelled": first_labelled,
+             "split": None if record is None else asdict(record), "batching": {"batch_size": data_config.batch_size}}
+    if not saved or SAVED_KEY in saved:  # runs saved before configurations were kept have none to compare
+        extra[SAVED_KEY] = {name: to_json(section) for name, section in sections(config) if name != "train"}
     trainer = Trainer(network, batches, train_config, out, evaluate=_evaluator(held) if parts["validation"] else None,
                       checkpoint_config=extra)
     return trainer.fit(resume=resume)
@@ -264,3 +392,59 @@ def _evaluator(clips: Clips) -> Any:
         return validation_scores(inner, clips)
 
     return evaluate
+
+
+# ---------------------------------------------------------------------- the command line
+
+
+def read_inputs(paths: list[str], options: PredictOptions) -> list[Clip]:
+    """The clips the CLIP arguments name: every clip of a clips file (named FILE#k), else the file or folder."""
+    from unrolled.data.clips import read_clips
+
+    if not paths:
+        raise ValueError("no clips: give a clips file (.npz), a folder of frame images or an animated image")
+    found: list[Clip] = []
+    for given in paths:
+        if Path(given).suffix.lower() != ".npz":
+            found.append(Clip(given))
+            continue
+        clips = read_clips(Path(given), labelled=False)
+        found.extend(Clip(f"{given}#{k}", clips.frames[k, : clips.lengths[k]]) for k in range(len(clips.lengths)))
+    return found
+
+
+def show(result: FrameLabels) -> str:
+    return f"{result.clip}\t{' '.join(result.labels)}"
+
+
+def read_eval(labeller: VideoLabeller, path: str | None, options: VideoEvalOptions) -> Clips:
+    """The clips of DATA (or --dataset) at the run's frame size, or the run's recorded part of them (--split)."""
+    clips = read_data(VideoData(file=path, dataset=options.dataset))
+    if clips.size != labeller.size:
+        raise ValueError(f"the clips' frames are {clips.size[0]} x {clips.size[1]}, the run reads "
+                         f"{labeller.size[0]} x {labeller.size[1]}")
+    if options.split == "all":
+        return clips
+    record = None if labeller.split is None else SplitRecord(**labeller.split)
+    indices = split_clips(clips, record)[options.split]
+    if not indices:
+        raise ValueError(f"the run's {options.split} part is empty")
+    return clips.select(indices)
+
+
+def report(metrics: dict[str, Any], labeller: VideoLabeller, options: VideoEvalOptions, run: Path) -> str:
+    lines = [f"{metrics['clips']} clips, {metrics['frames']} labelled frames ({options.split}): per-frame accuracy "
+             f"{100 * metrics['accuracy']:.2f}%, chance {100 * metrics['chance']:.2f}%"]
+    lines += [f"  {name:<12} {100 * accuracy:6.2f}%" for name, accuracy in metrics["per_label"].items()]
+    return "\n".join(lines)
+
+
+APP = Application(
+    name="video", summary="video frame labelling (a label per frame): train, predict, evaluate",
+    config=VideoRunConfig, fit=fit, predictor=VideoLabeller, predict_options=PredictOptions,
+    eval_options=VideoEvalOptions, read_inputs=read_inputs, show=show, read_eval=read_eval, report=report,
+    aliases={"predict": ("run",)}, loss_unit=" nats/frame",
+    input_help="clips: a clips file (.npz; every clip in it, named FILE#k), a folder of frame images (read in name "
+               "order), or one multi-frame image (GIF, APNG, TIFF); images are read in grey and resized to the "
+               "run's frame size",
+    data_help="clips file (.npz) (default: --dataset)")

@@ -24,8 +24,6 @@ from unrolled.cli.bench import add_bench_commands
 from unrolled.cli.caption import add_caption_commands
 from unrolled.cli.common import positive_int, train_config
 from unrolled.cli.glimpse import add_glimpse_commands
-from unrolled.cli.tag import add_tag_commands
-from unrolled.cli.video import add_video_commands
 from unrolled.cli.viz import add_viz_commands, with_default_action
 
 __all__ = ["build_parser", "main", "train_config"]
@@ -71,10 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=run_demo)
     for app in APPLICATIONS.values():
         add_application(commands, app)
-    add_tag_commands(commands)
     add_caption_commands(commands)
     add_glimpse_commands(commands)
-    add_video_commands(commands)
     add_viz_commands(commands)
     add_bench_commands(commands)
     return parser

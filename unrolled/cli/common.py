@@ -83,26 +83,17 @@ def data_file(args: argparse.Namespace, *, what: str, dataset: str) -> Path:
 
     `what` and `dataset` name a kind of file and a dataset for the error message.
     """
-    from unrolled.data import obtain
+    from unrolled.apps.base import data_path
 
-    if args.data and args.dataset:
-        raise ValueError("give a data file or --dataset, not both")
-    if not args.data and not args.dataset:
-        raise ValueError(f"no data: give {what} or --dataset {dataset}")
-    return Path(args.data) if args.data else obtain(args.dataset)
+    return data_path(args.data, args.dataset, what=what, known=dataset)
 
 
 def run_part(items: list[Any], split: dict[str, Any] | None, part: str, run: str,
              split_items: Callable[[list[Any], Any], dict[str, list[Any]]], record: Callable[..., Any]) -> list[Any]:
     """`items` itself for part "all", else the run's recorded `part` of them; one-line errors otherwise."""
-    if part == "all":
-        return items
-    if split is None:
-        raise ValueError(f"{run} records no split; evaluate with --split all")
-    chosen = split_items(items, record(**split))[part]
-    if not chosen:
-        raise ValueError(f"the run's {part} part is empty (it was trained with no {part} fraction)")
-    return chosen
+    from unrolled.apps.split import recorded_part
+
+    return recorded_part(items, None if split is None else record(**split), part, split_items, run)
 
 
 def report_training(result: Any, out: str, unit: str = "") -> int:
