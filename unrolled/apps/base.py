@@ -34,6 +34,7 @@ import torch
 
 from unrolled.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint
 from unrolled.options import option
+from unrolled.training import TrainConfig
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -117,6 +118,15 @@ class Predictor(Generic[In, Out]):
 
     def evaluate(self, data: Any, options: EvalOptions | None = None) -> dict[str, Any]:
         raise NotImplementedError
+
+
+def epochs_recipe(**changes: Any) -> TrainConfig:
+    """The recipe of the labelling applications (`changes` on top): Adam at 1e-3, no weight decay, a constant rate,
+    gradients clipped at norm 5, up to 10 epochs, evaluated once per epoch, stopping after 3 evaluations without a
+    better validation loss; bf16 where the device computes it natively."""
+    recipe = TrainConfig(optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="constant", warmup_steps=0,
+                         clip_norm=5.0, max_epochs=10, eval_every=None, early_stop=3, precision="auto")
+    return dataclasses.replace(recipe, **changes) if changes else recipe
 
 
 def batches(items: Sequence[T], size: int) -> Iterator[tuple[list[int], list[T]]]:

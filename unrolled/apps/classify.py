@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor
+from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, epochs_recipe
 from unrolled.apps.split import SplitRecord, new_record, split_parts
 from unrolled.cells import CELLS
 from unrolled.checkpoint import Checkpoint, CheckpointError, load_model_state, saved_run_config
@@ -206,8 +206,7 @@ class ClassifyModel:
 
 def _train_defaults() -> TrainConfig:
     """Adam at 1e-3 for up to 10 epochs, evaluated each epoch, stopping after 3 without a better validation loss."""
-    return TrainConfig(optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="constant", warmup_steps=0,
-                       clip_norm=5.0, max_epochs=10, eval_every=None, early_stop=3)
+    return epochs_recipe()
 
 
 @dataclass

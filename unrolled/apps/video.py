@@ -25,7 +25,7 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
-from unrolled.apps.base import SPLITS, Application, EvalOptions, PredictOptions, Predictor, data_path
+from unrolled.apps.base import SPLITS, Application, EvalOptions, PredictOptions, Predictor, data_path, epochs_recipe
 from unrolled.apps.split import PARTS, SplitRecord, new_record, split_parts
 from unrolled.cells import CELLS
 from unrolled.checkpoint import Checkpoint, CheckpointError, load_model_state, saved_run_config
@@ -163,8 +163,7 @@ class VideoModel:
 
 def _train_defaults() -> TrainConfig:
     """Adam at 2e-3, cosine-decayed over up to 10 epochs, evaluated each epoch."""
-    return TrainConfig(optimizer="adam", lr=2e-3, weight_decay=0.0, schedule="cosine", warmup_steps=0,
-                       clip_norm=5.0, max_epochs=10, eval_every=None, early_stop=None)
+    return epochs_recipe(lr=2e-3, schedule="cosine", early_stop=None)
 
 
 @dataclass
