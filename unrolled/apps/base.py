@@ -127,7 +127,7 @@ def batches(items: Sequence[T], size: int) -> Iterator[tuple[list[int], list[T]]
 
 
 def to_json(result: Any) -> Any:
-    """A result as JSON: dataclasses as objects, tuples as lists."""
+    """A result as JSON: dataclasses as objects, tuples and tensors as lists."""
     if dataclasses.is_dataclass(result) and not isinstance(result, type):
         return {item.name: to_json(getattr(result, item.name)) for item in dataclasses.fields(result)}
     if isinstance(result, (list, tuple)):
@@ -136,6 +136,8 @@ def to_json(result: Any) -> Any:
         return {str(key): to_json(value) for key, value in result.items()}
     if isinstance(result, Path):
         return str(result)
+    if isinstance(result, torch.Tensor):
+        return result.tolist()
     return result
 
 
@@ -158,6 +160,8 @@ class Application:
                     the run's recorded split when asked)
     report          ``(metrics, predictor, options, run) -> str``: the metrics for people; it may
                     write files (a plot) and name them in `metrics` (``--json`` prints `metrics`)
+    finish          ``(predictor, inputs, results, options) -> str``: after predict printed its results,
+                    what the options ask for besides (a plot); a note for stderr, or ""
     aliases         the familiar verbs: {"predict": ("sample",)}, ...
     input_help      what INPUT is, for predict's help
     ==============  ==============================================================
@@ -174,6 +178,7 @@ class Application:
     show: Callable[[Any], str]
     read_eval: Callable[[Any, str | None, Any], Any]
     report: Callable[[dict[str, Any], Any, Any, Path], str]
+    finish: Callable[[Any, list[Any], list[Any], Any], str] | None = None
     aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
     input_help: str = "input files; - or none: standard input"
     data_help: str = "the data to evaluate on"

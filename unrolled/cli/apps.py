@@ -88,9 +88,13 @@ def run_predict(app: Application, args: argparse.Namespace) -> int:
     options = apply_flags(app.predict_options(), args)
     predictor = app.predictor.load(args.run, device=options.device)
     inputs = app.read_inputs(list(args.inputs), options)
-    for result in predictor.predict(inputs, options):
+    results = predictor.predict(inputs, options)
+    for result in results:
         print(json.dumps(to_json(result)) if options.json else app.show(result))
         sys.stdout.flush()
+    note = app.finish(predictor, inputs, results, options) if app.finish is not None else ""
+    if note:
+        print(note, file=sys.stderr)
     return 0
 
 
