@@ -40,7 +40,7 @@ SPEED_TARGET = 50.0  # images/s, beam 5
 def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict[str, Any]:
     import torch
 
-    from unrolled.apps.caption import ImageCaptioner, split_images
+    from unrolled.apps.caption import CaptionEvalOptions, ImageCaptioner, split_images
     from unrolled.cli import main
     from unrolled.data import obtain
     from unrolled.data.images import read_coco
@@ -48,7 +48,7 @@ def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict
     torch.set_num_threads(threads)
     out = RESULTS / f"run-{name}"
     shutil.rmtree(out, ignore_errors=True)
-    arguments = ["caption", "train", "--dataset", "scenes", "--out", str(out), "--max-time", f"{minutes}m",
+    arguments = ["caption", "train", "--dataset", "scenes", "--out", str(out), "--max-time", f"{minutes * 60:g}",
                  "--max-epochs", "1000", "--lr", "2e-3", "--no-progress", "--log-every", "200", *MODELS[name],
                  *extra]
     started = time.monotonic()
@@ -58,7 +58,7 @@ def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict
     captioner = ImageCaptioner.load(out)
     data = read_coco(obtain("scenes"), size=None)
     test = split_images(data, None)["test"]
-    report = captioner.evaluate(data, test, beams=(1, 5))
+    report = captioner.evaluate(data.select(test), CaptionEvalOptions(beam=5))
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     result = {"model": name, "arguments": arguments, "threads": threads, "train_seconds": round(trained, 1),
               "epochs": round(float(last["epoch"]), 1), **report}

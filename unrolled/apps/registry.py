@@ -6,9 +6,10 @@ and one line here.
 
 from __future__ import annotations
 
-from unrolled.apps import classify
+from unrolled.apps import caption, classify
 from unrolled.apps.base import Application
 
 APPLICATIONS: dict[str, Application] = {app.name: app for app in (
     classify.APP,
+    caption.APP,
 )}
