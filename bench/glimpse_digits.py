@@ -48,7 +48,7 @@ def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict
     torch.set_num_threads(threads)
     out = RESULTS / f"run-{name}"
     shutil.rmtree(out, ignore_errors=True)
-    arguments = ["glimpse", "train", "--dataset", "digit-strings", "--out", str(out), "--max-time", f"{minutes}m",
+    arguments = ["glimpse", "train", "--dataset", "digit-strings", "--out", str(out), "--max-time", f"{minutes * 60:g}",
                  "--max-epochs", "1000", "--lr", "1e-3", "--no-progress", "--log-every", "200", *MODELS[name],
                  *extra]
     started = time.monotonic()
@@ -57,7 +57,7 @@ def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict
     trained = time.monotonic() - started
     reader = Reader.load(out)
     data = read_coco(obtain("digit-strings"), size=None)
-    report = reader.evaluate(data, split_images(data, None)["test"])
+    report = reader.evaluate(data.select(split_images(data, None)["test"]))
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     result = {"model": name, "arguments": arguments, "threads": threads, "train_seconds": round(trained, 1),
               "epochs": round(float(last["epoch"]), 1),

@@ -6,10 +6,11 @@ and one line here.
 
 from __future__ import annotations
 
-from unrolled.apps import caption, classify
+from unrolled.apps import caption, classify, glimpse
 from unrolled.apps.base import Application
 
 APPLICATIONS: dict[str, Application] = {app.name: app for app in (
     classify.APP,
     caption.APP,
+    glimpse.APP,
 )}

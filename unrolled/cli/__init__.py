@@ -22,7 +22,6 @@ from unrolled.cells import CELLS
 from unrolled.cli.apps import add_application
 from unrolled.cli.bench import add_bench_commands
 from unrolled.cli.common import positive_int, train_config
-from unrolled.cli.glimpse import add_glimpse_commands
 from unrolled.cli.lm import add_lm_commands
 from unrolled.cli.seq2seq import add_seq2seq_commands
 from unrolled.cli.speech import add_speech_commands
@@ -75,7 +74,6 @@ def build_parser() -> argparse.ArgumentParser:
         add_application(commands, app)
     add_tag_commands(commands)
     add_seq2seq_commands(commands)
-    add_glimpse_commands(commands)
     add_video_commands(commands)
     add_speech_commands(commands)
     add_viz_commands(commands)
