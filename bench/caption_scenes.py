@@ -34,7 +34,7 @@ SPEED_TARGET = 50.0  # images/s, beam 5
 
 
 def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict[str, Any]:
-    from unrolled.apps.caption import ImageCaptioner, split_images
+    from unrolled.apps.caption import CaptionEvalOptions, ImageCaptioner, split_images
     from unrolled.data import obtain
     from unrolled.data.images import read_coco
 
@@ -43,7 +43,7 @@ def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict
     captioner = ImageCaptioner.load(trained.out)
     data = read_coco(obtain("scenes"), size=None)
     test = split_images(data, None)["test"]
-    report = captioner.evaluate(data, test, beams=(1, 5))
+    report = captioner.evaluate(data.select(test), CaptionEvalOptions(beam=5))
     result = {**trained.summary(), "epochs": trained.epochs(), **report}
     harness.record(RESULTS, name, result)
     return result

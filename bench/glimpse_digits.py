@@ -43,7 +43,7 @@ def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict
                                             "--log-every", "200", *MODELS[name]], minutes, threads, extra)
     reader = Reader.load(trained.out)
     data = read_coco(obtain("digit-strings"), size=None)
-    report = reader.evaluate(data, split_images(data, None)["test"])
+    report = reader.evaluate(data.select(split_images(data, None)["test"]))
     result = {**trained.summary(), "epochs": trained.epochs(),
               "parameters": sum(p.numel() for p in reader.model.parameters()), **report}
     harness.record(RESULTS, name, result)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -38,11 +39,17 @@ def small(**options: object) -> dict[str, object]:
     return {"channels": 8, "stages": 2, "embedding": 16, "hidden": 32, "dropout": 0.0, **options}
 
 
+def configured(train: TrainConfig, **data: Any) -> caption.CaptionConfig:
+    """The small captioner of `small`, trained as `train` says, with these data options."""
+    return caption.CaptionConfig(data=caption.CaptionData(**data), model=caption.CaptionModel(**small()),  # type: ignore[arg-type]
+                                 train=train)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("caption") / "run"
-    caption.fit(squares(96), out, model_options=small(), validation=0.125, test=0.125, batch_size=16,
-                train=TrainConfig(max_steps=150, lr=1e-2, schedule="cosine", eval_every=75, seed=0))
+    train = TrainConfig(max_steps=150, lr=1e-2, schedule="cosine", eval_every=75, seed=0)
+    caption.fit(configured(train, validation=0.125, test=0.125, batch_size=16), out, data=squares(96))
     return out
 
 
@@ -52,7 +59,7 @@ def test_a_trained_captioner_describes_what_it_was_trained_on(trained: Path) -> 
     assert captioner.split is not None
     parts = caption.split_images(data, caption.SplitRecord(**captioner.split))
     assert sorted(parts["train"] + parts["validation"] + parts["test"]) == list(range(96))
-    report = captioner.evaluate(data, parts["train"], beams=(1, 3))
+    report = captioner.evaluate(data.select(parts["train"]), caption.CaptionEvalOptions(beam=3))
     assert report["images"] == len(parts["train"])
     assert report["beam1"]["sequence_error"] <= 0.1 and report["beam3"]["sequence_error"] <= 0.1
     best = captioner.caption(data.images[:4], beam=3, n_best=2)
@@ -77,10 +84,10 @@ def test_beam_one_equals_greedy_and_attention_maps_cover_the_grid(trained: Path,
 def test_training_resumes_where_it_stopped(tmp_path: Path) -> None:
     data = squares(32)
     config = TrainConfig(max_steps=6, lr=1e-3, eval_every=3, seed=1, schedule="constant")
-    straight = caption.fit(data, tmp_path / "straight", model_options=small(), batch_size=8, train=config)
-    caption.fit(data, tmp_path / "split", model_options=small(), batch_size=8,
-                train=TrainConfig(max_steps=3, lr=1e-3, eval_every=3, seed=1, schedule="constant"))
-    resumed = caption.fit(data, tmp_path / "split", batch_size=8, train=config, resume=True)
+    straight = caption.fit(configured(config, batch_size=8), tmp_path / "straight", data=data)
+    caption.fit(configured(TrainConfig(max_steps=3, lr=1e-3, eval_every=3, seed=1, schedule="constant"), batch_size=8),
+                tmp_path / "split", data=data)
+    resumed = caption.fit(configured(config, batch_size=8), tmp_path / "split", resume=True, data=data)
     assert resumed.steps == straight.steps == 6
     one = caption.ImageCaptioner.load(tmp_path / "straight" / "last").model.state_dict()
     two = caption.ImageCaptioner.load(tmp_path / "split" / "last").model.state_dict()
@@ -121,6 +128,33 @@ def test_the_cli_trains_captions_files_and_evaluates(tmp_path: Path, capsys: pyt
                  "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert set(report) >= {"images", "beam1", "beam2"}
+
+
+def test_a_run_repeats_from_its_configuration_and_predicts_and_evaluates_in_json(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_coco(tmp_path / "data" / "captions.json", squares(24))
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["caption", "train", str(tmp_path / "data" / "captions.json"), "--out", str(first), "--image-size",
+                 "16", "--channels", "4", "--stages", "2", "--hidden", "8", "--embedding", "8", "--max-steps", "2",
+                 "--batch-size", "8", "--attention", "none", "--no-progress", "--device", "cpu"]) == 0
+    saved = first / "last" / "config.json"
+    assert json.loads(saved.read_text())["config"]["model"]["attention"] == "none"
+    assert main(["caption", "train", "--config", str(saved), "--out", str(second)]) == 0
+    again = json.loads((second / "last" / "config.json").read_text())
+    assert again["config"] == json.loads(saved.read_text())["config"]
+    weights = [(run / "last" / "model.safetensors").read_bytes() for run in (first, second)]
+    assert weights[0] == weights[1]
+    assert main(["caption", "train", "--out", str(second), "--resume", "--max-steps", "3"]) == 0
+    assert json.loads((second / "last" / "config.json").read_text())["step"] == 3
+    capsys.readouterr()
+    picture = tmp_path / "data" / "images" / "0.png"
+    assert main(["caption", "predict", str(second), str(picture), "--json", "--batch", "2", "--device", "cpu"]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["image"] == str(picture) and set(line["captions"][0]) >= {"text", "tokens", "score", "finished"}
+    assert main(["caption", "eval", str(second), str(tmp_path / "data" / "captions.json"), "--split", "all",
+                 "--beam", "1", "--json", "--device", "cpu"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"] == 24 and set(report) == {"images", "captions", "beam1"}
 
 
 @pytest.mark.parametrize(("arguments", "message"), [

@@ -12,7 +12,7 @@ from fontTools.fontBuilder import FontBuilder
 from fontTools.pens.ttGlyphPen import TTGlyphPen
 
 from tests.test_sword import make_deb
-from unrolled.cli.caption import DATASETS
+from unrolled.apps.caption import DATASETS
 from unrolled.data import obtain, registry
 from unrolled.data.emoji import background, draw_glyphs, emoji_code_points, emoji_pictures, place_glyph
 from unrolled.data.images import read_coco

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -42,25 +43,32 @@ def test_box_centres_are_the_digits_centres_in_half_images() -> None:
     assert glimpse.box_centres(squares(2), [[1], [2]], symbols=3) is None  # no boxes: no guidance
 
 
+def configured(model: str, options: dict[str, Any], train: TrainConfig, **data: Any) -> glimpse.ReaderConfig:
+    return glimpse.ReaderConfig(data=glimpse.ReaderData(**data), model=glimpse.ReaderModel(model=model, **options),
+                                train=train)
+
+
 def test_guidance_without_boxes_says_it_has_no_effect(tmp_path: Path) -> None:
     config = TrainConfig(max_steps=2, eval_every=100, progress=False)
     with pytest.warns(UserWarning, match=r"no box for each digit, so guidance \(--guide\) has no effect"):
-        glimpse.fit(squares(40), tmp_path / "guided", model_options={**DRAM, "guide": 1.0}, train=config)
+        glimpse.fit(configured("dram", {**DRAM, "guide": 1.0}, config), tmp_path / "guided", data=squares(40))
 
 
-DRAM = {"glimpse": 4, "scales": 3, "features": 32, "hidden": 32, "per_symbol": 2, "context": (8, 8)}
+DRAM = {"glimpse": 4, "scales": 3, "features": 32, "hidden": 32, "per_symbol": 2, "context": (8, 8),
+        "std": 0.1, "guide": 0.0, "sensor": "linear"}  # GlimpseConfig's std, guide and sensor
 
 
 @pytest.mark.parametrize(("model", "options"), [("dram", DRAM), ("cnn", {"channels": (8, 8), "hidden": 32})])
 def test_a_trained_reader_reads_and_draws_its_glimpses(model: str, options: dict[str, object], tmp_path: Path) -> None:
     data = squares(240)
-    glimpse.fit(data, tmp_path / "run", model=model, model_options=options, batch_size=32, validation=0.1,
-                test=0.1, train=TrainConfig(max_steps=200, lr=3e-3, eval_every=100, seed=1, progress=False))
+    train = TrainConfig(max_steps=200, lr=3e-3, eval_every=100, seed=1, progress=False)
+    glimpse.fit(configured(model, options, train, batch_size=32, validation=0.1, test=0.1), tmp_path / "run",
+                data=data)
     reader = glimpse.Reader.load(tmp_path / "run")
-    assert reader.kind == model and reader.size == (16, 16)
+    assert reader.model_type == model and reader.size == (16, 16)
     assert reader.split is not None
     test = glimpse.split_images(data, glimpse.SplitRecord(**reader.split))["test"]
-    report = reader.evaluate(data, test)
+    report = reader.evaluate(data.select(test))
     assert report["images"] == len(test) and report["sequence_error"] <= 0.05
     assert set(report["by_length"]) == {"1", "2"}
     strings, centres = reader.read(data.images[:5])
@@ -88,6 +96,33 @@ def test_the_cli_trains_reads_files_and_evaluates(tmp_path: Path, capsys: pytest
     assert (tmp_path / "path.png").is_file()
     assert main(["glimpse", "eval", str(run), str(tmp_path / "data" / "digits.json"), "--json"]) == 0
     assert set(json.loads(capsys.readouterr().out)) >= {"images", "sequence_error", "by_length"}
+
+
+def test_a_run_repeats_from_its_configuration_and_predicts_and_evaluates_in_json(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_coco(tmp_path / "data" / "digits.json", squares(24))
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["glimpse", "train", str(tmp_path / "data" / "digits.json"), "--out", str(first), "--glimpse", "4",
+                 "--hidden", "8", "--context", "8,8", "--per-symbol", "1", "--max-steps", "2", "--batch-size", "8",
+                 "--sensor", "linear", "--guide", "0", "--no-progress", "--device", "cpu"]) == 0
+    saved = first / "last" / "config.json"
+    assert json.loads(saved.read_text())["config"]["model"]["context"] == [8, 8]
+    assert main(["glimpse", "train", "--config", str(saved), "--out", str(second)]) == 0
+    again = json.loads((second / "last" / "config.json").read_text())
+    assert again["config"] == json.loads(saved.read_text())["config"]
+    weights = [(run / "last" / "model.safetensors").read_bytes() for run in (first, second)]
+    assert weights[0] == weights[1]
+    assert main(["glimpse", "train", "--out", str(second), "--resume", "--max-steps", "3"]) == 0
+    assert json.loads((second / "last" / "config.json").read_text())["step"] == 3
+    capsys.readouterr()
+    picture = tmp_path / "data" / "images" / "0.png"
+    assert main(["glimpse", "predict", str(second), str(picture), "--json", "--batch", "2", "--device", "cpu"]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["image"] == str(picture) and len(line["glimpses"]) == 3  # (2 digits + <end>) x 1
+    assert main(["glimpse", "eval", str(second), str(tmp_path / "data" / "digits.json"), "--split", "all",
+                 "--json", "--device", "cpu"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"] == 24 and set(report) == {"images", "sequence_error", "by_length", "per_second"}
 
 
 def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

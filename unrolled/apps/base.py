@@ -151,7 +151,7 @@ def data_path(file: str | None, dataset: str | None, *, what: str, known: str) -
 
 
 def to_json(result: Any) -> Any:
-    """A result as JSON: dataclasses as objects, tuples as lists."""
+    """A result as JSON: dataclasses as objects, tuples and tensors as lists."""
     if dataclasses.is_dataclass(result) and not isinstance(result, type):
         return {item.name: to_json(getattr(result, item.name)) for item in dataclasses.fields(result)}
     if isinstance(result, (list, tuple)):
@@ -187,9 +187,9 @@ class Application:
     stream          ``(predictor, inputs, options, out) -> None`` or None: predict writes its results to
                     `out` itself, as they come (text streamed as it is generated), in place of a line
                     per result; not with ``--json``
+    finish          ``(predictor, inputs, results, options) -> str`` or None: after predict printed its
+                    results, what the options ask for besides (a plot); a note for stderr, or ""
     aliases         the familiar verbs: {"predict": ("sample",)}, ...
-    after_predict   ``(predictor, results, options) -> None``, optional: what predict does once the
-                    results are printed (e.g. write a plot of them and name it on stderr)
     loss_unit       what the validation loss counts, for train's last line (" nats/token")
     input_help      what INPUT is, for predict's help
     ==============  ==============================================================
@@ -207,8 +207,8 @@ class Application:
     read_eval: Callable[[Any, str | None, Any], Any]
     report: Callable[[dict[str, Any], Any, Any, Path], str]
     stream: Callable[[Any, list[Any], Any, TextIO], None] | None = None
+    finish: Callable[[Any, list[Any], list[Any], Any], str] | None = None
     aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    after_predict: Callable[[Any, list[Any], Any], None] | None = None
     loss_unit: str = ""
     input_help: str = "input files; - or none: standard input"
     data_help: str = "the data to evaluate on"

@@ -1,4 +1,4 @@
-"""Image captioning as a task: images and captions in, a trained `Captioner` run folder out, captions back.
+"""Image captioning as an application: images and captions in, a trained `Captioner` run folder out, captions back.
 
 A run folder's ``config.json`` holds the model config, the caption side (word
 or character tokens and the vocabulary, `unrolled.apps.seq2seq.Side`), the
@@ -10,12 +10,13 @@ exact match (sequence error), BLEU and chrF (sacrebleu).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,23 +24,31 @@ import torch
 from torch import Tensor, nn
 
 from unrolled import decoding
-from unrolled.apps.seq2seq import Side
-from unrolled.apps.split import SplitRecord, new_record, split_parts
-from unrolled.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    load_model_state,
-    resolve_checkpoint,
-    saved_run_config,
+from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor
+from unrolled.apps.images import (
+    ImageData,
+    ImageEvalOptions,
+    SplitRecord,
+    image_key,
+    own_options,
+    read_captions,
+    run_part,
+    saved_sections,
+    split_images,
 )
+from unrolled.apps.seq2seq import Side
+from unrolled.apps.split import new_record
+from unrolled.checkpoint import Checkpoint, CheckpointError, load_model_state, saved_run_config
 from unrolled.data.images import ImageCaptions
 from unrolled.data.labelled import LabelledData
 from unrolled.data.pairs import pad_ids
 from unrolled.metrics import bleu_chrf, bleu_orders, sequence_errors
-from unrolled.models.captioner import BOS_ID, EOS_ID, KIND, Captioner, CaptionerConfig
+from unrolled.models.captioner import ATTENTIONS, BOS_ID, EOS_ID, KIND, Captioner, CaptionerConfig
+from unrolled.options import option
+from unrolled.training import TrainConfig, TrainResult, to_device
 
 COMMAND = "unrolled caption train"
-PARTS = ("train", "validation", "test")
+DATASETS = "scenes, digit-strings, emoji"
 DEFAULT_MAX_LEN = 40
 CAPTION_BATCH = 64
 VALIDATION_DECODES = 500  # images captioned greedily at each evaluation for the sequence error
@@ -61,7 +70,7 @@ def image_tensor(images: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
-class CaptionData(LabelledData):
+class CaptionBatches(LabelledData):
     """Shuffled training batches of (image, caption) examples, for the trainer (`LabelledData`'s order)."""
 
     def __init__(self, images: np.ndarray, image_of: list[int], captions: list[list[int]], *, batch_size: int,
@@ -74,28 +83,83 @@ class CaptionData(LabelledData):
             yield CaptionBatch(image_tensor(self.images[[self.image_of[i] for i in rows]]),
                                pad_ids([self.captions[i] for i in rows]))
 
-    def shard(self, rank: int, world: int) -> CaptionData:
+    def shard(self, rank: int, world: int) -> CaptionBatches:
         rows = super().shard(rank, world).rows
-        part = CaptionData(self.images, self.image_of, self.captions, batch_size=self.batch_size, seed=self.seed)
+        part = CaptionBatches(self.images, self.image_of, self.captions, batch_size=self.batch_size, seed=self.seed)
         part.rows = rows
         return part
 
 
-def image_key(data: ImageCaptions, i: int) -> str:
-    return data.names[i] + "\t" + "\t".join(data.captions[i])
+# ---------------------------------------------------------------------- configuration
 
 
-def split_images(data: ImageCaptions, record: SplitRecord | None) -> dict[str, list[int]]:
-    """The image indices of each part: the data's own split (record None) or the seeded one `record` describes."""
-    if record is None:
-        if data.splits is None:
-            raise ValueError("the data has no split of its own; a seeded split is needed")
-        unknown = sorted(set(data.splits) - set(PARTS))
-        if unknown:
-            raise ValueError(f"unknown split name(s) {', '.join(map(repr, unknown))}: use train, validation, test")
-        return {part: [i for i, s in enumerate(data.splits) if s == part] for part in PARTS}
-    indices = list(range(len(data.names)))
-    return split_parts(indices, record, key=lambda i: image_key(data, i))
+@dataclass
+class CaptionData(ImageData):
+    """The images and captions, and how captions become token ids."""
+
+    dataset: str | None = field(default=None, metadata=option(
+        f"a named dataset instead of a file (known: {DATASETS})"))
+    batch_size: int = field(default=64, metadata=option("captions per batch", aliases=("--batch",)))
+    image_size: int = field(default=64, metadata=option(
+        "user images are resized to this square size (named datasets keep theirs)", metavar="PIXELS"))
+    tokens: str = field(default="word", metadata=option("caption tokens", choices=("word", "char")))
+    min_freq: int = field(default=1, metadata=option("words seen fewer times in training become <unk>"))
+    max_len: int = field(default=DEFAULT_MAX_LEN, metadata=option(
+        "caption tokens; longer captions are left out of training"))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("image_size", "min_freq", "max_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+
+    def read(self) -> ImageCaptions:
+        return read_captions(self.file, self.dataset, images=self.images, size=(self.image_size, self.image_size),
+                             what="COCO-style caption JSON", example="scenes")
+
+
+@dataclass
+class CaptionModel:
+    """The network (`CaptionerConfig` but the vocabulary), and where its CNN starts from."""
+
+    attention: str = field(default=CaptionerConfig.attention, metadata=option(
+        "soft: attend over the image grid at every word (Xu et al. 2015); none: the image is the first input and "
+        "the only link", choices=ATTENTIONS))
+    channels: int = field(default=CaptionerConfig.channels, metadata=option(
+        "CNN channels of the first stage, doubled at each next one"))
+    stages: int = field(default=CaptionerConfig.stages, metadata=option("CNN stages; each halves the grid"))
+    embedding: int = field(default=CaptionerConfig.embedding, metadata=option("word embedding size"))
+    hidden: int = field(default=CaptionerConfig.hidden, metadata=option("LSTM units"))
+    attention_units: int | None = field(default=CaptionerConfig.attention_units, metadata=option(
+        "units of the additive attention; none: --hidden"))
+    dropout: float = field(default=CaptionerConfig.dropout, metadata=option("dropout before the output"))
+    doubly_stochastic: float = field(default=CaptionerConfig.doubly_stochastic, metadata=option(
+        "weight of the attention regulariser mean_i (1 - sum_t alpha_ti)^2", metavar="LAMBDA"))
+    freeze_encoder: bool = field(default=CaptionerConfig.freeze_encoder, metadata=option(
+        "keep the CNN as it is (no training)"))
+    encoder_weights: str | None = field(default=None, metadata=option(
+        "start the CNN from this state dict (torch.save or .safetensors) of the same shape", metavar="FILE"))
+
+    def network(self, vocab: int) -> CaptionerConfig:
+        return CaptionerConfig(vocab=vocab, **{k: v for k, v in asdict(self).items() if k != "encoder_weights"})
+
+
+def _train_defaults() -> TrainConfig:
+    """Adam at 1e-3 on a cosine schedule for up to 10 epochs, evaluated each epoch."""
+    return TrainConfig(optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="cosine", warmup_steps=0,
+                       clip_norm=5.0, max_epochs=10, eval_every=None, early_stop=None, precision="auto")
+
+
+@dataclass
+class CaptionConfig:
+    """Everything a captioning run is made from; saved whole in its checkpoints."""
+
+    data: CaptionData = field(default_factory=CaptionData)
+    model: CaptionModel = field(default_factory=CaptionModel)
+    train: TrainConfig = field(default_factory=_train_defaults)
+
+
+# ---------------------------------------------------------------------- the trained captioner
 
 
 @dataclass
@@ -110,27 +174,78 @@ class Caption:
     score: float
     normalised: float
     finished: bool
-    attention: Tensor | None = dataclasses.field(default=None, repr=False)
+    attention: Tensor | None = field(default=None, repr=False)
 
 
-class ImageCaptioner:
+@dataclass
+class CaptionedImage:
+    """The captions of one image file, best first."""
+
+    image: str
+    captions: list[Caption]
+
+
+@dataclass
+class Decoding:
+    """How captions are searched for: what predict and eval share."""
+
+    beam: int = field(default=5, metadata=option("beam size; 1 is greedy"))
+    length_penalty: float = field(default=0.0, metadata=option(
+        "GNMT length penalty alpha; 0 ranks by total log-probability", metavar="ALPHA"))
+
+    def __post_init__(self) -> None:
+        if self.beam < 1:
+            raise ValueError(f"--beam must be a positive integer, got {self.beam}")
+
+
+@dataclass
+class CaptionPredictOptions(PredictOptions, Decoding):
+    batch_size: int = field(default=CAPTION_BATCH, metadata=option("images decoded at once", aliases=("--batch",)))
+    n_best: int = field(default=1, metadata=option("captions per image"))
+    max_len: int | None = field(default=None, metadata=option(
+        "most tokens generated; none: the run's --max-len, and </s>", metavar="N"))
+    attention_map: str | None = field(default=None, metadata=option(
+        "draw the first image's attention, one panel per word, into this PNG strip", metavar="PNG"))
+
+    def __post_init__(self) -> None:
+        PredictOptions.__post_init__(self)
+        Decoding.__post_init__(self)
+        if self.n_best < 1 or (self.max_len is not None and self.max_len < 1):
+            raise ValueError("--n-best and --max-len must be positive integers")
+        if self.n_best > self.beam:
+            raise ValueError(f"--n-best {self.n_best} needs a beam at least as wide (--beam {self.beam})")
+
+
+@dataclass
+class CaptionEvalOptions(ImageEvalOptions, Decoding):
+    dataset: str | None = field(default=None, metadata=option(
+        f"a named dataset instead of a file (known: {DATASETS})"))
+
+    def __post_init__(self) -> None:
+        ImageEvalOptions.__post_init__(self)
+        Decoding.__post_init__(self)
+
+
+class ImageCaptioner(Predictor[str, CaptionedImage]):
     """A trained captioner with its caption side and image size: images in, `Caption` lists out."""
+
+    kind = KIND
+    command = COMMAND
+    model: Captioner
 
     def __init__(self, model: Captioner, side: Side, size: tuple[int, int], split: dict[str, Any] | None) -> None:
         self.model, self.side, self.size, self.split = model.eval(), side, size, split
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> ImageCaptioner:
-        """From a run folder (best checkpoint, else last) or a checkpoint folder."""
-        checkpoint = load_checkpoint(resolve_checkpoint(path, command=COMMAND), kind=KIND)
+    def from_checkpoint(cls, checkpoint: Checkpoint, run: Path) -> ImageCaptioner:
         saved = checkpoint.config
         try:
             model = Captioner(CaptionerConfig(**saved["model"]))
             side = Side.from_json(saved["captions"])
             size = (int(saved["image_size"][0]), int(saved["image_size"][1]))
         except (KeyError, TypeError, IndexError) as error:
-            raise CheckpointError(f"{path}: config.json lacks what a captioner needs ({error})") from None
-        load_model_state(model, checkpoint.model_state, path)
+            raise CheckpointError(f"{run}: config.json lacks what a captioner needs ({error})") from None
+        load_model_state(model, checkpoint.model_state, run)
         return cls(model, side, size, saved.get("split"))
 
     def grid(self) -> tuple[int, int]:
@@ -160,12 +275,12 @@ class ImageCaptioner:
             raise ValueError(f"the batch size must be positive, got {batch_size}")
         self.check_images(images)
         limit = max_length if max_length is not None else self.side.max_len + 1
-        device = next(self.model.parameters()).device
         weights = (lambda state: state.attention) if attention and self.model.config.attention == "soft" else None
         grid = self.grid()
         results: list[list[Caption]] = []
         for start in range(0, len(images), batch_size):
-            log_probs, state = self.model.prime(image_tensor(images[start : start + batch_size]).to(device))
+            log_probs, state = self.model.prime(to_device(image_tensor(images[start : start + batch_size]),
+                                                          self.device))
             found = decoding.beam_search(self.model, log_probs, state, beam_size=beam, max_length=limit,
                                          end_token=EOS_ID, length_penalty=length_penalty, n_best=n_best,
                                          weights=weights)
@@ -173,29 +288,43 @@ class ImageCaptioner:
                 results.append([])
                 for h in hypotheses:
                     tokens = self.side.decode(h.tokens)
-                    maps = None if h.weights is None else h.weights.float().reshape(-1, *grid).clone()
+                    maps = None if h.weights is None else h.weights.float().reshape(-1, *grid).cpu().clone()
                     results[-1].append(Caption(self.side.text(tokens), tokens, h.score, h.normalised, h.finished,
                                                maps))
         return results
 
-    def evaluate(self, data: ImageCaptions, indices: list[int], *, beams: tuple[int, ...] = (1, 5),
-                 batch_size: int = CAPTION_BATCH) -> dict[str, Any]:
-        """Scores of each beam size on images `indices` of `data`: sequence_error (the output equals none of the
-        image's captions; 1 - exact match), token_error, BLEU, BLEU-1..4 and chrF (sacrebleu, all captions of an
-        image as its references), images per second."""
-        if not indices:
+    def predict(self, inputs: Sequence[str], options: PredictOptions | None = None) -> list[CaptionedImage]:
+        """The captions of each image file (any size or format Pillow reads; resized to the run's size)."""
+        from unrolled.data.images import read_images
+
+        chosen = own_options(options, CaptionPredictOptions)
+        if chosen.attention_map and self.model.config.attention != "soft":
+            raise ValueError("this run was trained without attention (--attention none): there is no map to draw")
+        images = read_images([Path(name) for name in inputs], size=self.size)
+        found = self.caption(images, beam=chosen.beam, n_best=chosen.n_best, length_penalty=chosen.length_penalty,
+                             max_length=chosen.max_len, batch_size=chosen.batch_size,
+                             attention=chosen.attention_map is not None)
+        return [CaptionedImage(str(name), captions) for name, captions in zip(inputs, found, strict=True)]
+
+    def evaluate(self, data: ImageCaptions, options: EvalOptions | None = None) -> dict[str, Any]:
+        """Scores of greedy decoding and of beam --beam on every image of `data`: sequence_error (the output equals
+        none of the image's captions; 1 - exact match), token_error, BLEU, BLEU-1..4 and chrF (sacrebleu, all
+        captions of an image as its references), images per second."""
+        chosen = own_options(options, CaptionEvalOptions)
+        if not data.names:
             raise ValueError("no images to evaluate")
-        references = [data.captions[i] for i in indices]
+        references = data.captions
         token_refs = [[self.side.tokens(t)[: self.side.max_len] for t in group] for group in references]
-        report: dict[str, Any] = {"images": len(indices), "captions": sum(len(r) for r in references)}
-        for beam in beams:
+        report: dict[str, Any] = {"images": len(data.names), "captions": sum(len(r) for r in references)}
+        for beam in (1,) if chosen.beam == 1 else (1, chosen.beam):
             started = time.perf_counter()
-            outputs = [best[0] for best in self.caption(data.images[indices], beam=beam, batch_size=batch_size)]
+            outputs = [best[0] for best in self.caption(data.images, beam=beam, batch_size=chosen.batch_size,
+                                                        length_penalty=chosen.length_penalty)]
             seconds = time.perf_counter() - started
             scores = sequence_errors([o.tokens for o in outputs], token_refs)
             scores.update(bleu_chrf([o.text for o in outputs], references))
             scores.update(bleu_orders([o.text for o in outputs], references))
-            scores["per_second"] = len(indices) / seconds if seconds > 0 else math.inf
+            scores["per_second"] = len(data.names) / seconds if seconds > 0 else math.inf
             report[f"beam{beam}"] = scores
         return report
 
@@ -226,15 +355,15 @@ def validation_scores(model: Captioner, data: ImageCaptions, image_of: list[int]
         with torch.no_grad():
             for start in range(0, len(captions), CAPTION_BATCH):
                 rows = range(start, min(start + CAPTION_BATCH, len(captions)))
-                batch = CaptionBatch(image_tensor(data.images[[image_of[r] for r in rows]]).to(device),
-                                     pad_ids([captions[r] for r in rows]).to(device))
+                batch = to_device(CaptionBatch(image_tensor(data.images[[image_of[r] for r in rows]]),
+                                               pad_ids([captions[r] for r in rows])), device)
                 _, metrics = model.loss(batch)
                 total += metrics["nll"] * metrics["tokens"]
                 correct += metrics["accuracy"] * metrics["tokens"]
                 count += metrics["tokens"]
             for start in range(0, len(decodes), CAPTION_BATCH):
                 chunk = decodes[start : start + CAPTION_BATCH]
-                log_probs, state = model.prime(image_tensor(data.images[[i for i, _ in chunk]]).to(device))
+                log_probs, state = model.prime(to_device(image_tensor(data.images[[i for i, _ in chunk]]), device))
                 longest = max(len(r) for _, refs in chunk for r in refs)
                 found = decoding.greedy(model, log_probs, state, length=longest, end_token=EOS_ID)
                 for row, (_, refs) in zip(found.tolist(), chunk, strict=True):
@@ -248,44 +377,44 @@ def validation_scores(model: Captioner, data: ImageCaptions, image_of: list[int]
     return scores
 
 
-def fit(data: ImageCaptions, out: str | os.PathLike[str], *, model_options: dict[str, Any] | None = None,
-        train: Any = None, tokens: str = "word", min_freq: int = 1, max_len: int = DEFAULT_MAX_LEN,
-        validation: float = 0.05, test: float = 0.05, split_seed: int = 0, batch_size: int = 64,
-        eval_every: int | None = None, encoder_weights: str | os.PathLike[str] | None = None,
-        resume: bool = False) -> Any:
-    """Train a `Captioner` on `data` into the run folder `out` (or resume it); returns the `TrainResult`.
+def fit(config: CaptionConfig, out: str | os.PathLike[str], *, resume: bool = False,
+        data: ImageCaptions | None = None) -> TrainResult:
+    """Train a `Captioner` as `config` says into the run folder `out` (or resume it).
 
-    `model_options` are `CaptionerConfig` fields other than the vocabulary.
-    The data's own split is used when it has one, else a seeded split of the
-    images (`validation`, `test` fractions). `encoder_weights`: a state dict
-    (torch.save or safetensors) for the CNN encoder, e.g. one pretrained
-    elsewhere (with ``freeze_encoder`` it stays as it is). `eval_every` None
-    evaluates once per epoch.
+    The images and captions are read from ``config.data`` unless given
+    (`data`). The data's own split is used when it has one, else a seeded
+    split of the images (``validation``, ``test`` fractions).
+    ``encoder_weights``: a state dict (torch.save or safetensors) for the CNN
+    encoder, e.g. one pretrained elsewhere (with ``freeze_encoder`` it stays as
+    it is). On resume, the model, caption side and split come from the run's
+    last checkpoint, and the data must be the same.
     """
-    from unrolled.training import TrainConfig, Trainer
+    from unrolled.training import Trainer
 
+    options, train_config = config.data, config.train
+    if data is None:
+        data = options.read()
     if len(data.names) == 0:
         raise ValueError("no images to train on")
-    train_config = train if train is not None else TrainConfig(max_epochs=10)
     saved = saved_run_config(out, kind=KIND) if resume else None
     if saved:
         record = None if saved["split"] is None else SplitRecord(**saved["split"])
     elif data.splits is not None:
         record = None
     else:
-        record = new_record(list(range(len(data.names))), lambda i: image_key(data, i), seed=split_seed,
-                            validation=validation, test=test)
+        record = new_record(list(range(len(data.names))), lambda i: image_key(data, i), seed=options.split_seed,
+                            validation=options.validation, test=options.test)
     parts = split_images(data, record)
     if not parts["train"]:
         raise ValueError("no training images are left after the split; give more data or smaller fractions")
     size = (int(data.images.shape[1]), int(data.images.shape[2]))
     if saved:
         side = Side.from_json(saved["captions"])
-        config = CaptionerConfig(**saved["model"])
+        network_config = CaptionerConfig(**saved["model"])
     else:
-        side = Side.build([t for i in parts["train"] for t in data.captions[i]], tokens, max_len=max_len,
-                          min_freq=min_freq, target=True)
-        config = CaptionerConfig(vocab=len(side.vocabulary), **(model_options or {}))
+        side = Side.build([t for i in parts["train"] for t in data.captions[i]], options.tokens,
+                          max_len=options.max_len, min_freq=options.min_freq, target=True)
+        network_config = config.model.network(len(side.vocabulary))
     image_of, captions, long_captions = encode_captions(data, parts["train"], side)
     if long_captions:
         warnings.warn(f"{long_captions} training caption(s) longer than {side.max_len} tokens were left out "
@@ -293,14 +422,13 @@ def fit(data: ImageCaptions, out: str | os.PathLike[str], *, model_options: dict
     if not captions:
         raise ValueError(f"every training caption is longer than {side.max_len} tokens; raise --max-len")
     torch.manual_seed(train_config.seed)
-    network = Captioner(config)
-    if encoder_weights is not None and not saved:
-        load_encoder(network, encoder_weights)
-    batches = CaptionData(data.images, image_of, captions, batch_size=batch_size, seed=train_config.seed)
-    if eval_every is None:
-        train_config = dataclasses.replace(train_config, eval_every=len(batches))
-    extra = {"kind": KIND, "model": asdict(config), "captions": side.to_json(), "image_size": list(size),
-             "split": None if record is None else asdict(record), "batching": {"batch_size": batch_size}}
+    network = Captioner(network_config)
+    if config.model.encoder_weights is not None and not saved:
+        load_encoder(network, config.model.encoder_weights)
+    batches = CaptionBatches(data.images, image_of, captions, batch_size=options.batch_size, seed=train_config.seed)
+    extra = {"kind": KIND, "model": asdict(network_config), "captions": side.to_json(), "image_size": list(size),
+             "split": None if record is None else asdict(record), "batching": {"batch_size": options.batch_size},
+             **saved_sections(config, saved)}
     trainer = Trainer(network, batches, train_config, out, evaluate=_evaluator(data, parts["validation"], side),
                       checkpoint_config=extra)
     return trainer.fit(resume=resume)
@@ -382,3 +510,61 @@ def plot_attention_strip(image: np.ndarray, caption: Caption, path: str | os.Pat
     figure.tight_layout()
     figure.savefig(os.fspath(path), dpi=100)
     plt.close(figure)
+
+
+# ---------------------------------------------------------------------- the command line
+
+
+def read_inputs(paths: list[str], options: CaptionPredictOptions) -> list[str]:
+    """The image files, as named (`ImageCaptioner.predict` reads them)."""
+    return paths
+
+
+def show(result: CaptionedImage) -> str:
+    """'file TAB caption', or with several captions a block of 'file TAB rank TAB score TAB caption' lines."""
+    if len(result.captions) == 1:
+        return f"{result.image}\t{result.captions[0].text}"
+    return "".join(f"{result.image}\t{rank}\t{found.normalised:.4f}\t{found.text}\n"
+                   for rank, found in enumerate(result.captions, 1))
+
+
+def finish(captioner: ImageCaptioner, inputs: list[str], results: list[CaptionedImage],
+           options: CaptionPredictOptions) -> str:
+    """Draw the first image's attention strip, when --attention-map asks for it."""
+    from unrolled.data.images import read_images
+
+    if not options.attention_map or not results:
+        return ""
+    image = read_images([Path(inputs[0])], size=captioner.size)[0]
+    plot_attention_strip(image, results[0].captions[0], options.attention_map)
+    return f"attention of {inputs[0]}: {options.attention_map}"
+
+
+def read_eval(captioner: ImageCaptioner, path: str | None, options: CaptionEvalOptions) -> ImageCaptions:
+    """The images of DATA (at the run's size) or --dataset, or the run's recorded part of them (--split)."""
+    data = read_captions(path, options.dataset, images=options.images, size=captioner.size,
+                         what="COCO-style caption JSON", example="scenes")
+    return run_part(data, captioner.split, options.split)
+
+
+def report(metrics: dict[str, Any], captioner: ImageCaptioner, options: CaptionEvalOptions, run: Path) -> str:
+    """Exact match, token error, BLEU-1..4, chrF and speed, greedy and beam side by side."""
+    lines = [f"{metrics['images']} images ({metrics['captions']} captions), {options.split}",
+             f"{'decoding':<10} {'exact %':>8} {'tok err %':>9} {'BLEU-1':>6} {'BLEU-2':>6} {'BLEU-3':>6} "
+             f"{'BLEU-4':>6} {'chrF':>6} {'images/s':>9}"]
+    for beam in (1,) if options.beam == 1 else (1, options.beam):
+        s = metrics[f"beam{beam}"]
+        name = "greedy" if beam == 1 else f"beam {beam}"
+        lines.append(f"{name:<10} {100 * (1 - s['sequence_error']):8.2f} {100 * s['token_error']:9.2f} "
+                     + " ".join(f"{s[f'bleu{n}']:6.2f}" for n in (1, 2, 3, 4))
+                     + f" {s['chrf']:6.2f} {s['per_second']:9.1f}")
+    return "\n".join(lines)
+
+
+APP = Application(
+    name="caption", summary="image captioning (CNN + LSTM with soft attention): train, caption images, evaluate",
+    config=CaptionConfig, fit=fit, predictor=ImageCaptioner, predict_options=CaptionPredictOptions,
+    eval_options=CaptionEvalOptions, read_inputs=read_inputs, show=show, read_eval=read_eval, report=report,
+    finish=finish, aliases={"predict": ("run",)},
+    input_help="image files (any size or format Pillow reads; resized to the run's size)",
+    data_help="COCO-style caption JSON (default: --dataset)")

@@ -1,4 +1,5 @@
-"""Reading digit strings from images: DRAM (`Glimpses`) or the CNN baseline trained into a run folder, then used.
+"""Reading digit strings from images as an application: DRAM (`Glimpses`) or the CNN baseline trained into a run
+folder, then used.
 
 Data is `ImageCaptions` whose captions are digit strings written with spaces
 ("3 1 4"), e.g. the built-in ``digit-strings``; images are read in grey (the
@@ -9,20 +10,32 @@ else a seeded split of the images. A run's ``config.json`` holds the model
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from unrolled.apps.caption import image_key, split_images
-from unrolled.apps.split import SplitRecord, new_record
-from unrolled.checkpoint import CheckpointError, load_checkpoint, load_model_state, resolve_checkpoint, saved_run_config
+from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor
+from unrolled.apps.images import (
+    ImageData,
+    ImageEvalOptions,
+    SplitRecord,
+    image_key,
+    own_options,
+    read_captions,
+    run_part,
+    saved_sections,
+    split_images,
+)
+from unrolled.apps.split import new_record
+from unrolled.checkpoint import Checkpoint, CheckpointError, load_model_state, saved_run_config
 from unrolled.data.images import ImageCaptions
 from unrolled.data.labelled import LabelledData
 from unrolled.models.glimpse import (
@@ -34,10 +47,14 @@ from unrolled.models.glimpse import (
     Glimpses,
     symbol_labels,
 )
+from unrolled.options import option
+from unrolled.training import TrainConfig, TrainResult, to_device
 
 COMMAND = "unrolled glimpse train"
 MODELS = ("dram", "cnn")
 READ_BATCH = 64
+DATASET = "digit-strings"
+WHAT = "COCO-style caption JSON of digit strings"
 
 
 def digit_strings_of(data: ImageCaptions) -> list[list[int]]:
@@ -120,25 +137,129 @@ def config_of(network: Glimpses | DigitCNN) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in ("height", "width")}
 
 
-class Reader:
+# ---------------------------------------------------------------------- configuration
+
+
+@dataclass
+class ReaderData(ImageData):
+    """The images and their digit strings, how they are split and batched."""
+
+    file: str | None = field(default=None, metadata=option(f"{WHAT} (or --dataset)", positional="?",
+                                                           metavar="DATA"))
+    dataset: str | None = field(default=None, metadata=option(
+        f"a named dataset instead of a file (known: {DATASET})"))
+    batch_size: int = field(default=64, metadata=option("images per batch", aliases=("--batch",)))
+
+    def read(self) -> ImageCaptions:
+        return read_captions(self.file, self.dataset, images=self.images, size=None, what=WHAT, example=DATASET)
+
+
+@dataclass
+class ReaderModel:
+    """The network: DRAM (`GlimpseConfig`) or the CNN baseline (`DigitCNNConfig`); the defaults here are the
+    command's, which differ from `GlimpseConfig`'s in std, sensor and guide."""
+
+    model: str = field(default="dram", metadata=option(
+        "dram: recurrent glimpses; cnn: the baseline that reads all digits at once", choices=MODELS))
+    max_digits: int | None = field(default=None, metadata=option("the longest string read; none: the data's"))
+    glimpse: int = field(default=GlimpseConfig.glimpse, metadata=option("dram: patch side g in pixels"))
+    scales: int = field(default=GlimpseConfig.scales, metadata=option("dram: patches of sides g, 2g, ..., 2^(k-1) g"))
+    per_symbol: int = field(default=GlimpseConfig.per_symbol, metadata=option(
+        "dram: glimpses before each digit is named"))
+    hidden: int = field(default=GlimpseConfig.hidden, metadata=option(
+        "dram: units of each core LSTM; cnn: the hidden layer"))
+    features: int | None = field(default=None, metadata=option(
+        "dram: size of the glimpse network's output; none: --hidden"))
+    std: float = field(default=0.05, metadata=option(
+        "dram: the location policy's standard deviation, in half-images"))
+    sensor: str = field(default="conv", metadata=option(
+        "dram: what the glimpse network does with the patches: two 3x3 convolutions, or one linear layer as Ba et "
+        "al.'s MNIST models", choices=("conv", "linear")))
+    guide: float = field(default=20.0, metadata=option(
+        "dram: weight of the pull of each glimpse towards its digit's box, where the data give boxes "
+        "(digit-strings does); 0: REINFORCE alone, as Ba et al."))
+    context: tuple[int, int] = field(default=GlimpseConfig.context, metadata=option(
+        "dram: the coarse view of the whole image the first glimpse is chosen from, height,width", metavar="H,W"))
+    channels: tuple[int, ...] = field(default=DigitCNNConfig.channels, metadata=option(
+        "cnn: channels of each convolution stage", metavar="C,C,..."))
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.std < 1 or self.guide < 0:
+            raise ValueError(f"--std must be a fraction in [0, 1) and --guide 0 or more, got {self.std}, {self.guide}")
+
+    def options(self, longest: int) -> dict[str, Any]:
+        """The network's config fields but the image size; `longest`: the data's longest string."""
+        digits = {"max_digits": self.max_digits or max(1, longest)}
+        if self.model == "cnn":
+            return {**digits, "hidden": self.hidden, "channels": self.channels}
+        return {**digits, "glimpse": self.glimpse, "scales": self.scales, "per_symbol": self.per_symbol,
+                "hidden": self.hidden, "features": self.features or self.hidden, "std": self.std,
+                "guide": self.guide, "sensor": self.sensor, "context": self.context}
+
+
+def _train_defaults() -> TrainConfig:
+    """Adam at 1e-3 on a cosine schedule for up to 10 epochs, evaluated each epoch, no clipping."""
+    return TrainConfig(optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="cosine", warmup_steps=0,
+                       clip_norm=None, max_epochs=10, eval_every=None, early_stop=None, precision="auto")
+
+
+@dataclass
+class ReaderConfig:
+    """Everything a reading run is made from; saved whole in its checkpoints."""
+
+    data: ReaderData = field(default_factory=ReaderData)
+    model: ReaderModel = field(default_factory=ReaderModel)
+    train: TrainConfig = field(default_factory=_train_defaults)
+
+
+# ---------------------------------------------------------------------- the trained reader
+
+
+@dataclass
+class Reading:
+    """The digits read from one image file ("3 1 4"), and DRAM's glimpse centres as (y, x) in [-1, 1]."""
+
+    image: str
+    digits: str
+    glimpses: list[list[float]] | None
+
+
+@dataclass
+class ReaderPredictOptions(PredictOptions):
+    batch_size: int = field(default=READ_BATCH, metadata=option("images per batch", aliases=("--batch",)))
+    path: str | None = field(default=None, metadata=option(
+        "draw the glimpse path of the first image (dram runs)", metavar="PNG"))
+
+
+@dataclass
+class ReaderEvalOptions(ImageEvalOptions):
+    dataset: str | None = field(default=None, metadata=option(
+        f"a named dataset instead of a file (known: {DATASET})"))
+
+
+class Reader(Predictor[str, Reading]):
     """A trained reader: images in, digit strings (and DRAM's glimpse centres) out."""
 
-    def __init__(self, model: Glimpses | DigitCNN, kind: str, size: tuple[int, int],
+    kind = KIND
+    command = COMMAND
+    model: Glimpses | DigitCNN
+
+    def __init__(self, model: Glimpses | DigitCNN, model_type: str, size: tuple[int, int],
                  split: dict[str, Any] | None) -> None:
-        self.model, self.kind, self.size, self.split = model.eval(), kind, size, split
+        self.model, self.model_type, self.size, self.split = model.eval(), model_type, size, split
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Reader:
-        checkpoint = load_checkpoint(resolve_checkpoint(path, command=COMMAND), kind=KIND)
+    def from_checkpoint(cls, checkpoint: Checkpoint, run: Path) -> Reader:
         saved = checkpoint.config
         try:
             size = (int(saved["image_size"][0]), int(saved["image_size"][1]))
             model = build(saved["reader"], saved["model"], size)
         except (KeyError, TypeError, IndexError) as error:
-            raise CheckpointError(f"{path}: config.json lacks what a glimpse run needs ({error})") from None
-        load_model_state(model, checkpoint.model_state, path)
+            raise CheckpointError(f"{run}: config.json lacks what a glimpse run needs ({error})") from None
+        load_model_state(model, checkpoint.model_state, run)
         return cls(model, saved["reader"], size, saved.get("split"))
 
+    @torch.inference_mode()
     def read(self, images: np.ndarray, *, batch_size: int = READ_BATCH) -> tuple[list[list[int]], Tensor | None]:
         """The digits of each image (uint8 (N, H, W, 3) at the run's size), and DRAM's glimpse centres
         (N, glimpses, 2) as (y, x) in [-1, 1] (None for the CNN)."""
@@ -148,28 +269,41 @@ class Reader:
         centres = []
         pixels = grey(images)
         for start in range(0, len(pixels), batch_size):
-            found, where = self.model.read(as_float(pixels[start : start + batch_size]))
+            found, where = self.model.read(to_device(as_float(pixels[start : start + batch_size]), self.device))
             strings += found
             if where is not None:
-                centres.append(where)
+                centres.append(where.cpu())
         return strings, torch.cat(centres) if centres else None
 
-    def evaluate(self, data: ImageCaptions, indices: list[int]) -> dict[str, Any]:
-        """Sequence error (a string not read whole), digit accuracy by position, and images per second; overall
-        and by string length."""
-        if not indices:
+    def predict(self, inputs: Sequence[str], options: PredictOptions | None = None) -> list[Reading]:
+        """The digits of each image file (resized to the run's image size), and DRAM's glimpses."""
+        from unrolled.data.images import read_images
+
+        chosen = own_options(options, ReaderPredictOptions)
+        if chosen.path and not isinstance(self.model, Glimpses):
+            raise ValueError("this run is a CNN reader: it takes no glimpses, so there is no path to draw")
+        strings, centres = self.read(read_images([Path(name) for name in inputs], size=self.size),
+                                     batch_size=chosen.batch_size)
+        return [Reading(str(name), " ".join(map(str, digits)), None if centres is None else centres[k].tolist())
+                for k, (name, digits) in enumerate(zip(inputs, strings, strict=True))]
+
+    def evaluate(self, data: ImageCaptions, options: EvalOptions | None = None) -> dict[str, Any]:
+        """Sequence error (a string not read whole) and images per second on every image of `data`; overall and by
+        string length."""
+        chosen = own_options(options, ReaderEvalOptions)
+        if not data.names:
             raise ValueError("no images to evaluate")
-        truth = digit_strings_of(data.select(indices))
+        truth = digit_strings_of(data)
         started = time.perf_counter()
-        found, _ = self.read(data.images[indices])
+        found, _ = self.read(data.images, batch_size=chosen.batch_size)
         seconds = time.perf_counter() - started
         wrong = [f != t for f, t in zip(found, truth, strict=True)]
         by_length: dict[str, dict[str, float]] = {}
         for length in sorted({len(t) for t in truth}):
             rows = [k for k, t in enumerate(truth) if len(t) == length]
             by_length[str(length)] = {"images": len(rows), "sequence_error": sum(wrong[k] for k in rows) / len(rows)}
-        return {"images": len(indices), "sequence_error": sum(wrong) / len(wrong), "by_length": by_length,
-                "per_second": len(indices) / seconds if seconds > 0 else float("inf")}
+        return {"images": len(truth), "sequence_error": sum(wrong) / len(wrong), "by_length": by_length,
+                "per_second": len(truth) / seconds if seconds > 0 else float("inf")}
 
 
 def validation_scores(model: Glimpses | DigitCNN, images: np.ndarray, strings: list[list[int]],
@@ -183,8 +317,8 @@ def validation_scores(model: Glimpses | DigitCNN, images: np.ndarray, strings: l
         with torch.no_grad():
             for start in range(0, len(strings), READ_BATCH):
                 chunk = strings[start : start + READ_BATCH]
-                batch = ReadBatch(as_float(images[start : start + READ_BATCH]).to(device),
-                                  symbol_labels(chunk, symbols).to(device))
+                batch = to_device(ReadBatch(as_float(images[start : start + READ_BATCH]),
+                                            symbol_labels(chunk, symbols)), device)
                 _, metrics = model.loss(batch)
                 total += metrics["nll"] * metrics["tokens"]
                 correct += metrics["accuracy"] * metrics["tokens"]
@@ -195,37 +329,39 @@ def validation_scores(model: Glimpses | DigitCNN, images: np.ndarray, strings: l
     return {"loss": total / count, "accuracy": correct / count, "sequence_error": wrong / len(strings)}
 
 
-def fit(data: ImageCaptions, out: str | os.PathLike[str], *, model: str = "dram",
-        model_options: dict[str, Any] | None = None, train: Any = None, validation: float = 0.05,
-        test: float = 0.05, split_seed: int = 0, batch_size: int = 64, eval_every: int | None = None,
-        resume: bool = False) -> Any:
-    """Train a reader on `data` into the run folder `out` (or resume it); returns the `TrainResult`.
+def fit(config: ReaderConfig, out: str | os.PathLike[str], *, resume: bool = False,
+        data: ImageCaptions | None = None) -> TrainResult:
+    """Train a reader as `config` says into the run folder `out` (or resume it).
 
-    `model_options` are `GlimpseConfig` fields ("dram") or `DigitCNNConfig` fields other than the image size
-    ("cnn"); the longest string of the data sets ``max_digits`` unless given.
+    The images and digit strings are read from ``config.data`` unless given
+    (`data`); the longest string of the data sets ``max_digits`` unless the
+    model section does. On resume, the model and split come from the run's
+    last checkpoint, and the data must be the same.
     """
-    from unrolled.training import TrainConfig, Trainer
+    from unrolled.training import Trainer
 
+    options, train_config = config.data, config.train
+    if data is None:
+        data = options.read()
     if len(data.names) == 0:
         raise ValueError("no images to train on")
     strings = digit_strings_of(data)
-    train_config = train if train is not None else TrainConfig(max_epochs=10)
     saved = saved_run_config(out, kind=KIND) if resume else None
     if saved:
         record = None if saved["split"] is None else SplitRecord(**saved["split"])
-        model, options = saved["reader"], saved["model"]
+        model, network_options = saved["reader"], saved["model"]
     else:
         record = None if data.splits is not None else new_record(
-            list(range(len(data.names))), lambda i: image_key(data, i), seed=split_seed, validation=validation,
-            test=test)
-        options = {"max_digits": max(1, max(len(s) for s in strings)), **(model_options or {})}
+            list(range(len(data.names))), lambda i: image_key(data, i), seed=options.split_seed,
+            validation=options.validation, test=options.test)
+        model, network_options = config.model.model, config.model.options(max(len(s) for s in strings))
     parts = split_images(data, record)
     if not parts["train"]:
         raise ValueError("no training images are left after the split; give more data or smaller fractions")
     size = (int(data.images.shape[1]), int(data.images.shape[2]))
     torch.manual_seed(train_config.seed)
-    network = build(model, options, size)
-    symbols = int(options["max_digits"]) + 1  # the digits of the longest string and <end>
+    network = build(model, network_options, size)
+    symbols = int(network_options["max_digits"]) + 1  # the digits of the longest string and <end>
     too_long = [k for k in parts["train"] if len(strings[k]) >= symbols]
     if too_long:
         raise ValueError(f"{len(too_long)} training string(s) have more than {symbols - 1} digits (the first: image "
@@ -238,14 +374,12 @@ def fit(data: ImageCaptions, out: str | os.PathLike[str], *, model: str = "dram"
         warnings.warn("the data give no box for each digit, so guidance (--guide) has no effect: DRAM learns where "
                       "to look by REINFORCE alone, which is slow (see the README's DRAM benchmark)", stacklevel=2)
     batches = ReadData(pixels[parts["train"]], [strings[k] for k in parts["train"]], symbols=symbols,
-                       batch_size=batch_size, seed=train_config.seed,
-                       centres=train_centres)
-    if eval_every is None:
-        train_config = dataclasses.replace(train_config, eval_every=len(batches))
+                       batch_size=options.batch_size, seed=train_config.seed, centres=train_centres)
     held = [k for k in parts["validation"] if len(strings[k]) < symbols]
     evaluate = _evaluator(pixels[held], [strings[k] for k in held], symbols) if held else None
     extra = {"kind": KIND, "reader": model, "model": config_of(network), "image_size": list(size),
-             "split": None if record is None else asdict(record), "batching": {"batch_size": batch_size}}
+             "split": None if record is None else asdict(record), "batching": {"batch_size": options.batch_size},
+             **saved_sections(config, saved)}
     trainer = Trainer(network, batches, train_config, out, evaluate=evaluate, checkpoint_config=extra)
     return trainer.fit(resume=resume)
 
@@ -285,3 +419,50 @@ def plot_glimpses(image: np.ndarray, centres: Tensor, config: GlimpseConfig, pat
     figure.tight_layout()
     figure.savefig(os.fspath(path), dpi=120)
     plt.close(figure)
+
+
+# ---------------------------------------------------------------------- the command line
+
+
+def read_inputs(paths: list[str], options: ReaderPredictOptions) -> list[str]:
+    """The image files, as named (`Reader.predict` reads them)."""
+    return paths
+
+
+def show(result: Reading) -> str:
+    return f"{result.image}\t{result.digits}"
+
+
+def finish(reader: Reader, inputs: list[str], results: list[Reading], options: ReaderPredictOptions) -> str:
+    """Draw the first image's glimpses, when --path asks for them."""
+    from unrolled.data.images import read_images
+
+    if not options.path or not results or results[0].glimpses is None or not isinstance(reader.model, Glimpses):
+        return ""
+    image = read_images([Path(inputs[0])], size=reader.size)[0]
+    plot_glimpses(image, torch.tensor(results[0].glimpses), reader.model.config, options.path,
+                  title=results[0].digits)
+    return f"glimpses of {inputs[0]}: {options.path}"
+
+
+def read_eval(reader: Reader, path: str | None, options: ReaderEvalOptions) -> ImageCaptions:
+    """The images of DATA (as they are) or --dataset, or the run's recorded part of them (--split)."""
+    data = read_captions(path, options.dataset, images=options.images, size=None, what=WHAT, example=DATASET)
+    return run_part(data, reader.split, options.split)
+
+
+def report(metrics: dict[str, Any], reader: Reader, options: ReaderEvalOptions, run: Path) -> str:
+    lines = [f"{metrics['images']} images, {options.split}: sequence error {100 * metrics['sequence_error']:.2f}% "
+             f"({metrics['per_second']:.0f} images/s)"]
+    for length, row in metrics["by_length"].items():
+        lines.append(f"  {length} digit(s): {row['images']:5d} images, sequence error "
+                     f"{100 * row['sequence_error']:.2f}%")
+    return "\n".join(lines)
+
+
+APP = Application(
+    name="glimpse", summary="read digit strings from images by recurrent glimpses (Ba et al. 2014): train, run, eval",
+    config=ReaderConfig, fit=fit, predictor=Reader, predict_options=ReaderPredictOptions,
+    eval_options=ReaderEvalOptions, read_inputs=read_inputs, show=show, read_eval=read_eval, report=report,
+    finish=finish, aliases={"predict": ("run",)},
+    input_help="image files (resized to the run's image size)", data_help=f"{WHAT} (default: --dataset)")

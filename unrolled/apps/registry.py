@@ -15,6 +15,8 @@ MODULES = (
     "classify",
     "tag",
     "seq2seq",
+    "caption",
+    "glimpse",
     "video",
     "speech",
 )

@@ -558,15 +558,16 @@ def show(result: Translations) -> str:
     return "".join(f"{rank}\t{o.normalised:.4f}\t{o.text}\n" for rank, o in enumerate(result.outputs, start=1))
 
 
-def draw_attention(translator: Translator, results: list[Translations], options: Seq2SeqPredictOptions) -> None:
-    """With --attention-map: the first input's best output's attention as a PNG, named on stderr."""
+def draw_attention(translator: Translator, inputs: list[str], results: list[Translations],
+                   options: Seq2SeqPredictOptions) -> str:
+    """With --attention-map: the first input's best output's attention as a PNG; the note that names it."""
     if options.attention_map is None or not results:
-        return
+        return ""
     best = results[0].outputs[0]
     if best.attention is None:
         raise ValueError("the model was trained without attention (--attention none): there is no map to draw")
     plot_attention(best, options.attention_map)
-    print(f"attention map of input 1: {options.attention_map}", file=sys.stderr)
+    return f"attention map of input 1: {options.attention_map}"
 
 
 def read_eval(translator: Translator, path: str | None, options: Seq2SeqEvalOptions) -> list[Pair]:
@@ -594,6 +595,6 @@ APP = Application(
                             "search: train, translate, evaluate",
     config=Seq2SeqAppConfig, fit=fit, predictor=Translator, predict_options=Seq2SeqPredictOptions,
     eval_options=Seq2SeqEvalOptions, read_inputs=read_inputs, show=show, read_eval=read_eval, report=report,
-    aliases={"predict": ("translate",)}, after_predict=draw_attention, loss_unit=" nats/token",
+    aliases={"predict": ("translate",)}, finish=draw_attention, loss_unit=" nats/token",
     input_help="files of source texts, one a line; - or none: standard input",
     data_help="pairs: .tsv (source TAB target) or .jsonl (default: --dataset)")

@@ -21,12 +21,10 @@ from unrolled.apps.registry import APPLICATIONS
 from unrolled.cells import CELLS
 from unrolled.cli.apps import add_application
 from unrolled.cli.bench import add_bench_commands
-from unrolled.cli.caption import add_caption_commands
-from unrolled.cli.common import positive_int, train_config
-from unrolled.cli.glimpse import add_glimpse_commands
+from unrolled.cli.common import positive_int
 from unrolled.cli.viz import add_viz_commands, with_default_action
 
-__all__ = ["build_parser", "main", "train_config"]
+__all__ = ["build_parser", "main"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -69,8 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=run_demo)
     for app in APPLICATIONS.values():
         add_application(commands, app)
-    add_caption_commands(commands)
-    add_glimpse_commands(commands)
     add_viz_commands(commands)
     add_bench_commands(commands)
     return parser

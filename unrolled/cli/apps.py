@@ -95,8 +95,9 @@ def run_predict(app: Application, args: argparse.Namespace) -> int:
     for result in results:
         print(json.dumps(to_json(result)) if options.json else app.show(result))
         sys.stdout.flush()
-    if app.after_predict is not None:
-        app.after_predict(predictor, results, options)
+    note = app.finish(predictor, inputs, results, options) if app.finish is not None else ""
+    if note:
+        print(note, file=sys.stderr)
     return 0
 
 
