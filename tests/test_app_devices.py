@@ -53,8 +53,48 @@ def seq2seq_case(folder: Path) -> Case:
     return [str(pairs), *tiny], [str(lines), "--beam", "2"], [str(pairs), "--beam", "2"]
 
 
-CASES: dict[str, Callable[[Path], Case]] = {"classify": classify_case, "lm": lm_case, "seq2seq": seq2seq_case,
-                                            "speech": speech_case}
+def tag_case(folder: Path) -> Case:
+    from tests.test_tag_cli import tagged
+    from unrolled.data.conll import write_conll
+
+    data = folder / "toy.conll"
+    write_conll(data, tagged(40, 0))
+    lines = folder / "lines.txt"
+    lines.write_text("the cat runs\na dog\n", encoding="utf-8")
+    return [str(data), "--task", "plain", "--embedding", "4", "--hidden", "4"], [str(lines)], [str(data)]
+
+
+def caption_case(folder: Path) -> Case:
+    from tests.test_caption_task import squares
+    from unrolled.data.images import write_coco
+
+    write_coco(folder / "data" / "captions.json", squares(24))
+    captions = str(folder / "data" / "captions.json")
+    tiny = ["--image-size", "16", "--channels", "4", "--stages", "2", "--hidden", "8", "--embedding", "8"]
+    return [captions, *tiny], [str(folder / "data" / "images" / "0.png")], [captions, "--split", "all"]
+
+
+def glimpse_case(folder: Path) -> Case:
+    from tests.test_glimpse_task import squares
+    from unrolled.data.images import write_coco
+
+    write_coco(folder / "data" / "digits.json", squares(24))
+    digits = str(folder / "data" / "digits.json")
+    tiny = ["--glimpse", "4", "--hidden", "8", "--context", "8,8", "--per-symbol", "1", "--sensor", "linear"]
+    return [digits, *tiny], [str(folder / "data" / "images" / "0.png")], [digits, "--split", "all"]
+
+
+def video_case(folder: Path) -> Case:
+    from tests.test_video import moving_squares
+    from unrolled.data.clips import write_clips
+
+    data = str(write_clips(folder / "clips.npz", moving_squares(12)))
+    return [data, "--channels", "2", "--features", "4", "--hidden", "4"], [data], [data, "--split", "all"]
+
+
+CASES: dict[str, Callable[[Path], Case]] = {
+    "lm": lm_case, "classify": classify_case, "tag": tag_case, "seq2seq": seq2seq_case, "caption": caption_case,
+    "glimpse": glimpse_case, "video": video_case, "speech": speech_case}
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here (torch.cuda.is_available())")
 
 

@@ -33,7 +33,8 @@ from typing import Any, ClassVar, Generic, TextIO, TypeVar
 import torch
 
 from unrolled.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint
-from unrolled.options import option
+from unrolled.options import SAVED_KEY, option, sections
+from unrolled.options import to_json as to_json_config
 from unrolled.training import TrainConfig
 
 In = TypeVar("In")
@@ -127,6 +128,25 @@ def epochs_recipe(**changes: Any) -> TrainConfig:
     recipe = TrainConfig(optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="constant", warmup_steps=0,
                          clip_norm=5.0, max_epochs=10, eval_every=None, early_stop=3, precision="auto")
     return dataclasses.replace(recipe, **changes) if changes else recipe
+
+
+def saved_sections(config: Any, saved: dict[str, Any] | None) -> dict[str, Any]:
+    """For the checkpoint config: the configuration's sections but ``train`` (the trainer saves that) under
+    `SAVED_KEY`, so the run can be repeated; nothing when resuming a run saved before configurations were kept
+    (it has none to compare)."""
+    if saved and SAVED_KEY not in saved:
+        return {}
+    return {SAVED_KEY: {name: to_json_config(section) for name, section in sections(config) if name != "train"}}
+
+
+Opts = TypeVar("Opts")
+
+
+def own_options(options: Any, kind: type[Opts]) -> Opts:
+    """`options` as the application's own `kind`: itself, or its defaults with the shared options given."""
+    if isinstance(options, kind):
+        return options
+    return kind(**(dataclasses.asdict(options) if options is not None else {}))
 
 
 def batches(items: Sequence[T], size: int) -> Iterator[tuple[list[int], list[T]]]:

@@ -24,16 +24,14 @@ import torch
 from torch import Tensor, nn
 
 from unrolled import decoding
-from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor
+from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, own_options, saved_sections
 from unrolled.apps.images import (
     ImageData,
     ImageEvalOptions,
     SplitRecord,
     image_key,
-    own_options,
     read_captions,
     run_part,
-    saved_sections,
     split_images,
 )
 from unrolled.apps.seq2seq import Side

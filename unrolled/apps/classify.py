@@ -27,8 +27,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, epochs_recipe
-from unrolled.apps.split import SplitRecord, new_record, split_parts
+from unrolled.apps.base import (
+    Application,
+    EvalOptions,
+    PredictOptions,
+    Predictor,
+    data_path,
+    epochs_recipe,
+    saved_sections,
+)
+from unrolled.apps.split import SplitRecord, new_record, recorded_part, split_parts
 from unrolled.cells import CELLS
 from unrolled.checkpoint import Checkpoint, CheckpointError, load_model_state, saved_run_config
 from unrolled.data.labelled import (
@@ -52,7 +60,7 @@ from unrolled.models.classifier import (
     RNNClassifierConfig,
     SequenceClassifier,
 )
-from unrolled.options import SAVED_KEY, option, sections, to_json
+from unrolled.options import option
 from unrolled.training import TrainConfig, TrainResult, to_device
 
 KIND = "classifier"
@@ -332,17 +340,11 @@ def validation_loss(model: nn.Module, sequences: list[list[int]], labels: list[i
 
 def read_examples(data: ClassifyData, path: str | None = None) -> list[Example]:
     """The examples of `path`, else of the configured file or named dataset; not both, not none."""
-    from unrolled.data import obtain
     from unrolled.data.labelled import read_labelled
 
-    if path is None:
-        if data.file and data.dataset:
-            raise ValueError("give a data file or --dataset, not both")
-        if not data.file and not data.dataset:
-            raise ValueError("no data: give a labelled file (CSV, TSV or JSON lines) or --dataset mr")
-        path = data.file or str(obtain(str(data.dataset)))
-    return read_labelled(Path(path), text_column=data.text_column, label_column=data.label_column,
-                         format=data.format)
+    source = Path(path) if path else data_path(data.file, data.dataset, what="a labelled file (CSV, TSV or JSON "
+                                               "lines)", known="mr")
+    return read_labelled(source, text_column=data.text_column, label_column=data.label_column, format=data.format)
 
 
 def fit(config: ClassifyConfig, out: str | os.PathLike[str], *, resume: bool = False,
@@ -397,8 +399,7 @@ def fit(config: ClassifyConfig, out: str | os.PathLike[str], *, resume: bool = F
     extra = {"kind": KIND, "model_type": model, "model": network_config if saved else asdict(network.config),
              "encoding": encoding.to_json(), "labels": labels.to_json(), "split": asdict(record),
              "batching": {"batch_size": data_config.batch_size}}
-    if not saved or SAVED_KEY in saved:  # runs saved before configurations were kept have none to compare
-        extra[SAVED_KEY] = {name: to_json(section) for name, section in sections(config) if name != "train"}
+    extra.update(saved_sections(config, saved))
     trainer = Trainer(network, batches, train_config, out, evaluate=evaluate, checkpoint_config=extra)
     return trainer.fit(resume=resume)
 
@@ -442,15 +443,8 @@ def read_eval(classifier: TextClassifier, path: str | None, options: ClassifyEva
     """The labelled examples of DATA (or --dataset), or the run's recorded part of them (--split)."""
     data = ClassifyData(file=path, dataset=options.dataset, text_column=options.text_column,
                         label_column=options.label_column, format=options.format)
-    examples = read_examples(data)
-    if options.split == "all":
-        return examples
-    if classifier.split is None:
-        raise ValueError("the run records no split; evaluate with --split all")
-    chosen = split_examples(examples, SplitRecord(**classifier.split))[options.split]
-    if not chosen:
-        raise ValueError(f"the run's {options.split} part is empty (it was trained with no {options.split} fraction)")
-    return chosen
+    record = None if classifier.split is None else SplitRecord(**classifier.split)
+    return recorded_part(read_examples(data), record, options.split, split_examples)
 
 
 def report(metrics: dict[str, Any], classifier: TextClassifier, options: ClassifyEvalOptions, run: Path) -> str:

@@ -22,16 +22,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor
+from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, own_options, saved_sections
 from unrolled.apps.images import (
     ImageData,
     ImageEvalOptions,
     SplitRecord,
     image_key,
-    own_options,
     read_captions,
     run_part,
-    saved_sections,
     split_images,
 )
 from unrolled.apps.split import new_record

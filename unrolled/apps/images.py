@@ -8,17 +8,16 @@ run so eval's ``--split`` finds the same images.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from unrolled.apps.base import SPLITS, EvalOptions
 from unrolled.apps.split import SplitRecord, split_parts
 from unrolled.data.images import ImageCaptions
-from unrolled.options import SAVED_KEY, option, sections, to_json
+from unrolled.options import option
 
 PARTS = ("train", "validation", "test")
-Opts = TypeVar("Opts")
 
 
 def image_key(data: ImageCaptions, i: int) -> str:
@@ -63,21 +62,6 @@ def read_captions(file: str | None, dataset: str | None, *, images: str | None, 
     if dataset:
         return read_coco(obtain(dataset), size=None)
     return read_coco(Path(str(file)), size=size, image_folder=images)
-
-
-def own_options(options: Any, kind: type[Opts]) -> Opts:
-    """`options` as the application's own `kind`: itself, or its defaults with the shared options given."""
-    if isinstance(options, kind):
-        return options
-    return kind(**(asdict(options) if options is not None else {}))
-
-
-def saved_sections(config: Any, saved: dict[str, Any] | None) -> dict[str, Any]:
-    """The configuration's sections but ``train`` (the trainer saves it) under `SAVED_KEY`, for the checkpoint;
-    nothing when resuming a run saved before configurations were kept (it has none to compare)."""
-    if saved and SAVED_KEY not in saved:
-        return {}
-    return {SAVED_KEY: {name: to_json(section) for name, section in sections(config) if name != "train"}}
 
 
 # ---------------------------------------------------------------------- configuration

@@ -31,12 +31,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unrolled import decoding
-from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor
+from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, saved_sections
 from unrolled.cells import CELLS
 from unrolled.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_model_state
 from unrolled.data.text import TextStreams, Vocabulary, random_windows, split_text
 from unrolled.models.charlm import CharLM, CharLMConfig
-from unrolled.options import SAVED_KEY, option, sections, to_json
+from unrolled.options import option
 from unrolled.recurrent import at_least_float32
 from unrolled.training import TrainConfig, TrainResult, to_device
 
@@ -477,8 +477,7 @@ def fit(config: LMConfig, out: str | os.PathLike[str], *, resume: bool = False, 
     batches = TextStreams(ids[slice(*split["train"])], batch_size=batch_size, seq_len=seq_len)
     extra = {"split": {k: list(v) for k, v in split.items()}, "data": asdict(origin),
              "batching": {"batch_size": batch_size, "seq_len": seq_len}}
-    if not saved or SAVED_KEY in saved:  # runs saved before configurations were kept have none to compare
-        extra[SAVED_KEY] = {name: to_json(section) for name, section in sections(config) if name != "train"}
+    extra.update(saved_sections(config, saved))
     trainer = Trainer(lm, batches, train_config, out, evaluate=_evaluator(ids[slice(*split["validation"])],
                                                                           data_config.eval_streams),
                       checkpoint_config=checkpoint_config(lm, vocabulary, **extra))

@@ -26,16 +26,16 @@ import torch
 from torch import Tensor, nn
 
 from unrolled import decoding
-from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor
+from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, saved_sections
 from unrolled.apps.sides import DEFAULT_SUBWORDS, TOKENS, Side, encode_pairs, pair_key, references, split_pairs
-from unrolled.apps.split import SplitRecord, new_record
+from unrolled.apps.split import SplitRecord, new_record, recorded_part
 from unrolled.cells import CELLS
 from unrolled.checkpoint import Checkpoint, CheckpointError, load_model_state, saved_run_config
 from unrolled.data.pairs import Pair, PairData, iterate_pair_batches, make_pair_batch
 from unrolled.data.vocab import UNK_ID, UNK_TOKEN
 from unrolled.metrics import bleu_chrf, sequence_errors
 from unrolled.models.seq2seq import ATTENTIONS, BOS_ID, EOS_ID, KIND, Seq2Seq, Seq2SeqConfig
-from unrolled.options import SAVED_KEY, option, sections, to_json
+from unrolled.options import option
 from unrolled.training import TrainConfig, TrainResult, to_device
 
 COMMAND = "unrolled seq2seq train"
@@ -478,8 +478,7 @@ def fit(config: Seq2SeqAppConfig, out: str | os.PathLike[str], *, resume: bool =
     batches = PairData(sources, targets, batch_size=data_config.batch_size, seed=train_config.seed, bucket=20)
     extra = {"kind": KIND, "model": asdict(network_config), "source": source.to_json(), "target": target.to_json(),
              "split": asdict(record), "batching": {"batch_size": data_config.batch_size}}
-    if not saved or SAVED_KEY in saved:  # runs saved before configurations were kept have none to compare
-        extra[SAVED_KEY] = {name: to_json(section) for name, section in sections(config) if name != "train"}
+    extra.update(saved_sections(config, saved))
     trainer = Trainer(network, batches, train_config, out, evaluate=_evaluator(parts["validation"], source, target),
                       checkpoint_config=extra)
     return trainer.fit(resume=resume)
@@ -572,10 +571,9 @@ def draw_attention(translator: Translator, inputs: list[str], results: list[Tran
 
 def read_eval(translator: Translator, path: str | None, options: Seq2SeqEvalOptions) -> list[Pair]:
     """The pairs of DATA (or --dataset), or the run's recorded part of them (--split)."""
-    from unrolled.cli.common import run_part
-
     data = Seq2SeqData(file=path, **{item.name: getattr(options, item.name) for item in fields(PairSource)})
-    return run_part(read_pairs_of(data), translator.split, options.split, "the run", split_pairs, SplitRecord)
+    record = None if translator.split is None else SplitRecord(**translator.split)
+    return recorded_part(read_pairs_of(data), record, options.split, split_pairs)
 
 
 def report(metrics: dict[str, Any], translator: Translator, options: Seq2SeqEvalOptions, run: Path) -> str:

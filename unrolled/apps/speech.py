@@ -25,7 +25,7 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from unrolled.apps.base import Application
+from unrolled.apps.base import Application, saved_sections
 from unrolled.apps.speech_data import (
     Clip,
     SpeechData,
@@ -53,7 +53,7 @@ from unrolled.data.speech import MAX_SECONDS, SpeechBatch, Utterance
 from unrolled.features import FeatureConfig, SpecAugmentConfig
 from unrolled.metrics import error_rates
 from unrolled.models.speech import ATTENTIONS, DECODERS, Alphabet, Recogniser, SpeechConfig
-from unrolled.options import SAVED_KEY, option, sections, to_json
+from unrolled.options import option
 from unrolled.training import TrainConfig, TrainResult, to_device
 
 VALIDATION_DECODES = 300  # utterances transcribed greedily at each evaluation for the CER
@@ -273,8 +273,7 @@ def fit(config: SpeechAppConfig, out: str | os.PathLike[str], *, resume: bool = 
              "max_seconds": data.max_seconds, "split": None if record is None else asdict(record),
              "batching": {"batch_size": data.batch_size,
                           "perturbation": None if perturbation is None else asdict(perturbation)}}
-    if not saved or SAVED_KEY in saved:  # runs saved before configurations were kept have none to compare
-        extra[SAVED_KEY] = {name: to_json(section) for name, section in sections(config) if name != "train"}
+    extra.update(saved_sections(config, saved))
     write_transcripts(Path(out) / TRANSCRIPTS, [u.text for u in parts["train"]])
     trainer = Trainer(network, batches, train_config, out, checkpoint_config=extra,
                       evaluate=_evaluator(valid, valid_waves, alphabet, recogniser, data.max_seconds))

@@ -28,7 +28,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, data_path, epochs_recipe
+from unrolled.apps.base import (
+    Application,
+    EvalOptions,
+    PredictOptions,
+    Predictor,
+    data_path,
+    epochs_recipe,
+    saved_sections,
+)
 from unrolled.apps.split import SplitRecord, new_record, recorded_part, split_parts
 from unrolled.cells import CELLS
 from unrolled.checkpoint import Checkpoint, CheckpointError, load_model_state, saved_run_config
@@ -37,7 +45,7 @@ from unrolled.data.labelled import IGNORE_LABEL, LabelledData, LabelSet, TokenVo
 from unrolled.data.vocab import UNK_ID, char_ids
 from unrolled.metrics import classification_report
 from unrolled.models.tagger import CHAR_ENCODERS, Tagger, TaggerConfig
-from unrolled.options import SAVED_KEY, option, sections, to_json
+from unrolled.options import option
 from unrolled.training import TrainConfig, TrainResult, to_device
 
 KIND = "tagger"
@@ -359,8 +367,7 @@ def fit(config: TagConfig, out: str | os.PathLike[str], *, resume: bool = False,
                            chars=char_lists, bucket=20)
     extra = {"kind": KIND, "task": task, "model": asdict(network_config), "encoding": encoding.to_json(),
              "tags": tags.to_json(), "split": asdict(record), "batching": {"batch_size": data_config.batch_size}}
-    if not saved or SAVED_KEY in saved:  # runs saved before configurations were kept have none to compare
-        extra[SAVED_KEY] = {name: to_json(section) for name, section in sections(config) if name != "train"}
+    extra.update(saved_sections(config, saved))
     trainer = Trainer(network, batches, train_config, out, evaluate=_evaluator(encoding, tags, parts["validation"]),
                       checkpoint_config=extra)
     return trainer.fit(resume=resume)

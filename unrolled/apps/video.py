@@ -25,7 +25,16 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
-from unrolled.apps.base import SPLITS, Application, EvalOptions, PredictOptions, Predictor, data_path, epochs_recipe
+from unrolled.apps.base import (
+    SPLITS,
+    Application,
+    EvalOptions,
+    PredictOptions,
+    Predictor,
+    data_path,
+    epochs_recipe,
+    saved_sections,
+)
 from unrolled.apps.split import PARTS, SplitRecord, new_record, split_parts
 from unrolled.cells import CELLS
 from unrolled.checkpoint import Checkpoint, CheckpointError, load_model_state, saved_run_config
@@ -33,7 +42,7 @@ from unrolled.data.canvases import NO_LABEL
 from unrolled.data.clips import Clips
 from unrolled.data.labelled import IGNORE_LABEL, LabelledData
 from unrolled.models.video import KIND, MODELS, FrameLabeller, VideoConfig
-from unrolled.options import SAVED_KEY, option, sections, to_json
+from unrolled.options import option
 from unrolled.training import TrainConfig, TrainResult, to_device
 
 COMMAND = "unrolled video train"
@@ -377,8 +386,7 @@ def fit(config: VideoRunConfig, out: str | os.PathLike[str], *, resume: bool = F
     first_labelled = bool(np.any(train_part.labels[:, 0] != NO_LABEL))  # else `label` says UNLABELLED there
     extra = {"kind": KIND, "model": asdict(network_config), "label_names": names, "first_labelled": first_labelled,
              "split": None if record is None else asdict(record), "batching": {"batch_size": data_config.batch_size}}
-    if not saved or SAVED_KEY in saved:  # runs saved before configurations were kept have none to compare
-        extra[SAVED_KEY] = {name: to_json(section) for name, section in sections(config) if name != "train"}
+    extra.update(saved_sections(config, saved))
     trainer = Trainer(network, batches, train_config, out, evaluate=_evaluator(held) if parts["validation"] else None,
                       checkpoint_config=extra)
     return trainer.fit(resume=resume)
