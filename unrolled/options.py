@@ -318,3 +318,22 @@ def to_json(config: Any) -> dict[str, Any]:
 def from_json(config_type: type[C], values: Mapping[str, Any]) -> C:
     """A configuration of `config_type` (defaults) with the saved `values` set."""
     return apply_values(config_type(), values, source="the saved configuration")
+
+
+# ---------------------------------------------------------------------- checks
+
+
+def require_fractions(config: Any, *names: str) -> None:
+    """Each named field lies in [0, 1); else a one-line ValueError naming its flag."""
+    for name in names:
+        value = getattr(config, name)
+        if not 0 <= value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a fraction in [0, 1), got {value}")
+
+
+def require_positive(config: Any, *names: str) -> None:
+    """Each named field is a positive whole number (or None, where it may be); else a one-line ValueError."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")

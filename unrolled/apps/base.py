@@ -33,7 +33,7 @@ from typing import Any, ClassVar, Generic, TextIO, TypeVar
 import torch
 
 from unrolled.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint
-from unrolled.options import SAVED_KEY, option, sections
+from unrolled.options import SAVED_KEY, option, require_positive, sections
 from unrolled.options import to_json as to_json_config
 from unrolled.training import TrainConfig
 
@@ -45,34 +45,32 @@ SPLITS = ("all", "train", "validation", "test")
 
 
 @dataclass
-class PredictOptions:
-    """What every application's `predict` takes; an application's own options extend it."""
+class RunOptions:
+    """Where a trained model runs and how many inputs it takes at once: what predict and eval share."""
 
     device: str = field(default="auto", metadata=option(
         "where the model runs: auto (CUDA when present, else CPU), cpu, cuda, cuda:N, mps"))
     batch_size: int = field(default=64, metadata=option("inputs per batch", aliases=("--batch",)))
-    json: bool = field(default=False, metadata=option("JSON lines: one object per input, every field of the result"))
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be a positive integer, got {self.batch_size}")
+        require_positive(self, "batch_size")
 
 
 @dataclass
-class EvalOptions:
+class PredictOptions(RunOptions):
+    """What every application's `predict` takes; an application's own options extend it."""
+
+    json: bool = field(default=False, metadata=option("JSON lines: one object per input, every field of the result"))
+
+
+@dataclass
+class EvalOptions(RunOptions):
     """What every application's `evaluate` takes; an application's own options extend it."""
 
-    device: str = field(default="auto", metadata=option(
-        "where the model runs: auto (CUDA when present, else CPU), cpu, cuda, cuda:N, mps"))
-    batch_size: int = field(default=64, metadata=option("inputs per batch", aliases=("--batch",)))
     json: bool = field(default=False, metadata=option("print one JSON object"))
     split: str = field(default="all", metadata=option(
         "evaluate on this part of the run's recorded split (the data must be the training data); all: all of it",
         choices=SPLITS))
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be a positive integer, got {self.batch_size}")
 
 
 class Predictor(Generic[In, Out]):
@@ -197,8 +195,8 @@ class Application:
     predictor       the `Predictor` subclass
     predict_options the options dataclass of predict (extends `PredictOptions`)
     eval_options    the options dataclass of eval (extends `EvalOptions`)
-    read_inputs     ``(paths, options) -> inputs`` for predict: the INPUT arguments
-                    ("-" or none: stdin, where the application reads text)
+    read_inputs     ``(paths, options) -> inputs`` for predict: the INPUT arguments ("-" or none:
+                    stdin, where the application reads text); by default the paths themselves
     show            ``(result) -> str``: a result as a line for people (``--json`` prints `to_json`)
     read_eval       ``(predictor, data_arg, options) -> data`` for eval (its DATA argument,
                     the run's recorded split when asked)
@@ -222,10 +220,10 @@ class Application:
     predictor: type[Predictor[Any, Any]]
     predict_options: type[PredictOptions]
     eval_options: type[EvalOptions]
-    read_inputs: Callable[[list[str], Any], list[Any]]
     show: Callable[[Any], str]
     read_eval: Callable[[Any, str | None, Any], Any]
     report: Callable[[dict[str, Any], Any, Any, Path], str]
+    read_inputs: Callable[[list[str], Any], list[Any]] = lambda paths, options: paths
     stream: Callable[[Any, list[Any], Any, TextIO], None] | None = None
     finish: Callable[[Any, list[Any], list[Any], Any], str] | None = None
     aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)

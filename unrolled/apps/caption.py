@@ -42,7 +42,7 @@ from unrolled.data.labelled import LabelledData
 from unrolled.data.pairs import pad_ids
 from unrolled.metrics import bleu_chrf, bleu_orders, sequence_errors
 from unrolled.models.captioner import ATTENTIONS, BOS_ID, EOS_ID, KIND, Captioner, CaptionerConfig
-from unrolled.options import option
+from unrolled.options import option, require_positive
 from unrolled.training import TrainConfig, TrainResult, to_device
 
 COMMAND = "unrolled caption train"
@@ -107,9 +107,7 @@ class CaptionData(ImageData):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("image_size", "min_freq", "max_len"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+        require_positive(self, "image_size", "min_freq", "max_len")
 
     def read(self) -> ImageCaptions:
         return read_captions(self.file, self.dataset, images=self.images, size=(self.image_size, self.image_size),
@@ -192,8 +190,7 @@ class Decoding:
         "GNMT length penalty alpha; 0 ranks by total log-probability", metavar="ALPHA"))
 
     def __post_init__(self) -> None:
-        if self.beam < 1:
-            raise ValueError(f"--beam must be a positive integer, got {self.beam}")
+        require_positive(self, "beam")
 
 
 @dataclass
@@ -513,11 +510,6 @@ def plot_attention_strip(image: np.ndarray, caption: Caption, path: str | os.Pat
 # ---------------------------------------------------------------------- the command line
 
 
-def read_inputs(paths: list[str], options: CaptionPredictOptions) -> list[str]:
-    """The image files, as named (`ImageCaptioner.predict` reads them)."""
-    return paths
-
-
 def show(result: CaptionedImage) -> str:
     """'file TAB caption', or with several captions a block of 'file TAB rank TAB score TAB caption' lines."""
     if len(result.captions) == 1:
@@ -562,7 +554,7 @@ def report(metrics: dict[str, Any], captioner: ImageCaptioner, options: CaptionE
 APP = Application(
     name="caption", summary="image captioning (CNN + LSTM with soft attention): train, caption images, evaluate",
     config=CaptionConfig, fit=fit, predictor=ImageCaptioner, predict_options=CaptionPredictOptions,
-    eval_options=CaptionEvalOptions, read_inputs=read_inputs, show=show, read_eval=read_eval, report=report,
+    eval_options=CaptionEvalOptions, show=show, read_eval=read_eval, report=report,
     finish=finish, aliases={"predict": ("run",)},
     input_help="image files (any size or format Pillow reads; resized to the run's size)",
     data_help="COCO-style caption JSON (default: --dataset)")

@@ -60,7 +60,7 @@ from unrolled.models.classifier import (
     RNNClassifierConfig,
     SequenceClassifier,
 )
-from unrolled.options import option
+from unrolled.options import option, require_fractions, require_positive
 from unrolled.training import TrainConfig, TrainResult, to_device
 
 KIND = "classifier"
@@ -177,14 +177,10 @@ class ClassifyData:
     batch_size: int = field(default=50, metadata=option("sentences per batch", aliases=("--batch",)))
 
     def __post_init__(self) -> None:
-        for name in ("validation", "test"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be a fraction in [0, 1), got {getattr(self, name)}")
+        require_fractions(self, "validation", "test")
         if self.folds is not None and not 0 <= self.fold < self.folds:
             raise ValueError(f"--fold must lie in 0..{self.folds - 1} for --folds {self.folds}, got {self.fold}")
-        for name in ("min_freq", "max_len", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+        require_positive(self, "min_freq", "max_len", "batch_size")
 
 
 @dataclass
@@ -212,18 +208,13 @@ class ClassifyModel:
                 "bidirectional": self.bidirectional, "pooling": self.pooling, "dropout": self.dropout}
 
 
-def _train_defaults() -> TrainConfig:
-    """Adam at 1e-3 for up to 10 epochs, evaluated each epoch, stopping after 3 without a better validation loss."""
-    return epochs_recipe()
-
-
 @dataclass
 class ClassifyConfig:
     """Everything a classification run is made from; saved whole in its checkpoints."""
 
     data: ClassifyData = field(default_factory=ClassifyData)
     model: ClassifyModel = field(default_factory=ClassifyModel)
-    train: TrainConfig = field(default_factory=_train_defaults)
+    train: TrainConfig = field(default_factory=epochs_recipe)
 
 
 # ---------------------------------------------------------------------- the trained classifier

@@ -422,11 +422,6 @@ def plot_glimpses(image: np.ndarray, centres: Tensor, config: GlimpseConfig, pat
 # ---------------------------------------------------------------------- the command line
 
 
-def read_inputs(paths: list[str], options: ReaderPredictOptions) -> list[str]:
-    """The image files, as named (`Reader.predict` reads them)."""
-    return paths
-
-
 def show(result: Reading) -> str:
     return f"{result.image}\t{result.digits}"
 
@@ -461,6 +456,6 @@ def report(metrics: dict[str, Any], reader: Reader, options: ReaderEvalOptions, 
 APP = Application(
     name="glimpse", summary="read digit strings from images by recurrent glimpses (Ba et al. 2014): train, run, eval",
     config=ReaderConfig, fit=fit, predictor=Reader, predict_options=ReaderPredictOptions,
-    eval_options=ReaderEvalOptions, read_inputs=read_inputs, show=show, read_eval=read_eval, report=report,
+    eval_options=ReaderEvalOptions, show=show, read_eval=read_eval, report=report,
     finish=finish, aliases={"predict": ("run",)},
     input_help="image files (resized to the run's image size)", data_help=f"{WHAT} (default: --dataset)")

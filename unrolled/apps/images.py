@@ -15,7 +15,7 @@ from typing import Any
 from unrolled.apps.base import SPLITS, EvalOptions
 from unrolled.apps.split import SplitRecord, split_parts
 from unrolled.data.images import ImageCaptions
-from unrolled.options import option
+from unrolled.options import option, require_fractions, require_positive
 
 PARTS = ("train", "validation", "test")
 
@@ -84,11 +84,8 @@ class ImageData:
     batch_size: int = field(default=64, metadata=option("examples per batch", aliases=("--batch",)))
 
     def __post_init__(self) -> None:
-        for name in ("validation", "test"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be a fraction in [0, 1), got {getattr(self, name)}")
-        if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be a positive integer, got {self.batch_size}")
+        require_fractions(self, "validation", "test")
+        require_positive(self, "batch_size")
 
 
 @dataclass

@@ -36,7 +36,7 @@ from unrolled.cells import CELLS
 from unrolled.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_model_state
 from unrolled.data.text import TextStreams, Vocabulary, random_windows, split_text
 from unrolled.models.charlm import CharLM, CharLMConfig
-from unrolled.options import option
+from unrolled.options import option, require_fractions, require_positive
 from unrolled.recurrent import at_least_float32
 from unrolled.training import TrainConfig, TrainResult, to_device
 
@@ -168,12 +168,8 @@ class LMData:
     eval_streams: int = field(default=16, metadata=option("validation text read as this many stateful streams"))
 
     def __post_init__(self) -> None:
-        for name in ("validation", "test"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be a fraction in [0, 1), got {getattr(self, name)}")
-        for name in ("seq_len", "batch_size", "eval_streams"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+        require_fractions(self, "validation", "test")
+        require_positive(self, "seq_len", "batch_size", "eval_streams")
 
 
 @dataclass
@@ -242,10 +238,7 @@ class LMPredictOptions(PredictOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("length", "num_samples", "top_k"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+        require_positive(self, "length", "num_samples", "top_k")
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"--temperature must be a positive number, got {self.temperature}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
@@ -262,8 +255,7 @@ class LMEvalOptions(EvalOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.windows is not None and self.windows < 1:
-            raise ValueError(f"--windows must be a positive integer, got {self.windows}")
+        require_positive(self, "windows")
 
 
 class LanguageModel(Predictor[str, Sample]):

@@ -35,7 +35,7 @@ from unrolled.data.pairs import Pair, PairData, iterate_pair_batches, make_pair_
 from unrolled.data.vocab import UNK_ID, UNK_TOKEN
 from unrolled.metrics import bleu_chrf, sequence_errors
 from unrolled.models.seq2seq import ATTENTIONS, BOS_ID, EOS_ID, KIND, Seq2Seq, Seq2SeqConfig
-from unrolled.options import option
+from unrolled.options import option, require_fractions, require_positive
 from unrolled.training import TrainConfig, TrainResult, to_device
 
 COMMAND = "unrolled seq2seq train"
@@ -86,13 +86,8 @@ class Seq2SeqData(PairSource):
     batch_size: int = field(default=64, metadata=option("pairs per batch", aliases=("--batch",)))
 
     def __post_init__(self) -> None:
-        wrong = [f"--{name} must be a fraction in [0, 1), got {getattr(self, name)}"
-                 for name in ("validation", "test") if not 0 <= getattr(self, name) < 1]
-        wrong += [f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}"
-                  for name in ("subword_vocab", "min_freq", "max_len", "batch_size", "limit")
-                  if getattr(self, name) is not None and getattr(self, name) < 1]
-        if wrong:
-            raise ValueError(wrong[0])
+        require_fractions(self, "validation", "test")
+        require_positive(self, "subword_vocab", "min_freq", "max_len", "batch_size", "limit")
 
     def source_kind(self) -> str:
         """The source tokens: as set, else characters for the spelled words of cmudict, words otherwise."""
@@ -167,9 +162,7 @@ class Seq2SeqPredictOptions(PredictOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("beam", "n_best", "max_len", "top_k"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+        require_positive(self, "beam", "n_best", "max_len", "top_k")
         if min(self.min_len, self.no_repeat_ngram) < 0:
             raise ValueError("--min-len and --no-repeat-ngram must be 0 or positive integers")
         if self.sample and (self.n_best > 1 or self.attention_map or self.json):
@@ -186,8 +179,7 @@ class Seq2SeqEvalOptions(EvalOptions, PairSource):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.beam < 1:
-            raise ValueError(f"--beam must be a positive integer, got {self.beam}")
+        require_positive(self, "beam")
 
 
 # ---------------------------------------------------------------------- the trained model

@@ -53,7 +53,7 @@ from unrolled.data.speech import MAX_SECONDS, SpeechBatch, Utterance
 from unrolled.features import FeatureConfig, SpecAugmentConfig
 from unrolled.metrics import error_rates
 from unrolled.models.speech import ATTENTIONS, DECODERS, Alphabet, Recogniser, SpeechConfig
-from unrolled.options import option
+from unrolled.options import option, require_fractions, require_positive
 from unrolled.training import TrainConfig, TrainResult, to_device
 
 VALIDATION_DECODES = 300  # utterances transcribed greedily at each evaluation for the CER
@@ -105,13 +105,10 @@ class SpeechDataConfig:
         f"each in [0.5, 2]; none: {' '.join(map(str, PerturbConfig.speeds))}", metavar="F", nargs="+"))
 
     def __post_init__(self) -> None:
-        for name in ("validation", "test"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be a fraction in [0, 1), got {getattr(self, name)}")
+        require_fractions(self, "validation", "test")
         if not self.max_seconds > 0:
             raise ValueError(f"--max-seconds must be a positive number, got {self.max_seconds}")
-        if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be a positive integer, got {self.batch_size}")
+        require_positive(self, "batch_size")
         self.perturbation()
 
     def perturbation(self) -> PerturbConfig | None:

@@ -45,7 +45,7 @@ from unrolled.data.labelled import IGNORE_LABEL, LabelledData, LabelSet, TokenVo
 from unrolled.data.vocab import UNK_ID, char_ids
 from unrolled.metrics import classification_report
 from unrolled.models.tagger import CHAR_ENCODERS, Tagger, TaggerConfig
-from unrolled.options import option
+from unrolled.options import option, require_fractions, require_positive
 from unrolled.training import TrainConfig, TrainResult, to_device
 
 KIND = "tagger"
@@ -136,14 +136,10 @@ class TagData:
     batch_size: int = field(default=32, metadata=option("sentences per batch", aliases=("--batch",)))
 
     def __post_init__(self) -> None:
-        for name in ("validation", "test"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be a fraction in [0, 1), got {getattr(self, name)}")
+        require_fractions(self, "validation", "test")
         if self.task is not None and self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}: choose one of {', '.join(TASKS)}")
-        for name in ("min_freq", "max_len", "batch_size", "limit"):
-            if (getattr(self, name) or 1) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+        require_positive(self, "min_freq", "max_len", "batch_size", "limit")
 
 
 @dataclass
@@ -168,18 +164,13 @@ class TagModel:
         "dropout on the embeddings (and character features)"))
 
 
-def _train_defaults() -> TrainConfig:
-    """Adam at 1e-3 for up to 10 epochs, evaluated each epoch, stopping after 3 without a better validation loss."""
-    return epochs_recipe()
-
-
 @dataclass
 class TagConfig:
     """Everything a tagging run is made from; saved whole in its checkpoints."""
 
     data: TagData = field(default_factory=TagData)
     model: TagModel = field(default_factory=TagModel)
-    train: TrainConfig = field(default_factory=_train_defaults)
+    train: TrainConfig = field(default_factory=epochs_recipe)
 
 
 # ---------------------------------------------------------------------- the trained tagger

@@ -71,7 +71,7 @@ from unrolled.decoding.ngram import CharNgram, Fusion, LanguageModelFusion, read
 from unrolled.features import SAMPLE_RATE
 from unrolled.metrics import error_rates
 from unrolled.models.speech import DECODERS, Alphabet, Recogniser, SpeechConfig
-from unrolled.options import option
+from unrolled.options import option, require_positive
 from unrolled.training import to_device
 
 KIND = "speech"
@@ -181,9 +181,7 @@ class DecodingOptions:
         parent = getattr(super(), "__post_init__", None)
         if parent is not None:  # the checks of PredictOptions or EvalOptions, beside which this is mixed in
             parent()
-        for name in ("beam", "lm_order"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+        require_positive(self, "beam", "lm_order")
         if self.warp_search and self.warps is not None:
             raise ValueError("--warp-search and --warps each ask for the warp search: give one of them")
         check_warps(self.warp_grid)
@@ -230,8 +228,7 @@ class SpeechEvalOptions(DecodingOptions, EvalOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"--limit must be a positive integer, got {self.limit}")
+        require_positive(self, "limit")
 
 
 def as_options(kind: type[Opts], options: Any) -> Opts:

@@ -42,7 +42,7 @@ from unrolled.data.canvases import NO_LABEL
 from unrolled.data.clips import Clips
 from unrolled.data.labelled import IGNORE_LABEL, LabelledData
 from unrolled.models.video import KIND, MODELS, FrameLabeller, VideoConfig
-from unrolled.options import option
+from unrolled.options import option, require_fractions, require_positive
 from unrolled.training import TrainConfig, TrainResult, to_device
 
 COMMAND = "unrolled video train"
@@ -147,11 +147,8 @@ class VideoData:
     batch_size: int = field(default=32, metadata=option("clips per batch", aliases=("--batch",)))
 
     def __post_init__(self) -> None:
-        for name in ("validation", "test"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be a fraction in [0, 1), got {getattr(self, name)}")
-        if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be a positive integer, got {self.batch_size}")
+        require_fractions(self, "validation", "test")
+        require_positive(self, "batch_size")
 
 
 @dataclass
