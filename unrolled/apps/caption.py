@@ -24,7 +24,15 @@ import torch
 from torch import Tensor, nn
 
 from unrolled import decoding
-from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, own_options, saved_sections
+from unrolled.apps.base import (
+    Application,
+    EvalOptions,
+    PredictOptions,
+    Predictor,
+    epochs_recipe,
+    own_options,
+    saved_sections,
+)
 from unrolled.apps.images import (
     ImageData,
     ImageEvalOptions,
@@ -142,8 +150,7 @@ class CaptionModel:
 
 def _train_defaults() -> TrainConfig:
     """Adam at 1e-3 on a cosine schedule for up to 10 epochs, evaluated each epoch."""
-    return TrainConfig(optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="cosine", warmup_steps=0,
-                       clip_norm=5.0, max_epochs=10, eval_every=None, early_stop=None, precision="auto")
+    return epochs_recipe(schedule="cosine", early_stop=None)
 
 
 @dataclass

@@ -22,7 +22,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, own_options, saved_sections
+from unrolled.apps.base import (
+    Application,
+    EvalOptions,
+    PredictOptions,
+    Predictor,
+    epochs_recipe,
+    own_options,
+    saved_sections,
+)
 from unrolled.apps.images import (
     ImageData,
     ImageEvalOptions,
@@ -197,8 +205,7 @@ class ReaderModel:
 
 def _train_defaults() -> TrainConfig:
     """Adam at 1e-3 on a cosine schedule for up to 10 epochs, evaluated each epoch, no clipping."""
-    return TrainConfig(optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="cosine", warmup_steps=0,
-                       clip_norm=None, max_epochs=10, eval_every=None, early_stop=None, precision="auto")
+    return epochs_recipe(schedule="cosine", early_stop=None, clip_norm=None)
 
 
 @dataclass
