@@ -168,3 +168,11 @@ def test_export_of_a_speech_run_carries_its_attention_over_time(tmp_path: Path,
     fit(config("ctc"), tmp_path / "ctc", utterances=read_manifest(manifest))
     one_error_line(capsys, main(["viz", "export", str(tmp_path / "ctc"), str(manifest), "-o", str(page)]),
                    "trained with --decoder ctc: there is no attention to show")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is here: the request is valid")
+def test_viz_asks_for_cuda_where_there_is_none_in_one_line(run: Path, capsys: pytest.CaptureFixture[str],
+                                                            tmp_path: Path) -> None:
+    code = main(["viz", "export", str(run), str(run.parent / "text.txt"), "-o", str(tmp_path / "p.html"),
+                 "--device", "cuda"])
+    one_error_line(capsys, code, "--device cuda", "no CUDA")

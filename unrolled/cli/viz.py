@@ -55,6 +55,9 @@ def add_viz_commands(commands: Any) -> None:
                             help="seq2seq, captioner, speech: how many source lines, images or clips to show "
                                  "(default: 20)")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar while recording")
+        parser.add_argument("--device", default="auto",
+                            help="where the model runs while recording: auto (CUDA when present, else CPU), cpu, "
+                                 "cuda, cuda:N, mps (default: auto)")
     serve.add_argument("--port", type=positive_int, help="port on 127.0.0.1 (default: 8765, else a free one)")
     export.add_argument("-o", "--output", metavar="PAGE", help="the HTML file to write")
     serve.set_defaults(handler=viz_command, exporting=False)
@@ -107,15 +110,17 @@ def build_explorer(args: argparse.Namespace, run: Path, data: Path | None) -> An
         if data is None:
             raise ValueError("a seq2seq run needs a file with one source text per line")
         lines = data.read_text(encoding="utf-8").splitlines()[: args.examples]
-        return Explorer(run, attention=record_attention(run, lines))
+        return Explorer(run, attention=record_attention(run, lines, device=args.device))
     if kind == CAPTION_KIND:
         if data is None:
             raise ValueError("a captioning run needs an image file or a folder of images")
-        return Explorer(run, attention=record_caption_attention(run, image_files(data, args.examples)))
+        images = image_files(data, args.examples)
+        return Explorer(run, attention=record_caption_attention(run, images, device=args.device))
     if kind == SPEECH_KIND:
         if data is None:
             raise ValueError("a speech run needs an audio file, a folder of audio files or a JSON-lines manifest")
-        return Explorer(run, attention=record_speech_attention(run, audio_files(data, args.examples)))
+        clips = audio_files(data, args.examples)
+        return Explorer(run, attention=record_speech_attention(run, clips, device=args.device))
     if kind != LM_KIND:
         raise ValueError(f"{run} holds a {kind!r} model: `unrolled viz` shows the recurrent states of char LM runs "
                          f"and the attention of seq2seq, captioning and speech runs")
@@ -125,7 +130,8 @@ def build_explorer(args: argparse.Namespace, run: Path, data: Path | None) -> An
     quantities = [q for q in args.quantities.split(",") if q] if args.quantities else None
     bar = Progress(enabled=not args.no_progress)
     try:
-        recording = record_states(run, text, quantities=quantities, streams=args.streams, on_progress=bar.update)
+        recording = record_states(run, text, quantities=quantities, streams=args.streams, on_progress=bar.update,
+                                  device=args.device)
     finally:
         bar.close()
     return Explorer(run, recording=recording)

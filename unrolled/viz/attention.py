@@ -34,7 +34,8 @@ END_TOKEN = "</s>"
 WEIGHT_DIGITS = 4
 
 
-def record_attention(run: str | os.PathLike[str], sources: list[str], *, beam: int = 1) -> list[dict[str, Any]]:
+def record_attention(run: str | os.PathLike[str], sources: list[str], *, beam: int = 1,
+                     device: str = "auto") -> list[dict[str, Any]]:
     """The attention of run `run` over each source text (one output each, by beam search of width `beam`)."""
     from unrolled.apps.seq2seq import Translator
 
@@ -44,7 +45,7 @@ def record_attention(run: str | os.PathLike[str], sources: list[str], *, beam: i
     sources = [s for s in sources if s.strip()]
     if not sources:
         raise ValueError("no source texts: give a file with one source per line")
-    translator = Translator.load(run)
+    translator = Translator.load(run, device=device)
     if translator.model.attention is None:
         raise ValueError(f"{run} was trained without attention (--attention none): there are no weights to show")
     examples = []
@@ -77,7 +78,7 @@ def image_files(data: Path, limit: int) -> list[Path]:
 
 
 def record_caption_attention(run: str | os.PathLike[str], paths: list[Path], *,
-                             beam: int = 1) -> list[dict[str, Any]]:
+                             beam: int = 1, device: str = "auto") -> list[dict[str, Any]]:
     """The attention of captioning run `run` over each image, as examples with their grid and picture."""
     from PIL import Image
 
@@ -87,7 +88,7 @@ def record_caption_attention(run: str | os.PathLike[str], paths: list[Path], *,
     _, kind, _ = run_kind(run)
     if kind != CAPTION_KIND:
         raise ValueError(f"{run} holds a {kind!r} model, not a captioner")
-    captioner = ImageCaptioner.load(run)
+    captioner = ImageCaptioner.load(run, device=device)
     if captioner.model.config.attention != "soft":
         raise ValueError(f"{run} was trained without attention: there are no weights to show")
     images = read_images(paths, size=captioner.size)
@@ -123,7 +124,7 @@ def audio_files(data: Path, limit: int) -> list[Path]:
 
 
 def record_speech_attention(run: str | os.PathLike[str], paths: list[Path], *,
-                            beam: int = 1) -> list[dict[str, Any]]:
+                            beam: int = 1, device: str = "auto") -> list[dict[str, Any]]:
     """The attention of speech run `run` (attention or joint decoder) over each audio file, as examples."""
     import torch
 
@@ -135,7 +136,7 @@ def record_speech_attention(run: str | os.PathLike[str], paths: list[Path], *,
     _, kind, _ = run_kind(run)
     if kind != SPEECH_KIND:
         raise ValueError(f"{run} holds a {kind!r} model, not a speech recogniser")
-    transcriber = Transcriber.load(run)
+    transcriber = Transcriber.load(run, device=device)
     model = transcriber.model
     if not model.config.uses_attention:
         raise ValueError(f"{run} was trained with --decoder ctc: there is no attention to show (train with "

@@ -125,13 +125,14 @@ def recording_folder(run: str | os.PathLike[str], text: str) -> Path:
 def record_states(
     run: str | os.PathLike[str], text: str, *, quantities: list[str] | None = None, streams: int | None = None,
     warmup: int = WARMUP, chunk: int = CHUNK_STEPS, on_progress: Callable[[int, int], None] | None = None,
-    force: bool = False,
+    force: bool = False, device: str = "auto",
 ) -> Recording:
     """Record the states of char-LM run `run` over `text` (or reuse a finished recording of the same text).
 
     quantities: trace names to keep (default: every one but the candidate g / n).
     streams: parallel streams (default: one per `MIN_SEGMENT` characters, at most
     `MAX_STREAMS`). on_progress(done, total) is called after each chunk of steps.
+    device: where the model runs ("auto": CUDA when present); the states come back to the CPU's memory maps.
     """
     from unrolled.apps.lm import LanguageModel
 
@@ -139,7 +140,7 @@ def record_states(
     if kind != LM_KIND:
         raise ValueError(f"{run} holds a {kind!r} model; `unrolled viz` records the recurrent states of "
                          f"{LM_KIND!r} runs (from `{COMMAND}`) and the attention of seq2seq runs")
-    trained = LanguageModel.load(run, device="cpu")
+    trained = LanguageModel.load(run, device=device)
     model, vocabulary = trained.model, trained.vocabulary
     if not text:
         raise ValueError("the text is empty; give a text to read")
@@ -205,7 +206,7 @@ def write_states(model: Any, ids: np.ndarray, folder: Path, index: Index, *, chu
             for layer in range(index.layers) for q in index.quantities}
     lows = dict.fromkeys(maps, math.inf)
     highs = dict.fromkeys(maps, -math.inf)
-    inputs = torch.from_numpy(streams.ids)  # (S, P)
+    inputs = torch.from_numpy(streams.ids).to(next(model.parameters()).device)  # (S, P)
     total, state = inputs.shape[1], None
     for j0 in range(0, total, chunk):
         j1 = min(j0 + chunk, total)
@@ -218,7 +219,7 @@ def write_states(model: Any, ids: np.ndarray, folder: Path, index: Index, *, chu
             layer, quantity = key.split(".")
             traced = trace[layer][quantity].clamp_(-FLOAT16_MAX, FLOAT16_MAX)  # (S, Tc, H)
             # to float16 first, then (S, H, Tc): each stream's block is rows of the cell-major map
-            values = traced.to(torch.float16).transpose(1, 2).contiguous().numpy()
+            values = traced.to(torch.float16).transpose(1, 2).contiguous().cpu().numpy()
             for s, lo, hi in spans:
                 target[:, streams.begin[s] + lo : streams.begin[s] + hi] = values[s, :, lo - j0 : hi - j0]
             parts = [traced] if whole else [traced[s, lo - j0 : hi - j0] for s, lo, hi in spans]
