@@ -16,6 +16,7 @@ from unrolled.decoding import (
     filter_logits,
     gnmt_penalty,
     greedy,
+    greedy_misses,
     index_state,
     repeat_hypotheses,
     sample,
@@ -264,6 +265,14 @@ def test_greedy_follows_the_argmax_path() -> None:
     assert tokens.tolist() == [[1, 2, 0, 1, 2, 0, 1], [3, 3, 3, 3, 3, 3, 3], [0, 1, 2, 0, 1, 2, 0]]
     assert chain.calls == 6
     assert torch.equal(tokens, sample(Chain(CHAIN), *chain.start([0, 3, 2]), length=7, greedy=True))
+
+
+def test_greedy_misses_counts_outputs_that_match_no_reference() -> None:
+    chain = Chain(CHAIN)  # greedy from 0: 1 2 <end>; from 3: 3 3 3 ... never ending; from 2: <end> at once
+    references = [[[9, 1, 2, END]], [[9, 3, 3, END]], [[9, 7, END], [9, END]]]
+    assert greedy_misses(chain, *chain.start([0, 3, 2]), references, end_token=END) == 1
+    assert greedy_misses(chain, *chain.start([0, 3, 2]), [[[9, 1, END]], [[9, END]], [[9, 4, END]]],
+                         end_token=END) == 3
 
 
 @pytest.mark.parametrize("length", [1, 2, 5])

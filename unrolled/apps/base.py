@@ -189,7 +189,7 @@ class Application:
 
     ==============  ==============================================================
     name            the command (``unrolled NAME ...``)
-    summary         one line for ``unrolled --help``
+    summary         what it does, a few words for ``unrolled --help`` (the verbs are added)
     config          the configuration dataclass (sections data, model, train)
     fit             ``fit(config, out, *, resume=False) -> TrainResult``
     predictor       the `Predictor` subclass

@@ -366,11 +366,7 @@ def validation_scores(model: Captioner, data: ImageCaptions, image_of: list[int]
             for start in range(0, len(decodes), CAPTION_BATCH):
                 chunk = decodes[start : start + CAPTION_BATCH]
                 log_probs, state = model.prime(to_device(image_tensor(data.images[[i for i, _ in chunk]]), device))
-                longest = max(len(r) for _, refs in chunk for r in refs)
-                found = decoding.greedy(model, log_probs, state, length=longest, end_token=EOS_ID)
-                for row, (_, refs) in zip(found.tolist(), chunk, strict=True):
-                    output = row[: row.index(EOS_ID)] if EOS_ID in row else row
-                    wrong += output not in [r[1:-1] for r in refs]
+                wrong += decoding.greedy_misses(model, log_probs, state, [refs for _, refs in chunk], end_token=EOS_ID)
     finally:
         model.train(was_training)
     scores = {"loss": total / count, "accuracy": correct / count}
@@ -559,7 +555,7 @@ def report(metrics: dict[str, Any], captioner: ImageCaptioner, options: CaptionE
 
 
 APP = Application(
-    name="caption", summary="image captioning (CNN + LSTM with soft attention): train, caption images, evaluate",
+    name="caption", summary="image captioning (CNN + LSTM with soft attention)",
     config=CaptionConfig, fit=fit, predictor=ImageCaptioner, predict_options=CaptionPredictOptions,
     eval_options=CaptionEvalOptions, show=show, read_eval=read_eval, report=report,
     finish=finish, aliases={"predict": ("run",)},

@@ -452,7 +452,7 @@ def report(metrics: dict[str, Any], classifier: TextClassifier, options: Classif
 
 
 APP = Application(
-    name="classify", summary="sentence classification (RNN or CNN): train, predict, evaluate",
+    name="classify", summary="sentence classification (RNN or CNN)",
     config=ClassifyConfig, fit=fit, predictor=TextClassifier, predict_options=ClassifyPredictOptions,
     eval_options=ClassifyEvalOptions, read_inputs=read_inputs, show=show, read_eval=read_eval, report=report,
     input_help="texts to label: plain files (a text a line) or CSV/TSV/JSON-lines files; - or none: standard input",

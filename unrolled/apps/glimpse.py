@@ -461,7 +461,7 @@ def report(metrics: dict[str, Any], reader: Reader, options: ReaderEvalOptions, 
 
 
 APP = Application(
-    name="glimpse", summary="read digit strings from images by recurrent glimpses (Ba et al. 2014): train, run, eval",
+    name="glimpse", summary="reading digit strings from images by recurrent glimpses (Ba et al. 2014)",
     config=ReaderConfig, fit=fit, predictor=Reader, predict_options=ReaderPredictOptions,
     eval_options=ReaderEvalOptions, show=show, read_eval=read_eval, report=report,
     finish=finish, aliases={"predict": ("run",)},

@@ -546,7 +546,7 @@ def report(metrics: dict[str, Any], model: LanguageModel, options: LMEvalOptions
 
 
 APP = Application(
-    name="lm", summary="character-level language model: train, sample, evaluate",
+    name="lm", summary="character-level language model",
     config=LMConfig, fit=fit, predictor=LanguageModel, predict_options=LMPredictOptions,
     eval_options=LMEvalOptions, read_inputs=read_inputs, show=show, read_eval=read_eval, report=report,
     stream=stream, aliases={"predict": ("sample",)},

@@ -391,11 +391,8 @@ def validation_scores(model: Seq2Seq, sources: list[list[int]], targets: list[li
             for start in range(0, len(references_ids), TRANSLATE_BATCH):
                 chunk = references_ids[start : start + TRANSLATE_BATCH]
                 log_probs, state = prime(model, [s for s, _ in chunk])
-                longest = max(len(r) for _, refs in chunk for r in refs)
-                found = decoding.greedy(model, log_probs, state, length=longest + 2, end_token=EOS_ID)
-                for row, (_, refs) in zip(found.tolist(), chunk, strict=True):
-                    output = row[: row.index(EOS_ID)] if EOS_ID in row else row
-                    wrong += output not in [r[1:-1] for r in refs]
+                wrong += decoding.greedy_misses(model, log_probs, state, [refs for _, refs in chunk],
+                                                end_token=EOS_ID, extra=2)
     finally:
         model.train(was_training)
     scores = {"loss": total / count, "accuracy": correct / count}
@@ -581,8 +578,8 @@ def report(metrics: dict[str, Any], translator: Translator, options: Seq2SeqEval
 
 
 APP = Application(
-    name="seq2seq", summary="sequence to sequence (translation, auto-reply, pronunciation) with attention and beam "
-                            "search: train, translate, evaluate",
+    name="seq2seq", summary="sequence to sequence (translation, auto-reply, pronunciation) with "
+                            "attention and beam search",
     config=Seq2SeqAppConfig, fit=fit, predictor=Translator, predict_options=Seq2SeqPredictOptions,
     eval_options=Seq2SeqEvalOptions, read_inputs=read_inputs, show=show, read_eval=read_eval, report=report,
     aliases={"predict": ("translate",)}, finish=draw_attention, loss_unit=" nats/token",

@@ -366,7 +366,7 @@ def report(metrics: dict[str, Any], transcriber: Transcriber, options: SpeechEva
 
 APP = Application(
     name="speech",
-    summary="speech recognition (log-mel, pyramidal BiLSTM, CTC / attention): train, transcribe, eval",
+    summary="speech recognition (log-mel, pyramidal BiLSTM, CTC / attention)",
     config=SpeechAppConfig, fit=fit, predictor=Transcriber, predict_options=SpeechPredictOptions,
     eval_options=SpeechEvalOptions, read_inputs=read_inputs, show=show, read_eval=read_eval, report=report,
     aliases={"predict": ("transcribe",)}, loss_unit=" nats/char",

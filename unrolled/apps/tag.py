@@ -433,7 +433,7 @@ def report(metrics: dict[str, Any], tagger: SequenceTagger, options: TagEvalOpti
 
 
 APP = Application(
-    name="tag", summary="sequence tagging (a label per token): train, predict, evaluate",
+    name="tag", summary="sequence tagging (a label per token)",
     config=TagConfig, fit=fit, predictor=SequenceTagger, predict_options=TagPredictOptions,
     eval_options=TagEvalOptions, read_inputs=read_inputs, show=show, read_eval=read_eval, report=report,
     input_help="text files, a sentence a line (tokens separated by spaces; a restore tagger reads any text); "

@@ -444,7 +444,7 @@ def report(metrics: dict[str, Any], labeller: VideoLabeller, options: VideoEvalO
 
 
 APP = Application(
-    name="video", summary="video frame labelling (a label per frame): train, predict, evaluate",
+    name="video", summary="video frame labelling (a label per frame)",
     config=VideoRunConfig, fit=fit, predictor=VideoLabeller, predict_options=PredictOptions,
     eval_options=VideoEvalOptions, read_inputs=read_inputs, show=show, read_eval=read_eval, report=report,
     aliases={"predict": ("run",)}, loss_unit=" nats/frame",

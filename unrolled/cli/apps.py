@@ -27,13 +27,15 @@ TITLES = {"data": "data", "model": "model", "train": "training"}
 
 def add_application(commands: Any, app: Application) -> None:
     """The application's command and its three actions (with their aliases)."""
-    parser = commands.add_parser(app.name, help=app.summary, description=app.summary)
+    verbs = ", ".join(f"{verb} ({', '.join(app.aliases[verb])})" if app.aliases.get(verb) else verb
+                      for verb in ("train", "predict", "eval"))
+    parser = commands.add_parser(app.name, help=f"{app.summary}: {verbs}", description=f"{app.summary}: {verbs}")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=type(parser))
     defaults = app.config()
 
     train = actions.add_parser(
         "train", aliases=list(app.aliases.get("train", ())), help="train a model into a run folder",
-        description=f"Train ({app.summary}). Checkpoints go to RUN/best and RUN/last, metrics to "
+        description=f"Train a model: {app.summary}. Checkpoints go to RUN/best and RUN/last, metrics to "
                     "RUN/metrics.jsonl, the learning curve to RUN/curve.png; RUN/last/config.json holds the complete "
                     "configuration, which --config reads back. Ctrl-C saves RUN/last; --resume continues it.")
     train.add_argument("--out", required=True, metavar="RUN", help="run folder for checkpoints and metrics")
@@ -48,7 +50,8 @@ def add_application(commands: Any, app: Application) -> None:
 
     predict = actions.add_parser(
         "predict", aliases=list(app.aliases.get("predict", ())), help="run a trained model on new inputs",
-        description=f"Run a trained model ({app.summary}) on inputs; one line per result, or JSON lines with --json.")
+        description=f"Run a trained model ({app.name}: {app.summary}) on inputs; one line per result, or "
+                    "JSON lines with --json.")
     predict.add_argument("run", metavar="RUN", help="run folder or checkpoint folder")
     predict.add_argument("inputs", nargs="*", metavar="INPUT", help=app.input_help)
     add_flags(predict, app.predict_options())
@@ -56,7 +59,8 @@ def add_application(commands: Any, app: Application) -> None:
 
     evaluate = actions.add_parser(
         "eval", aliases=list(app.aliases.get("eval", ())), help="score a trained model on data",
-        description=f"Evaluate a trained model ({app.summary}) on data; a report, or one JSON object with --json.")
+        description=f"Evaluate a trained model ({app.name}: {app.summary}) on data; a report, or one JSON "
+                    "object with --json.")
     evaluate.add_argument("run", metavar="RUN", help="run folder or checkpoint folder")
     evaluate.add_argument("data", nargs="?", metavar="DATA", help=app.data_help)
     add_flags(evaluate, app.eval_options())

@@ -21,6 +21,7 @@ from unrolled.decoding.search import (
     filter_logits,
     gnmt_penalty,
     greedy,
+    greedy_misses,
     index_state,
     repeat_hypotheses,
     sample,
@@ -28,4 +29,4 @@ from unrolled.decoding.search import (
 )
 
 __all__ = ["Decoder", "Hypothesis", "beam_search", "block_repeats", "check_filter", "check_tokens", "filter_logits",
-           "gnmt_penalty", "greedy", "index_state", "repeat_hypotheses", "sample", "shared_rows"]
+           "gnmt_penalty", "greedy", "greedy_misses", "index_state", "repeat_hypotheses", "sample", "shared_rows"]

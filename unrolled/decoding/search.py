@@ -243,6 +243,23 @@ def greedy(
     return sample(decoder, log_probs, state, length=length, greedy=True, on_step=on_step, end_token=end_token)
 
 
+def greedy_misses(decoder: Decoder, log_probs: Tensor, state: Any, references: list[list[list[int]]], *,
+                  end_token: int, extra: int = 0) -> int:
+    """How many of N primed inputs decode greedily to none of their references.
+
+    references[n]: input n's token lists, each framed by a start and an end
+    token (compared without them); the search runs up to the longest reference's
+    length + `extra` steps, and an output ends before its first `end_token`.
+    """
+    longest = max(len(reference) for options in references for reference in options)
+    found = greedy(decoder, log_probs, state, length=longest + extra, end_token=end_token)
+    misses = 0
+    for row, options in zip(found.tolist(), references, strict=True):
+        output = row[: row.index(end_token)] if end_token in row else row
+        misses += output not in [reference[1:-1] for reference in options]
+    return misses
+
+
 @dataclass(frozen=True)
 class Hypothesis:
     """One result of `beam_search`.
