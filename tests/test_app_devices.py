@@ -118,3 +118,25 @@ def test_train_save_load_predict_and_evaluate_on_the_device(name: str, device: s
     assert results and all(isinstance(result, dict) for result in results)
     assert main([name, "eval", str(run), *evaluate, "--device", device, "--json"]) == 0
     assert isinstance(json.loads(capsys.readouterr().out), dict)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_run_saved_before_configurations_were_kept_still_loads_predicts_and_resumes(
+        name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The one difference in checkpoints since then is the "config" entry; without it a run works as before."""
+    train, predict, _ = CASES[name](tmp_path)
+    run = tmp_path / "run"
+    assert main([name, "train", *train, "--out", str(run), "--max-steps", "2", "--device", "cpu",
+                 "--no-progress"]) == 0
+    for folder in (run / "last", run / "best"):
+        if folder.is_dir():
+            saved = json.loads((folder / "config.json").read_text())
+            del saved["config"]
+            (folder / "config.json").write_text(json.dumps(saved))
+    capsys.readouterr()
+    assert main([name, "predict", str(run), *predict, "--json", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.strip()
+    assert main([name, "train", *train, "--out", str(run), "--resume", "--max-steps", "3", "--device", "cpu",
+                 "--no-progress"]) == 0
+    resumed = json.loads((run / "last" / "config.json").read_text())
+    assert resumed["step"] == 3 and "config" not in resumed  # nothing new to compare against, so none is added
