@@ -140,3 +140,22 @@ def test_a_run_saved_before_configurations_were_kept_still_loads_predicts_and_re
                  "--no-progress"]) == 0
     resumed = json.loads((run / "last" / "config.json").read_text())
     assert resumed["step"] == 3 and "config" not in resumed  # nothing new to compare against, so none is added
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_config_without_the_model_is_one_line_naming_what_is_missing(
+        name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.cli_errors import one_error_line
+
+    train, predict, _ = CASES[name](tmp_path)
+    run = tmp_path / "run"
+    assert main([name, "train", *train, "--out", str(run), "--max-steps", "1", "--device", "cpu",
+                 "--no-progress"]) == 0
+    for folder in (run / "last", run / "best"):
+        if folder.is_dir():
+            saved = json.loads((folder / "config.json").read_text())
+            del saved["model"]
+            (folder / "config.json").write_text(json.dumps(saved))
+    capsys.readouterr()
+    one_error_line(capsys, main([name, "predict", str(run), *predict, "--device", "cpu"]), "config.json lacks what",
+                   APPLICATIONS[name].predictor.what)

@@ -32,7 +32,7 @@ from typing import Any, ClassVar, Generic, TextIO, TypeVar
 
 import torch
 
-from unrolled.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint
+from unrolled.checkpoint import CheckpointError, load_checkpoint, load_model_state, resolve_checkpoint
 from unrolled.options import SAVED_KEY, option, require_positive, sections
 from unrolled.options import to_json as to_json_config
 from unrolled.training import TrainConfig
@@ -76,13 +76,15 @@ class EvalOptions(RunOptions):
 class Predictor(Generic[In, Out]):
     """A trained model with everything it needs to turn raw inputs into results.
 
-    Subclasses set `kind` (the checkpoint kind they read) and `command` (the
-    command that trains such runs), build themselves from a checkpoint in
-    `from_checkpoint`, and implement `predict` and `evaluate`.
+    Subclasses set `kind` (the checkpoint kind they read), `command` (the
+    command that trains such runs) and `what` (what a run holds, for messages),
+    build themselves, untrained, from a checkpoint's config in `from_config`
+    (`load` then loads the weights), and implement `predict` and `evaluate`.
     """
 
     kind: ClassVar[str]
     command: ClassVar[str]
+    what: ClassVar[str] = "a model"
     model: torch.nn.Module
 
     @classmethod
@@ -94,12 +96,19 @@ class Predictor(Generic[In, Out]):
         from unrolled.devices import resolve_device
 
         where = resolve_device(str(device)) if not isinstance(device, torch.device) else device
-        folder = resolve_checkpoint(run, command=cls.command)
-        predictor = cls.from_checkpoint(load_checkpoint(folder, kind=cls.kind), Path(run))
+        checkpoint = load_checkpoint(resolve_checkpoint(run, command=cls.command), kind=cls.kind)
+        try:
+            predictor = cls.from_config(checkpoint.config)
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, IndexError, ValueError) as error:
+            raise CheckpointError(f"{run}: config.json lacks what {cls.what} needs ({error})") from None
+        load_model_state(predictor.model, checkpoint.model_state, run)
         return predictor.to(where)
 
     @classmethod
-    def from_checkpoint(cls: type[P], checkpoint: Checkpoint, run: Path) -> P:
+    def from_config(cls: type[P], saved: dict[str, Any]) -> P:
+        """The predictor a checkpoint's config describes, its model untrained (`load` loads the weights)."""
         raise NotImplementedError
 
     def to(self: P, device: str | torch.device) -> P:

@@ -44,7 +44,7 @@ from unrolled.apps.images import (
 )
 from unrolled.apps.seq2seq import Side
 from unrolled.apps.split import new_record
-from unrolled.checkpoint import Checkpoint, CheckpointError, load_model_state, saved_run_config
+from unrolled.checkpoint import saved_run_config
 from unrolled.data.images import ImageCaptions
 from unrolled.data.labelled import LabelledData
 from unrolled.data.pairs import pad_ids
@@ -233,22 +233,17 @@ class ImageCaptioner(Predictor[str, CaptionedImage]):
 
     kind = KIND
     command = COMMAND
+    what = "a captioner"
     model: Captioner
 
     def __init__(self, model: Captioner, side: Side, size: tuple[int, int], split: dict[str, Any] | None) -> None:
         self.model, self.side, self.size, self.split = model.eval(), side, size, split
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: Checkpoint, run: Path) -> ImageCaptioner:
-        saved = checkpoint.config
-        try:
-            model = Captioner(CaptionerConfig(**saved["model"]))
-            side = Side.from_json(saved["captions"])
-            size = (int(saved["image_size"][0]), int(saved["image_size"][1]))
-        except (KeyError, TypeError, IndexError) as error:
-            raise CheckpointError(f"{run}: config.json lacks what a captioner needs ({error})") from None
-        load_model_state(model, checkpoint.model_state, run)
-        return cls(model, side, size, saved.get("split"))
+    def from_config(cls, saved: dict[str, Any]) -> ImageCaptioner:
+        size = (int(saved["image_size"][0]), int(saved["image_size"][1]))
+        model = Captioner(CaptionerConfig(**saved["model"]))
+        return cls(model, Side.from_json(saved["captions"]), size, saved.get("split"))
 
     def grid(self) -> tuple[int, int]:
         """(h', w'): the encoder's grid for this run's image size."""

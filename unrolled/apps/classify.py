@@ -38,7 +38,7 @@ from unrolled.apps.base import (
 )
 from unrolled.apps.split import SplitRecord, new_record, recorded_part, split_parts
 from unrolled.cells import CELLS
-from unrolled.checkpoint import Checkpoint, CheckpointError, load_model_state, saved_run_config
+from unrolled.checkpoint import saved_run_config
 from unrolled.data.labelled import (
     Example,
     LabelledData,
@@ -254,6 +254,7 @@ class TextClassifier(Predictor[str, Label]):
 
     kind = KIND
     command = COMMAND
+    what = "a classifier"
     model: SequenceClassifier
 
     def __init__(self, model: SequenceClassifier, model_type: str, encoding: TextEncoding, labels: LabelSet,
@@ -262,16 +263,9 @@ class TextClassifier(Predictor[str, Label]):
         self.split = split  # the `SplitRecord` fields of the training run, when known
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: Checkpoint, run: Path) -> TextClassifier:
-        saved = checkpoint.config
-        try:
-            model = build_model(saved["model_type"], saved["model"])
-            encoding = TextEncoding.from_json(saved["encoding"])
-            labels = LabelSet.from_json(saved["labels"])
-        except (KeyError, TypeError) as error:
-            raise CheckpointError(f"{run}: config.json lacks what a classifier needs ({error})") from None
-        load_model_state(model, checkpoint.model_state, run)
-        return cls(model, saved["model_type"], encoding, labels, saved.get("split"))
+    def from_config(cls, saved: dict[str, Any]) -> TextClassifier:
+        return cls(build_model(saved["model_type"], saved["model"]), saved["model_type"],
+                   TextEncoding.from_json(saved["encoding"]), LabelSet.from_json(saved["labels"]), saved.get("split"))
 
     @torch.inference_mode()
     def probabilities(self, texts: list[str], *, batch_size: int = PREDICT_BATCH) -> Tensor:

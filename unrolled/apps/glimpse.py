@@ -41,7 +41,7 @@ from unrolled.apps.images import (
     split_images,
 )
 from unrolled.apps.split import new_record
-from unrolled.checkpoint import Checkpoint, CheckpointError, load_model_state, saved_run_config
+from unrolled.checkpoint import saved_run_config
 from unrolled.data.images import ImageCaptions
 from unrolled.data.labelled import LabelledData
 from unrolled.models.glimpse import (
@@ -247,6 +247,7 @@ class Reader(Predictor[str, Reading]):
 
     kind = KIND
     command = COMMAND
+    what = "a glimpse run"
     model: Glimpses | DigitCNN
 
     def __init__(self, model: Glimpses | DigitCNN, model_type: str, size: tuple[int, int],
@@ -254,15 +255,9 @@ class Reader(Predictor[str, Reading]):
         self.model, self.model_type, self.size, self.split = model.eval(), model_type, size, split
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: Checkpoint, run: Path) -> Reader:
-        saved = checkpoint.config
-        try:
-            size = (int(saved["image_size"][0]), int(saved["image_size"][1]))
-            model = build(saved["reader"], saved["model"], size)
-        except (KeyError, TypeError, IndexError) as error:
-            raise CheckpointError(f"{run}: config.json lacks what a glimpse run needs ({error})") from None
-        load_model_state(model, checkpoint.model_state, run)
-        return cls(model, saved["reader"], size, saved.get("split"))
+    def from_config(cls, saved: dict[str, Any]) -> Reader:
+        size = (int(saved["image_size"][0]), int(saved["image_size"][1]))
+        return cls(build(saved["reader"], saved["model"], size), saved["reader"], size, saved.get("split"))
 
     @torch.inference_mode()
     def read(self, images: np.ndarray, *, batch_size: int = READ_BATCH) -> tuple[list[list[int]], Tensor | None]:

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from unrolled import decoding
 from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, saved_sections
 from unrolled.cells import CELLS
-from unrolled.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_model_state
+from unrolled.checkpoint import load_checkpoint
 from unrolled.data.text import TextStreams, Vocabulary, random_windows, split_text
 from unrolled.models.charlm import CharLM, CharLMConfig
 from unrolled.options import option, require_fractions, require_positive
@@ -263,6 +263,7 @@ class LanguageModel(Predictor[str, Sample]):
 
     kind = KIND
     command = COMMAND
+    what = "a character LM"
     model: CharLM
 
     def __init__(self, model: CharLM, vocabulary: Vocabulary, *, validation_loss: float | None = None,
@@ -275,13 +276,11 @@ class LanguageModel(Predictor[str, Sample]):
         self.source, self.split = source or {}, split or {}  # the `TextSource` and split of the training run
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: Checkpoint, run: Path) -> LanguageModel:
-        saved = checkpoint.config
+    def from_config(cls, saved: dict[str, Any]) -> LanguageModel:
         config, vocabulary = saved.get("model"), saved.get("vocabulary")
         if not isinstance(config, dict) or not isinstance(vocabulary, list):
-            raise CheckpointError(f"{run}: config.json lacks the model config or the vocabulary")
+            raise KeyError("the model config or the vocabulary")
         model = CharLM(CharLMConfig.from_dict(config))
-        load_model_state(model, checkpoint.model_state, run)
         scored = saved.get("validation", {}).get("loss")
         return cls(model, Vocabulary.from_json(vocabulary),
                    validation_loss=float(scored) if isinstance(scored, (int, float)) else None,

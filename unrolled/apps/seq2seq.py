@@ -30,7 +30,7 @@ from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predict
 from unrolled.apps.sides import DEFAULT_SUBWORDS, TOKENS, Side, encode_pairs, pair_key, references, split_pairs
 from unrolled.apps.split import SplitRecord, new_record, recorded_part
 from unrolled.cells import CELLS
-from unrolled.checkpoint import Checkpoint, CheckpointError, load_model_state, saved_run_config
+from unrolled.checkpoint import saved_run_config
 from unrolled.data.pairs import Pair, PairData, iterate_pair_batches, make_pair_batch
 from unrolled.data.vocab import UNK_ID, UNK_TOKEN
 from unrolled.metrics import bleu_chrf, sequence_errors
@@ -225,21 +225,16 @@ class Translator(Predictor[str, Translations]):
 
     kind = KIND
     command = COMMAND
+    what = "a seq2seq model"
     model: Seq2Seq
 
     def __init__(self, model: Seq2Seq, source: Side, target: Side, split: dict[str, Any] | None = None) -> None:
         self.model, self.source, self.target, self.split = model.eval(), source, target, split
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: Checkpoint, run: Path) -> Translator:
-        saved = checkpoint.config
-        try:
-            model = Seq2Seq(Seq2SeqConfig(**saved["model"]))
-            source, target = Side.from_json(saved["source"]), Side.from_json(saved["target"])
-        except (KeyError, TypeError) as error:
-            raise CheckpointError(f"{run}: config.json lacks what a seq2seq model needs ({error})") from None
-        load_model_state(model, checkpoint.model_state, run)
-        return cls(model, source, target, saved.get("split"))
+    def from_config(cls, saved: dict[str, Any]) -> Translator:
+        return cls(Seq2Seq(Seq2SeqConfig(**saved["model"])), Side.from_json(saved["source"]),
+                   Side.from_json(saved["target"]), saved.get("split"))
 
     @property
     def max_length(self) -> int:

@@ -39,7 +39,7 @@ from unrolled.apps.base import (
 )
 from unrolled.apps.split import SplitRecord, new_record, recorded_part, split_parts
 from unrolled.cells import CELLS
-from unrolled.checkpoint import Checkpoint, CheckpointError, load_model_state, saved_run_config
+from unrolled.checkpoint import saved_run_config
 from unrolled.data.conll import WORD, TaggedSentence, restore_text
 from unrolled.data.labelled import IGNORE_LABEL, LabelledData, LabelSet, TokenVocabulary, iterate_batches, truncate
 from unrolled.data.vocab import UNK_ID, char_ids
@@ -212,6 +212,7 @@ class SequenceTagger(Predictor[str, Tagged]):
 
     kind = KIND
     command = COMMAND
+    what = "a tagger"
     model: Tagger
 
     def __init__(self, model: Tagger, encoding: TagEncoding, tags: LabelSet, task: str = "plain",
@@ -219,15 +220,9 @@ class SequenceTagger(Predictor[str, Tagged]):
         self.model, self.encoding, self.tags, self.task, self.split = model.eval(), encoding, tags, task, split
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: Checkpoint, run: Path) -> SequenceTagger:
-        saved = checkpoint.config
-        try:
-            model = Tagger(TaggerConfig(**saved["model"]))
-            encoding, tags = TagEncoding.from_json(saved["encoding"]), LabelSet.from_json(saved["tags"])
-        except (KeyError, TypeError) as error:
-            raise CheckpointError(f"{run}: config.json lacks what a tagger needs ({error})") from None
-        load_model_state(model, checkpoint.model_state, run)
-        return cls(model, encoding, tags, saved.get("task", "plain"), saved.get("split"))
+    def from_config(cls, saved: dict[str, Any]) -> SequenceTagger:
+        return cls(Tagger(TaggerConfig(**saved["model"])), TagEncoding.from_json(saved["encoding"]),
+                   LabelSet.from_json(saved["tags"]), saved.get("task", "plain"), saved.get("split"))
 
     @torch.inference_mode()
     def tag(self, sentences: list[list[str]], *, batch_size: int = PREDICT_BATCH) -> list[list[str]]:

@@ -52,7 +52,6 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -63,7 +62,6 @@ from torch import Tensor
 from unrolled import decoding
 from unrolled.apps.base import SPLITS, EvalOptions, PredictOptions, Predictor
 from unrolled.apps.speech_data import Clip, as_float, cut_points
-from unrolled.checkpoint import Checkpoint, CheckpointError, load_model_state
 from unrolled.data.audio import read_audio
 from unrolled.data.speech import SpeechBatch, Utterance
 from unrolled.decoding.ctc import BLANK, greedy_decode, joint_scores, prefix_beam_search
@@ -244,6 +242,7 @@ class Transcriber(Predictor[Clip, Transcript]):
 
     kind = KIND
     command = COMMAND
+    what = "a recogniser"
     model: Recogniser
 
     def __init__(self, model: Recogniser, alphabet: Alphabet, split: dict[str, Any] | None,
@@ -251,16 +250,9 @@ class Transcriber(Predictor[Clip, Transcript]):
         self.model, self.alphabet, self.split, self.max_seconds = model.eval(), alphabet, split, max_seconds
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: Checkpoint, run: Path) -> Transcriber:
-        saved = checkpoint.config
-        try:
-            model = Recogniser(SpeechConfig(**saved["model"]))
-            alphabet = Alphabet(saved["alphabet"])
-            max_seconds = float(saved["max_seconds"])
-        except (KeyError, TypeError, ValueError) as error:
-            raise CheckpointError(f"{run}: config.json lacks what a recogniser needs ({error})") from None
-        load_model_state(model, checkpoint.model_state, run)
-        return cls(model, alphabet, saved.get("split"), max_seconds)
+    def from_config(cls, saved: dict[str, Any]) -> Transcriber:
+        return cls(Recogniser(SpeechConfig(**saved["model"])), Alphabet(saved["alphabet"]), saved.get("split"),
+                   float(saved["max_seconds"]))
 
     @property
     def decoders(self) -> tuple[str, ...]:

@@ -37,7 +37,7 @@ from unrolled.apps.base import (
 )
 from unrolled.apps.split import PARTS, SplitRecord, new_record, split_parts
 from unrolled.cells import CELLS
-from unrolled.checkpoint import Checkpoint, CheckpointError, load_model_state, saved_run_config
+from unrolled.checkpoint import saved_run_config
 from unrolled.data.canvases import NO_LABEL
 from unrolled.data.clips import Clips
 from unrolled.data.labelled import IGNORE_LABEL, LabelledData
@@ -215,6 +215,7 @@ class VideoLabeller(Predictor[Clip, FrameLabels]):
 
     kind = KIND
     command = COMMAND
+    what = "a video run"
     model: FrameLabeller
 
     def __init__(self, model: FrameLabeller, names: list[str], first_labelled: bool = True,
@@ -222,15 +223,9 @@ class VideoLabeller(Predictor[Clip, FrameLabels]):
         self.model, self.names, self.first_labelled, self.split = model.eval(), names, first_labelled, split
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: Checkpoint, run: Path) -> VideoLabeller:
-        saved = checkpoint.config
-        try:
-            model = FrameLabeller(VideoConfig(**saved["model"]))
-            names = [str(n) for n in saved["label_names"]]
-        except (KeyError, TypeError) as error:
-            raise CheckpointError(f"{run}: config.json lacks what a video run needs ({error})") from None
-        load_model_state(model, checkpoint.model_state, run)
-        return cls(model, names, bool(saved.get("first_labelled", True)), saved.get("split"))
+    def from_config(cls, saved: dict[str, Any]) -> VideoLabeller:
+        return cls(FrameLabeller(VideoConfig(**saved["model"])), [str(n) for n in saved["label_names"]],
+                   bool(saved.get("first_labelled", True)), saved.get("split"))
 
     @property
     def size(self) -> tuple[int, int]:
