@@ -124,15 +124,7 @@ def test_train_save_load_predict_and_evaluate_on_the_device(name: str, device: s
 def test_a_run_saved_before_configurations_were_kept_still_loads_predicts_and_resumes(
         name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The one difference in checkpoints since then is the "config" entry; without it a run works as before."""
-    train, predict, _ = CASES[name](tmp_path)
-    run = tmp_path / "run"
-    assert main([name, "train", *train, "--out", str(run), "--max-steps", "2", "--device", "cpu",
-                 "--no-progress"]) == 0
-    for folder in (run / "last", run / "best"):
-        if folder.is_dir():
-            saved = json.loads((folder / "config.json").read_text())
-            del saved["config"]
-            (folder / "config.json").write_text(json.dumps(saved))
+    run, train, predict = trained_without(name, tmp_path, "config")
     capsys.readouterr()
     assert main([name, "predict", str(run), *predict, "--json", "--device", "cpu"]) == 0
     assert capsys.readouterr().out.strip()
@@ -147,15 +139,22 @@ def test_a_config_without_the_model_is_one_line_naming_what_is_missing(
         name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from tests.cli_errors import one_error_line
 
-    train, predict, _ = CASES[name](tmp_path)
-    run = tmp_path / "run"
-    assert main([name, "train", *train, "--out", str(run), "--max-steps", "1", "--device", "cpu",
-                 "--no-progress"]) == 0
-    for folder in (run / "last", run / "best"):
-        if folder.is_dir():
-            saved = json.loads((folder / "config.json").read_text())
-            del saved["model"]
-            (folder / "config.json").write_text(json.dumps(saved))
+    run, _, predict = trained_without(name, tmp_path, "model")
     capsys.readouterr()
     one_error_line(capsys, main([name, "predict", str(run), *predict, "--device", "cpu"]), "config.json lacks what",
                    APPLICATIONS[name].predictor.what)
+
+
+def trained_without(name: str, folder: Path, key: str) -> tuple[Path, list[str], list[str]]:
+    """A run of application `name` trained two steps, then `key` taken out of its checkpoints' config.json;
+    the run, and the case's train and predict arguments."""
+    train, predict, _ = CASES[name](folder)
+    run = folder / "run"
+    assert main([name, "train", *train, "--out", str(run), "--max-steps", "2", "--device", "cpu",
+                 "--no-progress"]) == 0
+    for checkpoint in (run / "last", run / "best"):
+        if checkpoint.is_dir():
+            saved = json.loads((checkpoint / "config.json").read_text())
+            del saved[key]
+            (checkpoint / "config.json").write_text(json.dumps(saved))
+    return run, train, predict
