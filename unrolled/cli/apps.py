@@ -48,23 +48,18 @@ def add_application(commands: Any, app: Application) -> None:
     add_flags(train, defaults, titles=TITLES)
     train.set_defaults(handler=lambda args: run_train(app, args))
 
-    predict = actions.add_parser(
-        "predict", aliases=list(app.aliases.get("predict", ())), help="run a trained model on new inputs",
-        description=f"Run a trained model ({app.name}: {app.summary}) on inputs; one line per result, or "
-                    "JSON lines with --json.")
-    predict.add_argument("run", metavar="RUN", help="run folder or checkpoint folder")
-    predict.add_argument("inputs", nargs="*", metavar="INPUT", help=app.input_help)
-    add_flags(predict, app.predict_options())
-    predict.set_defaults(handler=lambda args: run_predict(app, args))
-
-    evaluate = actions.add_parser(
-        "eval", aliases=list(app.aliases.get("eval", ())), help="score a trained model on data",
-        description=f"Evaluate a trained model ({app.name}: {app.summary}) on data; a report, or one JSON "
-                    "object with --json.")
-    evaluate.add_argument("run", metavar="RUN", help="run folder or checkpoint folder")
-    evaluate.add_argument("data", nargs="?", metavar="DATA", help=app.data_help)
-    add_flags(evaluate, app.eval_options())
-    evaluate.set_defaults(handler=lambda args: run_eval(app, args))
+    uses = (("predict", "run a trained model on new inputs",
+             "on inputs; one line per result, or JSON lines with --json",
+             ("inputs", "*", "INPUT", app.input_help), app.predict_options(), run_predict),
+            ("eval", "score a trained model on data", "on data; a report, or one JSON object with --json",
+             ("data", "?", "DATA", app.data_help), app.eval_options(), run_eval))
+    for verb, summary, what, (name, nargs, metavar, help_text), options, handler in uses:
+        parser = actions.add_parser(verb, aliases=list(app.aliases.get(verb, ())), help=summary,
+                                    description=f"{summary.capitalize()} ({app.name}: {app.summary}) {what}.")
+        parser.add_argument("run", metavar="RUN", help="run folder or checkpoint folder")
+        parser.add_argument(name, nargs=nargs, metavar=metavar, help=help_text)
+        add_flags(parser, options)
+        parser.set_defaults(handler=lambda args, run=handler: run(app, args))
 
 
 def train_configuration(app: Application, args: argparse.Namespace) -> Any:
