@@ -125,3 +125,26 @@ def test_the_trainers_old_flag_spellings_still_set_its_fields(tmp_path: Path) ->
     assert config.train.progress is False and config.train.clipping is None
     assert config.data.batch_size == 7 and config.data.file == "x.csv" and config.model.bidirectional is False
     assert config.train.eval_every is None and config.train.optimizer == "adam"  # the application's own defaults
+
+
+@pytest.mark.parametrize("name", sorted(APPLICATIONS))
+def test_validation_during_training_gives_the_model_back_in_training_mode(
+        name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dropout stays on after each evaluation, whatever an application's evaluation does to the model's mode (a
+    predictor built inside it puts the model in eval mode): every step trains in train mode."""
+    from tests.test_app_devices import CASES
+
+    modes: list[bool] = []
+    from unrolled.training import loop
+
+    original = loop.Trainer._step  # type: ignore[attr-defined]
+
+    def watched(self: object, batch: object) -> object:
+        modes.append(self.model.training)  # type: ignore[attr-defined]
+        return original(self, batch)
+
+    monkeypatch.setattr(loop.Trainer, "_step", watched)
+    train, _, _ = CASES[name](tmp_path)
+    assert main([name, "train", *train, "--out", str(tmp_path / "run"), "--max-steps", "4", "--eval-every", "1",
+                 "--device", "cpu", "--no-progress"]) == 0
+    assert len(modes) == 4 and all(modes)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TextIO, TypeVar
@@ -135,6 +136,18 @@ def epochs_recipe(**changes: Any) -> TrainConfig:
     recipe = TrainConfig(optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="constant", warmup_steps=0,
                          clip_norm=5.0, max_epochs=10, eval_every=None, early_stop=3, precision="auto")
     return dataclasses.replace(recipe, **changes) if changes else recipe
+
+
+@contextmanager
+def evaluating(model: torch.nn.Module) -> Iterator[torch.device]:
+    """A block that scores `model`: eval mode, no autograd; yields the model's device; its mode as it was after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield next((p.device for p in model.parameters()), torch.device("cpu"))
+    finally:
+        model.train(was_training)
 
 
 def saved_sections(config: Any, saved: dict[str, Any] | None) -> dict[str, Any]:

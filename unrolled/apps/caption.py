@@ -30,6 +30,7 @@ from unrolled.apps.base import (
     PredictOptions,
     Predictor,
     epochs_recipe,
+    evaluating,
     own_options,
     saved_sections,
 )
@@ -344,26 +345,20 @@ def validation_scores(model: Captioner, data: ImageCaptions, image_of: list[int]
                       decodes: list[tuple[int, list[list[int]]]]) -> dict[str, float]:
     """Mean negative log-likelihood per caption token, token accuracy, and the greedy sequence error over up to
     `VALIDATION_DECODES` images."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
     total, correct, count, wrong = 0.0, 0.0, 0.0, 0
-    try:
-        with torch.no_grad():
-            for start in range(0, len(captions), CAPTION_BATCH):
-                rows = range(start, min(start + CAPTION_BATCH, len(captions)))
-                batch = to_device(CaptionBatch(image_tensor(data.images[[image_of[r] for r in rows]]),
-                                               pad_ids([captions[r] for r in rows])), device)
-                _, metrics = model.loss(batch)
-                total += metrics["nll"] * metrics["tokens"]
-                correct += metrics["accuracy"] * metrics["tokens"]
-                count += metrics["tokens"]
-            for start in range(0, len(decodes), CAPTION_BATCH):
-                chunk = decodes[start : start + CAPTION_BATCH]
-                log_probs, state = model.prime(to_device(image_tensor(data.images[[i for i, _ in chunk]]), device))
-                wrong += decoding.greedy_misses(model, log_probs, state, [refs for _, refs in chunk], end_token=EOS_ID)
-    finally:
-        model.train(was_training)
+    with evaluating(model) as device:
+        for start in range(0, len(captions), CAPTION_BATCH):
+            rows = range(start, min(start + CAPTION_BATCH, len(captions)))
+            batch = to_device(CaptionBatch(image_tensor(data.images[[image_of[r] for r in rows]]),
+                                           pad_ids([captions[r] for r in rows])), device)
+            _, metrics = model.loss(batch)
+            total += metrics["nll"] * metrics["tokens"]
+            correct += metrics["accuracy"] * metrics["tokens"]
+            count += metrics["tokens"]
+        for start in range(0, len(decodes), CAPTION_BATCH):
+            chunk = decodes[start : start + CAPTION_BATCH]
+            log_probs, state = model.prime(to_device(image_tensor(data.images[[i for i, _ in chunk]]), device))
+            wrong += decoding.greedy_misses(model, log_probs, state, [refs for _, refs in chunk], end_token=EOS_ID)
     scores = {"loss": total / count, "accuracy": correct / count}
     if decodes:
         scores["sequence_error"] = wrong / len(decodes)

@@ -34,6 +34,7 @@ from unrolled.apps.base import (
     Predictor,
     data_path,
     epochs_recipe,
+    evaluating,
     saved_sections,
 )
 from unrolled.apps.split import SplitRecord, new_record, recorded_part, split_parts
@@ -308,18 +309,14 @@ class TextClassifier(Predictor[str, Label]):
 def validation_loss(model: nn.Module, sequences: list[list[int]], labels: list[int],
                     batch_size: int = PREDICT_BATCH) -> dict[str, float]:
     """Mean cross-entropy and accuracy over a labelled set, in eval mode."""
-    was_training = model.training
-    model.eval()
     total, correct = 0.0, 0
-    device = next(model.parameters()).device
-    with torch.no_grad():
+    with evaluating(model) as device:
         for batch in iterate_batches(sequences, labels, batch_size=batch_size):
             batch = to_device(batch, device)
             assert batch.labels is not None
             logits = model(batch.ids, batch.lengths).float()  # (B, C)
             total += float(F.cross_entropy(logits, batch.labels, reduction="sum"))
             correct += int((logits.argmax(1) == batch.labels).sum())
-    model.train(was_training)
     return {"loss": total / len(sequences), "accuracy": correct / len(sequences)}
 
 

@@ -28,6 +28,7 @@ from unrolled.apps.base import (
     PredictOptions,
     Predictor,
     epochs_recipe,
+    evaluating,
     own_options,
     saved_sections,
 )
@@ -309,23 +310,17 @@ class Reader(Predictor[str, Reading]):
 def validation_scores(model: Glimpses | DigitCNN, images: np.ndarray, strings: list[list[int]],
                       symbols: int) -> dict[str, float]:
     """Mean cross-entropy per symbol, symbol accuracy and sequence error (the model's own reading, no sampling)."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
     total, correct, count, wrong = 0.0, 0.0, 0.0, 0.0
-    try:
-        with torch.no_grad():
-            for start in range(0, len(strings), READ_BATCH):
-                chunk = strings[start : start + READ_BATCH]
-                batch = to_device(ReadBatch(as_float(images[start : start + READ_BATCH]),
-                                            symbol_labels(chunk, symbols)), device)
-                _, metrics = model.loss(batch)
-                total += metrics["nll"] * metrics["tokens"]
-                correct += metrics["accuracy"] * metrics["tokens"]
-                count += metrics["tokens"]
-                wrong += metrics["sequence_error"] * len(chunk)
-    finally:
-        model.train(was_training)
+    with evaluating(model) as device:
+        for start in range(0, len(strings), READ_BATCH):
+            chunk = strings[start : start + READ_BATCH]
+            batch = to_device(ReadBatch(as_float(images[start : start + READ_BATCH]),
+                                        symbol_labels(chunk, symbols)), device)
+            _, metrics = model.loss(batch)
+            total += metrics["nll"] * metrics["tokens"]
+            correct += metrics["accuracy"] * metrics["tokens"]
+            count += metrics["tokens"]
+            wrong += metrics["sequence_error"] * len(chunk)
     return {"loss": total / count, "accuracy": correct / count, "sequence_error": wrong / len(strings)}
 
 

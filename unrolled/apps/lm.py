@@ -20,8 +20,7 @@ import math
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -31,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unrolled import decoding
-from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, saved_sections
+from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, evaluating, saved_sections
 from unrolled.cells import CELLS
 from unrolled.checkpoint import load_checkpoint
 from unrolled.data.text import TextStreams, Vocabulary, random_windows, split_text
@@ -99,7 +98,7 @@ def stream_loss(model: CharLM, ids: Tensor, *, streams: int = 1) -> tuple[float,
     used = streams * length
     inputs, targets = ids[:used].view(streams, length), ids[1 : used + 1].view(streams, length)  # (S, L)
     total, state = 0.0, None
-    with _evaluating(model):
+    with evaluating(model):
         for start in range(0, length, EVAL_CHUNK):
             window = slice(start, start + EVAL_CHUNK)
             logits, state = model(to_device(inputs[:, window], device), state)
@@ -114,23 +113,11 @@ def window_loss(model: CharLM, ids: Tensor, *, length: int = WINDOW, count: int 
     inputs, targets = random_windows(ids, length=length, count=count, generator=generator)  # (count, length)
     device = model.head.weight.device
     total = 0.0
-    with _evaluating(model):
+    with evaluating(model):
         for start in range(0, count, batch):
             logits, _ = model(to_device(inputs[start : start + batch], device))
             total += nll_sum(logits, to_device(targets[start : start + batch], device))
     return total / targets.numel(), targets.numel()
-
-
-@contextmanager
-def _evaluating(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no autograd for a block; the module's mode as it was afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        model.train(was_training)
 
 
 def nll_sum(logits: Tensor, targets: Tensor) -> float:
@@ -338,7 +325,7 @@ class LanguageModel(Predictor[str, Sample]):
             else:
                 pick = int(torch.randint(1, len(vocabulary), (1,), generator=generator))
                 start = shown_prime = vocabulary.decode([pick])
-        with _evaluating(self.model):
+        with evaluating(self.model):
             tokens = to_device(vocabulary.encode(start), self.device)[None]  # (1, P)
             log_probs, state = self.model.prime(tokens)
             index = torch.zeros(num_samples, dtype=torch.long, device=self.device)

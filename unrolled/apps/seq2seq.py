@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from unrolled import decoding
-from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, saved_sections
+from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, evaluating, saved_sections
 from unrolled.apps.sides import DEFAULT_SUBWORDS, TOKENS, Side, encode_pairs, pair_key, references, split_pairs
 from unrolled.apps.split import SplitRecord, new_record, recorded_part
 from unrolled.cells import CELLS
@@ -371,25 +371,19 @@ def validation_scores(model: Seq2Seq, sources: list[list[int]], targets: list[li
                       references_ids: list[tuple[list[int], list[list[int]]]]) -> dict[str, float]:
     """Mean negative log-likelihood per target token (the loss, without smoothing), token accuracy, and the
     greedy sequence error over up to `VALIDATION_DECODES` distinct sources."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
     total, correct, count = 0.0, 0.0, 0.0
-    try:
-        with torch.no_grad():
-            for batch in iterate_pair_batches(sources, targets, batch_size=TRANSLATE_BATCH):
-                _, metrics = model.loss(to_device(batch, device))
-                total += metrics["nll"] * metrics["tokens"]
-                correct += metrics["accuracy"] * metrics["tokens"]
-                count += metrics["tokens"]
-            wrong = 0
-            for start in range(0, len(references_ids), TRANSLATE_BATCH):
-                chunk = references_ids[start : start + TRANSLATE_BATCH]
-                log_probs, state = prime(model, [s for s, _ in chunk])
-                wrong += decoding.greedy_misses(model, log_probs, state, [refs for _, refs in chunk],
-                                                end_token=EOS_ID, extra=2)
-    finally:
-        model.train(was_training)
+    with evaluating(model) as device:
+        for batch in iterate_pair_batches(sources, targets, batch_size=TRANSLATE_BATCH):
+            _, metrics = model.loss(to_device(batch, device))
+            total += metrics["nll"] * metrics["tokens"]
+            correct += metrics["accuracy"] * metrics["tokens"]
+            count += metrics["tokens"]
+        wrong = 0
+        for start in range(0, len(references_ids), TRANSLATE_BATCH):
+            chunk = references_ids[start : start + TRANSLATE_BATCH]
+            log_probs, state = prime(model, [s for s, _ in chunk])
+            wrong += decoding.greedy_misses(model, log_probs, state, [refs for _, refs in chunk],
+                                            end_token=EOS_ID, extra=2)
     scores = {"loss": total / count, "accuracy": correct / count}
     if references_ids:
         scores["sequence_error"] = wrong / len(references_ids)

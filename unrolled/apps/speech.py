@@ -25,7 +25,7 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from unrolled.apps.base import Application, saved_sections
+from unrolled.apps.base import Application, evaluating, saved_sections
 from unrolled.apps.speech_data import (
     Clip,
     SpeechData,
@@ -291,22 +291,17 @@ def _evaluator(utterances: list[Utterance], waves: list[NDArray[np.int16]], alph
     def evaluate(module: nn.Module) -> dict[str, float]:
         model = module.module if hasattr(module, "module") else module
         assert isinstance(model, Recogniser)
-        was_training = model.training
-        model.eval()
-        transcriber = Transcriber(model, alphabet, None, max_seconds)
         total, characters = 0.0, 0
-        try:
-            with torch.no_grad():
-                order = sorted(range(len(rows)), key=lambda k: len(waves[rows[k]]))
-                for start in range(0, len(order), DECODE_BATCH):
-                    chunk = order[start : start + DECODE_BATCH]
-                    batch = SpeechBatch.make([as_float(waves[rows[k]]) for k in chunk], [targets[k] for k in chunk])
-                    loss, metrics = model.loss(to_device(batch, transcriber.device))
-                    total += float(loss) * metrics["characters"]
-                    characters += int(metrics["characters"])
+        with evaluating(model) as device:  # before the Transcriber, which puts the model in eval mode
+            transcriber = Transcriber(model, alphabet, None, max_seconds)
+            order = sorted(range(len(rows)), key=lambda k: len(waves[rows[k]]))
+            for start in range(0, len(order), DECODE_BATCH):
+                chunk = order[start : start + DECODE_BATCH]
+                batch = SpeechBatch.make([as_float(waves[rows[k]]) for k in chunk], [targets[k] for k in chunk])
+                loss, metrics = model.loss(to_device(batch, device))
+                total += float(loss) * metrics["characters"]
+                characters += int(metrics["characters"])
             outputs = transcriber.transcribe([as_float(waves[n]) for n in decodes])
-        finally:
-            model.train(was_training)
         scores = error_rates([o.text for o in outputs], [utterances[n].text for n in decodes])
         return {"loss": total / max(characters, 1), "cer": scores["cer"], "wer": scores["wer"],
                 "string_accuracy": scores["string_accuracy"]}

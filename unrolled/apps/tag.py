@@ -35,6 +35,7 @@ from unrolled.apps.base import (
     Predictor,
     data_path,
     epochs_recipe,
+    evaluating,
     saved_sections,
 )
 from unrolled.apps.split import SplitRecord, new_record, recorded_part, split_parts
@@ -283,11 +284,8 @@ class SequenceTagger(Predictor[str, Tagged]):
 def validation_loss(model: nn.Module, words: list[list[int]], tags: list[list[int]],
                     chars: list[list[list[int]]] | None) -> dict[str, float]:
     """Mean cross-entropy per token and token accuracy, in eval mode, on the model's device."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
     total, correct, count = 0.0, 0, 0
-    with torch.no_grad():
+    with evaluating(model) as device:
         for batch in iterate_batches(words, tags, batch_size=PREDICT_BATCH, chars=chars):
             batch = to_device(batch, device)
             assert batch.labels is not None
@@ -296,7 +294,6 @@ def validation_loss(model: nn.Module, words: list[list[int]], tags: list[list[in
             valid = batch.labels != IGNORE_LABEL
             correct += int(((logits.argmax(-1) == batch.labels) & valid).sum())
             count += int(valid.sum())
-    model.train(was_training)
     return {"loss": total / count, "accuracy": correct / count}
 
 

@@ -33,6 +33,7 @@ from unrolled.apps.base import (
     Predictor,
     data_path,
     epochs_recipe,
+    evaluating,
     saved_sections,
 )
 from unrolled.apps.split import PARTS, SplitRecord, new_record, split_parts
@@ -310,20 +311,14 @@ class VideoLabeller(Predictor[Clip, FrameLabels]):
 
 def validation_scores(model: FrameLabeller, clips: Clips) -> dict[str, float]:
     """Mean cross-entropy per labelled frame and per-frame accuracy, in eval mode, on the model's device."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
     total, correct, count = 0.0, 0.0, 0.0
-    try:
-        with torch.no_grad():
-            for start in range(0, len(clips.lengths), LABEL_BATCH):
-                rows = list(range(start, min(start + LABEL_BATCH, len(clips.lengths))))
-                loss, metrics = model.loss(to_device(clip_batch(clips, rows), device))
-                total += float(loss) * metrics["frames"]
-                correct += metrics["accuracy"] * metrics["frames"]
-                count += metrics["frames"]
-    finally:
-        model.train(was_training)
+    with evaluating(model) as device:
+        for start in range(0, len(clips.lengths), LABEL_BATCH):
+            rows = list(range(start, min(start + LABEL_BATCH, len(clips.lengths))))
+            loss, metrics = model.loss(to_device(clip_batch(clips, rows), device))
+            total += float(loss) * metrics["frames"]
+            correct += metrics["accuracy"] * metrics["frames"]
+            count += metrics["frames"]
     return {"loss": total / max(count, 1.0), "accuracy": correct / max(count, 1.0)}
 
 
