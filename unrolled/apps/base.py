@@ -41,7 +41,6 @@ from unrolled.training import TrainConfig
 In = TypeVar("In")
 Out = TypeVar("Out")
 P = TypeVar("P", bound="Predictor[Any, Any]")
-T = TypeVar("T")
 SPLITS = ("all", "train", "validation", "test")
 
 
@@ -167,13 +166,6 @@ def own_options(options: Any, kind: type[Opts]) -> Opts:
     if isinstance(options, kind):
         return options
     return kind(**(dataclasses.asdict(options) if options is not None else {}))
-
-
-def batches(items: Sequence[T], size: int) -> Iterator[tuple[list[int], list[T]]]:
-    """(indices, items) of consecutive batches of at most `size`."""
-    for start in range(0, len(items), size):
-        index = list(range(start, min(start + size, len(items))))
-        yield index, [items[i] for i in index]
 
 
 def data_path(file: str | None, dataset: str | None, *, what: str, known: str) -> Path:
