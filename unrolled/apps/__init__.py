@@ -1,10 +1,17 @@
-"""Applications end to end: data files -> vocabulary -> model -> trainer -> checkpoint -> predictions and scores.
+"""The applications, every one in the same shape: configuration dataclasses, `fit`, a predictor, ``APP``.
 
-One file per application that combines several models or a data pipeline of
-its own:
+- `base`: what they share: `Application` (how the command line and ``import unrolled`` see one),
+  the `Predictor` base (``load`` / ``predict`` / ``evaluate``), the predict and eval options, and
+  the helpers every application used by copy.
+- `registry`: the table of applications, one line each.
+- the applications: `lm` (character language model), `classify` (sentence classification, RNN or
+  CNN), `tag` (a label per token), `seq2seq` (translation, auto-reply, pronunciation), `caption`
+  (image captioning), `glimpse` (reading digit strings by recurrent glimpses), `video` (a label per
+  frame), `speech` (transcription; its predictor is in `transcriber`, its data pipeline in
+  `speech_data`).
+- shared by some: `split` (a recorded train / validation / test split), `sides` (seq2seq's and
+  captioning's text sides), `images` (the image data and options of caption and glimpse).
 
-- `lm`: the character-level language model: train on text, sample, evaluate.
-- `classify`: sentence classification with the RNN or the CNN classifier.
-- `tag`: a label per token with the bidirectional tagger.
-- `video`: a label per video frame: a CNN per frame, then the tagger's bidirectional recurrent layer.
+A new application is one module here ending in ``APP = Application(...)`` and one line in
+`registry` (see `base`).
 """

@@ -1,5 +1,7 @@
-"""Applications, one file each: each model offers `loss(batch) -> (loss, metrics)` to the trainer and,
-where it generates, `step(tokens, state) -> (log_probs, state)` and `reorder(state, index)` to decoding.
+"""The networks: `nn.Module`s and their configuration dataclasses only (no files, no training, no data
+pipelines; those are the applications', `unrolled.apps`). Each offers `loss(batch) -> (loss, metrics)` to the
+trainer and, where it generates, `step(tokens, state) -> (log_probs, state)` and `reorder(state, index)` to
+decoding. Besides the ones below: `seq2seq`, `captioner`, `glimpse` and `speech`.
 
 - `charlm`: the character-level language model (the lecture's running example).
 - `classifier`: many-to-one, a class per token sequence: `RNNClassifier` (last/mean/max/attention
