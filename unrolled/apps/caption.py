@@ -265,12 +265,7 @@ class ImageCaptioner(Predictor[str, CaptionedImage]):
                 max_length: int | None = None, batch_size: int = CAPTION_BATCH,
                 attention: bool = False) -> list[list[Caption]]:
         """The n_best captions of each image (uint8 (N, H, W, 3) at the run's size), best first; beam 1 is greedy."""
-        if beam < 1:
-            raise ValueError(f"the beam size must be at least 1, got {beam}")
-        if not 1 <= n_best <= beam:
-            raise ValueError(f"n_best must be in 1..beam ({beam}), got {n_best}")
-        if batch_size < 1:
-            raise ValueError(f"the batch size must be positive, got {batch_size}")
+        decoding.check_beam(beam, n_best, batch_size)
         self.check_images(images)
         limit = max_length if max_length is not None else self.side.max_len + 1
         weights = (lambda state: state.attention) if attention and self.model.config.attention == "soft" else None

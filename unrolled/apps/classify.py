@@ -37,7 +37,7 @@ from unrolled.apps.base import (
     evaluating,
     saved_sections,
 )
-from unrolled.apps.split import SplitRecord, new_record, recorded_part, split_parts
+from unrolled.apps.split import SplitRecord, recorded_part, split_for_fit, split_parts
 from unrolled.cells import CELLS
 from unrolled.checkpoint import saved_run_config
 from unrolled.data.labelled import (
@@ -346,15 +346,7 @@ def fit(config: ClassifyConfig, out: str | os.PathLike[str], *, resume: bool = F
     if validation_examples is None and data_config.validation_data:
         validation_examples = read_examples(data_config, data_config.validation_data)
     saved = saved_run_config(out, kind=KIND) if resume else None
-    separate = validation_examples is not None  # then the training file is not split
-    record = (SplitRecord(**saved["split"]) if saved else
-              new_record(examples, example_key, seed=data_config.split_seed,
-                         validation=0.0 if separate else data_config.validation,
-                         test=0.0 if separate else data_config.test, folds=data_config.folds,
-                         fold=data_config.fold if data_config.folds else None))
-    parts = split_examples(examples, record)
-    if validation_examples is not None:
-        parts["validation"] = validation_examples
+    record, parts = split_for_fit(examples, validation_examples, saved, data_config, example_key, split_examples)
     if saved:
         encoding, labels = TextEncoding.from_json(saved["encoding"]), LabelSet.from_json(saved["labels"])
         model, network_config = saved["model_type"], saved["model"]

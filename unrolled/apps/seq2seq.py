@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from unrolled import decoding
 from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, evaluating, saved_sections
 from unrolled.apps.sides import DEFAULT_SUBWORDS, TOKENS, Side, encode_pairs, pair_key, references, split_pairs
-from unrolled.apps.split import SplitRecord, new_record, recorded_part
+from unrolled.apps.split import SplitRecord, recorded_part, split_for_fit
 from unrolled.cells import CELLS
 from unrolled.checkpoint import saved_run_config
 from unrolled.data.pairs import Pair, PairData, iterate_pair_batches, make_pair_batch
@@ -270,12 +270,7 @@ class Translator(Predictor[str, Translations]):
         Inputs are decoded in batches of similar length; a result never depends
         on the batch (each input is searched on its own rows).
         """
-        if beam < 1:
-            raise ValueError(f"the beam size must be at least 1, got {beam}")
-        if not 1 <= n_best <= beam:
-            raise ValueError(f"n_best must be in 1..beam ({beam}), got {n_best}")
-        if batch_size < 1:
-            raise ValueError(f"the batch size must be positive, got {batch_size}")
+        decoding.check_beam(beam, n_best, batch_size)
         limit = max_length if max_length is not None else self.max_length
         ids = self.encode_sources(texts)
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
@@ -426,14 +421,7 @@ def fit(config: Seq2SeqAppConfig, out: str | os.PathLike[str], *, resume: bool =
     if validation_pairs is None and data_config.validation_data:
         validation_pairs = read_pairs_of(data_config, data_config.validation_data)
     saved = saved_run_config(out, kind=KIND) if resume else None
-    separate = validation_pairs is not None
-    record = (SplitRecord(**saved["split"]) if saved else
-              new_record(pairs, pair_key, seed=data_config.split_seed,
-                         validation=0.0 if separate else data_config.validation,
-                         test=0.0 if separate else data_config.test, grouped=True))
-    parts = split_pairs(pairs, record)
-    if validation_pairs is not None:
-        parts["validation"] = validation_pairs
+    record, parts = split_for_fit(pairs, validation_pairs, saved, data_config, pair_key, split_pairs, grouped=True)
     if not parts["train"]:
         raise ValueError("no training pairs are left after the split; give more data or smaller fractions")
     if saved:

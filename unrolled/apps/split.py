@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from unrolled.data.labelled import kfold_indices, split_groups, split_indices
 
@@ -81,6 +81,24 @@ def new_record(items: list[Item], key: Callable[[Item], str], *, seed: int, vali
     return SplitRecord(seed, validation, test, folds, fold, len(items), fingerprint(key(item) for item in items),
                        grouped)
 
+
+
+def split_for_fit(items: list[Item], validation_items: list[Item] | None, saved: dict[str, Any] | None, data: Any,
+                  key: Callable[[Item], str], split_items: Callable[[list[Item], SplitRecord], dict[str, list[Item]]],
+                  *, grouped: bool = False) -> tuple[SplitRecord, dict[str, list[Item]]]:
+    """The split a run trains on and its parts: on resume the `saved` run's record, else a fresh one with the
+    fractions, seed and folds of `data` (``validation``, ``test``, ``split_seed``, and ``folds``/``fold`` where it
+    has them); given `validation_items`, the items are not split and those are the validation part."""
+    separate = validation_items is not None
+    folds = getattr(data, "folds", None)
+    record = (SplitRecord(**saved["split"]) if saved else
+              new_record(items, key, seed=data.split_seed, validation=0.0 if separate else data.validation,
+                         test=0.0 if separate else data.test, folds=folds,
+                         fold=data.fold if folds else None, grouped=grouped))
+    parts = split_items(items, record)
+    if validation_items is not None:
+        parts["validation"] = validation_items
+    return record, parts
 
 
 def recorded_part(items: list[Item], record: SplitRecord | None, part: str,

@@ -38,7 +38,7 @@ from unrolled.apps.base import (
     evaluating,
     saved_sections,
 )
-from unrolled.apps.split import SplitRecord, new_record, recorded_part, split_parts
+from unrolled.apps.split import SplitRecord, recorded_part, split_for_fit, split_parts
 from unrolled.cells import CELLS
 from unrolled.checkpoint import saved_run_config
 from unrolled.data.conll import WORD, TaggedSentence, restore_text
@@ -328,14 +328,7 @@ def fit(config: TagConfig, out: str | os.PathLike[str], *, resume: bool = False,
     if untagged is not None:
         raise ValueError(f"the sentence at line {untagged.line} has no tags; training needs a tag column")
     saved = saved_run_config(out, kind=KIND) if resume else None
-    separate = validation_sentences is not None
-    record = (SplitRecord(**saved["split"]) if saved else
-              new_record(sentences, sentence_key, seed=data_config.split_seed,
-                         validation=0.0 if separate else data_config.validation,
-                         test=0.0 if separate else data_config.test))
-    parts = split_sentences(sentences, record)
-    if validation_sentences is not None:
-        parts["validation"] = validation_sentences
+    record, parts = split_for_fit(sentences, validation_sentences, saved, data_config, sentence_key, split_sentences)
     if saved:
         encoding, tags = TagEncoding.from_json(saved["encoding"]), LabelSet.from_json(saved["tags"])
         network_config, task = TaggerConfig(**saved["model"]), saved.get("task", "plain")

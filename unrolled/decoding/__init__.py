@@ -16,6 +16,7 @@ from unrolled.decoding.search import (
     Hypothesis,
     beam_search,
     block_repeats,
+    check_beam,
     check_filter,
     check_tokens,
     filter_logits,
@@ -28,5 +29,6 @@ from unrolled.decoding.search import (
     shared_rows,
 )
 
-__all__ = ["Decoder", "Hypothesis", "beam_search", "block_repeats", "check_filter", "check_tokens", "filter_logits",
-           "gnmt_penalty", "greedy", "greedy_misses", "index_state", "repeat_hypotheses", "sample", "shared_rows"]
+__all__ = ["Decoder", "Hypothesis", "beam_search", "block_repeats", "check_beam", "check_filter", "check_tokens",
+           "filter_logits", "gnmt_penalty", "greedy", "greedy_misses", "index_state", "repeat_hypotheses", "sample",
+           "shared_rows"]

@@ -288,6 +288,17 @@ def gnmt_penalty(length: int, alpha: float) -> float:
     return ((5 + length) / 6) ** alpha
 
 
+def check_beam(beam_size: int, n_best: int, batch_size: int = 1) -> None:
+    """One-line errors for what no search can run with: a beam under 1, an n_best outside 1..beam_size, a batch
+    under 1 (what the predictors that search in batches take besides)."""
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be at least 1, got {beam_size}")
+    if not 1 <= n_best <= beam_size:
+        raise ValueError(f"n_best must be in 1..beam_size={beam_size}, got {n_best}")
+    if batch_size < 1:
+        raise ValueError(f"the batch size must be positive, got {batch_size}")
+
+
 def beam_search(
     decoder: Decoder,
     log_probs: Tensor,
@@ -334,10 +345,7 @@ def beam_search(
     comes with each step's log-probabilities (the primed state first) and
     follows every hypothesis as its tokens do (`Hypothesis.weights`).
     """
-    if beam_size < 1:
-        raise ValueError(f"beam_size must be at least 1, got {beam_size}")
-    if not 1 <= n_best <= beam_size:
-        raise ValueError(f"n_best must be in 1..beam_size={beam_size}, got {n_best}")
+    check_beam(beam_size, n_best)
     if max_length < 1:
         raise ValueError(f"max_length must be at least 1, got {max_length}")
     if not 0 <= min_length < max_length:
