@@ -108,14 +108,10 @@ def report() -> None:
     rows = harness.rows(RESULTS, MODELS)
     print(f"G2P on cmudict, test words of our split ({rows[0]['sources']} words, {rows[0]['pairs']} pronunciations)")
     print(f"{'model':<84} {'WER %':>6} {'PER %':>6} {'words/s':>8}")
-    for row in rows:
-        epochs = row.get("epochs", "?")
-        for beam in (1, 5):
-            s = row[f"beam{beam}"]
-            label = (f"ours, {DESCRIPTIONS[row['model']]} ({row['train_seconds'] / 60:.0f} min, {epochs} epochs), "
-                     f"{'greedy' if beam == 1 else 'beam 5'}")
-            print(f"{label:<84} {100 * s['sequence_error']:6.2f} {100 * s['token_error']:6.2f} "
-                  f"{s['per_second']:8.0f}")
+    for row, decoding, s in harness.by_decoding(rows):
+        label = f"ours, {DESCRIPTIONS[row['model']]} {harness.trained_for(row)}, {decoding}"
+        print(f"{label:<84} {100 * s['sequence_error']:6.2f} {100 * s['token_error']:6.2f} "
+              f"{s['per_second']:8.0f}")
     for label, wer, per in PUBLISHED:
         print(f"{label:<84} {wer:6.2f} {'' if per is None else f'{per:6.2f}':>6} {'':>8}")
     for row in rows:

@@ -37,7 +37,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,6 +170,38 @@ def summarise(results: Path, doc: str | None, report: Callable[[], None], *, pic
     if (results / PICTURE_FILE).is_file():
         lines += [f"![learning curve{f' of {picture}' if picture else ''}]({PICTURE_FILE})", ""]
     (results / SUMMARY_FILE).write_text("\n".join(lines))
+
+
+def by_decoding(rows: Iterable[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], str, dict[str, Any]]]:
+    """Each model's row with its greedy and its beam-5 scores (the ``beam1`` and ``beam5`` entries that the
+    sequence benchmarks record): (row, "greedy" or "beam 5", scores)."""
+    for row in rows:
+        for beam in (1, 5):
+            yield row, "greedy" if beam == 1 else "beam 5", row[f"beam{beam}"]
+
+
+def trained_for(row: dict[str, Any], epochs: Any = None) -> str:
+    """How long a model trained: "(30 min, 4.2 epochs)"."""
+    return f"({row['train_seconds'] / 60:.0f} min, {row.get('epochs', '?') if epochs is None else epochs} epochs)"
+
+
+def parse_form(parser: argparse.ArgumentParser, argv: list[str] | None, quick: dict[str, Any],
+               full: dict[str, Any], *, positive: Iterable[str] = ()) -> argparse.Namespace:
+    """The speed benchmarks' arguments: each option left unset (None) takes its value in the `quick` form (with
+    ``--quick``) or the `full` one; the `positive` ones must be at least 1; ``--threads``, when given, is applied
+    (torch.set_num_threads) before anything is timed."""
+    import torch
+
+    args = parser.parse_args(argv)
+    for key, value in (quick if args.quick else full).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    for key in positive:
+        if getattr(args, key) < 1:
+            parser.error(f"--{key.replace('_', '-')} must be at least 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args
 
 
 def beside(label: str, ours: float, peer: float, unit: str, *, width: int = 40) -> str:

@@ -589,22 +589,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "with native bfloat16) (default: fp32)")
     parser.add_argument("--json", metavar="PATH", help="also write every figure to PATH as JSON")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    for key, value in (QUICK if args.quick else FULL).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    for key in ("steps", "repeats", "warmup", "sample_length", "sample_repeats", "memory_steps"):
-        if getattr(args, key) < 1:
-            parser.error(f"--{key.replace('_', '-')} must be at least 1")
-    return args
+    return harness.parse_form(parser, argv, QUICK, FULL, positive=(
+        "steps", "repeats", "warmup", "sample_length", "sample_repeats", "memory_steps"))
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.memory_child:
         return memory_child(args.memory_child)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     shape = dataclasses.replace(QUICK_SHAPE if args.quick else FULL_SHAPE, precision=args.precision)
     start = time.perf_counter()
     ids, vocabulary, source = load_data(args.data)

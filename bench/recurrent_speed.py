@@ -444,10 +444,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few repeats: checks that it runs")
     parser.add_argument("--json", metavar="PATH", help="also write every figure to PATH as JSON")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    for key, value in (QUICK if args.quick else FULL).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    args = harness.parse_form(parser, argv, QUICK, FULL)
     args.configs = [parse_config(name) for name in args.configs.split(",")]
     args.modes = args.modes.split(",")
     if unknown := set(args.modes) - set(GATES):
@@ -459,8 +456,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.memory_child:
         return memory_child(args.memory_child)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device, start, info = torch.device(args.device), time.perf_counter(), header(args)
     print_header(info)
     rows: list[dict[str, Any]] = []

@@ -63,12 +63,9 @@ def report() -> None:
     print(f"{'model':<40} {'BLEU':>6} {'chrF':>6} {'verses/s':>9}")
     copy = rows[0]["copy_baseline"]
     print(f"{'copy the English verse':<40} {copy['bleu']:6.2f} {copy['chrf']:6.2f} {'':>9}")
-    for row in rows:
-        for beam in (1, 5):
-            s = row[f"beam{beam}"]
-            label = f"{'attention' if row['model'] == 'attention' else 'no attention'}, " \
-                    f"{'greedy' if beam == 1 else 'beam 5'}"
-            print(f"{label:<40} {s['bleu']:6.2f} {s['chrf']:6.2f} {s['per_second']:9.1f}")
+    for row, decoding, s in harness.by_decoding(rows):
+        label = f"{'attention' if row['model'] == 'attention' else 'no attention'}, {decoding}"
+        print(f"{label:<40} {s['bleu']:6.2f} {s['chrf']:6.2f} {s['per_second']:9.1f}")
     for row in rows:
         print(f"{row['model']}: trained {row['train_seconds'] / 60:.1f} min on {row['threads']} thread(s)")
 

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from unrolled.data.labelled import PAD_ID, TokenBatch
+from unrolled.data.labelled import TokenBatch
+from unrolled.data.vocab import PAD_ID
 from unrolled.models import CNNClassifier, CNNClassifierConfig, RNNClassifier, RNNClassifierConfig
 from unrolled.models.classifier import SequenceClassifier
 

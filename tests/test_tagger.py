@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unrolled.data.labelled import IGNORE_LABEL, PAD_ID, TokenBatch
+from unrolled.data.labelled import IGNORE_LABEL, TokenBatch
+from unrolled.data.vocab import PAD_ID
 from unrolled.models import Tagger, TaggerConfig
 
 V, C, E, H = 12, 4, 6, 5  # vocabulary, tags, embedding and hidden sizes

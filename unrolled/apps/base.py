@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any, ClassVar, Generic, TextIO, TypeVar
 
 import torch
+from typing_extensions import Self, dataclass_transform
 
 from unrolled.checkpoint import CheckpointError, load_checkpoint, load_model_state, resolve_checkpoint
-from unrolled.options import SAVED_KEY, option, require_positive, sections
+from unrolled.options import SAVED_KEY, apply_values, option, read_config, require_positive, sections
 from unrolled.options import to_json as to_json_config
 from unrolled.training import TrainConfig
 
@@ -42,6 +43,33 @@ In = TypeVar("In")
 Out = TypeVar("Out")
 P = TypeVar("P", bound="Predictor[Any, Any]")
 SPLITS = ("all", "train", "validation", "test")
+
+
+@dataclass_transform(field_specifiers=(field,))
+class RunConfig:
+    """The base of every application's configuration: a dataclass of sections ``data``, ``model`` and ``train``.
+
+    A subclass declares its sections as fields with defaults and is made a
+    dataclass by the base (no decorator needed)::
+
+        class LMConfig(RunConfig):
+            data: LMData = field(default_factory=LMData)
+            model: LMModel = field(default_factory=LMModel)
+            train: TrainConfig = field(default_factory=...)
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        dataclass(cls)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> Self:
+        """The defaults with a YAML or JSON file's values set (a run's config.json repeats that run)."""
+        return apply_values(cls(), read_config(Path(path)), source=str(path))
+
+    def to_json(self) -> dict[str, Any]:
+        """Every section as plain JSON, as ``--config`` reads it back."""
+        return to_json_config(self)
 
 
 @dataclass

@@ -29,6 +29,7 @@ from unrolled.apps.base import (
     EvalOptions,
     PredictOptions,
     Predictor,
+    RunConfig,
     epochs_recipe,
     evaluating,
     own_options,
@@ -43,7 +44,7 @@ from unrolled.apps.images import (
     run_part,
     split_images,
 )
-from unrolled.apps.seq2seq import Side
+from unrolled.apps.sides import Side, left_out_long
 from unrolled.apps.split import new_record
 from unrolled.checkpoint import saved_run_config
 from unrolled.data.images import ImageCaptions
@@ -149,18 +150,13 @@ class CaptionModel:
         return CaptionerConfig(vocab=vocab, **{k: v for k, v in asdict(self).items() if k != "encoder_weights"})
 
 
-def _train_defaults() -> TrainConfig:
-    """Adam at 1e-3 on a cosine schedule for up to 10 epochs, evaluated each epoch."""
-    return epochs_recipe(schedule="cosine", early_stop=None)
-
-
-@dataclass
-class CaptionConfig:
+class CaptionConfig(RunConfig):
     """Everything a captioning run is made from; saved whole in its checkpoints."""
 
     data: CaptionData = field(default_factory=CaptionData)
     model: CaptionModel = field(default_factory=CaptionModel)
-    train: TrainConfig = field(default_factory=_train_defaults)
+    train: TrainConfig = field(default_factory=lambda: epochs_recipe(schedule="cosine", early_stop=None))
+    """The recipe: Adam at 1e-3 on a cosine schedule for up to 10 epochs, evaluated each epoch."""
 
 
 # ---------------------------------------------------------------------- the trained captioner
@@ -399,11 +395,7 @@ def fit(config: CaptionConfig, out: str | os.PathLike[str], *, resume: bool = Fa
                           max_len=options.max_len, min_freq=options.min_freq, target=True)
         network_config = config.model.network(len(side.vocabulary))
     image_of, captions, long_captions = encode_captions(data, parts["train"], side)
-    if long_captions:
-        warnings.warn(f"{long_captions} training caption(s) longer than {side.max_len} tokens were left out "
-                      "(raise --max-len to keep them)", stacklevel=2)
-    if not captions:
-        raise ValueError(f"every training caption is longer than {side.max_len} tokens; raise --max-len")
+    left_out_long(long_captions, len(captions), side.max_len, "caption(s)")
     torch.manual_seed(train_config.seed)
     network = Captioner(network_config)
     if config.model.encoder_weights is not None and not saved:

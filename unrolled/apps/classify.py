@@ -20,6 +20,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from unrolled.apps.base import (
     EvalOptions,
     PredictOptions,
     Predictor,
+    RunConfig,
     data_path,
     epochs_recipe,
     evaluating,
@@ -40,18 +42,8 @@ from unrolled.apps.base import (
 from unrolled.apps.split import SplitRecord, recorded_part, split_for_fit, split_parts
 from unrolled.cells import CELLS
 from unrolled.checkpoint import saved_run_config
-from unrolled.data.labelled import (
-    Example,
-    LabelledData,
-    LabelSet,
-    TokenVocabulary,
-    iterate_batches,
-    load_vectors,
-    make_batch,
-    tokenize,
-    truncate,
-)
-from unrolled.data.vocab import UNK_ID
+from unrolled.data.labelled import Example, LabelledData, iterate_batches, make_batch, truncate
+from unrolled.data.vocab import UNK_ID, LabelSet, TokenVocabulary, load_vectors, tokenize
 from unrolled.metrics import classification_report
 from unrolled.models.classifier import (
     POOLINGS,
@@ -144,8 +136,6 @@ def build_model(model_type: str, config: dict[str, Any]) -> SequenceClassifier:
     return module(config_type(**config))
 
 
-
-
 # ---------------------------------------------------------------------- configuration
 
 
@@ -209,13 +199,24 @@ class ClassifyModel:
                 "bidirectional": self.bidirectional, "pooling": self.pooling, "dropout": self.dropout}
 
 
-@dataclass
-class ClassifyConfig:
+class ClassifyConfig(RunConfig):
     """Everything a classification run is made from; saved whole in its checkpoints."""
 
     data: ClassifyData = field(default_factory=ClassifyData)
     model: ClassifyModel = field(default_factory=ClassifyModel)
     train: TrainConfig = field(default_factory=epochs_recipe)
+
+
+# ---------------------------------------------------------------------- the configured data
+
+
+def read_examples(data: ClassifyData, path: str | None = None) -> list[Example]:
+    """The examples of `path`, else of the configured file or named dataset; not both, not none."""
+    from unrolled.data.labelled import read_labelled
+
+    source = Path(path) if path else data_path(data.file, data.dataset, what="a labelled file (CSV, TSV or JSON "
+                                               "lines)", known="mr")
+    return read_labelled(source, text_column=data.text_column, label_column=data.label_column, format=data.format)
 
 
 # ---------------------------------------------------------------------- the trained classifier
@@ -320,15 +321,6 @@ def validation_loss(model: nn.Module, sequences: list[list[int]], labels: list[i
     return {"loss": total / len(sequences), "accuracy": correct / len(sequences)}
 
 
-def read_examples(data: ClassifyData, path: str | None = None) -> list[Example]:
-    """The examples of `path`, else of the configured file or named dataset; not both, not none."""
-    from unrolled.data.labelled import read_labelled
-
-    source = Path(path) if path else data_path(data.file, data.dataset, what="a labelled file (CSV, TSV or JSON "
-                                               "lines)", known="mr")
-    return read_labelled(source, text_column=data.text_column, label_column=data.label_column, format=data.format)
-
-
 def fit(config: ClassifyConfig, out: str | os.PathLike[str], *, resume: bool = False,
         examples: list[Example] | None = None, validation_examples: list[Example] | None = None) -> TrainResult:
     """Train a classifier as `config` says into the run folder `out` (or resume it).
@@ -341,12 +333,9 @@ def fit(config: ClassifyConfig, out: str | os.PathLike[str], *, resume: bool = F
     from unrolled.training import Trainer
 
     data_config, train_config = config.data, config.train
-    if examples is None:
-        examples = read_examples(data_config)
-    if validation_examples is None and data_config.validation_data:
-        validation_examples = read_examples(data_config, data_config.validation_data)
     saved = saved_run_config(out, kind=KIND) if resume else None
-    record, parts = split_for_fit(examples, validation_examples, saved, data_config, example_key, split_examples)
+    record, parts = split_for_fit(examples, validation_examples, partial(read_examples, data_config), data_config,
+                                  saved, example_key, split_examples)
     if saved:
         encoding, labels = TextEncoding.from_json(saved["encoding"]), LabelSet.from_json(saved["labels"])
         model, network_config = saved["model_type"], saved["model"]

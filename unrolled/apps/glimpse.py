@@ -27,6 +27,7 @@ from unrolled.apps.base import (
     EvalOptions,
     PredictOptions,
     Predictor,
+    RunConfig,
     epochs_recipe,
     evaluating,
     own_options,
@@ -204,18 +205,14 @@ class ReaderModel:
                 "guide": self.guide, "sensor": self.sensor, "context": self.context}
 
 
-def _train_defaults() -> TrainConfig:
-    """Adam at 1e-3 on a cosine schedule for up to 10 epochs, evaluated each epoch, no clipping."""
-    return epochs_recipe(schedule="cosine", early_stop=None, clip_norm=None)
-
-
-@dataclass
-class ReaderConfig:
+class ReaderConfig(RunConfig):
     """Everything a reading run is made from; saved whole in its checkpoints."""
 
     data: ReaderData = field(default_factory=ReaderData)
     model: ReaderModel = field(default_factory=ReaderModel)
-    train: TrainConfig = field(default_factory=_train_defaults)
+    train: TrainConfig = field(default_factory=lambda: epochs_recipe(schedule="cosine", early_stop=None,
+                                                                     clip_norm=None))
+    """The recipe: Adam at 1e-3 on a cosine schedule for up to 10 epochs, evaluated each epoch, no clipping."""
 
 
 # ---------------------------------------------------------------------- the trained reader

@@ -30,7 +30,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unrolled import decoding
-from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, evaluating, saved_sections
+from unrolled.apps.base import (
+    Application,
+    EvalOptions,
+    PredictOptions,
+    Predictor,
+    RunConfig,
+    evaluating,
+    saved_sections,
+)
 from unrolled.cells import CELLS
 from unrolled.checkpoint import load_checkpoint
 from unrolled.data.text import TextStreams, Vocabulary, random_windows, split_text
@@ -186,13 +194,25 @@ def _train_defaults() -> TrainConfig:
                    clip_norm=1.0, eval_every=500, precision="auto")
 
 
-@dataclass
-class LMConfig:
+class LMConfig(RunConfig):
     """Everything a language-model run is made from; saved whole in its checkpoints."""
 
     data: LMData = field(default_factory=LMData)
     model: LMModel = field(default_factory=LMModel)
     train: TrainConfig = field(default_factory=_train_defaults)
+
+
+# ---------------------------------------------------------------------- the configured data
+
+
+def read_source(data: LMData) -> tuple[str, list[str]]:
+    """The text of the configured files, else of the named dataset (default shakespeare), and their names."""
+    from unrolled.data import obtain, read_text
+
+    if data.files and data.dataset:
+        raise ValueError("give text files or --dataset, not both")
+    paths = [Path(name) for name in data.files] or [obtain(data.dataset or "shakespeare")]
+    return read_text(paths), [str(path) for path in paths]
 
 
 # ---------------------------------------------------------------------- the trained model
@@ -400,16 +420,6 @@ class LanguageModel(Predictor[str, Sample]):
 
 
 # ---------------------------------------------------------------------- training
-
-
-def read_source(data: LMData) -> tuple[str, list[str]]:
-    """The text of the configured files, else of the named dataset (default shakespeare), and their names."""
-    from unrolled.data import obtain, read_text
-
-    if data.files and data.dataset:
-        raise ValueError("give text files or --dataset, not both")
-    paths = [Path(name) for name in data.files] or [obtain(data.dataset or "shakespeare")]
-    return read_text(paths), [str(path) for path in paths]
 
 
 def fit(config: LMConfig, out: str | os.PathLike[str], *, resume: bool = False, text: str | None = None,

@@ -19,6 +19,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,25 @@ import torch
 from torch import Tensor, nn
 
 from unrolled import decoding
-from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, evaluating, saved_sections
-from unrolled.apps.sides import DEFAULT_SUBWORDS, TOKENS, Side, encode_pairs, pair_key, references, split_pairs
+from unrolled.apps.base import (
+    Application,
+    EvalOptions,
+    PredictOptions,
+    Predictor,
+    RunConfig,
+    evaluating,
+    saved_sections,
+)
+from unrolled.apps.sides import (
+    DEFAULT_SUBWORDS,
+    TOKENS,
+    Side,
+    encode_pairs,
+    left_out_long,
+    pair_key,
+    references,
+    split_pairs,
+)
 from unrolled.apps.split import SplitRecord, recorded_part, split_for_fit
 from unrolled.cells import CELLS
 from unrolled.checkpoint import saved_run_config
@@ -126,8 +144,7 @@ class Seq2SeqModel:
         return Seq2SeqConfig(source_vocab=source_vocab, target_vocab=target_vocab, **asdict(self))
 
 
-@dataclass
-class Seq2SeqAppConfig:
+class Seq2SeqAppConfig(RunConfig):
     """Everything a seq2seq run is made from; saved whole in its checkpoints."""
 
     data: Seq2SeqData = field(default_factory=Seq2SeqData)
@@ -416,12 +433,9 @@ def fit(config: Seq2SeqAppConfig, out: str | os.PathLike[str], *, resume: bool =
     from unrolled.training import Trainer
 
     data_config, train_config = config.data, config.train
-    if pairs is None:
-        pairs = read_pairs_of(data_config)
-    if validation_pairs is None and data_config.validation_data:
-        validation_pairs = read_pairs_of(data_config, data_config.validation_data)
     saved = saved_run_config(out, kind=KIND) if resume else None
-    record, parts = split_for_fit(pairs, validation_pairs, saved, data_config, pair_key, split_pairs, grouped=True)
+    record, parts = split_for_fit(pairs, validation_pairs, partial(read_pairs_of, data_config), data_config, saved,
+                                  pair_key, split_pairs, grouped=True)
     if not parts["train"]:
         raise ValueError("no training pairs are left after the split; give more data or smaller fractions")
     if saved:
@@ -434,11 +448,7 @@ def fit(config: Seq2SeqAppConfig, out: str | os.PathLike[str], *, resume: bool =
                             min_freq=data_config.min_freq, subword_vocab=data_config.subword_vocab, target=True)
         network_config = config.model.network(len(source.vocabulary), len(target.vocabulary))
     sources, targets, long_targets = encode_pairs(parts["train"], source, target)
-    if long_targets:
-        warnings.warn(f"{long_targets} training pair(s) with targets longer than {target.max_len} tokens were left "
-                      "out (raise --max-len to keep them)", stacklevel=2)
-    if not sources:
-        raise ValueError(f"every training target is longer than {target.max_len} tokens; raise --max-len")
+    left_out_long(long_targets, len(sources), target.max_len, "target(s)")
     torch.manual_seed(train_config.seed)
     network = Seq2Seq(network_config)
     batches = PairData(sources, targets, batch_size=data_config.batch_size, seed=train_config.seed, bucket=20)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import io
+import warnings
 from collections import defaultdict
 from typing import Any
 
@@ -154,3 +155,13 @@ def encode_pairs(pairs: list[Pair], source: Side, target: Side) -> tuple[list[li
         sources.append(source_ids or [UNK_ID])
         targets.append([BOS_ID, *target_ids, EOS_ID])
     return sources, targets, dropped
+
+
+def left_out_long(dropped: int, kept: int, max_len: int, what: str) -> None:
+    """After encoding the training targets: a warning that `dropped` `what` (e.g. "caption(s)") were longer than
+    `max_len` tokens and left out, and a one-line error when none was `kept`."""
+    if dropped:
+        warnings.warn(f"{dropped} training {what} longer than {max_len} tokens were left out (raise --max-len to "
+                      "keep them)", stacklevel=3)
+    if not kept:
+        raise ValueError(f"every training {what} is longer than {max_len} tokens; raise --max-len")

@@ -25,7 +25,7 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from unrolled.apps.base import Application, evaluating, saved_sections
+from unrolled.apps.base import Application, RunConfig, evaluating, saved_sections
 from unrolled.apps.speech_data import (
     Clip,
     SpeechData,
@@ -183,8 +183,7 @@ def _train_defaults() -> TrainConfig:
                        clip_norm=5.0, max_epochs=20, eval_every=None, early_stop=None, precision="auto")
 
 
-@dataclass
-class SpeechAppConfig:
+class SpeechAppConfig(RunConfig):
     """Everything a speech run is made from; saved whole in its checkpoints."""
 
     data: SpeechDataConfig = field(default_factory=SpeechDataConfig)

@@ -83,12 +83,24 @@ def new_record(items: list[Item], key: Callable[[Item], str], *, seed: int, vali
 
 
 
-def split_for_fit(items: list[Item], validation_items: list[Item] | None, saved: dict[str, Any] | None, data: Any,
+def split_for_fit(items: list[Item] | None, validation_items: list[Item] | None,
+                  read: Callable[[str | None], list[Item]], data: Any, saved: dict[str, Any] | None,
                   key: Callable[[Item], str], split_items: Callable[[list[Item], SplitRecord], dict[str, list[Item]]],
                   *, grouped: bool = False) -> tuple[SplitRecord, dict[str, list[Item]]]:
-    """The split a run trains on and its parts: on resume the `saved` run's record, else a fresh one with the
-    fractions, seed and folds of `data` (``validation``, ``test``, ``split_seed``, and ``folds``/``fold`` where it
-    has them); given `validation_items`, the items are not split and those are the validation part."""
+    """The split a run trains on and its parts.
+
+    The items are `items`, else ``read(None)`` (the configured data); the
+    validation items are `validation_items`, else ``read(data.validation_data)``
+    where `data` names such a file. Given validation items, the items are not
+    split and those are the validation part. The record is the `saved` run's on
+    resume, else a fresh one with the fractions, seed and folds of `data`
+    (``validation``, ``test``, ``split_seed``, and ``folds``/``fold`` where it
+    has them).
+    """
+    if items is None:
+        items = read(None)
+    if validation_items is None and data.validation_data:
+        validation_items = read(data.validation_data)
     separate = validation_items is not None
     folds = getattr(data, "folds", None)
     record = (SplitRecord(**saved["split"]) if saved else

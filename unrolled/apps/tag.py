@@ -21,6 +21,7 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from unrolled.apps.base import (
     EvalOptions,
     PredictOptions,
     Predictor,
+    RunConfig,
     data_path,
     epochs_recipe,
     evaluating,
@@ -42,8 +44,8 @@ from unrolled.apps.split import SplitRecord, recorded_part, split_for_fit, split
 from unrolled.cells import CELLS
 from unrolled.checkpoint import saved_run_config
 from unrolled.data.conll import WORD, TaggedSentence, restore_text
-from unrolled.data.labelled import IGNORE_LABEL, LabelledData, LabelSet, TokenVocabulary, iterate_batches, truncate
-from unrolled.data.vocab import UNK_ID, char_ids
+from unrolled.data.labelled import IGNORE_LABEL, LabelledData, iterate_batches, truncate
+from unrolled.data.vocab import UNK_ID, LabelSet, TokenVocabulary, char_ids
 from unrolled.metrics import classification_report
 from unrolled.models.tagger import CHAR_ENCODERS, Tagger, TaggerConfig
 from unrolled.options import option, require_fractions, require_positive
@@ -106,8 +108,6 @@ def restoration_input(line: str) -> list[str]:
     return [word.lower() for word in WORD.findall(line)]
 
 
-
-
 # ---------------------------------------------------------------------- configuration
 
 
@@ -165,13 +165,26 @@ class TagModel:
         "dropout on the embeddings (and character features)"))
 
 
-@dataclass
-class TagConfig:
+class TagConfig(RunConfig):
     """Everything a tagging run is made from; saved whole in its checkpoints."""
 
     data: TagData = field(default_factory=TagData)
     model: TagModel = field(default_factory=TagModel)
     train: TrainConfig = field(default_factory=epochs_recipe)
+
+
+# ---------------------------------------------------------------------- the configured data
+
+
+def read_sentences(data: TagData, path: str | None = None) -> list[TaggedSentence]:
+    """The sentences of `path` (all of them), else of the configured file or named dataset (the first --limit)."""
+    from unrolled.data.conll import read_conll
+
+    if path is not None:
+        return read_conll(Path(path), token_column=data.token_column, tag_column=data.tag_column)
+    source = data_path(data.file, data.dataset, what="a CoNLL-style file", known="restore")
+    sentences = read_conll(source, token_column=data.token_column, tag_column=data.tag_column)
+    return sentences[: data.limit] if data.limit else sentences
 
 
 # ---------------------------------------------------------------------- the trained tagger
@@ -297,17 +310,6 @@ def validation_loss(model: nn.Module, words: list[list[int]], tags: list[list[in
     return {"loss": total / count, "accuracy": correct / count}
 
 
-def read_sentences(data: TagData, path: str | None = None) -> list[TaggedSentence]:
-    """The sentences of `path` (all of them), else of the configured file or named dataset (the first --limit)."""
-    from unrolled.data.conll import read_conll
-
-    if path is not None:
-        return read_conll(Path(path), token_column=data.token_column, tag_column=data.tag_column)
-    source = data_path(data.file, data.dataset, what="a CoNLL-style file", known="restore")
-    sentences = read_conll(source, token_column=data.token_column, tag_column=data.tag_column)
-    return sentences[: data.limit] if data.limit else sentences
-
-
 def fit(config: TagConfig, out: str | os.PathLike[str], *, resume: bool = False,
         sentences: list[TaggedSentence] | None = None,
         validation_sentences: list[TaggedSentence] | None = None) -> TrainResult:
@@ -320,15 +322,12 @@ def fit(config: TagConfig, out: str | os.PathLike[str], *, resume: bool = False,
     from unrolled.training import Trainer
 
     data_config, train_config = config.data, config.train
-    if sentences is None:
-        sentences = read_sentences(data_config)
-    if validation_sentences is None and data_config.validation_data:
-        validation_sentences = read_sentences(data_config, data_config.validation_data)
-    untagged = next((s for s in sentences if s.tags is None), None)
+    saved = saved_run_config(out, kind=KIND) if resume else None
+    record, parts = split_for_fit(sentences, validation_sentences, partial(read_sentences, data_config), data_config,
+                                  saved, sentence_key, split_sentences)
+    untagged = next((s for part in parts.values() for s in part if s.tags is None), None)
     if untagged is not None:
         raise ValueError(f"the sentence at line {untagged.line} has no tags; training needs a tag column")
-    saved = saved_run_config(out, kind=KIND) if resume else None
-    record, parts = split_for_fit(sentences, validation_sentences, saved, data_config, sentence_key, split_sentences)
     if saved:
         encoding, tags = TagEncoding.from_json(saved["encoding"]), LabelSet.from_json(saved["tags"])
         network_config, task = TaggerConfig(**saved["model"]), saved.get("task", "plain")

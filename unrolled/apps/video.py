@@ -31,6 +31,7 @@ from unrolled.apps.base import (
     EvalOptions,
     PredictOptions,
     Predictor,
+    RunConfig,
     data_path,
     epochs_recipe,
     evaluating,
@@ -168,18 +169,23 @@ class VideoModel:
     dropout: float = field(default=VideoConfig.dropout, metadata=option("dropout"))
 
 
-def _train_defaults() -> TrainConfig:
-    """Adam at 2e-3, cosine-decayed over up to 10 epochs, evaluated each epoch."""
-    return epochs_recipe(lr=2e-3, schedule="cosine", early_stop=None)
-
-
-@dataclass
-class VideoRunConfig:
+class VideoRunConfig(RunConfig):
     """Everything a frame-labelling run is made from; saved whole in its checkpoints."""
 
     data: VideoData = field(default_factory=VideoData)
     model: VideoModel = field(default_factory=VideoModel)
-    train: TrainConfig = field(default_factory=_train_defaults)
+    train: TrainConfig = field(default_factory=lambda: epochs_recipe(lr=2e-3, schedule="cosine", early_stop=None))
+    """The recipe: Adam at 2e-3, cosine-decayed over up to 10 epochs, evaluated each epoch."""
+
+
+# ---------------------------------------------------------------------- the configured data
+
+
+def read_data(data: VideoData) -> Clips:
+    """The clips of the configured file or named dataset; not both, not none."""
+    from unrolled.data.clips import read_clips
+
+    return read_clips(data_path(data.file, data.dataset, what="a clips file (.npz)", known="moving-digits"))
 
 
 # ---------------------------------------------------------------------- the trained labeller
@@ -320,13 +326,6 @@ def validation_scores(model: FrameLabeller, clips: Clips) -> dict[str, float]:
             correct += metrics["accuracy"] * metrics["frames"]
             count += metrics["frames"]
     return {"loss": total / max(count, 1.0), "accuracy": correct / max(count, 1.0)}
-
-
-def read_data(data: VideoData) -> Clips:
-    """The clips of the configured file or named dataset; not both, not none."""
-    from unrolled.data.clips import read_clips
-
-    return read_clips(data_path(data.file, data.dataset, what="a clips file (.npz)", known="moving-digits"))
 
 
 def fit(config: VideoRunConfig, out: str | os.PathLike[str], *, resume: bool = False,

@@ -38,41 +38,20 @@ import torch
 from torch import Tensor
 
 from unrolled.data.text import read_text
-from unrolled.data.vocab import (
-    PAD_ID,
-    PAD_TOKEN,
-    TOKENIZERS,
-    UNK_ID,
-    UNK_TOKEN,
-    LabelSet,
-    TokenVocabulary,
-    char_ids,
-    load_vectors,
-    tokenize,
-)
+from unrolled.data.vocab import PAD_ID
 
 __all__ = [
     "FORMATS",
     "IGNORE_LABEL",
-    "PAD_ID",
-    "PAD_TOKEN",
-    "TOKENIZERS",
-    "UNK_ID",
-    "UNK_TOKEN",
     "Example",
-    "LabelSet",
     "LabelledData",
     "TokenBatch",
-    "TokenVocabulary",
-    "char_ids",
     "iterate_batches",
     "kfold_indices",
-    "load_vectors",
     "make_batch",
     "read_labelled",
     "split_groups",
     "split_indices",
-    "tokenize",
     "truncate",
 ]
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from unrolled.data.labelled import PAD_ID
+from unrolled.data.vocab import PAD_ID
 from unrolled.recurrent import LayerState
 
 EMBEDDING_INIT = 0.25

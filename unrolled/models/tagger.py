@@ -46,7 +46,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unrolled.cells import CELLS
-from unrolled.data.labelled import IGNORE_LABEL, PAD_ID, TokenBatch
+from unrolled.data.labelled import IGNORE_LABEL, TokenBatch
+from unrolled.data.vocab import PAD_ID
 from unrolled.models.pooling import ConvMaxPool, copy_vectors, last_pool, sequence_mask, token_embedding
 from unrolled.recurrent import Recurrent, at_least_float32
 
