@@ -37,7 +37,6 @@ from typing_extensions import Self, dataclass_transform
 from unrolled.checkpoint import CheckpointError, load_checkpoint, load_model_state, resolve_checkpoint
 from unrolled.options import SAVED_KEY, apply_values, option, read_config, require_positive, sections
 from unrolled.options import to_json as to_json_config
-from unrolled.training import TrainConfig
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -70,6 +69,14 @@ class RunConfig:
     def to_json(self) -> dict[str, Any]:
         """Every section as plain JSON, as ``--config`` reads it back."""
         return to_json_config(self)
+
+    def checkpoint_entry(self, resumed: dict[str, Any] | None = None) -> dict[str, Any]:
+        """For the checkpoint config: the sections but ``train`` (the trainer saves that) under `SAVED_KEY`, so
+        the run can be repeated; nothing when resuming (`resumed`: its saved config) a run saved before
+        configurations were kept (it has none to compare)."""
+        if resumed and SAVED_KEY not in resumed:
+            return {}
+        return {SAVED_KEY: {name: to_json_config(section) for name, section in sections(self) if name != "train"}}
 
 
 @dataclass
@@ -156,15 +163,6 @@ class Predictor(Generic[In, Out]):
         raise NotImplementedError
 
 
-def epochs_recipe(**changes: Any) -> TrainConfig:
-    """The recipe of the labelling applications (`changes` on top): Adam at 1e-3, no weight decay, a constant rate,
-    gradients clipped at norm 5, up to 10 epochs, evaluated once per epoch, stopping after 3 evaluations without a
-    better validation loss; bf16 where the device computes it natively."""
-    recipe = TrainConfig(optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="constant", warmup_steps=0,
-                         clip_norm=5.0, max_epochs=10, eval_every=None, early_stop=3, precision="auto")
-    return dataclasses.replace(recipe, **changes) if changes else recipe
-
-
 @contextmanager
 def evaluating(model: torch.nn.Module) -> Iterator[torch.device]:
     """A block that scores `model`: eval mode, no autograd; yields the model's device; its mode as it was after."""
@@ -175,15 +173,6 @@ def evaluating(model: torch.nn.Module) -> Iterator[torch.device]:
             yield next((p.device for p in model.parameters()), torch.device("cpu"))
     finally:
         model.train(was_training)
-
-
-def saved_sections(config: Any, saved: dict[str, Any] | None) -> dict[str, Any]:
-    """For the checkpoint config: the configuration's sections but ``train`` (the trainer saves that) under
-    `SAVED_KEY`, so the run can be repeated; nothing when resuming a run saved before configurations were kept
-    (it has none to compare)."""
-    if saved and SAVED_KEY not in saved:
-        return {}
-    return {SAVED_KEY: {name: to_json_config(section) for name, section in sections(config) if name != "train"}}
 
 
 Opts = TypeVar("Opts")

@@ -24,17 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from unrolled import decoding
-from unrolled.apps.base import (
-    Application,
-    EvalOptions,
-    PredictOptions,
-    Predictor,
-    RunConfig,
-    epochs_recipe,
-    evaluating,
-    own_options,
-    saved_sections,
-)
+from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, RunConfig, evaluating, own_options
 from unrolled.apps.images import (
     ImageData,
     ImageEvalOptions,
@@ -53,7 +43,7 @@ from unrolled.data.pairs import pad_ids
 from unrolled.metrics import bleu_chrf, bleu_orders, sequence_errors
 from unrolled.models.captioner import ATTENTIONS, BOS_ID, EOS_ID, KIND, Captioner, CaptionerConfig
 from unrolled.options import option, require_positive
-from unrolled.training import TrainConfig, TrainResult, to_device
+from unrolled.training import TrainConfig, TrainResult, epochs_recipe, to_device
 
 COMMAND = "unrolled caption train"
 DATASETS = "scenes, digit-strings, emoji"
@@ -403,7 +393,7 @@ def fit(config: CaptionConfig, out: str | os.PathLike[str], *, resume: bool = Fa
     batches = CaptionBatches(data.images, image_of, captions, batch_size=options.batch_size, seed=train_config.seed)
     extra = {"kind": KIND, "model": asdict(network_config), "captions": side.to_json(), "image_size": list(size),
              "split": None if record is None else asdict(record), "batching": {"batch_size": options.batch_size},
-             **saved_sections(config, saved)}
+             **config.checkpoint_entry(saved)}
     trainer = Trainer(network, batches, train_config, out, evaluate=_evaluator(data, parts["validation"], side),
                       checkpoint_config=extra)
     return trainer.fit(resume=resume)

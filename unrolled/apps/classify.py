@@ -28,17 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from unrolled.apps.base import (
-    Application,
-    EvalOptions,
-    PredictOptions,
-    Predictor,
-    RunConfig,
-    data_path,
-    epochs_recipe,
-    evaluating,
-    saved_sections,
-)
+from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, RunConfig, data_path, evaluating
 from unrolled.apps.split import SplitRecord, recorded_part, split_for_fit, split_parts
 from unrolled.cells import CELLS
 from unrolled.checkpoint import saved_run_config
@@ -54,7 +44,7 @@ from unrolled.models.classifier import (
     SequenceClassifier,
 )
 from unrolled.options import option, require_fractions, require_positive
-from unrolled.training import TrainConfig, TrainResult, to_device
+from unrolled.training import TrainConfig, TrainResult, epochs_recipe, to_device
 
 KIND = "classifier"
 COMMAND = "unrolled classify train"
@@ -362,7 +352,7 @@ def fit(config: ClassifyConfig, out: str | os.PathLike[str], *, resume: bool = F
     extra = {"kind": KIND, "model_type": model, "model": network_config if saved else asdict(network.config),
              "encoding": encoding.to_json(), "labels": labels.to_json(), "split": asdict(record),
              "batching": {"batch_size": data_config.batch_size}}
-    extra.update(saved_sections(config, saved))
+    extra.update(config.checkpoint_entry(saved))
     trainer = Trainer(network, batches, train_config, out, evaluate=evaluate, checkpoint_config=extra)
     return trainer.fit(resume=resume)
 

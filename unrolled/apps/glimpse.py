@@ -22,17 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from unrolled.apps.base import (
-    Application,
-    EvalOptions,
-    PredictOptions,
-    Predictor,
-    RunConfig,
-    epochs_recipe,
-    evaluating,
-    own_options,
-    saved_sections,
-)
+from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, RunConfig, evaluating, own_options
 from unrolled.apps.images import (
     ImageData,
     ImageEvalOptions,
@@ -56,7 +46,7 @@ from unrolled.models.glimpse import (
     symbol_labels,
 )
 from unrolled.options import option
-from unrolled.training import TrainConfig, TrainResult, to_device
+from unrolled.training import TrainConfig, TrainResult, epochs_recipe, to_device
 
 COMMAND = "unrolled glimpse train"
 MODELS = ("dram", "cnn")
@@ -371,7 +361,7 @@ def fit(config: ReaderConfig, out: str | os.PathLike[str], *, resume: bool = Fal
     evaluate = _evaluator(pixels[held], [strings[k] for k in held], symbols) if held else None
     extra = {"kind": KIND, "reader": model, "model": config_of(network), "image_size": list(size),
              "split": None if record is None else asdict(record), "batching": {"batch_size": options.batch_size},
-             **saved_sections(config, saved)}
+             **config.checkpoint_entry(saved)}
     trainer = Trainer(network, batches, train_config, out, evaluate=evaluate, checkpoint_config=extra)
     return trainer.fit(resume=resume)
 

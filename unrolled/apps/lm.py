@@ -30,15 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unrolled import decoding
-from unrolled.apps.base import (
-    Application,
-    EvalOptions,
-    PredictOptions,
-    Predictor,
-    RunConfig,
-    evaluating,
-    saved_sections,
-)
+from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, RunConfig, evaluating
 from unrolled.cells import CELLS
 from unrolled.checkpoint import load_checkpoint
 from unrolled.data.text import TextStreams, Vocabulary, random_windows, split_text
@@ -465,7 +457,7 @@ def fit(config: LMConfig, out: str | os.PathLike[str], *, resume: bool = False, 
     batches = TextStreams(ids[slice(*split["train"])], batch_size=batch_size, seq_len=seq_len)
     extra = {"split": {k: list(v) for k, v in split.items()}, "data": asdict(origin),
              "batching": {"batch_size": batch_size, "seq_len": seq_len}}
-    extra.update(saved_sections(config, saved))
+    extra.update(config.checkpoint_entry(saved))
     trainer = Trainer(lm, batches, train_config, out, evaluate=_evaluator(ids[slice(*split["validation"])],
                                                                           data_config.eval_streams),
                       checkpoint_config=checkpoint_config(lm, vocabulary, **extra))

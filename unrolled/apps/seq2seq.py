@@ -27,15 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from unrolled import decoding
-from unrolled.apps.base import (
-    Application,
-    EvalOptions,
-    PredictOptions,
-    Predictor,
-    RunConfig,
-    evaluating,
-    saved_sections,
-)
+from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, RunConfig, evaluating
 from unrolled.apps.sides import (
     DEFAULT_SUBWORDS,
     TOKENS,
@@ -454,7 +446,7 @@ def fit(config: Seq2SeqAppConfig, out: str | os.PathLike[str], *, resume: bool =
     batches = PairData(sources, targets, batch_size=data_config.batch_size, seed=train_config.seed, bucket=20)
     extra = {"kind": KIND, "model": asdict(network_config), "source": source.to_json(), "target": target.to_json(),
              "split": asdict(record), "batching": {"batch_size": data_config.batch_size}}
-    extra.update(saved_sections(config, saved))
+    extra.update(config.checkpoint_entry(saved))
     trainer = Trainer(network, batches, train_config, out, evaluate=_evaluator(parts["validation"], source, target),
                       checkpoint_config=extra)
     return trainer.fit(resume=resume)

@@ -25,7 +25,7 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from unrolled.apps.base import Application, RunConfig, evaluating, saved_sections
+from unrolled.apps.base import Application, RunConfig, evaluating
 from unrolled.apps.speech_data import (
     Clip,
     SpeechData,
@@ -269,7 +269,7 @@ def fit(config: SpeechAppConfig, out: str | os.PathLike[str], *, resume: bool = 
              "max_seconds": data.max_seconds, "split": None if record is None else asdict(record),
              "batching": {"batch_size": data.batch_size,
                           "perturbation": None if perturbation is None else asdict(perturbation)}}
-    extra.update(saved_sections(config, saved))
+    extra.update(config.checkpoint_entry(saved))
     write_transcripts(Path(out) / TRANSCRIPTS, [u.text for u in parts["train"]])
     trainer = Trainer(network, batches, train_config, out, checkpoint_config=extra,
                       evaluate=_evaluator(valid, valid_waves, alphabet, recogniser, data.max_seconds))

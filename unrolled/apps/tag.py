@@ -29,17 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unrolled.apps.base import (
-    Application,
-    EvalOptions,
-    PredictOptions,
-    Predictor,
-    RunConfig,
-    data_path,
-    epochs_recipe,
-    evaluating,
-    saved_sections,
-)
+from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, RunConfig, data_path, evaluating
 from unrolled.apps.split import SplitRecord, recorded_part, split_for_fit, split_parts
 from unrolled.cells import CELLS
 from unrolled.checkpoint import saved_run_config
@@ -49,7 +39,7 @@ from unrolled.data.vocab import UNK_ID, LabelSet, TokenVocabulary, char_ids
 from unrolled.metrics import classification_report
 from unrolled.models.tagger import CHAR_ENCODERS, Tagger, TaggerConfig
 from unrolled.options import option, require_fractions, require_positive
-from unrolled.training import TrainConfig, TrainResult, to_device
+from unrolled.training import TrainConfig, TrainResult, epochs_recipe, to_device
 
 KIND = "tagger"
 COMMAND = "unrolled tag train"
@@ -342,7 +332,7 @@ def fit(config: TagConfig, out: str | os.PathLike[str], *, resume: bool = False,
                            chars=char_lists, bucket=20)
     extra = {"kind": KIND, "task": task, "model": asdict(network_config), "encoding": encoding.to_json(),
              "tags": tags.to_json(), "split": asdict(record), "batching": {"batch_size": data_config.batch_size}}
-    extra.update(saved_sections(config, saved))
+    extra.update(config.checkpoint_entry(saved))
     trainer = Trainer(network, batches, train_config, out, evaluate=_evaluator(encoding, tags, parts["validation"]),
                       checkpoint_config=extra)
     return trainer.fit(resume=resume)

@@ -33,9 +33,7 @@ from unrolled.apps.base import (
     Predictor,
     RunConfig,
     data_path,
-    epochs_recipe,
     evaluating,
-    saved_sections,
 )
 from unrolled.apps.split import PARTS, SplitRecord, new_record, split_parts
 from unrolled.cells import CELLS
@@ -45,7 +43,7 @@ from unrolled.data.clips import Clips
 from unrolled.data.labelled import IGNORE_LABEL, LabelledData
 from unrolled.models.video import KIND, MODELS, FrameLabeller, VideoConfig
 from unrolled.options import option, require_fractions, require_positive
-from unrolled.training import TrainConfig, TrainResult, to_device
+from unrolled.training import TrainConfig, TrainResult, epochs_recipe, to_device
 
 COMMAND = "unrolled video train"
 LABEL_BATCH = 64
@@ -372,7 +370,7 @@ def fit(config: VideoRunConfig, out: str | os.PathLike[str], *, resume: bool = F
     first_labelled = bool(np.any(train_part.labels[:, 0] != NO_LABEL))  # else `label` says UNLABELLED there
     extra = {"kind": KIND, "model": asdict(network_config), "label_names": names, "first_labelled": first_labelled,
              "split": None if record is None else asdict(record), "batching": {"batch_size": data_config.batch_size}}
-    extra.update(saved_sections(config, saved))
+    extra.update(config.checkpoint_entry(saved))
     trainer = Trainer(network, batches, train_config, out, evaluate=_evaluator(held) if parts["validation"] else None,
                       checkpoint_config=extra)
     return trainer.fit(resume=resume)

@@ -75,6 +75,7 @@ from unrolled.training.config import (
     TrainData,
     TrainingError,
     TrainResult,
+    epochs_recipe,
     parse_duration,
 )
 from unrolled.training.distributed import distributed_context
@@ -87,6 +88,6 @@ __all__ = [
     "APP_CONFIG_RESERVED", "BEST", "CURVE_FILE", "DURATION_UNITS", "LAST", "METRICS_FILE", "OPTIMIZERS",
     "PACE_STEPS", "PRECISIONS", "SCHEDULES", "STATE_FORMAT", "STOP_REASONS", "Evaluate", "TrainConfig",
     "TrainData", "TrainResult", "Trainable", "Trainer", "TrainingError", "TrainingProgress", "bf16_native",
-    "build_optimizer", "cosine_progress", "distributed_context", "learning_rate", "parse_duration",
+    "build_optimizer", "cosine_progress", "distributed_context", "epochs_recipe", "learning_rate", "parse_duration",
     "plot_curve", "resolve_device", "resolve_precision", "seed_everything", "to_device",
 ]

@@ -15,6 +15,7 @@ derived from it (one ``--field-name`` flag each unless said otherwise):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Callable, Iterator
@@ -297,3 +298,12 @@ class TrainResult:
     run_dir: Path
     elapsed: float
     skipped_steps: int = 0
+
+
+def epochs_recipe(**changes: Any) -> TrainConfig:
+    """The recipe of the labelling applications (`changes` on top): Adam at 1e-3, no weight decay, a constant rate,
+    gradients clipped at norm 5, up to 10 epochs, evaluated once per epoch, stopping after 3 evaluations without a
+    better validation loss; bf16 where the device computes it natively."""
+    recipe = TrainConfig(optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="constant", warmup_steps=0,
+                         clip_norm=5.0, max_epochs=10, eval_every=None, early_stop=3, precision="auto")
+    return dataclasses.replace(recipe, **changes) if changes else recipe
