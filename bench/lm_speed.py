@@ -83,10 +83,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from unrolled.apps.lm import LanguageModel, checkpoint_config
+from unrolled.apps.lm import LanguageModel, LMModel, checkpoint_config
 from unrolled.data import StreamBatches, Vocabulary, obtain
 from unrolled.data.text import TextStreams
-from unrolled.models.charlm import CharLM, CharLMConfig, StreamWindow
+from unrolled.models.charlm import CharLM, StreamWindow
 from unrolled.training import TrainConfig, Trainer, TrainResult
 
 RANDOM_CHARACTERS = 1_100_000
@@ -101,24 +101,23 @@ MIB = 1024.0 * 1024.0
 
 @dataclass(frozen=True)
 class Shape:
-    """The model and batch shape: cell, L layers, H hidden, E embedding, dropout, B streams, T window."""
+    """The model (the LM application's model section: cell, L layers, H hidden, E embedding, dropout) and the batch:
+    B streams of T-character windows, trained in `precision` ("bf16": both sides' training forward under
+    torch.autocast(bfloat16))."""
 
-    cell: str = "lstm"
-    layers: int = 2
-    hidden: int = 512
-    embedding: int = 64
-    dropout: float = 0.3
+    model: LMModel = field(default_factory=LMModel)
     batch: int = 64
     seq_len: int = 128
-    precision: str = "fp32"  # "bf16": both sides' training forward under torch.autocast(bfloat16)
+    precision: str = "fp32"
 
     def describe(self) -> str:
-        return (f"{self.cell} layers={self.layers} H={self.hidden} E={self.embedding} dropout={self.dropout} "
+        m = self.model
+        return (f"{m.cell} layers={m.layers} H={m.hidden} E={m.embedding} dropout={m.dropout} "
                 f"B={self.batch} T={self.seq_len} ({self.batch * self.seq_len} tokens/step), {self.precision}")
 
 
 FULL_SHAPE = Shape()
-QUICK_SHAPE = Shape(hidden=32, batch=4, seq_len=16)
+QUICK_SHAPE = Shape(LMModel(hidden=32), batch=4, seq_len=16)
 FULL = {"steps": 5, "repeats": 5, "warmup": 3, "sample_length": 500, "sample_repeats": 5, "memory_steps": 3}
 QUICK = {"steps": 3, "repeats": 3, "warmup": 2, "sample_length": 50, "sample_repeats": 3, "memory_steps": 2,
          "threads": 1}  # one thread: a tiny shape gains nothing from more, and a busy machine makes them crawl
@@ -142,8 +141,7 @@ def load_data(path: str | None) -> tuple[Tensor, Vocabulary, str]:
 
 
 def our_model(shape: Shape, vocabulary: Vocabulary) -> CharLM:
-    config = CharLMConfig(vocab_size=len(vocabulary), cell=shape.cell, layers=shape.layers, hidden=shape.hidden,
-                          embedding=shape.embedding, dropout=shape.dropout)
+    config = shape.model.config(len(vocabulary))
     return CharLM(config)
 
 
@@ -157,12 +155,13 @@ class PeerLM(nn.Module):
 
     def __init__(self, shape: Shape, vocab_size: int) -> None:
         super().__init__()
-        if shape.cell != "lstm":
+        m = shape.model
+        if m.cell != "lstm":
             raise ValueError("the peer is an nn.LSTM: use cell lstm")
-        self.emb = nn.Embedding(vocab_size, shape.embedding)
-        self.lstm = nn.LSTM(shape.embedding, shape.hidden, shape.layers, dropout=shape.dropout, batch_first=True)
-        self.drop = nn.Dropout(shape.dropout)
-        self.head = nn.Linear(shape.hidden, vocab_size)
+        self.emb = nn.Embedding(vocab_size, m.embedding)
+        self.lstm = nn.LSTM(m.embedding, m.hidden, m.layers, dropout=m.dropout, batch_first=True)
+        self.drop = nn.Dropout(m.dropout)
+        self.head = nn.Linear(m.hidden, vocab_size)
 
     def forward(self, x: Tensor, state: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         out, state = self.lstm(self.emb(x), state)  # (B, T, H)
@@ -436,7 +435,7 @@ def memory_child(payload: str) -> None:
     spec = json.loads(payload)
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
-    shape, steps = Shape(**spec["shape"]), spec["steps"]
+    shape, steps = Shape(**{**spec["shape"], "model": LMModel(**spec["shape"]["model"])}), spec["steps"]
     ids, vocabulary, _ = load_data(spec["data"])
     torch.manual_seed(0)
     meter = harness.PeakMeter()

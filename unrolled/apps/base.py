@@ -199,6 +199,13 @@ def data_path(file: str | None, dataset: str | None, *, what: str, known: str) -
     return Path(file) if file else obtain(str(dataset))
 
 
+def beside_run(run: Path, given: str | None, default: str) -> Path:
+    """Where a report writes a file: `given`, else `default` in the run folder (a checkpoint folder's run)."""
+    if given:
+        return Path(given)
+    return (run.parent if (run / "config.json").is_file() else run) / default
+
+
 def to_json(result: Any) -> Any:
     """A result as JSON: dataclasses as objects, tuples and tensors as lists."""
     if dataclasses.is_dataclass(result) and not isinstance(result, type):

@@ -361,10 +361,7 @@ def fit(config: CaptionConfig, out: str | os.PathLike[str], *, resume: bool = Fa
     from unrolled.training import Trainer
 
     options, train_config = config.data, config.train
-    if data is None:
-        data = options.read()
-    if len(data.names) == 0:
-        raise ValueError("no images to train on")
+    data = options.training_images(data)
     saved = saved_run_config(out, kind=KIND) if resume else None
     if saved:
         record = None if saved["split"] is None else SplitRecord(**saved["split"])

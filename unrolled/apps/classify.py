@@ -28,7 +28,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, RunConfig, data_path, evaluating
+from unrolled.apps.base import (
+    Application,
+    EvalOptions,
+    PredictOptions,
+    Predictor,
+    RunConfig,
+    beside_run,
+    data_path,
+    evaluating,
+)
 from unrolled.apps.split import SplitRecord, recorded_part, split_for_fit, split_parts
 from unrolled.cells import CELLS
 from unrolled.checkpoint import saved_run_config
@@ -404,8 +413,7 @@ def report(metrics: dict[str, Any], classifier: TextClassifier, options: Classif
     """Draw the confusion matrix beside the run (named in `metrics`); the report as text."""
     from unrolled.metrics import format_report, plot_confusion
 
-    folder = run.parent if (run / "config.json").is_file() else run  # a checkpoint folder's run, or the run
-    confusion = Path(options.confusion) if options.confusion else folder / f"confusion-{options.split}.png"
+    confusion = beside_run(run, options.confusion, f"confusion-{options.split}.png")
     count = sum(sum(row) for row in metrics["confusion"])
     plot_confusion(metrics["confusion"], classifier.labels.names, confusion,
                    title=f"{classifier.model_type} classifier, {options.split} ({count} examples)")

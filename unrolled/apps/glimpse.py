@@ -323,10 +323,7 @@ def fit(config: ReaderConfig, out: str | os.PathLike[str], *, resume: bool = Fal
     from unrolled.training import Trainer
 
     options, train_config = config.data, config.train
-    if data is None:
-        data = options.read()
-    if len(data.names) == 0:
-        raise ValueError("no images to train on")
+    data = options.training_images(data)
     strings = digit_strings_of(data)
     saved = saved_run_config(out, kind=KIND) if resume else None
     if saved:

@@ -87,6 +87,17 @@ class ImageData:
         require_fractions(self, "validation", "test")
         require_positive(self, "batch_size")
 
+    def read(self) -> ImageCaptions:
+        """The images and captions this names (each application reads them its own way)."""
+        raise NotImplementedError
+
+    def training_images(self, data: ImageCaptions | None = None) -> ImageCaptions:
+        """`data`, else what this names; a one-line error when there are no images."""
+        data = self.read() if data is None else data
+        if len(data.names) == 0:
+            raise ValueError("no images to train on")
+        return data
+
 
 @dataclass
 class ImageEvalOptions(EvalOptions):
