@@ -51,12 +51,11 @@ def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict
 
 def report() -> None:
     rows = harness.rows(RESULTS, MODELS)
-    print(f"Captioning on scenes: {rows[0]['images']} test scenes of held-out (colour, object) combinations")
-    print(f"{'model':<64} {'exact %':>7} {'BLEU-1':>6} {'BLEU-4':>6} {'chrF':>6} {'img/s':>7}")
-    for row, decoding, s in harness.by_decoding(rows):
-        label = f"{DESCRIPTIONS[row['model']]} {harness.trained_for(row)}, {decoding}"
-        print(f"{label:<64} {100 * (1 - s['sequence_error']):7.2f} {s['bleu1']:6.2f} {s['bleu4']:6.2f} "
-              f"{s['chrf']:6.2f} {s['per_second']:7.1f}")
+    harness.table(f"Captioning on scenes: {rows[0]['images']} test scenes of held-out (colour, object) combinations",
+                  [("model", 64), ("exact %", 7), ("BLEU-1", 6), ("BLEU-4", 6), ("chrF", 6), ("img/s", 7)],
+                  [(f"{DESCRIPTIONS[row['model']]} {harness.trained_for(row)}, {decoding}",
+                    f"{100 * (1 - s['sequence_error']):.2f}", f"{s['bleu1']:.2f}", f"{s['bleu4']:.2f}",
+                    f"{s['chrf']:.2f}", f"{s['per_second']:.1f}") for row, decoding, s in harness.by_decoding(rows)])
     for row in rows:
         speed = row["beam5"]["per_second"]
         verdict = "met" if speed >= SPEED_TARGET else "MISSED"

@@ -45,7 +45,8 @@ BUDGET_S = 300.0
 
 def train_one(model: str, seed: int, data: Path, out: Path, extra: list[str]) -> dict[str, Any]:
     """One `unrolled classify train` run in this process; test accuracy of its best checkpoint."""
-    from unrolled.apps.classify import SplitRecord, TextClassifier, split_examples
+    from unrolled.apps.classify import TextClassifier, split_examples
+    from unrolled.apps.split import SplitRecord
     from unrolled.cli import main
     from unrolled.data.labelled import read_labelled
 
@@ -73,7 +74,8 @@ def tfidf_peer(data: Path, split: dict[str, Any]) -> dict[str, Any]:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    from unrolled.apps.classify import SplitRecord, split_examples
+    from unrolled.apps.classify import split_examples
+    from unrolled.apps.split import SplitRecord
     from unrolled.data.labelled import read_labelled
 
     parts = split_examples(read_labelled(data), SplitRecord(**split))

@@ -61,7 +61,8 @@ DESCRIPTIONS = {
 
 
 def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict[str, Any]:
-    from unrolled.apps.seq2seq import Seq2SeqEvalOptions, SplitRecord, Translator, split_pairs
+    from unrolled.apps.seq2seq import Seq2SeqEvalOptions, Translator, split_pairs
+    from unrolled.apps.split import SplitRecord
     from unrolled.data import obtain
     from unrolled.data.pairs import read_pairs
 
@@ -83,7 +84,8 @@ def measure_speed(threads: int) -> None:
     """Greedy and beam-5 words/s of every trained model on the test words, with nothing else running."""
     import torch
 
-    from unrolled.apps.seq2seq import SplitRecord, Translator, references, split_pairs
+    from unrolled.apps.seq2seq import Translator, references, split_pairs
+    from unrolled.apps.split import SplitRecord
     from unrolled.data import obtain
     from unrolled.data.pairs import read_pairs
 
@@ -106,14 +108,12 @@ def measure_speed(threads: int) -> None:
 
 def report() -> None:
     rows = harness.rows(RESULTS, MODELS)
-    print(f"G2P on cmudict, test words of our split ({rows[0]['sources']} words, {rows[0]['pairs']} pronunciations)")
-    print(f"{'model':<84} {'WER %':>6} {'PER %':>6} {'words/s':>8}")
-    for row, decoding, s in harness.by_decoding(rows):
-        label = f"ours, {DESCRIPTIONS[row['model']]} {harness.trained_for(row)}, {decoding}"
-        print(f"{label:<84} {100 * s['sequence_error']:6.2f} {100 * s['token_error']:6.2f} "
-              f"{s['per_second']:8.0f}")
-    for label, wer, per in PUBLISHED:
-        print(f"{label:<84} {wer:6.2f} {'' if per is None else f'{per:6.2f}':>6} {'':>8}")
+    ours = [(f"ours, {DESCRIPTIONS[row['model']]} {harness.trained_for(row)}, {decoding}",
+             f"{100 * s['sequence_error']:.2f}", f"{100 * s['token_error']:.2f}", f"{s['per_second']:.0f}")
+            for row, decoding, s in harness.by_decoding(rows)]
+    published = [(label, f"{wer:.2f}", "" if per is None else f"{per:.2f}", "") for label, wer, per in PUBLISHED]
+    harness.table(f"G2P on cmudict, test words of our split ({rows[0]['sources']} words, {rows[0]['pairs']} "
+                  "pronunciations)", [("model", 84), ("WER %", 6), ("PER %", 6), ("words/s", 8)], ours + published)
     for row in rows:
         greedy, beam = row["beam1"], row["beam5"]
         print(f"{row['model']}: beam 5 decodes at {beam['per_second'] / greedy['per_second']:.2f}x greedy's speed "

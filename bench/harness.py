@@ -180,6 +180,19 @@ def by_decoding(rows: Iterable[dict[str, Any]]) -> Iterator[tuple[dict[str, Any]
             yield row, "greedy" if beam == 1 else "beam 5", row[f"beam{beam}"]
 
 
+def table(title: str, columns: Sequence[tuple[str, int]], lines: Iterable[Sequence[str]]) -> None:
+    """Print `title`, then a table: `columns` are (heading, width), the first left-aligned, the rest right-aligned;
+    each line holds a cell per column, already formatted."""
+    def row(cells: Sequence[str]) -> str:
+        return " ".join(f"{cell:<{width}}" if i == 0 else f"{cell:>{width}}"
+                        for i, (cell, (_, width)) in enumerate(zip(cells, columns, strict=True)))
+
+    print(title)
+    print(row([heading for heading, _ in columns]))
+    for line in lines:
+        print(row(line))
+
+
 def trained_for(row: dict[str, Any], epochs: Any = None) -> str:
     """How long a model trained: "(30 min, 4.2 epochs)"."""
     return f"({row['train_seconds'] / 60:.0f} min, {row.get('epochs', '?') if epochs is None else epochs} epochs)"

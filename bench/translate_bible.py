@@ -32,7 +32,8 @@ MODELS = {
 
 
 def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict[str, Any]:
-    from unrolled.apps.seq2seq import Seq2SeqEvalOptions, SplitRecord, Translator, references, split_pairs
+    from unrolled.apps.seq2seq import Seq2SeqEvalOptions, Translator, references, split_pairs
+    from unrolled.apps.split import SplitRecord
     from unrolled.data import obtain
     from unrolled.data.pairs import read_pairs
     from unrolled.metrics import bleu_chrf
@@ -59,13 +60,13 @@ def run_model(name: str, minutes: float, threads: int, extra: list[str]) -> dict
 
 def report() -> None:
     rows = harness.rows(RESULTS, MODELS)
-    print(f"English -> Spanish, test verses of our split ({rows[0]['sources']} verses)")
-    print(f"{'model':<40} {'BLEU':>6} {'chrF':>6} {'verses/s':>9}")
     copy = rows[0]["copy_baseline"]
-    print(f"{'copy the English verse':<40} {copy['bleu']:6.2f} {copy['chrf']:6.2f} {'':>9}")
-    for row, decoding, s in harness.by_decoding(rows):
-        label = f"{'attention' if row['model'] == 'attention' else 'no attention'}, {decoding}"
-        print(f"{label:<40} {s['bleu']:6.2f} {s['chrf']:6.2f} {s['per_second']:9.1f}")
+    harness.table(f"English -> Spanish, test verses of our split ({rows[0]['sources']} verses)",
+                  [("model", 40), ("BLEU", 6), ("chrF", 6), ("verses/s", 9)],
+                  [("copy the English verse", f"{copy['bleu']:.2f}", f"{copy['chrf']:.2f}", ""),
+                   *((f"{'attention' if row['model'] == 'attention' else 'no attention'}, {decoding}",
+                      f"{s['bleu']:.2f}", f"{s['chrf']:.2f}", f"{s['per_second']:.1f}")
+                     for row, decoding, s in harness.by_decoding(rows))])
     for row in rows:
         print(f"{row['model']}: trained {row['train_seconds'] / 60:.1f} min on {row['threads']} thread(s)")
 

@@ -183,42 +183,32 @@ def test_lstm_matches_oracle(options: dict[str, Any], bias: bool) -> None:
     run_both(cell, xs, (h0, c0), check)
 
 
+GRU_ORACLES = {
+    # variant: (the independent NumPy oracle built from the cell, the oracle's z in unrolled's terms, seed)
+    "cudnn": (ref.gru_cudnn_from_cell, lambda z: z, 30),
+    # Cho's GRU is the lecture's, with the lecture's z = 1 - unrolled's z (W_z and b_z negated)
+    "cho": (ref.gru_from_cell, lambda z: 1.0 - z, 40),
+}
+
+
 @pytest.mark.parametrize("bias", [True, False])
-def test_gru_cudnn_matches_oracle(bias: bool) -> None:
-    cell = GRUCell(IN, H, bias, variant="cudnn", dtype=torch.float64)
-    randomize(cell, seed=30)
-    xs, h0, _ = random_inputs(seed=31)
-    oracle = ref.gru_cudnn_from_cell(cell, h0.numpy())
+@pytest.mark.parametrize("variant", sorted(GRU_ORACLES))
+def test_gru_matches_its_oracle(variant: str, bias: bool) -> None:
+    """Each GRU variant against its NumPy oracle (cho: the lecture's equations): the output, the state and every
+    traced gate (n is the lecture's h~), at every step."""
+    oracle_of, as_ours, seed = GRU_ORACLES[variant]
+    cell = GRUCell(IN, H, bias, variant=variant, dtype=torch.float64)
+    randomize(cell, seed=seed)
+    xs, h0, _ = random_inputs(seed=seed + 1)
+    oracle = oracle_of(cell, h0.numpy())
 
     def check(t: int, h: torch.Tensor, state: Any, gates: dict) -> None:
         expected = oracle.step(xs[t].numpy())
         assert_matches(h, expected["h"], f"h at step {t}")
         assert_matches(state, expected["h"], f"state at step {t}")
-        for name in ("r", "z", "n", "h"):
+        assert_matches(gates["z"], as_ours(expected["z"]), f"traced z at step {t}")
+        for name in ("r", "n", "h"):
             assert_matches(gates[name], expected[name], f"traced {name} at step {t}")
-        if t == 0:
-            assert_spread(gates["r"], "r")
-            assert_spread(gates["z"], "z")
-
-    run_both(cell, xs, h0, check)
-
-
-@pytest.mark.parametrize("bias", [True, False])
-def test_gru_cho_matches_lecture(bias: bool) -> None:
-    """Cho's GRU is the lecture's, with the lecture's z = 1 - unrolled's z (W_z and b_z negated)."""
-    cell = GRUCell(IN, H, bias, variant="cho", dtype=torch.float64)
-    randomize(cell, seed=40)
-    xs, h0, _ = random_inputs(seed=41)
-    oracle = ref.gru_from_cell(cell, h0.numpy())
-
-    def check(t: int, h: torch.Tensor, state: Any, gates: dict) -> None:
-        expected = oracle.step(xs[t].numpy())
-        assert_matches(h, expected["h"], f"h at step {t}")
-        assert_matches(state, expected["h"], f"state at step {t}")
-        assert_matches(gates["r"], expected["r"], f"traced r at step {t}")
-        assert_matches(gates["z"], 1.0 - expected["z"], f"traced z at step {t} (lecture's z is 1 - z)")
-        assert_matches(gates["n"], expected["n"], f"traced n (the lecture's h~) at step {t}")
-        assert_matches(gates["h"], expected["h"], f"traced h at step {t}")
         if t == 0:
             assert_spread(gates["r"], "r")
             assert_spread(gates["z"], "z")

@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from tests.cli_errors import one_error_line
-from unrolled.apps.classify import SplitRecord, TextClassifier, split_examples
+from tests.runs import trained
+from unrolled.apps.classify import TextClassifier, split_examples
+from unrolled.apps.split import SplitRecord
 from unrolled.cli import main
 from unrolled.data.labelled import Example, read_labelled
 
@@ -49,9 +51,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module", params=["rnn", "cnn"])
 def run(request: pytest.FixtureRequest, data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("runs") / request.param
-    assert main(["classify", "train", str(data), "--out", str(out), "--model", request.param, *TINY]) == 0
-    return out
+    return trained(tmp_path_factory, request.param, "classify", str(data), "--model", request.param, *TINY)
 
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tests.cli_errors import one_error_line
+from tests.runs import trained
 from unrolled.apps.lm import LanguageModel
 from unrolled.cli import main
 
@@ -27,9 +28,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def run(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "run"
-    assert main(["lm", "train", str(corpus), "--out", str(out), "--max-steps", "12", *TINY]) == 0
-    return out
+    return trained(tmp_path_factory, "run", "lm", str(corpus), "--max-steps", "12", *TINY)
 
 
 

@@ -12,7 +12,9 @@ import pytest
 import sacrebleu
 
 from tests.cli_errors import one_error_line
-from unrolled.apps.seq2seq import Side, SplitRecord, Translator, split_pairs
+from tests.runs import trained
+from unrolled.apps.seq2seq import Side, Translator, split_pairs
+from unrolled.apps.split import SplitRecord
 from unrolled.cli import main
 from unrolled.data.pairs import Pair, read_pairs
 from unrolled.metrics import bleu_chrf, edit_distance, sequence_errors
@@ -39,9 +41,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def run(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "reverse"
-    assert main(["seq2seq", "train", str(data), "--out", str(out), *TINY]) == 0
-    return out
+    return trained(tmp_path_factory, "reverse", "seq2seq", str(data), *TINY)
 
 
 def test_train_learns_to_reverse_and_eval_reports_greedy_and_beam(run: Path, data: Path,

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.cli_errors import one_error_line
-from unrolled.apps.tag import SequenceTagger, SplitRecord, split_sentences
+from tests.runs import trained
+from unrolled.apps.split import SplitRecord
+from unrolled.apps.tag import SequenceTagger, split_sentences
 from unrolled.cli import main
 from unrolled.data.conll import TaggedSentence, read_conll, restoration_sentences, write_conll
 
@@ -42,9 +44,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def run(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "tagger"
-    assert main(["tag", "train", str(data), "--out", str(out), "--chars", "6", *TINY]) == 0
-    return out
+    return trained(tmp_path_factory, "tagger", "tag", str(data), "--chars", "6", *TINY)
 
 
 def test_train_learns_the_tags_and_eval_reports_them(run: Path, data: Path,

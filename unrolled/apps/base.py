@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TextIO, TypeVar
@@ -108,6 +107,15 @@ class EvalOptions(RunOptions):
         choices=SPLITS))
 
 
+@dataclass
+class HeldOutEvalOptions(EvalOptions):
+    """The eval options of the applications whose datasets carry their own split: the run's test part by default."""
+
+    split: str = field(default="test", metadata=option(
+        "evaluate on this part of the run's split (the data must be the training data); all: all of it",
+        choices=SPLITS))
+
+
 class Predictor(Generic[In, Out]):
     """A trained model with everything it needs to turn raw inputs into results.
 
@@ -161,49 +169,6 @@ class Predictor(Generic[In, Out]):
 
     def evaluate(self, data: Any, options: EvalOptions | None = None) -> dict[str, Any]:
         raise NotImplementedError
-
-
-@contextmanager
-def evaluating(model: torch.nn.Module) -> Iterator[torch.device]:
-    """A block that scores `model`: eval mode, no autograd; yields the model's device; its mode as it was after."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield next((p.device for p in model.parameters()), torch.device("cpu"))
-    finally:
-        model.train(was_training)
-
-
-Opts = TypeVar("Opts")
-
-
-def own_options(options: Any, kind: type[Opts]) -> Opts:
-    """`options` as the application's own `kind`: itself, or its defaults with the shared options given."""
-    if isinstance(options, kind):
-        return options
-    return kind(**(dataclasses.asdict(options) if options is not None else {}))
-
-
-def data_path(file: str | None, dataset: str | None, *, what: str, known: str) -> Path:
-    """The data `file`, or the named `dataset` obtained into the cache; not both, not none (one-line errors).
-
-    `what` names the kind of file and `known` a dataset, for the message.
-    """
-    from unrolled.data import obtain
-
-    if file and dataset:
-        raise ValueError("give a data file or --dataset, not both")
-    if not file and not dataset:
-        raise ValueError(f"no data: give {what} or --dataset {known}")
-    return Path(file) if file else obtain(str(dataset))
-
-
-def beside_run(run: Path, given: str | None, default: str) -> Path:
-    """Where a report writes a file: `given`, else `default` in the run folder (a checkpoint folder's run)."""
-    if given:
-        return Path(given)
-    return (run.parent if (run / "config.json").is_file() else run) / default
 
 
 def to_json(result: Any) -> Any:

@@ -24,7 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from unrolled import decoding
-from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, RunConfig, evaluating, own_options
+from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, RunConfig
+from unrolled.apps.common import evaluating, own_options
 from unrolled.apps.images import (
     ImageData,
     ImageEvalOptions,

@@ -28,16 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from unrolled.apps.base import (
-    Application,
-    EvalOptions,
-    PredictOptions,
-    Predictor,
-    RunConfig,
-    beside_run,
-    data_path,
-    evaluating,
-)
+from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, RunConfig
+from unrolled.apps.common import ConfusionOption, data_path, draw_confusion, evaluating
 from unrolled.apps.split import SplitRecord, recorded_part, split_for_fit, split_parts
 from unrolled.cells import CELLS
 from unrolled.checkpoint import saved_run_config
@@ -239,15 +231,13 @@ class ClassifyPredictOptions(PredictOptions):
 
 
 @dataclass
-class ClassifyEvalOptions(EvalOptions):
+class ClassifyEvalOptions(EvalOptions, ConfusionOption):
     batch_size: int = field(default=PREDICT_BATCH, metadata=option("texts per batch", aliases=("--batch",)))
     dataset: str | None = field(default=None, metadata=option("a named dataset instead of a file (known: mr)"))
     text_column: str = field(default="text", metadata=option("column of the texts", metavar="NAME"))
     label_column: str = field(default="label", metadata=option("column of the labels", metavar="NAME"))
     format: str | None = field(default=None, metadata=option("file format (default: from the suffix)",
                                                             choices=FORMATS))
-    confusion: str | None = field(default=None, metadata=option(
-        "where to write the confusion matrix (default: RUN/confusion-<split>.png)", metavar="PNG"))
 
 
 class TextClassifier(Predictor[str, Label]):
@@ -405,19 +395,16 @@ def read_eval(classifier: TextClassifier, path: str | None, options: ClassifyEva
     """The labelled examples of DATA (or --dataset), or the run's recorded part of them (--split)."""
     data = ClassifyData(file=path, dataset=options.dataset, text_column=options.text_column,
                         label_column=options.label_column, format=options.format)
-    record = None if classifier.split is None else SplitRecord(**classifier.split)
-    return recorded_part(read_examples(data), record, options.split, split_examples)
+    return recorded_part(read_examples(data), classifier.split, options.split, split_examples)
 
 
 def report(metrics: dict[str, Any], classifier: TextClassifier, options: ClassifyEvalOptions, run: Path) -> str:
     """Draw the confusion matrix beside the run (named in `metrics`); the report as text."""
-    from unrolled.metrics import format_report, plot_confusion
+    from unrolled.metrics import format_report
 
-    confusion = beside_run(run, options.confusion, f"confusion-{options.split}.png")
     count = sum(sum(row) for row in metrics["confusion"])
-    plot_confusion(metrics["confusion"], classifier.labels.names, confusion,
-                   title=f"{classifier.model_type} classifier, {options.split} ({count} examples)")
-    metrics["confusion_png"] = str(confusion)
+    confusion = draw_confusion(metrics, classifier.labels.names, options, run,
+                               f"{classifier.model_type} classifier, {options.split} ({count} examples)")
     return f"{format_report(metrics)}\nloss {metrics['loss']:.4f}; confusion matrix: {confusion}"
 
 

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, RunConfig, evaluating, own_options
+from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, RunConfig
+from unrolled.apps.common import evaluating, own_options
 from unrolled.apps.images import (
     ImageData,
     ImageEvalOptions,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unrolled.apps.base import SPLITS, EvalOptions
+from unrolled.apps.base import HeldOutEvalOptions
 from unrolled.apps.split import SplitRecord, split_parts
 from unrolled.data.images import ImageCaptions
 from unrolled.options import option, require_fractions, require_positive
@@ -100,13 +100,10 @@ class ImageData:
 
 
 @dataclass
-class ImageEvalOptions(EvalOptions):
+class ImageEvalOptions(HeldOutEvalOptions):
     """What eval takes of image data: DATA or a named dataset, its image folder; the run's test part by default."""
 
     batch_size: int = field(default=64, metadata=option("images at once", aliases=("--batch",)))
-    split: str = field(default="test", metadata=option(
-        "evaluate on this part of the run's split (the data must be the training data); all: all of it",
-        choices=SPLITS))
     dataset: str | None = field(default=None, metadata=option("a named dataset instead of a file"))
     images: str | None = field(default=None, metadata=option("the image folder (default: beside DATA)",
                                                              metavar="FOLDER"))

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unrolled import decoding
-from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, RunConfig, evaluating
+from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, RunConfig
+from unrolled.apps.common import evaluating
 from unrolled.cells import CELLS
 from unrolled.checkpoint import load_checkpoint
 from unrolled.data.text import TextStreams, Vocabulary, random_windows, split_text

@@ -27,7 +27,8 @@ import torch
 from torch import Tensor, nn
 
 from unrolled import decoding
-from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, RunConfig, evaluating
+from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, RunConfig
+from unrolled.apps.common import evaluating
 from unrolled.apps.sides import (
     DEFAULT_SUBWORDS,
     TOKENS,
@@ -38,7 +39,7 @@ from unrolled.apps.sides import (
     references,
     split_pairs,
 )
-from unrolled.apps.split import SplitRecord, recorded_part, split_for_fit
+from unrolled.apps.split import recorded_part, split_for_fit
 from unrolled.cells import CELLS
 from unrolled.checkpoint import saved_run_config
 from unrolled.data.pairs import Pair, PairData, iterate_pair_batches, make_pair_batch
@@ -540,8 +541,7 @@ def draw_attention(translator: Translator, inputs: list[str], results: list[Tran
 def read_eval(translator: Translator, path: str | None, options: Seq2SeqEvalOptions) -> list[Pair]:
     """The pairs of DATA (or --dataset), or the run's recorded part of them (--split)."""
     data = Seq2SeqData(file=path, **{item.name: getattr(options, item.name) for item in fields(PairSource)})
-    record = None if translator.split is None else SplitRecord(**translator.split)
-    return recorded_part(read_pairs_of(data), record, options.split, split_pairs)
+    return recorded_part(read_pairs_of(data), translator.split, options.split, split_pairs)
 
 
 def report(metrics: dict[str, Any], translator: Translator, options: Seq2SeqEvalOptions, run: Path) -> str:

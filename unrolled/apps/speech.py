@@ -25,7 +25,8 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from unrolled.apps.base import Application, RunConfig, evaluating
+from unrolled.apps.base import Application, RunConfig
+from unrolled.apps.common import evaluating
 from unrolled.apps.speech_data import (
     Clip,
     SpeechData,
@@ -37,7 +38,7 @@ from unrolled.apps.speech_data import (
     utterance_key,
     write_transcripts,
 )
-from unrolled.apps.split import SplitRecord, new_record
+from unrolled.apps.split import SplitRecord, as_record, new_record
 from unrolled.apps.transcriber import (
     DATASETS,
     DECODE_BATCH,
@@ -324,7 +325,7 @@ def read_eval(transcriber: Transcriber, path: str | None, options: SpeechEvalOpt
     utterances = read_utterances(SpeechDataConfig(manifest=path, dataset=options.dataset,
                                                   max_seconds=transcriber.max_seconds))
     if options.split != "all":
-        record = None if transcriber.split is None else SplitRecord(**transcriber.split)
+        record = as_record(transcriber.split)
         if record is None and any(u.split is None for u in utterances):
             raise ValueError("the run was trained on a manifest's own split, but this manifest has lines without one; "
                              "evaluate with --split all")

@@ -113,13 +113,19 @@ def split_for_fit(items: list[Item] | None, validation_items: list[Item] | None,
     return record, parts
 
 
-def recorded_part(items: list[Item], record: SplitRecord | None, part: str,
+def as_record(split: SplitRecord | dict[str, Any] | None) -> SplitRecord | None:
+    """A run's split as a record: the record itself, or the fields a checkpoint saved (None: the run has none)."""
+    return SplitRecord(**split) if isinstance(split, dict) else split
+
+
+def recorded_part(items: list[Item], split: SplitRecord | dict[str, Any] | None, part: str,
                   split_items: Callable[[list[Item], SplitRecord], dict[str, list[Item]]],
                   run: str = "the run") -> list[Item]:
-    """`items` for part "all", else their `part` by the run's split `record` (`split_items(items, record)`);
-    one-line errors for a run that records no split, or an empty part."""
+    """`items` for part "all", else their `part` by the run's `split` (its record, or the fields a checkpoint
+    saved; `split_items(items, record)`); one-line errors for a run that records no split, or an empty part."""
     if part == "all":
         return items
+    record = as_record(split)
     if record is None:
         raise ValueError(f"{run} records no split; evaluate with --split all")
     chosen = split_items(items, record)[part]

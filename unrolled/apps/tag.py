@@ -29,16 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unrolled.apps.base import (
-    Application,
-    EvalOptions,
-    PredictOptions,
-    Predictor,
-    RunConfig,
-    beside_run,
-    data_path,
-    evaluating,
-)
+from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, RunConfig
+from unrolled.apps.common import ConfusionOption, data_path, draw_confusion, evaluating
 from unrolled.apps.split import SplitRecord, recorded_part, split_for_fit, split_parts
 from unrolled.cells import CELLS
 from unrolled.checkpoint import saved_run_config
@@ -210,14 +202,12 @@ class TagPredictOptions(PredictOptions):
 
 
 @dataclass
-class TagEvalOptions(EvalOptions):
+class TagEvalOptions(EvalOptions, ConfusionOption):
     batch_size: int = field(default=PREDICT_BATCH, metadata=option("sentences per batch", aliases=("--batch",)))
     dataset: str | None = field(default=None, metadata=option("a named dataset instead of a file (known: restore)"))
     token_column: int = field(default=0, metadata=option("column of the tokens"))
     tag_column: int = field(default=-1, metadata=option("column of the tags (-1: the last)"))
     limit: int | None = field(default=None, metadata=option("the run's --limit, if it had one", metavar="N"))
-    confusion: str | None = field(default=None, metadata=option(
-        "where to write the confusion matrix (default: RUN/confusion-<split>.png)", metavar="PNG"))
 
 
 class SequenceTagger(Predictor[str, Tagged]):
@@ -397,18 +387,15 @@ def read_eval(tagger: SequenceTagger, path: str | None, options: TagEvalOptions)
     """The tagged sentences of DATA (or --dataset), or the run's recorded part of them (--split)."""
     data = TagData(file=path, dataset=options.dataset, token_column=options.token_column,
                    tag_column=options.tag_column, limit=options.limit)
-    record = None if tagger.split is None else SplitRecord(**tagger.split)
-    return recorded_part(read_sentences(data), record, options.split, split_sentences)
+    return recorded_part(read_sentences(data), tagger.split, options.split, split_sentences)
 
 
 def report(metrics: dict[str, Any], tagger: SequenceTagger, options: TagEvalOptions, run: Path) -> str:
     """Draw the confusion matrix beside the run (named in `metrics`); the report as text."""
-    from unrolled.metrics import format_report, plot_confusion
+    from unrolled.metrics import format_report
 
-    confusion = beside_run(run, options.confusion, f"confusion-{options.split}.png")
-    plot_confusion(metrics["confusion"], tagger.tags.names, confusion,
-                   title=f"tagger, {options.split} ({metrics['examples']} tokens)")
-    metrics["confusion_png"] = str(confusion)
+    confusion = draw_confusion(metrics, tagger.tags.names, options, run,
+                               f"tagger, {options.split} ({metrics['examples']} tokens)")
     return (format_report(metrics).replace("examples)", "tokens)", 1) + "\n"
             f"sentence accuracy {metrics['sentence_accuracy']:.4f} ({metrics['sentences']} sentences); "
             f"confusion matrix: {confusion}")

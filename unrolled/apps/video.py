@@ -25,17 +25,9 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
-from unrolled.apps.base import (
-    SPLITS,
-    Application,
-    EvalOptions,
-    PredictOptions,
-    Predictor,
-    RunConfig,
-    data_path,
-    evaluating,
-)
-from unrolled.apps.split import PARTS, SplitRecord, new_record, split_parts
+from unrolled.apps.base import Application, EvalOptions, HeldOutEvalOptions, PredictOptions, Predictor, RunConfig
+from unrolled.apps.common import data_path, evaluating
+from unrolled.apps.split import PARTS, SplitRecord, as_record, new_record, split_parts
 from unrolled.cells import CELLS
 from unrolled.checkpoint import saved_run_config
 from unrolled.data.canvases import NO_LABEL
@@ -207,12 +199,9 @@ class FrameLabels:
 
 
 @dataclass
-class VideoEvalOptions(EvalOptions):
+class VideoEvalOptions(HeldOutEvalOptions):
     dataset: str | None = field(default=None, metadata=option("a named dataset instead of a file (known: "
                                                                "moving-digits)"))
-    split: str = field(default="test", metadata=option(
-        "evaluate on this part of the run's split (the data must be the training data); all: all of it",
-        choices=SPLITS))
 
 
 class VideoLabeller(Predictor[Clip, FrameLabels]):
@@ -416,7 +405,7 @@ def read_eval(labeller: VideoLabeller, path: str | None, options: VideoEvalOptio
                          f"{labeller.size[0]} x {labeller.size[1]}")
     if options.split == "all":
         return clips
-    record = None if labeller.split is None else SplitRecord(**labeller.split)
+    record = as_record(labeller.split)
     indices = split_clips(clips, record)[options.split]
     if not indices:
         raise ValueError(f"the run's {options.split} part is empty")

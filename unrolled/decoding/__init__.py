@@ -11,24 +11,7 @@ The names of `search` are offered here too: ``from unrolled import decoding;
 decoding.beam_search(...)``.
 """
 
-from unrolled.decoding.search import (
-    Decoder,
-    Hypothesis,
-    beam_search,
-    block_repeats,
-    check_beam,
-    check_filter,
-    check_tokens,
-    filter_logits,
-    gnmt_penalty,
-    greedy,
-    greedy_misses,
-    index_state,
-    repeat_hypotheses,
-    sample,
-    shared_rows,
-)
+from unrolled.decoding import search
+from unrolled.decoding.search import *  # noqa: F403 (the public names of `search`, offered here too)
 
-__all__ = ["Decoder", "Hypothesis", "beam_search", "block_repeats", "check_beam", "check_filter", "check_tokens",
-           "filter_logits", "gnmt_penalty", "greedy", "greedy_misses", "index_state", "repeat_hypotheses", "sample",
-           "shared_rows"]
+__all__ = search.__all__

@@ -47,6 +47,13 @@ S = TypeVar("S")
 OnStep = Callable[[Tensor], object]
 """Called with each step's tokens (N,), e.g. to stream characters to stdout as they are drawn."""
 
+__all__ = [
+    "Decoder", "Hypothesis", "beam_search", "block_repeats", "check_beam", "check_filter", "check_tokens",
+    "filter_logits", "gnmt_penalty", "greedy", "greedy_misses", "index_state", "repeat_hypotheses", "sample",
+    "shared_rows",
+]
+
+
 
 class Decoder(Protocol):
     """What decoding needs of a model: one step over N hypotheses, and a way to reorder their state."""
