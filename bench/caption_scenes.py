@@ -22,7 +22,6 @@ target is that soft attention beats no attention on held-out combinations.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import harness
@@ -68,13 +67,5 @@ def report() -> None:
               f"{soft:.2f} vs {none:.2f}")
 
 
-def main() -> None:
-    args, extra = harness.parse(harness.options(__doc__, MODELS))
-    if args.model:
-        run_model(args.model, args.minutes, args.threads, extra)
-    if args.report or not args.model:
-        harness.summarise(RESULTS, __doc__, report, picture="soft")
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    harness.main(RESULTS, __doc__, MODELS, run_model, report, picture="soft")

@@ -13,12 +13,8 @@ printed and written beside it as ``results.md``, with one picture::
         ... score trained.out with the application ...
         harness.record(RESULTS, name, {**trained.summary(), ...})
 
-    def main():
-        args, extra = harness.parse(harness.options(__doc__, MODELS))
-        if args.model:
-            run_model(args.model, args.minutes, args.threads, extra)
-        if args.report or not args.model:
-            harness.summarise(RESULTS, __doc__, report, picture="soft")
+    if __name__ == "__main__":
+        harness.main(RESULTS, __doc__, MODELS, run_model, report, picture="soft")
 
 Options the benchmark does not know (or everything after ``--``) go to the
 training command unchanged. The speed benchmarks use `PeakMeter` (peak RSS of
@@ -191,6 +187,17 @@ def table(title: str, columns: Sequence[tuple[str, int]], lines: Iterable[Sequen
     print(row([heading for heading, _ in columns]))
     for line in lines:
         print(row(line))
+
+
+def main(results: Path, doc: str | None, models: Iterable[str], run_model: Callable[..., Any],
+         report: Callable[[], None], *, picture: str | None = None, minutes: float = 30.0) -> None:
+    """A model benchmark's command: ``--model NAME`` trains and scores that model (`run_model(name, minutes,
+    threads, extra)`); ``--report``, or no model, writes the summary of every model recorded so far."""
+    args, extra = parse(options(doc, models, minutes=minutes))
+    if args.model:
+        run_model(args.model, args.minutes, args.threads, extra)
+    if args.report or not args.model:
+        summarise(results, doc, report, picture=picture)
 
 
 def trained_for(row: dict[str, Any], epochs: Any = None) -> str:

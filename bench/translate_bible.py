@@ -19,7 +19,6 @@ trivial baseline of copying the English verse (names and numbers overlap).
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import harness
@@ -71,13 +70,5 @@ def report() -> None:
         print(f"{row['model']}: trained {row['train_seconds'] / 60:.1f} min on {row['threads']} thread(s)")
 
 
-def main() -> None:
-    args, extra = harness.parse(harness.options(__doc__, MODELS, minutes=60.0))
-    if args.model:
-        run_model(args.model, args.minutes, args.threads, extra)
-    if args.report or not args.model:
-        harness.summarise(RESULTS, __doc__, report, picture="attention")
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    harness.main(RESULTS, __doc__, MODELS, run_model, report, picture="attention", minutes=60.0)

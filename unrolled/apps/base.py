@@ -2,8 +2,8 @@
 
 An application is one module of `unrolled.apps` with one shape:
 
-- a configuration: a dataclass of sections, ``data``, ``model`` and ``train``
-  (`unrolled.training.TrainConfig`), whose fields carry their flags' metadata
+- a configuration: a `RunConfig` subclass with sections ``data``, ``model``
+  and ``train`` (`unrolled.training.TrainConfig`), whose fields carry their flags' metadata
   (`unrolled.options`), so the command line, ``--config`` files and the saved
   run all read the same names, types and defaults;
 - ``fit(config, out, *, resume=False) -> TrainResult``: read the data the
@@ -15,8 +15,9 @@ An application is one module of `unrolled.apps` with one shape:
 - ``APP = Application(...)``: its name, the above, and how the command line
   reads inputs and prints results.
 
-Adding an application: write the module, and add its ``APP`` to
-`unrolled.apps.registry.APPLICATIONS` (one line). The command line
+Adding an application: write the module, and add its name to
+`unrolled.apps.registry.MODULES` (one line). What several applications
+share besides this interface is in `unrolled.apps.common`. The command line
 (``unrolled NAME train | predict | eval``), ``import unrolled`` and the
 run-folder checks follow from there.
 """
