@@ -81,7 +81,9 @@ def test_asking_for_cuda_where_there_is_none_is_one_line(tmp_path: Path, capsys:
     run = tmp_path / "run"
     assert main(["classify", "train", str(data), "--out", str(run), *TINY]) == 0
     capsys.readouterr()
-    argv = {"train": ["classify", "train", str(data), "--out", str(tmp_path / "other"), "--device", "cuda"],
+    # train: refused before any data is read (this file does not exist)
+    argv = {"train": ["classify", "train", str(tmp_path / "absent.csv"), "--out", str(tmp_path / "other"), "--device",
+                      "cuda"],
             "predict": ["classify", "predict", str(run), str(data), "--device", "cuda"],
             "eval": ["classify", "eval", str(run), str(data), "--device", "cuda"]}[action]
     one_error_line(capsys, main(argv), "--device cuda", "no CUDA")

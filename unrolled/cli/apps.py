@@ -78,8 +78,11 @@ def train_configuration(app: Application, args: argparse.Namespace) -> Any:
 
 def run_train(app: Application, args: argparse.Namespace) -> int:
     from unrolled.cli.common import report_training
+    from unrolled.devices import resolve_device
 
-    result = app.fit(train_configuration(app, args), args.out, resume=args.resume)
+    config = train_configuration(app, args)
+    resolve_device(config.train.device)  # a device that is not here fails before any data is read
+    result = app.fit(config, args.out, resume=args.resume)
     return report_training(result, args.out, app.loss_unit)
 
 
