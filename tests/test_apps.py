@@ -54,6 +54,19 @@ def test_a_flag_lands_in_the_saved_configuration(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "run" / "last" / "config.json").read_text())["config"]["model"]["cell"] == "gru"
 
 
+def test_a_configuration_reads_a_runs_saved_configuration_back_from_python(tmp_path: Path) -> None:
+    from unrolled.apps.classify import ClassifyConfig
+
+    data = write_toy(tmp_path / "toy.csv")
+    assert main(["classify", "train", str(data), "--out", str(tmp_path / "run"), *TINY, "--pooling", "mean",
+                 "--lr", "0.003"]) == 0
+    saved = json.loads((tmp_path / "run" / "last" / "config.json").read_text())
+    config = ClassifyConfig.from_file(tmp_path / "run" / "last" / "config.json")
+    assert config.model.pooling == "mean" and config.train.lr == 0.003
+    assert {name: section for name, section in config.to_json().items() if name != "train"} == saved["config"]
+    assert config.to_json()["train"] == saved["train"]
+
+
 def test_a_resume_needs_only_the_run_folder(tmp_path: Path) -> None:
     data = write_toy(tmp_path / "toy.csv")
     out = tmp_path / "run"
