@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench bench-quality bench-classify bench-g2p bench-bible bench-eole bench-caption bench-glimpse bench-video bench-viz bench-variants bench-variants-quick bench-speech clean
 
-# Two stamps: the runtime (what `make demo` needs: the package and its dependencies) and the development tools
+# Two stamps: the runtime (what `make demo` needs: the package with every extra, `.[all]`, so that each
+# application and command works after it; `pip install unrolled` alone is the core) and the development tools
 # (pytest, mypy, ruff, librosa, playwright and Debian's chromium for the viz page's browser tests), which only
 # `make test` and the benchmarks install. The browser is apt-installed when missing (CI runs as root on a fresh
 # machine); without root it says so and those tests skip.
@@ -15,7 +16,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 
 $(RUNTIME_STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e .
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all]'
 	touch $(RUNTIME_STAMP)
 
 $(STAMP): $(RUNTIME_STAMP)

@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from unrolled.extras import need
+
 
 def confusion_matrix(references: Sequence[int], predictions: Sequence[int], classes: int) -> np.ndarray:
     """M (C, C) int64: M[i, j] counts references i predicted as j."""
@@ -93,6 +95,7 @@ def format_report(report: dict[str, Any]) -> str:
 def plot_confusion(matrix: np.ndarray | list[list[int]], labels: Sequence[str], path: str | Path, *,
                    title: str = "confusion matrix") -> Path:
     """Write the confusion matrix as a PNG: rows the true class, columns the prediction, counts in the cells."""
+    need("matplotlib", "the confusion matrix")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -152,6 +155,7 @@ def sequence_errors(hypotheses: Sequence[Sequence[str]], references: Sequence[Se
 
 def bleu_chrf(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
     """Corpus BLEU and chrF (sacrebleu's defaults) of detokenised texts; an item may have several references."""
+    need("sacrebleu", "BLEU and chrF")
     import sacrebleu
 
     if len(hypotheses) != len(references):
@@ -173,6 +177,7 @@ def bleu_orders(hypotheses: Sequence[str], references: Sequence[Sequence[str]],
     p_k the clipped k-gram precision over the corpus (every reference of an item
     counts for clipping), r the closest reference lengths, c the output length.
     """
+    need("sacrebleu", "BLEU")
     from sacrebleu.metrics import BLEU
 
     if len(hypotheses) != len(references):
@@ -185,6 +190,7 @@ def bleu_orders(hypotheses: Sequence[str], references: Sequence[Sequence[str]],
 
 def error_rates(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
     """CER and WER (jiwer, the module docstring's sums) and string accuracy: the share transcribed exactly."""
+    need("jiwer", "WER and CER")
     import jiwer
 
     if len(hypotheses) != len(references) or not references:

@@ -41,6 +41,7 @@ from unrolled.checkpoint import saved_run_config
 from unrolled.data.images import ImageCaptions
 from unrolled.data.labelled import LabelledData
 from unrolled.data.pairs import pad_ids
+from unrolled.extras import need
 from unrolled.metrics import bleu_chrf, bleu_orders, sequence_errors
 from unrolled.models.captioner import ATTENTIONS, BOS_ID, EOS_ID, KIND, Captioner, CaptionerConfig
 from unrolled.options import option, require_positive
@@ -447,6 +448,7 @@ def plot_attention_strip(image: np.ndarray, caption: Caption, path: str | os.Pat
     if caption.attention is None:
         raise ValueError("this caption carries no attention weights (caption with attention=True and a model "
                          "with soft attention)")
+    need("matplotlib", "the attention strip")
     import matplotlib
 
     matplotlib.use("Agg")

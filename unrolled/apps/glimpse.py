@@ -37,6 +37,7 @@ from unrolled.apps.split import new_record
 from unrolled.checkpoint import saved_run_config
 from unrolled.data.images import ImageCaptions
 from unrolled.data.labelled import LabelledData
+from unrolled.extras import need
 from unrolled.models.glimpse import (
     END,
     KIND,
@@ -376,6 +377,7 @@ def _evaluator(images: np.ndarray, strings: list[list[int]], symbols: int) -> An
 def plot_glimpses(image: np.ndarray, centres: Tensor, config: GlimpseConfig, path: str | os.PathLike[str],
                   title: str = "") -> None:
     """Write the image with DRAM's glimpses drawn on it as numbered boxes (the smallest patch of each), in order."""
+    need("matplotlib", "the glimpse picture")
     import matplotlib
 
     matplotlib.use("Agg")

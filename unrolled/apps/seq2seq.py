@@ -44,6 +44,7 @@ from unrolled.cells import CELLS
 from unrolled.checkpoint import saved_run_config
 from unrolled.data.pairs import Pair, PairData, iterate_pair_batches, make_pair_batch
 from unrolled.data.vocab import UNK_ID, UNK_TOKEN
+from unrolled.extras import need
 from unrolled.metrics import bleu_chrf, sequence_errors
 from unrolled.models.seq2seq import ATTENTIONS, BOS_ID, EOS_ID, KIND, Seq2Seq, Seq2SeqConfig
 from unrolled.options import option, require_fractions, require_positive
@@ -478,6 +479,7 @@ def plot_attention(translation: Translation, path: str | os.PathLike[str]) -> No
     a column per source token, darker for more weight."""
     if translation.attention is None:
         raise ValueError("this translation carries no attention weights (translate with attention=True)")
+    need("matplotlib", "the attention map")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -22,6 +22,7 @@ from unrolled.apps.split import SplitRecord, split_parts
 from unrolled.data.labelled import truncate
 from unrolled.data.pairs import Pair
 from unrolled.data.vocab import UNK_ID, UNK_TOKEN, TokenVocabulary
+from unrolled.extras import need
 from unrolled.models.seq2seq import BOS_ID, EOS_ID
 
 TOKENS = ("char", "word", "subword")
@@ -47,6 +48,7 @@ class Side:
         self.reserved = tuple(token for token in TARGET_SPECIALS if token in vocabulary)
         self._processor: Any = None
         if subwords is not None:
+            need("sentencepiece", "subword vocabularies")
             import sentencepiece
 
             self._processor = sentencepiece.SentencePieceProcessor(model_proto=subwords)
@@ -108,6 +110,7 @@ class Side:
 
 def train_subwords(texts: list[str], size: int) -> bytes:
     """A sentencepiece unigram model of at most `size` pieces trained on `texts` (every character covered)."""
+    need("sentencepiece", "subword vocabularies")
     import sentencepiece
 
     model = io.BytesIO()

@@ -23,6 +23,7 @@ from unrolled.cli.apps import add_application
 from unrolled.cli.bench import add_bench_commands
 from unrolled.cli.common import positive_int
 from unrolled.cli.viz import add_viz_commands, with_default_action
+from unrolled.extras import MissingExtra
 
 __all__ = ["build_parser", "main"]
 
@@ -118,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `unrolled lm sample RUN | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
         return 0
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, MissingExtra) as error:
         print(f"unrolled {name}: error: {one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -30,14 +30,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import soundfile
-import soxr
 from numpy.typing import NDArray
 
 from unrolled.data.errors import DataError
+from unrolled.extras import lazy
 from unrolled.features import SAMPLE_RATE
+
+if TYPE_CHECKING:
+    import soundfile
+    import soxr
+else:
+    soundfile = lazy("soundfile", "reading audio")
+    soxr = lazy("soxr", "resampling audio")
+
 
 Wave = NDArray[np.float32]
 SILENCE_PEAK = 10 ** (-60 / 20)  # a clip whose loudest sample is below -60 dB of full scale is silent

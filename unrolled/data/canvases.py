@@ -22,12 +22,19 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
 
 from unrolled.data.images import Box
+from unrolled.extras import lazy
+
+if TYPE_CHECKING:
+    from PIL import Image
+else:
+    Image = lazy("PIL.Image", "drawing images")
+
 
 DIGITS = 10
 # The palette: colour word -> RGB that a pixel of full ink takes (ink scales it; the background stays black)
@@ -42,7 +49,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 OBJECT_SIZES = {"small": 14, "large": 28}  # size word -> side in pixels on the canvas
 GRID = 2  # scenes place objects in the cells of a GRID x GRID grid
 PLACES = ("top left", "top right", "bottom left", "bottom right")  # cell k: row k // GRID, column k % GRID
-SHRINK = Image.Resampling.BOX  # 28 -> 14 averages each 2 x 2 block
+SHRINK = "BOX"  # Pillow's resampling filter, by name: 28 -> 14 averages each 2 x 2 block
 
 
 def _check_digits(images: NDArray[np.uint8], labels: NDArray[np.int64]) -> None:
@@ -147,7 +154,7 @@ def _draw_object(grey: NDArray[np.uint8], colour: str, size: str) -> NDArray[np.
     """A grey (h, w) image resized to the side of ``size`` and coloured: (s, s, 3) uint8, ink times the colour."""
     side = OBJECT_SIZES[size]
     if grey.shape != (side, side):
-        grey = np.asarray(Image.fromarray(grey).resize((side, side), SHRINK), dtype=np.uint8)
+        grey = np.asarray(Image.fromarray(grey).resize((side, side), Image.Resampling[SHRINK]), dtype=np.uint8)
     rgb = np.array(COLOURS[colour], dtype=np.uint16)  # (3,)
     return (grey[..., None].astype(np.uint16) * rgb // 255).astype(np.uint8)  # (s, s, 3)
 
@@ -282,4 +289,4 @@ def _shrink(image: NDArray[np.uint8], side: int) -> NDArray[np.uint8]:
     """A grey image resized to ``side`` x ``side`` (box filter: each output pixel the mean of its block)."""
     if image.shape == (side, side):
         return image
-    return np.asarray(Image.fromarray(image).resize((side, side), SHRINK), dtype=np.uint8)
+    return np.asarray(Image.fromarray(image).resize((side, side), Image.Resampling[SHRINK]), dtype=np.uint8)

@@ -28,13 +28,20 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from unrolled.data.canvases import NO_LABEL
+from unrolled.extras import lazy
+
+if TYPE_CHECKING:
+    from PIL import Image, ImageSequence
+else:
+    Image = lazy("PIL.Image", "reading frames")
+    ImageSequence = lazy("PIL.ImageSequence", "reading frames")
+
 
 SPLITS = ("train", "validation", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -173,7 +180,7 @@ def _open_frames(path: Path) -> list[Image.Image]:
     try:
         with Image.open(path) as image:
             return [frame.copy() for frame in ImageSequence.Iterator(image)]
-    except (UnidentifiedImageError, OSError) as error:
+    except (Image.UnidentifiedImageError, OSError) as error:
         raise ValueError(f"{path}: not a readable image ({' '.join(str(error).split())})") from None
 
 

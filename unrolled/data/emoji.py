@@ -30,25 +30,35 @@ from __future__ import annotations
 import io
 import unicodedata
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageDraw, ImageFont
 
 from unrolled.data.images import Box
+from unrolled.extras import lazy, need
+
+if TYPE_CHECKING:
+    from PIL import Image, ImageDraw, ImageFont
+else:
+    Image = lazy("PIL.Image", "drawing emoji")
+    ImageDraw = lazy("PIL.ImageDraw", "drawing emoji")
+    ImageFont = lazy("PIL.ImageFont", "drawing emoji")
+
 
 GLYPH_SIZE = 109  # pixels: Noto Color Emoji's only bitmap strike; FreeType refuses other sizes for it
 GLYPH_CANVAS = 2 * GLYPH_SIZE  # a glyph (136 x 128 in Noto) is drawn on a square this large, then cropped
 FIRST_NON_ASCII = 0x80
 NAMED_CATEGORIES = ("L", "P", "S")  # letters (INFORMATION SOURCE), punctuation (WAVY DASH) and symbols
 COMPONENT_NAMES = ("REGIONAL INDICATOR SYMBOL", "EMOJI MODIFIER", "EMOJI COMPONENT")  # parts of sequences
-SHRINK = Image.Resampling.LANCZOS
+SHRINK = "LANCZOS"  # Pillow's resampling filter, by name
 SOLID_SHARE = 0.5  # the share of pictures on one colour; the others get a linear gradient between two colours
 Pictures = tuple[NDArray[np.uint8], list[str], list[list[Box]]]  # images (N, S, S, 3), captions, boxes
 
 
 def font_cmap(font: bytes) -> dict[int, str]:
     """The font's map from code point to glyph name (its best cmap); a one-line ValueError if it is no font."""
+    need("fontTools", "reading the emoji font")
     from fontTools.ttLib import TTFont, TTLibError
 
     try:
@@ -114,7 +124,8 @@ def place_glyph(glyph: Image.Image, *, side: int, size: int, rng: np.random.Gene
         raise ValueError(f"a glyph side of {side} pixels does not fit a {size} x {size} picture")
     scale = side / max(glyph.size)
     width, height = max(1, round(glyph.width * scale)), max(1, round(glyph.height * scale))
-    small = glyph.convert("RGBa").resize((width, height), SHRINK).convert("RGBA")  # premultiplied: no dark fringe
+    # premultiplied alpha while resizing: no dark fringe
+    small = glyph.convert("RGBa").resize((width, height), Image.Resampling[SHRINK]).convert("RGBA")
     top, left = int(rng.integers(0, size - height + 1)), int(rng.integers(0, size - width + 1))
     picture = Image.fromarray(background(rng, size)).convert("RGBA")
     picture.alpha_composite(small, (left, top))

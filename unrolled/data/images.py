@@ -27,18 +27,24 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
+
+from unrolled.extras import lazy
+
+if TYPE_CHECKING:
+    from PIL import Image
+else:
+    Image = lazy("PIL.Image", "reading images")
+
 
 PathLike = str | os.PathLike[str]
 Box = tuple[int, int, int, int]  # (top, left, bottom, right) in pixels; bottom and right exclusive
 SPLITS = ("train", "validation", "test")
 IMAGE_FOLDER = "images"  # where write_coco puts the images, beside the JSON file
 MISSING_TOLERATED = 0.01  # read_coco skips missing image files (with a warning) up to this fraction of the images
-RESAMPLE = Image.Resampling.BILINEAR  # Pillow widens the filter when shrinking, so it averages (antialiases)
 CHANNELS = 3
 
 
@@ -244,7 +250,8 @@ def load_image(path: Path, shape: tuple[int, int] | None) -> tuple[NDArray[np.ui
         raise ValueError(f"{path}: not an image Pillow can read ({' '.join(str(error).split())})") from None
     original = (rgb.height, rgb.width)
     if shape is not None and original != shape:
-        rgb = rgb.resize((shape[1], shape[0]), RESAMPLE)  # Pillow sizes are (width, height)
+        # Pillow sizes are (width, height); bilinear widens its filter when shrinking, so it averages (antialiases)
+        rgb = rgb.resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
     return np.asarray(rgb, dtype=np.uint8), original
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from unrolled.extras import MissingExtra, need
 from unrolled.training.config import TrainConfig, format_seconds
 from unrolled.training.schedule import TrainingProgress
 
@@ -29,6 +30,7 @@ Points = list[tuple[int, float]]
 
 def plot_curve(path: Path, train: Points, validation: Points) -> None:
     """Draw train and validation loss against step into a PNG at `path`, atomically (temp file, then rename)."""
+    need("matplotlib", "the learning curve")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -90,6 +92,7 @@ class RunLog:
         self.train_points: Points = []
         self.validation_points: Points = []
         self.drawn_step: int | None = None
+        self.curve_missing = False  # no matplotlib: said once
         self.step_budget: int | None = None
         self._file: Any = None
         self.bar: Any = None
@@ -189,9 +192,14 @@ class RunLog:
         self.validation_points.append((step, metrics["loss"]))
 
     def draw(self, step: int) -> None:
-        """Redraw curve.png (rank 0)."""
+        """Redraw curve.png (rank 0); without matplotlib (the viz extra), say so once and train on without it."""
         if self.rank == 0:
-            plot_curve(self.run_dir / CURVE_FILE, self.train_points, self.validation_points)
+            try:
+                plot_curve(self.run_dir / CURVE_FILE, self.train_points, self.validation_points)
+            except MissingExtra as missing:
+                if not self.curve_missing:
+                    self.warn(f"no {CURVE_FILE}: {missing}")
+                self.curve_missing = True
             self.drawn_step = step
 
     def warn(self, message: str) -> None:

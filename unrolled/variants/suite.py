@@ -31,6 +31,7 @@ from pathlib import Path
 
 from unrolled import native
 from unrolled.data.longrange import TASKS, Task, make_task
+from unrolled.extras import need
 from unrolled.variants.train import (
     VARIANTS,
     RunResult,
@@ -224,6 +225,7 @@ def markdown(rows: list[dict[str, str]], tasks: dict[str, Task]) -> str:
 
 def plot(rows: list[dict[str, str]], out: Path, tasks: dict[str, Task]) -> list[Path]:
     """<task>.png per task: score against dependency length, one line per variant, sd as error bars."""
+    need("matplotlib", "the variants plot")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from unrolled.extras import need
 from unrolled.viz.record import VIZ_DIR, run_kind
 
 SEQ2SEQ_KIND = "seq2seq"
@@ -80,6 +81,7 @@ def image_files(data: Path, limit: int) -> list[Path]:
 def record_caption_attention(run: str | os.PathLike[str], paths: list[Path], *,
                              beam: int = 1, device: str = "auto") -> list[dict[str, Any]]:
     """The attention of captioning run `run` over each image, as examples with their grid and picture."""
+    need("PIL", "drawing attention maps")
     from PIL import Image
 
     from unrolled.apps.caption import ImageCaptioner
