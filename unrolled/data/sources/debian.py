@@ -8,11 +8,15 @@ member.
 
 ``apt-get download NAME=VERSION`` fetches the pinned version only. When the
 archive has moved on (apt offers another version), the error says which
-version apt has and that the pin needs updating.
+version apt has and that the pin needs updating. Without apt-get (another
+distribution), the pinned file is fetched from a Debian mirror
+(``$UNROLLED_DEBIAN_MIRROR``, else http://deb.debian.org/debian) by its pool
+path, which the pin records; either way it is used only once its sha256 matches.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -21,7 +25,9 @@ from pathlib import Path
 
 from unrolled.data.errors import DataError
 from unrolled.data.sources.archives import extract_all, read_prefixed
-from unrolled.data.sources.pins import PINS_FILE, pin, verify
+from unrolled.data.sources.pins import PINS_FILE, fetch, pin, verify
+
+MIRROR = "http://deb.debian.org/debian"
 
 AR_MAGIC = b"!<arch>\n"
 AR_HEADER = 60  # name 16, dates and ids 32, size 10, magic 2
@@ -31,13 +37,17 @@ CANDIDATE = re.compile(r"^\s*Candidate:\s*(\S+)", re.M)
 def download(name: str, dest: Path) -> Path:
     """Download the pinned version of Debian package ``name`` into ``dest``; the ``.deb``, once its sha256 matches.
 
-    A one-line DataError if apt-get is missing, if apt offers another version
-    than the pinned one, or if the download fails.
+    Without apt-get, the pinned file comes from a Debian mirror by its pool
+    path. A one-line DataError if apt offers another version than the pinned
+    one, or if the download fails.
     """
     pinned = pin("debian", name)
     if shutil.which("apt-get") is None:
-        raise DataError(f"{name} comes from the Debian archive, and this machine has no apt-get; obtain the "
-                        "dataset on a Debian or Ubuntu machine and copy its cache folder here")
+        if not pinned.path:
+            raise DataError(f"{name} comes from the Debian archive, this machine has no apt-get, and its pin in "
+                            f"{PINS_FILE} records no pool path to fetch it from; add one")
+        mirror = (os.environ.get("UNROLLED_DEBIAN_MIRROR") or MIRROR).rstrip("/")
+        return fetch(f"{mirror}/{pinned.path}", dest, pinned)
     result = subprocess.run(["apt-get", "download", pinned.spec], cwd=dest, capture_output=True, text=True,
                             check=False)
     debs = sorted(dest.glob(f"{name}_*.deb"))

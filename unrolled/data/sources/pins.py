@@ -34,6 +34,7 @@ class Pin:
     name: str
     version: str
     sha256: str
+    path: str = ""  # Debian: the file's path in the pool (pool/main/...), for a download without apt-get
 
     @property
     def spec(self) -> str:
@@ -42,14 +43,15 @@ class Pin:
 
 
 def read_pins(path: Path) -> tuple[Pin, ...]:
-    """The pins of a pins file: a line each, ``source name version sha256`` (blank lines and ``#`` comments aside)."""
+    """The pins of a pins file: a line each, ``source name version sha256``, and for Debian the pool path (blank
+    lines and ``#`` comments aside)."""
     pins = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if line.strip() and not line.lstrip().startswith("#"):
             fields = line.split()
-            if len(fields) != 4 or fields[0] not in SOURCES or len(fields[3]) != 64:
-                raise DataError(f"{path}: line {number} is not 'source name version sha256' with a source of "
-                                f"{', '.join(SOURCES)}")
+            if len(fields) not in (4, 5) or fields[0] not in SOURCES or len(fields[3]) != 64:
+                raise DataError(f"{path}: line {number} is not 'source name version sha256 [pool path]' with a "
+                                f"source of {', '.join(SOURCES)}")
             pins.append(Pin(*fields))
     return tuple(pins)
 
@@ -64,6 +66,25 @@ def pin(source: str, name: str) -> Pin:
             return candidate
     raise DataError(f"{source} package {name} has no pin (version and sha256) in {PINS_FILE}; add one before "
                     "downloading it")
+
+
+def fetch(url: str, dest: Path, pinned: Pin, *, timeout: float = 120.0) -> Path:
+    """Download `url` into ``dest`` (under the URL's file name) and `verify` it against `pinned`: the way to the
+    pinned file where the registry's own client (npm, apt-get) is not installed. A one-line DataError if the
+    download fails."""
+    import urllib.error
+    import urllib.request
+
+    target = dest / url.rsplit("/", 1)[-1]
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, target.open("wb") as out:
+            for chunk in iter(lambda: response.read(CHUNK), b""):
+                out.write(chunk)
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise DataError(f"could not download {pinned.spec} from {url} ({reason}); this machine must reach "
+                        "that registry to obtain the dataset") from None
+    return verify(target, pinned)
 
 
 def sha256_of(path: Path) -> str:
