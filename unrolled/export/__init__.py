@@ -1,0 +1,115 @@
+"""Export a trained run: its graphs (ONNX or TorchScript), its settings and a manifest, in one folder.
+
+``export_run(run, out, graphs="onnx", quantize=None)`` loads the run's predictor,
+traces the graphs its application declares (`unrolled.export.apps`), and writes
+into `out`, atomically (`unrolled.atomic.staged_folder`: the folder appears whole
+or not at all)::
+
+    out/step.onnx | model.onnx | encoder.onnx   the graphs (.pt for TorchScript)
+    out/settings.json                           vocabularies, tokenisers, labels: what predict needs besides
+    out/manifest.json                           application, formats, and the SHA-256 of every file
+
+`unrolled.runtime.load(out)` runs an ONNX export with ONNX Runtime, without torch.
+
+* ONNX: the TorchScript-based exporter (``torch.onnx.export(dynamo=False)``), each
+  recurrent loop an ONNX Scan over the cell's step (`unrolled.export.graphs`), so
+  batch and lengths are dynamic. ``quantize="int8"``: ONNX Runtime's dynamic
+  quantisation of the weights (MatMul and Gemm, inside the Scans too) to int8.
+* TorchScript: ``torch.jit.trace`` of the same modules. Tracing fixes a Python
+  loop to the length traced, so an encoder over a sequence is traced on torch's
+  fused kernels (one op per layer, any length); a model whose cells have no
+  fused kernel is refused in one line (its step graphs, with no loop, trace as they are).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unrolled.export.apps import EXPORTERS, Graph
+from unrolled.export.graphs import ExportError, exportable, quiet, to_onnx
+from unrolled.runtime.bundle import GRAPH_FORMATS, SETTINGS, SUFFIXES, write_manifest
+
+QUANTIZATIONS = ("int8",)
+
+__all__ = ["GRAPH_FORMATS", "QUANTIZATIONS", "ExportError", "export_run", "load_predictor"]
+
+
+def load_predictor(run: str | os.PathLike[str]) -> tuple[str, Any]:
+    """(application name, its predictor on the CPU) of a run or checkpoint folder; ValueError in one line."""
+    from unrolled.apps.registry import APPLICATIONS
+    from unrolled.checkpoint import load_checkpoint, resolve_checkpoint
+
+    kind = load_checkpoint(resolve_checkpoint(run, command="unrolled APP train")).config.get("kind")
+    names = [name for name, app in APPLICATIONS.items() if app.predictor.kind == kind]
+    if not names:
+        raise ExportError(f"{run}: a checkpoint of unknown kind {kind!r}; give a run of an application")
+    name = names[0]
+    if name not in EXPORTERS:
+        raise ExportError(f"{run}: a {name} run; export covers {', '.join(EXPORTERS)}")
+    return name, APPLICATIONS[name].predictor.load(run, device="cpu")
+
+
+def export_run(run: str | os.PathLike[str], out: str | os.PathLike[str], *, graphs: str = "onnx",
+               quantize: str | None = None) -> Path:
+    """Export run `run` into folder `out` (replaced atomically if it exists); returns `out`."""
+    from unrolled.atomic import staged_folder
+
+    if graphs not in GRAPH_FORMATS:
+        raise ExportError(f"unknown format {graphs!r}: choose one of {', '.join(GRAPH_FORMATS)}")
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise ExportError(f"unknown quantisation {quantize!r}: choose one of {', '.join(QUANTIZATIONS)}")
+    if quantize is not None and graphs != "onnx":
+        raise ExportError("--quantize int8 quantises ONNX graphs (ONNX Runtime's dynamic quantisation); "
+                          "use --format onnx")
+    name, predictor = load_predictor(run)
+    declared, settings = EXPORTERS[name](predictor)
+    target = Path(out)
+    with staged_folder(target) as folder:
+        for graph in declared:
+            path = folder / f"{graph.name}{SUFFIXES[graphs]}"
+            if graphs == "onnx":
+                write_onnx(graph, path, quantize)
+            else:
+                write_torchscript(graph, path)
+        (folder / SETTINGS).write_text(json.dumps(settings) + "\n", encoding="utf-8")
+        write_manifest(folder, name, graphs, quantize)
+    return target
+
+
+def write_onnx(graph: Graph, path: Path, quantize: str | None) -> None:
+    """Graph `graph` as ONNX at `path`, quantised to int8 weights when asked."""
+    import onnx
+
+    model = to_onnx(exportable(graph.module), graph.args, graph.inputs, graph.outputs, graph.dynamic)
+    if quantize is None:
+        onnx.save(model, str(path))
+        return
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    plain = path.with_suffix(".fp32.onnx")
+    onnx.save(model, str(plain))
+    with quiet():
+        quantize_dynamic(str(plain), str(path), weight_type=QuantType.QInt8)
+    plain.unlink()
+
+
+def write_torchscript(graph: Graph, path: Path) -> None:
+    """Graph `graph` traced to TorchScript at `path` (fused kernels for loops over time; see the module docstring)."""
+    from unrolled.recurrent import Recurrent
+
+    module = copy.deepcopy(graph.module).eval().requires_grad_(False)
+    looping = graph.name in ("model", "encoder")
+    for layer in module.modules():
+        if looping and isinstance(layer, Recurrent) and layer.fused_mode is None:
+            cells = ", ".join(sorted({type(layer.cell(0)).__name__ + f"({layer.cell(0).extra_repr()})"}))
+            raise ExportError(f"TorchScript would fix the loop over time of {cells} to one length (it has no fused "
+                              "kernel); use --format onnx")
+    with quiet(), torch.no_grad():
+        traced = torch.jit.trace(module, graph.args, check_trace=False)
+    traced.save(str(path))

@@ -144,7 +144,7 @@ def to_onnx(module: nn.Module, args: tuple[Tensor, ...], inputs: list[str], outp
     buffer = io.BytesIO()
     with quiet(), torch.no_grad():
         torch.onnx.export(module, args, buffer, dynamo=False, opset_version=OPSET, input_names=inputs,
-                          output_names=outputs, dynamic_axes=dynamic, custom_opsets={DOMAIN: 1},
+                          output_names=outputs, dynamic_axes=dynamic,
                           do_constant_folding=True)
     model = onnx.load_from_string(buffer.getvalue())
     cells, _CELLS[:] = list(_CELLS), []
