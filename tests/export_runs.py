@@ -23,7 +23,7 @@ def lm_run(folder: Path, seed: int = 0, **model: Any) -> Path:
     torch.manual_seed(seed)
     vocabulary = Vocabulary.from_text("First Citizen:\nBefore we proceed any further, hear me speak.")
     options = {"layers": 2, "hidden": 24, "embedding": 8, **model}
-    lm = CharLM(CharLMConfig(vocab_size=len(vocabulary), **options))
+    lm = lively(CharLM(CharLMConfig(vocab_size=len(vocabulary), **options)))
     save_checkpoint(folder / "best", model_state=lm.state_dict(),
                     config=checkpoint_config(lm, vocabulary, validation={"loss": 1.5}))
     return folder
@@ -72,12 +72,19 @@ def seq2seq_run(folder: Path, seed: int = 0, **model: Any) -> Path:
     options = {"embedding": 12, "hidden": 16, **model}
     network = Seq2Seq(Seq2SeqConfig(source_vocab=len(source.vocabulary), target_vocab=len(target.vocabulary),
                                     **options))
-    with torch.no_grad():  # the end token a little likelier, so that random outputs end at various lengths
-        network.generator.bias[3] += 1.0
+    lively(network, 2.0)
     config = {"kind": "seq2seq", "model": asdict(network.config), "source": source.to_json(),
               "target": target.to_json()}
     save_checkpoint(folder / "best", model_state=network.state_dict(), config=config)
     return folder
+
+
+def lively(module: torch.nn.Module, scale: float = 3.0) -> torch.nn.Module:
+    """Weights `scale` times their initial size: an untrained model whose greedy outputs vary, not one token."""
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.mul_(scale)
+    return module
 
 
 RUNS = {"lm": lm_run, "classify": classify_run, "tag": tag_run, "seq2seq": seq2seq_run}

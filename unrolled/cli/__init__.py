@@ -21,6 +21,7 @@ from unrolled.apps.registry import APPLICATIONS
 from unrolled.cells import CELLS
 from unrolled.cli.apps import add_application
 from unrolled.cli.bench import add_bench_commands
+from unrolled.cli.export import add_export_commands
 from unrolled.cli.common import positive_int
 from unrolled.cli.viz import add_viz_commands, with_default_action
 
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_application(commands, app)
     add_viz_commands(commands)
     add_bench_commands(commands)
+    add_export_commands(commands)
     return parser
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -94,8 +95,14 @@ def write_onnx(graph: Graph, path: Path, quantize: str | None) -> None:
 
     plain = path.with_suffix(".fp32.onnx")
     onnx.save(model, str(plain))
-    with quiet():
-        quantize_dynamic(str(plain), str(path), weight_type=QuantType.QInt8)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # it advises pre-processing on the root logger, for image models
+    try:
+        with quiet():
+            quantize_dynamic(str(plain), str(path), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
     plain.unlink()
 
 
