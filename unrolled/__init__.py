@@ -20,6 +20,7 @@ models without torch, can be imported without importing torch)::
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 __version__ = "0.1.0"
@@ -43,6 +44,8 @@ def _application_names() -> dict[str, str]:
 def __getattr__(name: str) -> Any:
     if name.startswith("_"):
         raise AttributeError(name)
+    if name not in _CORE and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")  # `from unrolled import runtime`: no applications
     module = _CORE.get(name) or _application_names().get(name)
     if module is None:
         raise AttributeError(f"module 'unrolled' has no attribute {name!r}")

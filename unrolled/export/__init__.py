@@ -94,16 +94,56 @@ def write_onnx(graph: Graph, path: Path, quantize: str | None) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     plain = path.with_suffix(".fp32.onnx")
-    onnx.save(model, str(plain))
+    onnx.save(gemm_to_matmul(model), str(plain))
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # it advises pre-processing on the root logger, for image models
     try:
         with quiet():
-            quantize_dynamic(str(plain), str(path), weight_type=QuantType.QInt8)
+            quantize_dynamic(str(plain), str(path), weight_type=QuantType.QInt8,
+                             extra_options={"EnableSubgraph": True})
     finally:
         root.setLevel(level)
     plain.unlink()
+
+
+def gemm_to_matmul(model: Any) -> Any:
+    """`model` with every Gemm of a constant weight, y = x W^T + b, made MatMul(x, W^T) (+ Add b), subgraphs too.
+
+    ONNX Runtime's dynamic quantisation turns MatMul into MatMulInteger but leaves
+    Gemm (which torch exports for a linear layer of a 2-D input) in float.
+    """
+    from onnx import helper, numpy_helper
+
+    def rewrite(graph: Any) -> None:
+        weights = {tensor.name: tensor for tensor in graph.initializer}
+        nodes = list(graph.node)
+        del graph.node[:]
+        for node in nodes:
+            for attribute in node.attribute:
+                if attribute.type == attribute.GRAPH:
+                    rewrite(attribute.g)
+            options = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            plain = options.get("alpha", 1.0) == 1.0 and options.get("beta", 1.0) == 1.0 and not options.get("transA")
+            if node.op_type != "Gemm" or not plain or node.input[1] not in weights:
+                graph.node.append(node)
+                continue
+            weight = numpy_helper.to_array(weights[node.input[1]])
+            name = f"{node.input[1]}/matmul"
+            graph.initializer.append(numpy_helper.from_array(weight.T.copy() if options.get("transB") else weight,
+                                                             name))
+            product = node.output[0] if len(node.input) < 3 or not node.input[2] else f"{node.output[0]}/product"
+            graph.node.append(helper.make_node("MatMul", [node.input[0], name], [product], name=f"{node.name}/mm"))
+            if product != node.output[0]:
+                graph.node.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]],
+                                                   name=f"{node.name}/add"))
+        used = {name for node in graph.node for name in node.input}
+        kept = [tensor for tensor in graph.initializer if tensor.name in used]
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+
+    rewrite(model.graph)
+    return model
 
 
 def write_torchscript(graph: Graph, path: Path) -> None:
