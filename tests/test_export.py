@@ -185,7 +185,7 @@ def test_torchscript_runs_at_other_lengths_and_refuses_cells_without_a_fused_ker
     with pytest.raises(BundleError, match="a torchscript export"):
         runtime.load(folder)
     peepholes = classify_run(tmp_path / "peepholes", cell_options={"peepholes": True})
-    with pytest.raises(ExportError, match="no fused kernel.*use --format onnx"):
+    with pytest.raises(ExportError, match=r"no fused kernel.*use --format onnx"):
         export_run(peepholes, tmp_path / "ts2", graphs="torchscript")
 
 
@@ -194,5 +194,5 @@ def test_the_word_tokeniser_is_the_data_packages() -> None:
     from unrolled.runtime import text
 
     assert text.WORD_TOKEN.pattern == vocab.WORD_TOKEN.pattern and text.APOSTROPHES == vocab.APOSTROPHES
-    for sample in TEXTS + ["isn't it 3.5 or 10,000 ``quoted'' he\u2019s", "Ça ira"]:
+    for sample in [*TEXTS, "isn't it 3.5 or 10,000 ``quoted'' he\u2019s", "Ça ira"]:
         assert text.tokenize(sample, "word") == vocab.tokenize(sample, "word")

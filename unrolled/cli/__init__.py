@@ -21,8 +21,8 @@ from unrolled.apps.registry import APPLICATIONS
 from unrolled.cells import CELLS
 from unrolled.cli.apps import add_application
 from unrolled.cli.bench import add_bench_commands
-from unrolled.cli.export import add_export_commands
 from unrolled.cli.common import positive_int
+from unrolled.cli.export import add_export_commands
 from unrolled.cli.viz import add_viz_commands, with_default_action
 
 __all__ = ["build_parser", "main"]

@@ -27,10 +27,11 @@ same function (`unrolled.recurrent`), so a model is exported with ``fused=False`
 from __future__ import annotations
 
 import copy
-import io
+import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -55,10 +56,11 @@ class _ScanCell(torch.autograd.Function):
     """The loop over time: eager values for the tracer, one placeholder node for the graph."""
 
     @staticmethod
-    def forward(ctx: Any, xw: Tensor, keep: Tensor, h: Tensor, c: Tensor, index: int) -> Any:  # type: ignore[override]
+    def forward(ctx: Any, xw: Tensor, keep: Tensor, h: Tensor, c: Tensor, index: int) -> Any:
         cell = _CELLS[index]
         tracing = torch._C._get_tracing_state()  # the loop reads the cell's weights: untraced, the node stands for it
-        torch._C._set_tracing_state(None)
+        set_tracing = torch._C._set_tracing_state  # type: ignore[attr-defined]
+        set_tracing(None)
         try:
             state: State = (h, c) if cell.has_cell_state else h
             outputs = []
@@ -69,7 +71,7 @@ class _ScanCell(torch.autograd.Function):
             h_n, c_n = state if isinstance(state, tuple) else (state, c)
             return torch.stack(outputs), h_n, c_n.clone()
         finally:
-            torch._C._set_tracing_state(tracing)
+            set_tracing(tracing)
 
     @staticmethod
     def symbolic(g: Any, xw: Any, keep: Any, h: Any, c: Any, index: int) -> Any:
@@ -141,12 +143,12 @@ def to_onnx(module: nn.Module, args: tuple[Tensor, ...], inputs: list[str], outp
     import onnx
 
     _CELLS.clear()
-    buffer = io.BytesIO()
-    with quiet(), torch.no_grad():
-        torch.onnx.export(module, args, buffer, dynamo=False, opset_version=OPSET, input_names=inputs,
+    with quiet(), torch.no_grad(), tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "graph.onnx"
+        torch.onnx.export(module, args, path, dynamo=False, opset_version=OPSET, input_names=inputs,
                           output_names=outputs, dynamic_axes=dynamic,
                           do_constant_folding=True)
-    model = onnx.load_from_string(buffer.getvalue())
+        model = onnx.load(str(path))
     cells, _CELLS[:] = list(_CELLS), []
     return replace_placeholders(model, cells)
 
@@ -159,12 +161,12 @@ def step_graph(cell: Cell) -> Any:
     args = (torch.zeros(batch, size), torch.zeros(batch, size), torch.zeros(batch, cell.weight_ih.shape[0]),
             torch.ones(batch, 1, dtype=torch.bool))
     names = ["h", "c", "xw", "keep"]
-    buffer = io.BytesIO()
-    with quiet(), torch.no_grad():
-        torch.onnx.export(CellStep(cell), args, buffer, dynamo=False, opset_version=OPSET, input_names=names,
+    with quiet(), torch.no_grad(), tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "step.onnx"
+        torch.onnx.export(CellStep(cell), args, path, dynamo=False, opset_version=OPSET, input_names=names,
                           output_names=["h_next", "c_next", "out"],
                           dynamic_axes={name: {0: "batch"} for name in [*names, "h_next", "c_next", "out"]})
-    return onnx.load_from_string(buffer.getvalue()).graph
+        return onnx.load(str(path)).graph
 
 
 def replace_placeholders(model: Any, cells: list[Cell]) -> Any:

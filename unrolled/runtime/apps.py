@@ -98,8 +98,9 @@ class LanguageModel:
         for prime in inputs:
             for start in range(0, count, batch):
                 texts = self.sample(prime, option(options, "length", 500), num_samples=min(batch, count - start),
-                                    temperature=option(options, "temperature", 1.0), top_k=option(options, "top_k", None),
-                                    top_p=option(options, "top_p", None), greedy=option(options, "greedy", False),
+                                    temperature=option(options, "temperature", 1.0),
+                                    top_k=option(options, "top_k", None), top_p=option(options, "top_p", None),
+                                    greedy=option(options, "greedy", False),
                                     seed=None if seed is None else seed + start)
                 results.extend(Sample(prime, text, start + i + 1) for i, text in enumerate(texts))
         return results
