@@ -157,18 +157,22 @@ def test_cli_export_and_run_print_what_predict_prints(runs: dict[str, Path], tmp
     assert capsys.readouterr().out == expected
 
 
-def test_int8_quantises_the_weights_inside_the_loops(runs: dict[str, Path], tmp_path: Path) -> None:
+def test_int8_quantises_the_weights_of_native_layers_and_inside_the_loops(runs: dict[str, Path],
+                                                                          tmp_path: Path) -> None:
     import onnx
 
     folder = export_run(runs["classify"], tmp_path / "int8", quantize="int8")
     assert json.loads((folder / "manifest.json").read_text())["quantized"] == "int8"
-    model = onnx.load(str(folder / "model.onnx"))
-    scans = [node for node in model.graph.node if node.op_type == "Scan"]
-    bodies = [attribute.g for node in scans for attribute in node.attribute if attribute.name == "body"]
-    assert bodies and all(any(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for n in body.node)
-                          for body in bodies)
+    kinds = [node.op_type for node in onnx.load(str(folder / "model.onnx")).graph.node]
+    assert kinds.count("DynamicQuantizeLSTM") == 2 and "MatMulInteger" in kinds  # both directions; the head
     probabilities = runtime.load(folder).probabilities(TEXTS[:2])
     assert abs(probabilities.sum(axis=1) - 1).max() < 1e-5
+    ablation = export_run(classify_run(tmp_path / "nog", cell_options={"output_gate": False}), tmp_path / "nog8",
+                          quantize="int8")
+    model = onnx.load(str(ablation / "model.onnx"))
+    bodies = [attribute.g for node in model.graph.node if node.op_type == "Scan" for attribute in node.attribute
+              if attribute.name == "body"]
+    assert len(bodies) == 2 and all(any(n.op_type == "MatMulInteger" for n in body.node) for body in bodies)
 
 
 def test_torchscript_runs_at_other_lengths_and_refuses_cells_without_a_fused_kernel(runs: dict[str, Path],

@@ -56,7 +56,7 @@ class _ScanCell(torch.autograd.Function):
     """The loop over time: eager values for the tracer, one placeholder node for the graph."""
 
     @staticmethod
-    def forward(ctx: Any, xw: Tensor, keep: Tensor, h: Tensor, c: Tensor, index: int) -> Any:
+    def forward(ctx: Any, xw: Tensor, keep: Tensor, h: Tensor, c: Tensor, x: Tensor, index: int) -> Any:
         cell = _CELLS[index]
         tracing = torch._C._get_tracing_state()  # the loop reads the cell's weights: untraced, the node stands for it
         set_tracing = torch._C._set_tracing_state  # type: ignore[attr-defined]
@@ -74,8 +74,8 @@ class _ScanCell(torch.autograd.Function):
             set_tracing(tracing)
 
     @staticmethod
-    def symbolic(g: Any, xw: Any, keep: Any, h: Any, c: Any, index: int) -> Any:
-        out, h_n, c_n = g.op(f"{DOMAIN}::{PLACEHOLDER}", xw, keep, h, c, index_i=index, outputs=3)
+    def symbolic(g: Any, xw: Any, keep: Any, h: Any, c: Any, x: Any, index: int) -> Any:
+        out, h_n, c_n = g.op(f"{DOMAIN}::{PLACEHOLDER}", xw, keep, h, c, x, index_i=index, outputs=3)
         for value, like in ((out, h), (h_n, h), (c_n, c)):
             value.setType(like.type().with_sizes([None] * (3 if value is out else 2)))
         return out, h_n, c_n
@@ -91,7 +91,7 @@ def scan_unroller(cell: Cell, x: Tensor, state: State, *, mask: Tensor | None = 
     xw = cell.project(x)  # (T, B, G*H)
     keep = torch.ones_like(xw[..., :1], dtype=torch.bool) if mask is None else mask.unsqueeze(-1)  # (T, B, 1)
     h, c = state if isinstance(state, tuple) else (state, torch.zeros_like(state))
-    out, h_n, c_n = _ScanCell.apply(xw, keep, h, c, index)
+    out, h_n, c_n = _ScanCell.apply(xw, keep, h, c, x, index)
     return out, ((h_n, c_n) if cell.has_cell_state else h_n), None
 
 
@@ -170,7 +170,8 @@ def step_graph(cell: Cell) -> Any:
 
 
 def replace_placeholders(model: Any, cells: list[Cell]) -> Any:
-    """`model` with each ``unrolled::ScanCell`` node replaced by a Scan over its cell's step graph."""
+    """`model` with each ``unrolled::ScanCell`` node replaced by ONNX's own RNN, GRU or LSTM operator where it
+    computes the cell's function (`native_nodes`), else by a Scan over the cell's step graph."""
     from onnx import helper
 
     graph = model.graph
@@ -181,15 +182,132 @@ def replace_placeholders(model: Any, cells: list[Cell]) -> Any:
             graph.node.append(node)
             continue
         index = next(attribute.i for attribute in node.attribute if attribute.name == "index")
-        body = _prefixed(step_graph(cells[index]), f"cell{index}/")
-        xw, keep, h, c = node.input
+        native = native_nodes(cells[index], node, f"cell{index}", graph)
+        if native:
+            graph.node.extend(native)
+            continue
+        xw, keep, h, c, _ = node.input
         out, h_n, c_n = node.output
+        body = _prefixed(step_graph(cells[index]), f"cell{index}/")
         graph.node.append(helper.make_node("Scan", [h, c, xw, keep], [h_n, c_n, out], name=f"scan{index}",
                                            body=body, num_scan_inputs=2))
     kept = [entry for entry in model.opset_import if entry.domain != DOMAIN]
     del model.opset_import[:]
     model.opset_import.extend(kept)
+    _drop_unused(graph)
     return model
+
+
+ONNX_GATES = {"LSTM": "iofg", "GRU": "zrn", "RNN": "h"}
+"""ONNX's order of the gate blocks (its LSTM's c is our g)."""
+TORCH_GATES = {"LSTM": "ifgo", "GRU": "rzn", "RNN": "h"}
+
+
+def native_op(cell: Cell) -> tuple[str, dict[str, Any]] | None:
+    """(ONNX operator, its attributes) computing `cell`'s function, or None.
+
+    RNN: tanh or relu. GRU: linear_before_reset=1 is the cuDNN form, 0 Cho's.
+    LSTM with all four gates and both activations, peepholes (ONNX's P: i and f see
+    C_{t-1}, o sees C_t, as here) or not; CIFG is ONNX's input_forget. The ablations
+    without a gate or an activation have no operator: they run as a Scan.
+    """
+    from unrolled.cells import GRUCell, LSTMCell, RNNCell
+
+    if isinstance(cell, RNNCell):
+        return "RNN", {"activations": ["Tanh" if cell.nonlinearity == "tanh" else "Relu"]}
+    if isinstance(cell, GRUCell):
+        return "GRU", {"linear_before_reset": int(cell.variant == "cudnn")}
+    if isinstance(cell, LSTMCell) and cell.input_gate and cell.output_gate and cell.input_activation \
+            and cell.output_activation and (cell.forget_gate or cell.coupled):
+        return "LSTM", {"input_forget": int(cell.coupled)}
+    return None
+
+
+def _onnx_blocks(cell: Cell, tensor: Tensor | None, op: str) -> Any:
+    """A stacked weight or bias (G*H, ...) in ONNX's gate order, with a leading direction axis (zeros for None).
+
+    CIFG keeps no forget rows; ONNX's input_forget ignores them, so they are zeros.
+    """
+    import numpy as np
+
+    if tensor is None:
+        return np.zeros((1, len(ONNX_GATES[op]) * cell.hidden_size), dtype=np.float32)
+    gates = "".join(cell.gates) if op == "LSTM" else TORCH_GATES[op]
+    blocks = dict(zip(gates, tensor.detach().float().chunk(len(gates)), strict=True))
+    zero = torch.zeros_like(blocks[gates[0]])
+    return torch.cat([blocks.get(gate, zero) for gate in ONNX_GATES[op]]).unsqueeze(0).numpy()
+
+
+def native_nodes(cell: Cell, node: Any, name: str, graph: Any) -> list[Any]:
+    """The nodes computing placeholder `node` with ONNX's own operator (`native_op`), or [] when there is none.
+
+    The operator reads the raw inputs x (T, B, I) and the lengths (the sum of the
+    mask over time), and gives outputs 0 past each length and the state at each
+    length, as `unroll` does; its weights are the cell's, reordered.
+    """
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    found = native_op(cell)
+    if found is None:
+        return []
+    op, attributes = found
+    _, keep, h, c, x = node.input
+    out, h_n, c_n = node.output
+    weights = {"W": _onnx_blocks(cell, cell.weight_ih, op), "R": _onnx_blocks(cell, cell.weight_hh, op),
+               "B": np.concatenate([_onnx_blocks(cell, cell.bias_ih, op), _onnx_blocks(cell, cell.bias_hh, op)], 1)}
+    weights["W"] = weights["W"].reshape(1, -1, cell.input_size)
+    weights["R"] = weights["R"].reshape(1, -1, cell.hidden_size)
+    if op == "LSTM":
+        peepholes = [getattr(cell, f"weight_c{gate}") for gate in "iof"]
+        if all(p is not None for p in peepholes):
+            weights["P"] = torch.cat([p.detach().float() for p in peepholes]).unsqueeze(0).numpy()
+    for key, value in weights.items():
+        graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), f"{name}/{key}"))
+    axes = f"{name}/axes"
+    graph.initializer.append(numpy_helper.from_array(np.array([0, 2], dtype=np.int64), axes))
+    zero = f"{name}/zero"
+    graph.initializer.append(numpy_helper.from_array(np.array([0], dtype=np.int64), zero))
+    nodes = [
+        helper.make_node("Cast", [keep], [f"{name}/keep32"], to=6),  # int32
+        helper.make_node("ReduceSum", [f"{name}/keep32", axes], [f"{name}/lengths"], keepdims=0),
+        helper.make_node("Unsqueeze", [h, zero], [f"{name}/h0"]),
+    ]
+    inputs = [x, f"{name}/W", f"{name}/R", f"{name}/B", f"{name}/lengths", f"{name}/h0"]
+    outputs = [f"{name}/y", f"{name}/h_n"]
+    if op == "LSTM":
+        nodes.append(helper.make_node("Unsqueeze", [c, zero], [f"{name}/c0"]))
+        inputs += [f"{name}/c0"] + ([f"{name}/P"] if "P" in weights else [])
+        outputs.append(f"{name}/c_n")
+    nodes.append(helper.make_node(op, inputs, outputs, name=name, hidden_size=cell.hidden_size, **attributes))
+    one = f"{name}/one"
+    graph.initializer.append(numpy_helper.from_array(np.array([1], dtype=np.int64), one))
+    nodes += [helper.make_node("Squeeze", [f"{name}/y", one], [out]),  # (T, 1, B, H) -> (T, B, H)
+              helper.make_node("Squeeze", [f"{name}/h_n", zero], [h_n])]
+    if op == "LSTM":
+        nodes.append(helper.make_node("Squeeze", [f"{name}/c_n", zero], [c_n]))
+    else:
+        nodes.append(helper.make_node("Identity", [c], [c_n]))
+    return nodes
+
+
+def _drop_unused(graph: Any) -> None:
+    """Remove the nodes whose outputs nothing reads (the projections a native operator made unneeded)."""
+    while True:
+        wanted = {output.name for output in graph.output}
+        for node in graph.node:
+            wanted.update(node.input)
+            for attribute in node.attribute:
+                if attribute.type == attribute.GRAPH:
+                    wanted.update(name for inner in attribute.g.node for name in inner.input)
+        kept = [node for node in graph.node if any(output in wanted for output in node.output)]
+        if len(kept) == len(graph.node):
+            used = [tensor for tensor in graph.initializer if tensor.name in wanted]
+            del graph.initializer[:]
+            graph.initializer.extend(used)
+            return
+        del graph.node[:]
+        graph.node.extend(kept)
 
 
 def _prefixed(graph: Any, prefix: str) -> Any:
