@@ -60,6 +60,16 @@ def test_classifier_probabilities_and_labels_equal_the_predictors(runs: dict[str
         assert all(abs(mine.probabilities[k] - theirs.probabilities[k]) < 1e-5 for k in theirs.probabilities)
 
 
+def test_the_cnn_classifier_reads_texts_shorter_than_its_widest_filter(tmp_path: Path) -> None:
+    run = classify_run(tmp_path / "cnn", model_type="cnn")
+    _, predictor = load_predictor(run)
+    exported = runtime.load(export_run(run, tmp_path / "cnn-onnx"))
+    texts = ["good", "not good", "the film is a gripping story , not dull"]
+    for batch in (1, 3):
+        got = exported.probabilities(texts, batch_size=batch)
+        assert abs(got - predictor.probabilities(texts, batch_size=batch).numpy()).max() < 1e-5
+
+
 def test_tagger_tags_equal_the_predictors_even_for_sentences_cut_in_pieces(runs: dict[str, Path]) -> None:
     _, predictor = load_predictor(runs["tag"])
     exported = runtime.load(runs["tag-onnx"])

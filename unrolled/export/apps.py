@@ -106,9 +106,13 @@ def classify_graphs(predictor: Any) -> tuple[list[Graph], dict[str, Any]]:
     ids, lengths = _example_ids(predictor.model.config.vocab_size)
     graph = Graph("model", Probabilities(predictor.model), (ids, lengths), ["ids", "lengths"], ["probabilities"],
                   {"ids": {0: "B", 1: "T"}, "lengths": {0: "B"}, "probabilities": {0: "B"}})
-    if predictor.model_type == "cnn":  # a convolution needs the widest filter's worth of steps
-        graph.args = (torch.nn.functional.pad(ids, (0, max(predictor.model.config.widths))), lengths)
-    settings = {"encoding": predictor.encoding.to_json(), "labels": predictor.labels.to_json()}
+    settings = {"encoding": predictor.encoding.to_json(), "labels": predictor.labels.to_json(), "min_steps": 1}
+    if predictor.model_type == "cnn":
+        # The CNN pads a batch shorter than its widest filter (a Python branch, fixed when traced): traced on a
+        # batch that needs none, the runtime pads the ids (PAD_ID, past every length, so masked) as far.
+        widest = max(predictor.model.config.widths)
+        graph.args = (torch.nn.functional.pad(ids, (0, widest)), lengths)
+        settings["min_steps"] = widest
     return [graph], settings
 
 

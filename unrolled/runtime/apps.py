@@ -50,10 +50,10 @@ class Graph:
         return dict(zip(self.outputs, self.session.run(self.outputs, feeds), strict=True))
 
 
-def padded(sequences: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """ids (B, T) int64 padded with `PAD_ID`, and lengths (B,)."""
+def padded(sequences: list[list[int]], min_steps: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """ids (B, T) int64 padded with `PAD_ID` to the longest (and at least `min_steps`), and lengths (B,)."""
     lengths = np.array([len(row) for row in sequences], dtype=np.int64)
-    ids = np.full((len(sequences), int(lengths.max())), PAD_ID, dtype=np.int64)
+    ids = np.full((len(sequences), max(int(lengths.max()), min_steps)), PAD_ID, dtype=np.int64)
     for b, row in enumerate(sequences):
         ids[b, : len(row)] = row
     return ids, lengths
@@ -149,6 +149,7 @@ class TextClassifier:
         self.tokens, self.max_len = str(encoding["tokens"]), int(encoding["max_len"])
         self.vocabulary = Tokens(encoding["vocabulary"])
         self.labels: list[str] = bundle.settings["labels"]
+        self.min_steps = int(bundle.settings.get("min_steps", 1))
         self.graph = Graph(bundle, "model", threads)
 
     def encode(self, texts: list[str]) -> list[list[int]]:
@@ -169,7 +170,7 @@ class TextClassifier:
         result = np.zeros((len(sequences), len(self.labels)), dtype=np.float32)
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            ids, lengths = padded([sequences[i] for i in chunk])
+            ids, lengths = padded([sequences[i] for i in chunk], self.min_steps)
             result[chunk] = self.graph(ids=ids, lengths=lengths)["probabilities"]
         return result
 
