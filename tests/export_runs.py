@@ -51,10 +51,13 @@ def tag_run(folder: Path, seed: int = 0, **model: Any) -> Path:
     from unrolled.models.tagger import Tagger, TaggerConfig
 
     torch.manual_seed(seed)
-    encoding = TagEncoding(True, 6, TokenVocabulary(WORDS), None)
+    characters = TokenVocabulary(sorted({c for word in WORDS for c in word})[:6]) if model.get("chars") else None
+    encoding = TagEncoding(True, 6, TokenVocabulary(WORDS), characters)
     tags = LabelSet(["DET", "NOUN", "VERB", "ADJ", "PUNCT"])
-    network = Tagger(TaggerConfig(vocab_size=len(encoding.vocabulary), tags=len(tags), embedding=10, hidden=12,
-                                  **model))
+    if characters is not None:
+        model["char_vocab_size"] = len(characters)
+    network = lively(Tagger(TaggerConfig(vocab_size=len(encoding.vocabulary), tags=len(tags), embedding=10,
+                                         hidden=12, **model)), 2.0)
     config = {"kind": "tagger", "model": asdict(network.config), "encoding": encoding.to_json(),
               "tags": tags.to_json()}
     save_checkpoint(folder / "best", model_state=network.state_dict(), config=config)

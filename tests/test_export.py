@@ -143,15 +143,31 @@ def test_bad_input_is_one_line(runs: dict[str, Path], tmp_path: Path, capsys: py
     assert not (tmp_path / "x").exists()
 
 
-def test_a_failed_export_leaves_the_old_folder_whole(runs: dict[str, Path], tmp_path: Path) -> None:
-    run = tag_run(tmp_path / "chars", chars=4, char_vocab_size=8)
+def test_a_failed_export_leaves_the_old_folder_whole(runs: dict[str, Path], tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import unrolled.export
+
     out = tmp_path / "out"
     out.mkdir()
     (out / "kept").write_text("old")
-    with pytest.raises(ExportError, match="character features"):
-        export_run(run, out)
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
-    assert (out / "kept").read_text() == "old"
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(unrolled.export, "write_manifest", interrupted)  # the graphs are written by then
+    with pytest.raises(OSError, match="disk full"):
+        export_run(runs["seq2seq"], out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staged folder left beside it
+    assert sorted(p.name for p in out.iterdir()) == ["kept"] and (out / "kept").read_text() == "old"
+
+
+@pytest.mark.parametrize("encoder", ["lstm", "cnn"])
+def test_taggers_with_character_features(tmp_path: Path, encoder: str) -> None:
+    run = tag_run(tmp_path / "chars", chars=4, char_vocab_size=8, char_encoder=encoder, char_width=3)
+    _, predictor = load_predictor(run)
+    exported = runtime.load(export_run(run, tmp_path / "out"))
+    lines = [*LINES, "a", "gripping"]
+    assert [r.tags for r in exported.predict(lines, {"batch_size": 2})] == [r.tags for r in predictor.predict(lines)]
 
 
 def test_cli_export_and_run_print_what_predict_prints(runs: dict[str, Path], tmp_path: Path,

@@ -119,15 +119,40 @@ def classify_graphs(predictor: Any) -> tuple[list[Graph], dict[str, Any]]:
 # ---------------------------------------------------------------------- tag
 
 
+class TagLogits(nn.Module):
+    """The tagger's logits (B, T, C) from word ids, lengths and, when it reads them, character ids (B, T, W)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: Tensor, lengths: Tensor, *chars: Tensor) -> Tensor:
+        return self.model(ids, lengths, chars[0] if chars else None)
+
+
 def tag_graphs(predictor: Any) -> tuple[list[Graph], dict[str, Any]]:
     config = predictor.model.config
-    if config.input_features or config.chars:
-        what = "float input features" if config.input_features else "character features"
-        raise ExportError(f"this tagger reads {what}, which export does not cover yet; export a word tagger")
+    if config.input_features:
+        raise ExportError("this tagger reads float input features, which export does not cover; export a word tagger")
+    if predictor.task != "plain":
+        raise ExportError(f"the {predictor.task} task's text handling is not in the runtime; export a plain tagger")
     ids, lengths = _example_ids(config.vocab_size)
-    graph = Graph("model", predictor.model, (ids, lengths), ["ids", "lengths"], ["logits"],
-                  {"ids": {0: "B", 1: "T"}, "lengths": {0: "B"}, "logits": {0: "B", 1: "T"}})
-    settings = {"encoding": predictor.encoding.to_json(), "tags": predictor.tags.to_json(), "task": predictor.task}
+    args: tuple[Tensor, ...] = (ids, lengths)
+    names, dynamic = ["ids", "lengths"], {"ids": {0: "B", 1: "T"}, "lengths": {0: "B"}, "logits": {0: "B", 1: "T"}}
+    settings = {"encoding": predictor.encoding.to_json(), "tags": predictor.tags.to_json(), "task": predictor.task,
+                 "min_char_steps": 1}
+    if config.chars:
+        width = 4
+        if config.char_encoder == "cnn":  # as the CNN classifier: traced wide enough, the runtime pads as far
+            width = max(width, config.char_width + 1)
+            settings["min_char_steps"] = config.char_width
+        chars = torch.randint(2, max(config.char_vocab_size, 3), (*ids.shape, width),
+                              generator=torch.Generator().manual_seed(1))
+        chars[..., 3] = 0  # words of several lengths
+        chars[0, 0, 1:] = 0
+        args, names = (*args, chars.masked_fill((ids == 0).unsqueeze(-1), 0)), [*names, "chars"]
+        dynamic["chars"] = {0: "B", 1: "T", 2: "W"}
+    graph = Graph("model", TagLogits(predictor.model), args, names, ["logits"], dynamic)
     return [graph], settings
 
 

@@ -201,8 +201,22 @@ class SequenceTagger:
             raise ValueError("the runtime tags plain lines; this export is of the restore task")
         self.lowercase, self.max_len = bool(encoding["lowercase"]), int(encoding["max_len"])
         self.vocabulary = Tokens(encoding["vocabulary"])
+        characters = encoding.get("characters")
+        self.characters = None if characters is None else Tokens(characters)
+        self.min_char_steps = int(bundle.settings.get("min_char_steps", 1))
         self.tags: list[str] = bundle.settings["tags"]
         self.graph = Graph(bundle, "model", threads)
+
+    def char_table(self, pieces: list[list[str]], steps: int) -> np.ndarray:
+        """The character ids of every word, (B, T, W) padded with `PAD_ID` (`unrolled.data.labelled.make_batch`)."""
+        assert self.characters is not None
+        words = [[self.characters.encode(list(word)) for word in piece] or [[UNK_ID]] for piece in pieces]
+        width = max([self.min_char_steps, *(len(word) for row in words for word in row)])
+        table = np.full((len(pieces), steps, width), PAD_ID, dtype=np.int64)
+        for b, row in enumerate(words):
+            for t, word in enumerate(row):
+                table[b, t, : len(word)] = word
+        return table
 
     def tag(self, sentences: list[list[str]], *, batch_size: int = 128) -> list[list[str]]:
         """The tag of every token; a sentence longer than max_len is tagged in pieces of max_len tokens."""
@@ -211,12 +225,15 @@ class SequenceTagger:
             for start in range(0, max(len(tokens), 1), self.max_len):
                 pieces.append(tokens[start : start + self.max_len])
                 owner.append(k)
-        words = [self.vocabulary.encode([t.lower() if self.lowercase else t for t in piece]) or [UNK_ID]
-                 for piece in pieces]
+        pieces = [[t.lower() if self.lowercase else t for t in piece] for piece in pieces]
+        words = [self.vocabulary.encode(piece) or [UNK_ID] for piece in pieces]
         result: list[list[str]] = [[] for _ in sentences]
         for start in range(0, len(words), batch_size):
             ids, lengths = padded(words[start : start + batch_size])
-            best = self.graph(ids=ids, lengths=lengths)["logits"].argmax(-1)  # (B, T)
+            feeds = {"ids": ids, "lengths": lengths}
+            if self.characters is not None:
+                feeds["chars"] = self.char_table(pieces[start : start + batch_size], ids.shape[1])
+            best = self.graph(**feeds)["logits"].argmax(-1)  # (B, T)
             for offset, row in enumerate(best.tolist()):
                 index = start + offset
                 result[owner[index]].extend(self.tags[i] for i in row[: len(pieces[index])])
