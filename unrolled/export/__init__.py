@@ -11,10 +11,12 @@ or not at all)::
 
 `unrolled.runtime.load(out)` runs an ONNX export with ONNX Runtime, without torch.
 
-* ONNX: the TorchScript-based exporter (``torch.onnx.export(dynamo=False)``), each
-  recurrent loop an ONNX Scan over the cell's step (`unrolled.export.graphs`), so
-  batch and lengths are dynamic. ``quantize="int8"``: ONNX Runtime's dynamic
-  quantisation of the weights (MatMul and Gemm, inside the Scans too) to int8.
+* ONNX: the TorchScript-based exporter (``torch.onnx.export(dynamo=False)``; the
+  dynamo exporter traces a Python loop for one length too), each recurrent layer
+  ONNX's own LSTM/GRU/RNN operator or a Scan over the cell's step
+  (`unrolled.export.graphs`), so batch and lengths are dynamic. ``quantize="int8"``:
+  ONNX Runtime's dynamic quantisation of the weights to int8 (MatMul, Gemm made
+  MatMul, LSTM, and inside the Scans).
 * TorchScript: ``torch.jit.trace`` of the same modules. Tracing fixes a Python
   loop to the length traced, so an encoder over a sequence is traced on torch's
   fused kernels (one op per layer, any length); a model whose cells have no

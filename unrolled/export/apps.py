@@ -5,7 +5,7 @@ app         graphs (inputs -> outputs; B batch, T and S lengths, N hypotheses, a
 ==========  =========================================================================================
 lm          step: tokens (N,), h0 [c0] h1 [c1] ... (N, H) -> log_probs (N, V), the next states
 classify    model: ids (B, T), lengths (B,) -> probabilities (B, C)
-tag         model: ids (B, T), lengths (B,) -> logits (B, T, C)
+tag         model: ids (B, T), lengths (B,)[, chars (B, T, W)] -> logits (B, T, C)
 seq2seq     encoder: source (B, S), lengths (B,) -> the decoder's state (`seq2seq_state_names`);
             step: tokens (N,), that state -> log_probs (N, V_t), the next per-hypothesis state
 ==========  =========================================================================================

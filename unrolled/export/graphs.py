@@ -1,4 +1,4 @@
-"""Recurrent layers as ONNX graphs: every cell's step traced once, the loop over time an ONNX `Scan`.
+"""Recurrent layers as ONNX graphs: ONNX's own RNN/GRU/LSTM operators where they compute the cell, else a `Scan`.
 
 torch's tracer unrolls a Python loop for the length it saw, so a recurrent layer
 traced as it runs would only accept that length. Here the loop is kept a loop:
@@ -8,20 +8,25 @@ traced as it runs would only accept that length. Here the loop is kept a loop:
    `scan_unroller` as its unroller. It projects the inputs as `unroll` does,
    xw = W_ih x + b_ih (T, B, G*H), and hands the loop to `_ScanCell`, which
    computes it eagerly (so tracing goes on with the right values) and records
-   one placeholder node ``unrolled::ScanCell(xw, keep, h, c) -> (out, h, c)``.
-2. Each cell's step, with padding masked as `unroll` masks it,
+   one placeholder node ``unrolled::ScanCell(xw, keep, h, c, x) -> (out, h, c)``.
+2. `replace_placeholders` swaps each placeholder for
+   * ONNX's ``RNN``, ``GRU`` or ``LSTM`` operator where one computes the cell's
+     function (`native_op`: tanh/relu RNN, both GRU forms, the LSTM with or
+     without peepholes, CIFG), on x with the cell's weights reordered to ONNX's
+     gate order and the lengths (the mask summed over time) as its
+     sequence_lens; ONNX Runtime runs these as one kernel each;
+   * else ``Scan(h, c, xw, keep)`` over the cell's own step, exported alone (one
+     step: nothing to unroll) from `Cell.step` with padding masked as `unroll` masks it:
 
-       h_t, c_t, out_t = step(h_{t-1}, c_{t-1}, xw_t, keep_t)
-       (keep_t false: h_t = h_{t-1}, c_t = c_{t-1}, out_t = 0)
+         h_t, c_t, out_t = step(h_{t-1}, c_{t-1}, xw_t, keep_t)
+         (keep_t false: h_t = h_{t-1}, c_t = c_{t-1}, out_t = 0)
 
-   is exported on its own (one step: nothing to unroll), from `Cell.step` itself.
-3. `replace_placeholders` swaps each placeholder for ``Scan(h, c, xw, keep)``
-   whose body is that step graph, scanning axis 0 (time): dynamic length and
-   batch, the same function as `unroll`.
+   Either way length and batch stay dynamic and the function is `unroll`'s.
 
-A GRU or RNN has no cell state c: it is carried through unchanged (zeros).
-The fused path (torch's kernels) exports through this path too: it computes the
-same function (`unrolled.recurrent`), so a model is exported with ``fused=False``.
+A GRU or RNN has no cell state c: it is carried through unchanged (zeros). The
+fused path (torch's kernels) and any other unroller (the C++ one of
+`unrolled.native`, the compiled chunks of `unrolled.chunked`) compute `unroll`'s
+function, so a model is exported with ``fused=False`` and this unroller.
 """
 
 from __future__ import annotations
