@@ -188,7 +188,12 @@ class Seq2SeqEncoder(nn.Module):
 
 
 class Seq2SeqStep(nn.Module):
-    """`Seq2Seq.step` with its state flat; the memory has one row per hypothesis (the runtime repeats it)."""
+    """`Seq2Seq.step` with its state flat, the memory shared as `Seq2Seq.reorder` keeps it.
+
+    The N = n K hypotheses are n blocks of K consecutive rows, block b attending to
+    memory row b (K = N / n, 1 included): traced with K = 2, so the graph reads
+    queries as (n, K, H) against the n memories and never copies them per hypothesis.
+    """
 
     def __init__(self, model: Any) -> None:
         super().__init__()
@@ -223,14 +228,16 @@ def seq2seq_graphs(predictor: Any) -> tuple[list[Graph], dict[str, Any]]:
     axes = {"memory": {0: "B", 1: "S"}, "mask": {0: "B", 1: "S"}, "keys": {0: "B", 1: "S"}}
     encode_dynamic = {"source": {0: "B", 1: "S"}, "lengths": {0: "B"},
                       **{name: {0: "B"} for name in per_hypothesis}, **{name: axes[name] for name in shared}}
-    step_axes = {"memory": {0: "N", 1: "S"}, "mask": {0: "N", 1: "S"}, "keys": {0: "N", 1: "S"}}
+    step_axes = {"memory": {0: "n", 1: "S"}, "mask": {0: "n", 1: "S"}, "keys": {0: "n", 1: "S"}}
     nexts = [f"{name}_next" for name in per_hypothesis]
     step_dynamic = {"tokens": {0: "N"}, "log_probs": {0: "N"}, **{name: {0: "N"} for name in per_hypothesis + nexts},
                     **{name: step_axes[name] for name in shared}}
-    tokens = torch.tensor([4, 5, 6])
+    tokens = torch.tensor([4, 5, 6, 7, 8, 9])
+    rows = len(per_hypothesis)
+    hypotheses = tuple(value.repeat_interleave(2, dim=0) for value in state[:rows]) + tuple(state[rows:])
     graphs = [
         Graph("encoder", encoder, (source, lengths), ["source", "lengths"], per_hypothesis + shared, encode_dynamic),
-        Graph("step", Seq2SeqStep(model), (tokens, *state), ["tokens", *per_hypothesis, *shared],
+        Graph("step", Seq2SeqStep(model), (tokens, *hypotheses), ["tokens", *per_hypothesis, *shared],
               ["log_probs", *nexts], step_dynamic),
     ]
     settings = {"source": predictor.source.to_json(), "target": predictor.target.to_json(),

@@ -300,6 +300,10 @@ class Translator:
         new = {name: out[f"{name}_next"] for name in self.per_hypothesis}
         return out["log_probs"], {**new, **{name: state[name] for name in self.shared}}
 
+    def reorder(self, state: decode.State, index: np.ndarray) -> decode.State:
+        """The state of hypotheses `index`, in blocks per input (`decode.beam_search`): the memory stays shared."""
+        return {name: value if name in self.shared else value[index] for name, value in state.items()}
+
     def prime(self, sources: list[list[int]]) -> tuple[np.ndarray, decode.State]:
         ids, lengths = padded(sources)
         state = self.encoder(source=ids, lengths=lengths)
@@ -317,7 +321,7 @@ class Translator:
             log_probs, state = self.prime([ids[i] for i in chunk])
             found = decode.beam_search(self.step, log_probs, state, beam_size=beam, max_length=limit,
                                        end_token=EOS_ID, length_penalty=length_penalty, n_best=n_best,
-                                       min_length=min_length)
+                                       min_length=min_length, reorder=self.reorder)
             for i, hypotheses in zip(chunk, found, strict=True):
                 for h in hypotheses:
                     tokens = self.target.decode(h.tokens)

@@ -118,9 +118,14 @@ def reorder(state: State, index: np.ndarray) -> State:
 
 
 def beam_search(step: Step, log_probs: np.ndarray, state: State, *, beam_size: int, max_length: int,
-                end_token: int, length_penalty: float = 0.0, n_best: int = 1,
-                min_length: int = 0) -> list[list[Hypothesis]]:
-    """The n_best best hypotheses of each of the N inputs primed in (log_probs (N, V), state), best first."""
+                end_token: int, length_penalty: float = 0.0, n_best: int = 1, min_length: int = 0,
+                reorder: Callable[[State, np.ndarray], State] = reorder) -> list[list[Hypothesis]]:
+    """The n_best best hypotheses of each of the N inputs primed in (log_probs (N, V), state), best first.
+
+    The hypotheses of input b are rows b K .. b K + K - 1 throughout (a reorder keeps
+    every row in its block), so a state part shared by an input's hypotheses (an
+    encoder's memory) can stay one row per input: `reorder` leaves it as it is.
+    """
     if beam_size < 1 or not 1 <= n_best <= beam_size:
         raise ValueError(f"the beam size must be at least 1 and n_best in 1..beam, got {beam_size} and {n_best}")
     if max_length < 1 or not 0 <= min_length < max_length:
