@@ -138,6 +138,10 @@ def test_bad_input_is_one_line(runs: dict[str, Path], tmp_path: Path, capsys: py
     one_error_line(capsys, main(["export", str(runs["lm"]), "--quantize", "int4", "--out", out]),
                    "unknown quantisation 'int4'")
     one_error_line(capsys, main(["run", str(runs["lm"])]), "not an exported model")
+    one_error_line(capsys, main(["run"]), "give the exported folder")
+    with pytest.raises(SystemExit) as exit_status:
+        main(["run", str(runs["lm-onnx"]), "--beam", "5"])  # an option of another application
+    one_error_line(capsys, int(str(exit_status.value.code)), "unrecognized arguments: --beam")
     one_error_line(capsys, main(["run", str(runs["lm-onnx"]), "--prime", "Zürich", "--greedy"]),
                    "characters the model never saw in training: 'Z', 'ü'")
     assert not (tmp_path / "x").exists()

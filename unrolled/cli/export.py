@@ -64,13 +64,15 @@ def run_exported(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     from unrolled.apps.registry import APPLICATIONS
     from unrolled.runtime import load, read_bundle
 
-    if args.exported is None or (args.help and args.exported is None):
-        parser.print_help()
-        return 0 if args.help else 2
+    if args.exported is None:
+        if args.help:
+            parser.print_help()
+            return 0
+        raise ValueError("give the exported folder: unrolled run EXPORTED [INPUT ...] (unrolled export RUN makes one)")
     bundle = read_bundle(args.exported)
     app = APPLICATIONS[bundle.application]
-    own = argparse.ArgumentParser(prog=f"unrolled run {args.exported}",
-                                  description=f"{app.name} ({app.summary}) on ONNX Runtime")
+    own = type(parser)(prog=f"unrolled run {args.exported}",  # the command's parser class: one-line errors
+                       description=f"{app.name} ({app.summary}) on ONNX Runtime")
     own.add_argument("inputs", nargs="*", metavar="INPUT", help=app.input_help)
     own.add_argument("--threads", type=int, metavar="N", help="ONNX Runtime's threads (default: its own choice)")
     add_flags(own, app.predict_options())
