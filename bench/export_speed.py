@@ -137,6 +137,15 @@ def exports(run: Path) -> dict[str, Path]:
     return made
 
 
+def loaded(run: Path, predictor: Any, threads: int) -> tuple[dict[str, Path], Any, dict[str, Any]]:
+    """The run's exports, its eager predictor, and the runtime predictors of its ONNX exports (fp32, int8)."""
+    from unrolled import runtime
+
+    folders = exports(run)
+    onnx = {kind: runtime.load(folders[kind], threads=threads) for kind in ("ort-fp32", "ort-int8")}
+    return folders, predictor.load(run, device="cpu"), onnx
+
+
 def size_mib(folder: Path) -> float:
     return sum(path.stat().st_size for path in folder.glob("*.onnx")) / 2**20
 
@@ -145,12 +154,9 @@ def measure_lm(run: Path, threads: int, quick: bool) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from unrolled import runtime
     from unrolled.apps.lm import LanguageModel, LMEvalOptions, read_eval, stream_loss
 
-    folders = exports(run)
-    eager = LanguageModel.load(run, device="cpu")
-    onnx = {kind: runtime.load(folders[kind], threads=threads) for kind in ("ort-fp32", "ort-int8")}
+    folders, eager, onnx = loaded(run, LanguageModel, threads)
     settings = json.loads((folders["torchscript"] / "settings.json").read_text())
     script = ScriptLM(folders["torchscript"] / "step.pt", settings["states"], settings["hidden"])
     prime, repeats = "KING HENRY.\n", 1 if quick else 3
@@ -185,13 +191,10 @@ def measure_lm(run: Path, threads: int, quick: bool) -> dict[str, Any]:
 def measure_classify(run: Path, threads: int, quick: bool) -> dict[str, Any]:
     import torch
 
-    from unrolled import runtime
     from unrolled.apps.classify import ClassifyEvalOptions, TextClassifier, read_eval
     from unrolled.data.labelled import make_batch
 
-    folders = exports(run)
-    eager = TextClassifier.load(run, device="cpu")
-    onnx = {kind: runtime.load(folders[kind], threads=threads) for kind in ("ort-fp32", "ort-int8")}
+    folders, eager, onnx = loaded(run, TextClassifier, threads)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         script = torch.jit.load(str(folders["torchscript"] / "model.pt"))
@@ -222,15 +225,12 @@ def measure_classify(run: Path, threads: int, quick: bool) -> dict[str, Any]:
 
 
 def measure_seq2seq(run: Path, threads: int, quick: bool) -> dict[str, Any]:
-    from unrolled import runtime
     from unrolled.apps.registry import APPLICATIONS
     from unrolled.apps.seq2seq import Translator
     from unrolled.apps.sides import references
     from unrolled.metrics import sequence_errors
 
-    folders = exports(run)
-    eager = Translator.load(run, device="cpu")
-    onnx = {kind: runtime.load(folders[kind], threads=threads) for kind in ("ort-fp32", "ort-int8")}
+    folders, eager, onnx = loaded(run, Translator, threads)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         settings = json.loads((folders["torchscript"] / "settings.json").read_text())
