@@ -64,14 +64,22 @@ def tag_run(folder: Path, seed: int = 0, **model: Any) -> Path:
     return folder
 
 
-def seq2seq_run(folder: Path, seed: int = 0, **model: Any) -> Path:
+SENTENCES = ["the film is a gripping story", "a funny film , not a dull one", "the story is very good",
+             "is the film bad ?", "not very good , not very bad", "a good story is a good film"]
+
+
+def seq2seq_run(folder: Path, seed: int = 0, subwords: bool = False, **model: Any) -> Path:
     from unrolled.apps.sides import Side
     from unrolled.data.vocab import TokenVocabulary
     from unrolled.models.seq2seq import Seq2Seq, Seq2SeqConfig
 
     torch.manual_seed(seed)
-    source = Side("char", TokenVocabulary(LETTERS), 12)
-    target = Side("word", TokenVocabulary(["<s>", "</s>", *PHONES]), 10)
+    if subwords:  # both sides sentencepiece pieces, trained on a few sentences
+        source = Side.build(SENTENCES, "subword", max_len=30, subword_vocab=40)
+        target = Side.build(SENTENCES, "subword", max_len=10, subword_vocab=40, target=True)
+    else:
+        source = Side("char", TokenVocabulary(LETTERS), 12)
+        target = Side("word", TokenVocabulary(["<s>", "</s>", *PHONES]), 10)
     options = {"embedding": 12, "hidden": 16, **model}
     network = Seq2Seq(Seq2SeqConfig(source_vocab=len(source.vocabulary), target_vocab=len(target.vocabulary),
                                     **options))

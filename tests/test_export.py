@@ -90,6 +90,17 @@ def test_seq2seq_greedy_and_beam_decodes_equal_the_predictors(runs: dict[str, Pa
             assert a.finished == b.finished and math.isclose(a.score, b.score, abs_tol=1e-4)
 
 
+def test_seq2seq_with_subword_sides(tmp_path: Path) -> None:
+    from tests.export_runs import SENTENCES
+
+    run = seq2seq_run(tmp_path / "subwords", subwords=True)
+    _, predictor = load_predictor(run)
+    exported = runtime.load(export_run(run, tmp_path / "out"))
+    expected, got = predictor.translate(SENTENCES[:3], beam=3), exported.translate(SENTENCES[:3], beam=3)
+    assert [o[0].text for o in got] == [o[0].text for o in expected]
+    assert [o[0].tokens for o in got] == [o[0].tokens for o in expected]
+
+
 def test_the_runtime_never_imports_torch(runs: dict[str, Path]) -> None:
     script = (f"import sys; from unrolled import runtime; "
               f"print(runtime.load({str(runs['classify-onnx'])!r}).predict(['a good film'])[0].label); "

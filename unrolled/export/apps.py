@@ -217,9 +217,6 @@ class Seq2SeqStep(nn.Module):
 
 def seq2seq_graphs(predictor: Any) -> tuple[list[Graph], dict[str, Any]]:
     model, config = predictor.model, predictor.model.config
-    for side in (predictor.source, predictor.target):
-        if side.kind == "subword":
-            raise ExportError("subword (sentencepiece) sides are not exported yet; export a char or word model")
     source, lengths = _example_ids(config.source_vocab)
     per_hypothesis, shared = seq2seq_state_names(config)
     encoder = Seq2SeqEncoder(model)

@@ -11,8 +11,10 @@ tokeniser's pattern is theirs, checked equal by the tests.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Sequence
+from typing import Any
 
 PAD_ID, UNK_ID = 0, 1
 UNK_TOKEN = "<unk>"
@@ -80,12 +82,22 @@ class Tokens:
 
 
 class Side:
-    """`unrolled.apps.sides.Side` for "char" and "word" tokens: text <-> tokens <-> ids."""
+    """`unrolled.apps.sides.Side`: text <-> tokens <-> ids, tokens "char", "word" or "subword" (sentencepiece's
+    pieces, its model saved in base64 beside the vocabulary; sentencepiece is needed for those only)."""
 
     def __init__(self, saved: dict[str, object]) -> None:
         self.kind = str(saved["kind"])
-        if self.kind not in ("char", "word"):
-            raise ValueError(f"the export's {self.kind} side needs its tokeniser; the runtime reads char and word")
+        self.processor: Any = None
+        if self.kind == "subword":
+            try:
+                import sentencepiece
+            except ImportError:
+                raise ValueError("this export's subword side needs sentencepiece (pip install sentencepiece)") \
+                    from None
+            model = base64.b64decode(str(saved["subwords"]))
+            self.processor = sentencepiece.SentencePieceProcessor(model_proto=model)
+        elif self.kind not in ("char", "word"):
+            raise ValueError(f"the export's side has unknown tokens {self.kind!r}; export the run again")
         vocabulary = saved["vocabulary"]
         assert isinstance(vocabulary, list)
         self.vocabulary = Tokens(vocabulary)
@@ -93,9 +105,13 @@ class Side:
         self.reserved = tuple(token for token in TARGET_SPECIALS if token in self.vocabulary.ids)
 
     def tokens(self, text: str) -> list[str]:
+        if self.processor is not None:
+            return list(self.processor.encode(text, out_type=str))
         return list(text) if self.kind == "char" else text.split()
 
     def text(self, tokens: list[str]) -> str:
+        if self.processor is not None:
+            return str(self.processor.decode_pieces(tokens))
         return "".join(tokens) if self.kind == "char" else " ".join(tokens)
 
     def encode(self, text: str) -> tuple[list[int], bool, int]:
