@@ -90,6 +90,24 @@ def test_seq2seq_greedy_and_beam_decodes_equal_the_predictors(runs: dict[str, Pa
             assert a.finished == b.finished and math.isclose(a.score, b.score, abs_tol=1e-4)
 
 
+@pytest.mark.parametrize(("ngram", "min_length", "penalty"), [(1, 0, 0.0), (2, 3, 0.6)])
+def test_seq2seq_beam_options_equal_the_predictors(runs: dict[str, Path], ngram: int, min_length: int,
+                                                   penalty: float) -> None:
+    _, predictor = load_predictor(runs["seq2seq"])
+    exported = runtime.load(runs["seq2seq-onnx"])
+    options = {"beam": 4, "n_best": 2, "no_repeat_ngram": ngram, "min_len": min_length, "length_penalty": penalty}
+    expected = predictor.predict(WORDS, predictor_options(options))
+    got = exported.predict(WORDS, options)
+    assert [[o.tokens for o in r.outputs] for r in got] == [[o.tokens for o in r.outputs] for r in expected]
+    assert all(len(set(o.tokens)) == len(o.tokens) for r in got for o in r.outputs) or ngram != 1
+
+
+def predictor_options(values: dict[str, object]) -> object:
+    from unrolled.apps.seq2seq import Seq2SeqPredictOptions
+
+    return Seq2SeqPredictOptions(**values)  # type: ignore[arg-type]
+
+
 def test_seq2seq_with_subword_sides(tmp_path: Path) -> None:
     from tests.export_runs import SENTENCES
 

@@ -310,7 +310,8 @@ class Translator:
         return self.step(np.full(len(sources), BOS_ID, dtype=np.int64), state)
 
     def translate(self, texts: list[str], *, beam: int = 5, n_best: int = 1, length_penalty: float = 0.0,
-                  max_length: int | None = None, min_length: int = 0, batch_size: int = 64) -> list[list[Translation]]:
+                  max_length: int | None = None, min_length: int = 0, no_repeat_ngram: int = 0,
+                  batch_size: int = 64) -> list[list[Translation]]:
         """The n_best outputs of each text by beam search (beam 1: greedy), best first."""
         limit = max_length if max_length is not None else self.max_length
         ids = self.encode_sources(texts)
@@ -321,7 +322,7 @@ class Translator:
             log_probs, state = self.prime([ids[i] for i in chunk])
             found = decode.beam_search(self.step, log_probs, state, beam_size=beam, max_length=limit,
                                        end_token=EOS_ID, length_penalty=length_penalty, n_best=n_best,
-                                       min_length=min_length, reorder=self.reorder)
+                                       min_length=min_length, no_repeat_ngram=no_repeat_ngram, reorder=self.reorder)
             for i, hypotheses in zip(chunk, found, strict=True):
                 for h in hypotheses:
                     tokens = self.target.decode(h.tokens)
@@ -350,8 +351,6 @@ class Translator:
 
     def predict(self, inputs: Sequence[str], options: Any = None) -> list[Translations]:
         texts = list(inputs)
-        if option(options, "no_repeat_ngram", 0):
-            raise ValueError("the runtime's beam search has no --no-repeat-ngram; leave it out or use the checkpoint")
         if option(options, "sample", False):
             drawn = self.sample(texts, temperature=option(options, "temperature", 1.0),
                                 top_k=option(options, "top_k", None), top_p=option(options, "top_p", None),
@@ -361,6 +360,7 @@ class Translator:
         found = self.translate(texts, beam=option(options, "beam", 5), n_best=option(options, "n_best", 1),
                                length_penalty=option(options, "length_penalty", 0.0),
                                max_length=option(options, "max_len", None), min_length=option(options, "min_len", 0),
+                               no_repeat_ngram=option(options, "no_repeat_ngram", 0),
                                batch_size=option(options, "batch_size", 64))
         return [Translations(text, outputs) for text, outputs in zip(texts, found, strict=True)]
 

@@ -13,7 +13,8 @@ runtime needs no torch; see `unrolled.decoding.search` for the definitions:
   by summed log-probability, those among the best K that end are finished and
   ranked by s / lp(L), lp = ((5 + L) / 6) ** alpha (GNMT); the best K that do
   not end go on. An input stops when it has n_best finished hypotheses and no
-  live one can beat the n_best-th (scores only fall).
+  live one can beat the n_best-th (scores only fall). `block_repeats` gives a
+  token that would repeat an n-gram of the hypothesis probability 0.
 
 A state is a dict of arrays with hypotheses along axis 0; `reorder` is indexing.
 """
@@ -117,8 +118,27 @@ def reorder(state: State, index: np.ndarray) -> State:
     return {name: value[index] for name, value in state.items()}
 
 
+def block_repeats(log_probs: np.ndarray, history: np.ndarray, n: int) -> np.ndarray:
+    """log_probs (R, V) with -inf for each token that would complete an n-gram already in its row of history (R, t).
+
+    The last n - 1 tokens of a row are its prefix; wherever they occur earlier in
+    the row, the token that followed them there is blocked (n = 1: every token seen).
+    """
+    steps = history.shape[1]
+    if steps < max(n - 1, 1):
+        return log_probs
+    blocked = log_probs.copy()
+    for r, row in enumerate(history.tolist()):
+        prefix = row[steps - n + 1 :] if n > 1 else []
+        for start in range(steps - n + 1):
+            if row[start : start + n - 1] == prefix:
+                blocked[r, row[start + n - 1]] = -np.inf
+    return blocked
+
+
 def beam_search(step: Step, log_probs: np.ndarray, state: State, *, beam_size: int, max_length: int,
                 end_token: int, length_penalty: float = 0.0, n_best: int = 1, min_length: int = 0,
+                no_repeat_ngram: int = 0,
                 reorder: Callable[[State, np.ndarray], State] = reorder) -> list[list[Hypothesis]]:
     """The n_best best hypotheses of each of the N inputs primed in (log_probs (N, V), state), best first.
 
@@ -146,6 +166,8 @@ def beam_search(step: Step, log_probs: np.ndarray, state: State, *, beam_size: i
         if t < min_length:
             log_probs = log_probs.copy()
             log_probs[:, end_token] = -np.inf
+        if no_repeat_ngram and t >= no_repeat_ngram - 1:
+            log_probs = block_repeats(log_probs, history, no_repeat_ngram)
         total = (scores[:, :, None] + log_probs.reshape(inputs, size, vocabulary)).reshape(inputs, -1)
         flat = np.argsort(-total, axis=1, kind="stable")[:, :candidates]  # (n, C), best first
         top = np.take_along_axis(total, flat, axis=1)
