@@ -105,7 +105,7 @@ def test_seq2seq_beam_options_equal_the_predictors(runs: dict[str, Path], ngram:
 def predictor_options(values: dict[str, object]) -> object:
     from unrolled.apps.seq2seq import Seq2SeqPredictOptions
 
-    return Seq2SeqPredictOptions(**values)  # type: ignore[arg-type]
+    return Seq2SeqPredictOptions(**values)
 
 
 def test_seq2seq_with_subword_sides(tmp_path: Path) -> None:
