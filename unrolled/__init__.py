@@ -9,8 +9,9 @@ it, `apps`: every application in one shape (configuration dataclasses, `fit`,
 a predictor with `load` / `predict` / `evaluate`), listed in
 `unrolled.apps.registry`.
 
-The core's names are imported here; the applications' predictors and
-configurations are offered too, imported on first use::
+The core's names, the applications' predictors and configurations are offered
+here, each imported on first use (so `unrolled.runtime`, which runs exported
+models without torch, can be imported without importing torch)::
 
     from unrolled import TextClassifier
     TextClassifier.load("runs/mr").predict(["a gripping, funny film"])
@@ -19,14 +20,15 @@ configurations are offered too, imported on first use::
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
-
-from unrolled.cells import Cell, GRUCell, LSTMCell, RNNCell, make_cell
-from unrolled.recurrent import Recurrent, reverse_padded, unroll
 
 __version__ = "0.1.0"
 
 __all__ = ["Cell", "GRUCell", "LSTMCell", "RNNCell", "Recurrent", "make_cell", "reverse_padded", "unroll"]
+_CORE = {"Cell": "unrolled.cells", "GRUCell": "unrolled.cells", "LSTMCell": "unrolled.cells",
+         "RNNCell": "unrolled.cells", "make_cell": "unrolled.cells", "Recurrent": "unrolled.recurrent",
+         "reverse_padded": "unrolled.recurrent", "unroll": "unrolled.recurrent"}
 
 
 def _application_names() -> dict[str, str]:
@@ -42,7 +44,9 @@ def _application_names() -> dict[str, str]:
 def __getattr__(name: str) -> Any:
     if name.startswith("_"):
         raise AttributeError(name)
-    module = _application_names().get(name)
+    if name not in _CORE and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")  # `from unrolled import runtime`: no applications
+    module = _CORE.get(name) or _application_names().get(name)
     if module is None:
         raise AttributeError(f"module 'unrolled' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)

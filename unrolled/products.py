@@ -58,8 +58,9 @@ def onednn_for(x: Tensor) -> Any:
     """oneDNN's linear op when it serves x (CPU, float32, available, not inside torch.compile), else None.
 
     torch.compile cannot trace the oneDNN op; under it the products are F.linear, which it fuses itself.
+    Nor can export (`torch.jit.trace`, `torch.onnx.export`): while tracing they are F.linear too.
     """
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return None
     return onednn_linear() if x.dtype == torch.float32 and x.device.type == "cpu" else None
 

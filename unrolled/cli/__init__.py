@@ -23,6 +23,7 @@ from unrolled.cli.apps import add_application
 from unrolled.cli.bench import add_bench_commands
 from unrolled.cli.common import positive_int
 from unrolled.cli.data import add_data_commands
+from unrolled.cli.export import add_export_commands
 from unrolled.cli.viz import add_viz_commands, with_default_action
 from unrolled.extras import MissingExtra
 
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_viz_commands(commands)
     add_data_commands(commands)
     add_bench_commands(commands)
+    add_export_commands(commands)
     return parser
 
 

@@ -1,0 +1,101 @@
+"""Small untrained runs of the exported applications, saved as `unrolled APP train` saves them (random weights)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unrolled.checkpoint import save_checkpoint
+
+WORDS = ["the", "film", "is", "a", "gripping", "funny", "dull", "not", "very", "good", "bad", "story", "."]
+LETTERS = list("abcdefghijklmnopqrstuvwxyz")
+PHONES = ["AA", "AE", "B", "D", "EH", "F", "G", "IY", "K", "L", "M", "N", "OW", "P", "R", "S", "T"]
+
+
+def lm_run(folder: Path, seed: int = 0, **model: Any) -> Path:
+    from unrolled.apps.lm import checkpoint_config
+    from unrolled.data.text import Vocabulary
+    from unrolled.models.charlm import CharLM, CharLMConfig
+
+    torch.manual_seed(seed)
+    vocabulary = Vocabulary.from_text("First Citizen:\nBefore we proceed any further, hear me speak.")
+    options = {"layers": 2, "hidden": 24, "embedding": 8, **model}
+    lm = lively(CharLM(CharLMConfig(vocab_size=len(vocabulary), **options)))
+    save_checkpoint(folder / "best", model_state=lm.state_dict(),
+                    config=checkpoint_config(lm, vocabulary, validation={"loss": 1.5}))
+    return folder
+
+
+def classify_run(folder: Path, seed: int = 0, model_type: str = "rnn", **model: Any) -> Path:
+    from unrolled.apps.classify import TextEncoding, build_model
+    from unrolled.data.vocab import LabelSet, TokenVocabulary
+
+    torch.manual_seed(seed)
+    encoding = TextEncoding("word", 12, TokenVocabulary(WORDS))
+    options = {"vocab_size": len(encoding.vocabulary), "classes": 3, "embedding": 10}
+    options.update({"hidden": 12} if model_type == "rnn" else {"feature_maps": 4})
+    options.update(model)
+    network = build_model(model_type, options)
+    config = {"kind": "classifier", "model_type": model_type, "model": asdict(network.config),
+              "encoding": encoding.to_json(), "labels": LabelSet(["negative", "neutral", "positive"]).to_json()}
+    save_checkpoint(folder / "best", model_state=network.state_dict(), config=config)
+    return folder
+
+
+def tag_run(folder: Path, seed: int = 0, **model: Any) -> Path:
+    from unrolled.apps.tag import TagEncoding
+    from unrolled.data.vocab import LabelSet, TokenVocabulary
+    from unrolled.models.tagger import Tagger, TaggerConfig
+
+    torch.manual_seed(seed)
+    characters = TokenVocabulary(sorted({c for word in WORDS for c in word})[:6]) if model.get("chars") else None
+    encoding = TagEncoding(True, 6, TokenVocabulary(WORDS), characters)
+    tags = LabelSet(["DET", "NOUN", "VERB", "ADJ", "PUNCT"])
+    if characters is not None:
+        model["char_vocab_size"] = len(characters)
+    network = lively(Tagger(TaggerConfig(vocab_size=len(encoding.vocabulary), tags=len(tags), embedding=10,
+                                         hidden=12, **model)), 2.0)
+    config = {"kind": "tagger", "model": asdict(network.config), "encoding": encoding.to_json(),
+              "tags": tags.to_json()}
+    save_checkpoint(folder / "best", model_state=network.state_dict(), config=config)
+    return folder
+
+
+SENTENCES = ["the film is a gripping story", "a funny film , not a dull one", "the story is very good",
+             "is the film bad ?", "not very good , not very bad", "a good story is a good film"]
+
+
+def seq2seq_run(folder: Path, seed: int = 0, subwords: bool = False, **model: Any) -> Path:
+    from unrolled.apps.sides import Side
+    from unrolled.data.vocab import TokenVocabulary
+    from unrolled.models.seq2seq import Seq2Seq, Seq2SeqConfig
+
+    torch.manual_seed(seed)
+    if subwords:  # both sides sentencepiece pieces, trained on a few sentences
+        source = Side.build(SENTENCES, "subword", max_len=30, subword_vocab=40)
+        target = Side.build(SENTENCES, "subword", max_len=10, subword_vocab=40, target=True)
+    else:
+        source = Side("char", TokenVocabulary(LETTERS), 12)
+        target = Side("word", TokenVocabulary(["<s>", "</s>", *PHONES]), 10)
+    options = {"embedding": 12, "hidden": 16, **model}
+    network = Seq2Seq(Seq2SeqConfig(source_vocab=len(source.vocabulary), target_vocab=len(target.vocabulary),
+                                    **options))
+    lively(network, 2.0)
+    config = {"kind": "seq2seq", "model": asdict(network.config), "source": source.to_json(),
+              "target": target.to_json()}
+    save_checkpoint(folder / "best", model_state=network.state_dict(), config=config)
+    return folder
+
+
+def lively(module: torch.nn.Module, scale: float = 3.0) -> torch.nn.Module:
+    """Weights `scale` times their initial size: an untrained model whose greedy outputs vary, not one token."""
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.mul_(scale)
+    return module
+
+
+RUNS = {"lm": lm_run, "classify": classify_run, "tag": tag_run, "seq2seq": seq2seq_run}
