@@ -1,8 +1,9 @@
 """The applications, every one in the same shape: configuration dataclasses, `fit`, a predictor, ``APP``.
 
-- `base`: what they share: `Application` (how the command line and ``import unrolled`` see one),
-  the `Predictor` base (``load`` / ``predict`` / ``evaluate``), the predict and eval options, and
-  the helpers every application used by copy.
+- `base`: the interface they share: `RunConfig` (a configuration), `Application` (how the command
+  line and ``import unrolled`` see one), the `Predictor` base (``load`` / ``predict`` / ``evaluate``),
+  and the predict and eval options; `common`: the helpers several applications share; `results`:
+  the text applications' results, plain dataclasses without torch (the runtime returns them too).
 - `registry`: the table of applications, one line each.
 - the applications: `lm` (character language model), `classify` (sentence classification, RNN or
   CNN), `tag` (a label per token), `seq2seq` (translation, auto-reply, pronunciation), `caption`

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, RunConfig
 from unrolled.apps.common import ConfusionOption, data_path, draw_confusion, evaluating
+from unrolled.apps.results import Label
 from unrolled.apps.split import SplitRecord, recorded_part, split_for_fit, split_parts
 from unrolled.cells import CELLS
 from unrolled.checkpoint import saved_run_config
@@ -211,16 +212,6 @@ def read_examples(data: ClassifyData, path: str | None = None) -> list[Example]:
 
 
 # ---------------------------------------------------------------------- the trained classifier
-
-
-@dataclass
-class Label:
-    """A predicted label, its probability, and every label's."""
-
-    text: str
-    label: str
-    probability: float
-    probabilities: dict[str, float]
 
 
 @dataclass

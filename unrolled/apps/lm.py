@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from unrolled import decoding
 from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, RunConfig
 from unrolled.apps.common import evaluating
+from unrolled.apps.results import Sample
 from unrolled.cells import CELLS
 from unrolled.checkpoint import load_checkpoint
 from unrolled.data.text import TextStreams, Vocabulary, random_windows, split_text
@@ -209,15 +210,6 @@ def read_source(data: LMData) -> tuple[str, list[str]]:
 
 
 # ---------------------------------------------------------------------- the trained model
-
-
-@dataclass
-class Sample:
-    """A generated text: its prime, the prime and continuation together, and which sample of the prime it is."""
-
-    prime: str
-    text: str
-    number: int
 
 
 @dataclass

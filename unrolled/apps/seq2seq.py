@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from unrolled import decoding
 from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, RunConfig
 from unrolled.apps.common import evaluating
+from unrolled.apps.results import Translation, Translations
 from unrolled.apps.sides import (
     DEFAULT_SUBWORDS,
     TOKENS,
@@ -43,11 +44,12 @@ from unrolled.apps.split import recorded_part, split_for_fit
 from unrolled.cells import CELLS
 from unrolled.checkpoint import saved_run_config
 from unrolled.data.pairs import Pair, PairData, iterate_pair_batches, make_pair_batch
-from unrolled.data.vocab import UNK_ID, UNK_TOKEN
+from unrolled.data.vocab import UNK_ID
 from unrolled.extras import need
 from unrolled.metrics import bleu_chrf, sequence_errors
 from unrolled.models.seq2seq import ATTENTIONS, BOS_ID, EOS_ID, KIND, Seq2Seq, Seq2SeqConfig
 from unrolled.options import option, require_fractions, require_positive
+from unrolled.tokens import warn_reading
 from unrolled.training import TrainConfig, TrainResult, to_device
 
 COMMAND = "unrolled seq2seq train"
@@ -196,33 +198,6 @@ class Seq2SeqEvalOptions(EvalOptions, PairSource):
 # ---------------------------------------------------------------------- the trained model
 
 
-@dataclass
-class Translation:
-    """One output for one source: its text and tokens, its scores, and optionally its attention.
-
-    score: the sum of the token log-probabilities (``</s>`` included); normalised:
-    score / lp (the length penalty); both NaN for a drawn output (`Translator.sample`);
-    finished: it ended with ``</s>``; attention: (target tokens + finished, source
-    tokens) weights on the CPU, when asked and the model attends.
-    """
-
-    text: str
-    tokens: list[str]
-    score: float
-    normalised: float
-    finished: bool
-    source_tokens: list[str]
-    attention: Tensor | None = field(default=None, repr=False)
-
-
-@dataclass
-class Translations:
-    """The outputs for one source text, best first (one drawn output with --sample)."""
-
-    source: str
-    outputs: list[Translation]
-
-
 def prime(model: Seq2Seq, sources: list[list[int]]) -> tuple[Tensor, Any]:
     """The first target token's log-probabilities and the decoder state after reading `sources` (ids) on the
     model's device."""
@@ -265,11 +240,7 @@ class Translator(Predictor[str, Translations]):
             unknown += unknowns
         if first_empty is not None:
             raise ValueError(f"input {first_empty + 1} is empty; give one source text per line")
-        if cut:
-            warnings.warn(f"{cut} source(s) longer than {self.source.max_len} tokens were cut to that length",
-                          stacklevel=2)
-        if unknown:
-            warnings.warn(f"{unknown} source token(s) unknown to the model were read as {UNK_TOKEN}", stacklevel=2)
+        warn_reading(cut, unknown, self.source.max_len)
         return ids
 
     @torch.inference_mode()

@@ -31,6 +31,7 @@ from torch import nn
 
 from unrolled.apps.base import Application, EvalOptions, PredictOptions, Predictor, RunConfig
 from unrolled.apps.common import ConfusionOption, data_path, draw_confusion, evaluating
+from unrolled.apps.results import Tagged
 from unrolled.apps.split import SplitRecord, recorded_part, split_for_fit, split_parts
 from unrolled.cells import CELLS
 from unrolled.checkpoint import saved_run_config
@@ -179,14 +180,6 @@ def read_sentences(data: TagData, path: str | None = None) -> list[TaggedSentenc
 
 
 # ---------------------------------------------------------------------- the trained tagger
-
-
-@dataclass
-class Tagged:
-    """A sentence's tokens and the tag of each."""
-
-    tokens: list[str]
-    tags: list[str]
 
 
 @dataclass

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -25,47 +24,25 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-PAD_ID = 0
-UNK_ID = 1
-PAD_TOKEN = "<pad>"
-UNK_TOKEN = "<unk>"
-SPECIAL_TOKENS = (PAD_TOKEN, UNK_TOKEN)  # ids 0 and 1
+from unrolled.tokens import (
+    APOSTROPHES,
+    PAD_ID,
+    PAD_TOKEN,
+    SPECIAL_TOKENS,
+    TOKENIZERS,
+    UNK_ID,
+    UNK_TOKEN,
+    WORD_TOKEN,
+    tokenize,
+)
+
+# The tokenisers and special ids live in `unrolled.tokens` (no torch, for the runtime too); offered here as well.
+__all__ = ["APOSTROPHES", "PAD_ID", "PAD_TOKEN", "SPECIAL_TOKENS", "TOKENIZERS", "UNK_ID", "UNK_TOKEN",
+           "WORD_TOKEN", "LabelSet", "TokenVocabulary", "char_ids", "load_vectors", "tokenize"]
 
 PathLike = str | os.PathLike[str]
 
 # --- tokenisers ------------------------------------------------------------------------------------------------------
-
-TOKENIZERS = ("word", "char")
-
-APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'"})  # typographic apostrophes count as "'"
-WORD_TOKEN = re.compile(r"""
-      [^\W_]+(?=n't\b)                      # the stem of a negation: "is" of "isn't", "do" of "don't"
-    | n't\b                                 # the negation itself
-    | (?<=[^\W_])'(?:s|re|ve|d|ll|m)\b      # a clitic after a word: 's 're 've 'd 'll 'm
-    | \d+(?:[.,]\d+)+                       # a number with a decimal point or thousands separators: 3.5, 10,000
-    | [^\W_]+                               # a word or a number: letters and digits
-    | ''|``                                 # a Penn Treebank double quote, one mark
-    | \S                                    # anything else: one punctuation mark or symbol
-""", re.VERBOSE)
-
-
-def tokenize(text: str, kind: str) -> list[str]:
-    """The tokens of ``text``: ``kind`` "word" or "char".
-
-    "word": lower-cased words (runs of letters and digits), numbers (``3.5``,
-    ``10,000``) and every other non-space character as a token of its own;
-    contractions are split as in Kim (2014) and the Penn Treebank: "isn't" ->
-    "is" "n't", "he's" -> "he" "'s", "can't" -> "ca" "n't"; the Penn
-    Treebank quotes '' and `` stay one token. Typographic apostrophes
-    (U+2018, U+2019) count as "'". "char": every character, spaces
-    included, case kept. Either gives [] for an empty text.
-    """
-    if kind == "word":
-        return WORD_TOKEN.findall(text.lower().translate(APOSTROPHES))
-    if kind == "char":
-        return list(text)
-    raise ValueError(f"unknown tokenizer {kind!r}: choose one of {', '.join(TOKENIZERS)}")
-
 
 # --- token vocabulary ------------------------------------------------------------------------------------------------
 

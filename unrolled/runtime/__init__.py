@@ -8,7 +8,8 @@ application's own predictor gives::
     from unrolled.runtime import load
     load("exported/mr").predict(["a gripping, funny film"])
 
-This package imports numpy and onnxruntime only (never torch, nor the rest of unrolled).
+This package imports numpy and onnxruntime, and of unrolled only what needs no torch (`unrolled.tokens`,
+`unrolled.apps.results`, `unrolled.extras`); never torch.
 """
 
 from __future__ import annotations

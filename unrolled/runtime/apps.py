@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from unrolled.apps.results import Label, Sample, Tagged, Translation, Translations
 from unrolled.extras import need
 from unrolled.runtime import decode
 from unrolled.runtime.bundle import Bundle
-from unrolled.runtime.text import PAD_ID, UNK_ID, UNK_TOKEN, Characters, Side, Tokens, tokenize
+from unrolled.runtime.text import Characters, Side, Tokens
+from unrolled.tokens import PAD_ID, UNK_ID, tokenize, warn_reading
 
 BOS_ID, EOS_ID = 2, 3
 NEVER = float("nan")
@@ -62,13 +63,6 @@ def padded(sequences: list[list[int]], min_steps: int = 1) -> tuple[np.ndarray, 
 
 
 # ---------------------------------------------------------------------- lm
-
-
-@dataclass
-class Sample:
-    prime: str
-    text: str
-    number: int
 
 
 class LanguageModel:
@@ -135,14 +129,6 @@ class LanguageModel:
 # ---------------------------------------------------------------------- classify
 
 
-@dataclass
-class Label:
-    text: str
-    label: str
-    probability: float
-    probabilities: dict[str, float]
-
-
 class TextClassifier:
     """The classifier: texts in, labels and probabilities out (`unrolled.apps.classify.TextClassifier`)."""
 
@@ -186,12 +172,6 @@ class TextClassifier:
 
 
 # ---------------------------------------------------------------------- tag
-
-
-@dataclass
-class Tagged:
-    tokens: list[str]
-    tags: list[str]
 
 
 class SequenceTagger:
@@ -250,23 +230,6 @@ class SequenceTagger:
 # ---------------------------------------------------------------------- seq2seq
 
 
-@dataclass
-class Translation:
-    text: str
-    tokens: list[str]
-    score: float
-    normalised: float
-    finished: bool
-    source_tokens: list[str]
-    attention: Any = field(default=None, repr=False)
-
-
-@dataclass
-class Translations:
-    source: str
-    outputs: list[Translation]
-
-
 class Translator:
     """The encoder-decoder: texts in, `Translations` out by beam search or sampling (`unrolled.apps.seq2seq`)."""
 
@@ -290,11 +253,7 @@ class Translator:
             ids.append(row)
             cut += was_cut
             unknown += unknowns
-        if cut:
-            warnings.warn(f"{cut} source(s) longer than {self.source.max_len} tokens were cut to that length",
-                          stacklevel=3)
-        if unknown:
-            warnings.warn(f"{unknown} source token(s) unknown to the model were read as {UNK_TOKEN}", stacklevel=3)
+        warn_reading(cut, unknown, self.source.max_len, stacklevel=4)
         return ids
 
     def step(self, tokens: np.ndarray, state: decode.State) -> tuple[np.ndarray, decode.State]:

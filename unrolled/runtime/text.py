@@ -1,9 +1,9 @@
 """Texts to ids and back as the applications do it, restated without torch for the runtime.
 
-The training side's versions live in `unrolled.data.vocab` (tokenize, `TokenVocabulary`),
+The training side's versions live in `unrolled.data.vocab` (`TokenVocabulary`),
 `unrolled.data.text.Vocabulary` and `unrolled.apps.sides.Side`, which import torch;
-these read the same saved forms (``to_json``) and give the same ids. The word
-tokeniser's pattern is theirs, checked equal by the tests.
+these read the same saved forms (``to_json``) and give the same ids. The
+tokenisers and special ids are shared with them (`unrolled.tokens`, no torch).
 
 * characters (the char LM): ids 1.. for the known characters in order, 0 for any other.
 * tokens: 0 ``<pad>``, 1 ``<unk>``, then the known tokens in order; unknown tokens give 1.
@@ -12,35 +12,13 @@ tokeniser's pattern is theirs, checked equal by the tests.
 from __future__ import annotations
 
 import base64
-import re
 from collections.abc import Sequence
 from typing import Any
 
-PAD_ID, UNK_ID = 0, 1
-UNK_TOKEN = "<unk>"
-SPECIAL_TOKENS = ("<pad>", UNK_TOKEN)
+from unrolled.tokens import SPECIAL_TOKENS, UNK_ID, UNK_TOKEN
+
 TARGET_SPECIALS = ("<s>", "</s>")
 UNKNOWN_SYMBOL = "\ufffd"
-
-APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'"})
-WORD_TOKEN = re.compile(r"""
-      [^\W_]+(?=n't\b)                      # the stem of a negation: "is" of "isn't", "do" of "don't"
-    | n't\b                                 # the negation itself
-    | (?<=[^\W_])'(?:s|re|ve|d|ll|m)\b      # a clitic after a word: 's 're 've 'd 'll 'm
-    | \d+(?:[.,]\d+)+                       # a number with a decimal point or thousands separators: 3.5, 10,000
-    | [^\W_]+                               # a word or a number: letters and digits
-    | ''|``                                 # a Penn Treebank double quote, one mark
-    | \S                                    # anything else: one punctuation mark or symbol
-""", re.VERBOSE)
-
-
-def tokenize(text: str, kind: str) -> list[str]:
-    """`unrolled.data.vocab.tokenize`: "word" (lower-cased, contractions split) or "char"."""
-    if kind == "word":
-        return WORD_TOKEN.findall(text.lower().translate(APOSTROPHES))
-    if kind == "char":
-        return list(text)
-    raise ValueError(f"unknown tokenizer {kind!r} in the export's settings; export the run again")
 
 
 class Characters:
