@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-quality bench-classify bench-g2p bench-bible bench-eole bench-caption bench-glimpse bench-video bench-viz bench-variants bench-variants-quick bench-speech clean
+.PHONY: demo test lint docs bench bench-quality bench-classify bench-g2p bench-bible bench-eole bench-caption bench-glimpse bench-video bench-viz bench-variants bench-variants-quick bench-speech clean
 
 # Two stamps: the runtime (what `make demo` needs: the package with every extra, `.[all]`, so that each
 # application and command works after it; `pip install unrolled` alone is the core) and the development tools
@@ -40,6 +40,11 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+# The documentation site (mkdocs.yml, docs/) into site/, strictly: a broken link or a missing API name fails.
+# `make test` builds it too (tests/test_docs.py).
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
 
 bench: $(STAMP)
 	$(BIN)/python bench/recurrent_speed.py

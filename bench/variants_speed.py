@@ -39,7 +39,7 @@ from unrolled.variants.train import VARIANTS, VariantNet, compiled, eager, train
 BASELINE = "lstm"
 TARGET = 0.8
 CHUNKED = "cifg,gru-cho,peepholes,nog,noaf"
-"""The variants the README timed in chunks."""
+"""The variants docs/benchmarks.md timed in chunks."""
 NATIVE = "nig,nfg,nog,niaf,noaf,peepholes,cifg,gru-cho,gru-cudnn"
 
 

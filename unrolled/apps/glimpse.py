@@ -353,7 +353,7 @@ def fit(config: ReaderConfig, out: str | os.PathLike[str], *, resume: bool = Fal
     if isinstance(network, Glimpses) and network.config.guide > 0 and (
             train_centres is None or bool(train_centres.isnan().all())):
         warnings.warn("the data give no box for each digit, so guidance (--guide) has no effect: DRAM learns where "
-                      "to look by REINFORCE alone, which is slow (see the README's DRAM benchmark)", stacklevel=2)
+                      "to look by REINFORCE alone, which is slow (see docs/benchmarks.md, Images)", stacklevel=2)
     batches = ReadData(pixels[parts["train"]], [strings[k] for k in parts["train"]], symbols=symbols,
                        batch_size=options.batch_size, seed=train_config.seed, centres=train_centres)
     held = [k for k in parts["validation"] if len(strings[k]) < symbols]
