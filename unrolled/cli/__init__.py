@@ -1,7 +1,7 @@
 """The `unrolled` command. Bad input ends in one line on stderr and exit status 2, never a traceback.
 
 Each application adds its commands from its own module (`lm`, `classify`,
-`tag`, `seq2seq`, `caption`, `glimpse`, `video`, `speech`, `viz`), and the
+`tag`, `seq2seq`, `caption`, `glimpse`, `video`, `speech`, `viz`, `serve`), and the
 benchmarks theirs from `bench`; every action sets ``handler(args) -> exit status``.
 Warnings are printed as one line each, ``unrolled <command>: warning: ...``.
 """
@@ -22,6 +22,7 @@ from unrolled.cells import CELLS
 from unrolled.cli.apps import add_application
 from unrolled.cli.bench import add_bench_commands
 from unrolled.cli.common import positive_int
+from unrolled.cli.serve import add_serve_command
 from unrolled.cli.viz import add_viz_commands, with_default_action
 
 __all__ = ["build_parser", "main"]
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     for app in APPLICATIONS.values():
         add_application(commands, app)
     add_viz_commands(commands)
+    add_serve_command(commands)
     add_bench_commands(commands)
     return parser
 

@@ -100,8 +100,9 @@ def generate(lm: LanguageModel, draws: list[Draw]) -> list[list[str]]:
         for i, m in enumerate(active):
             new = tokens[starts[i] : starts[i + 1]]
             drawn[m].append(new)
-            if draws[m].on_text is not None:
-                draws[m].on_text([vocabulary.decode([int(token)]) for token in new.tolist()])
+            on_text = draws[m].on_text
+            if on_text is not None:
+                on_text([vocabulary.decode([int(token)]) for token in new.tolist()])
         keep = [i for i, m in enumerate(active) if draws[m].length > t + 1]
         if not keep:
             break
