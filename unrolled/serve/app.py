@@ -35,18 +35,13 @@ from pydantic import BaseModel, ValidationError
 from unrolled import __version__
 from unrolled.apps.base import to_json
 from unrolled.serve.batching import Batcher, stats_json
-from unrolled.serve.config import ServeOptions
+from unrolled.serve.config import OPTION_LIMITS, ServeOptions
 from unrolled.serve.diverse import diverse
 from unrolled.serve.errors import ApiError, BodyLimit, install_handlers, one_line, over_limit
 from unrolled.serve.files import Uploads, read_files
 from unrolled.serve.generate import Draw, generate
 from unrolled.serve.models import Health, Loaded, ModelList, ReplyRequest, ReplyResponse, request_model
 
-OPTION_LIMITS = (("length", "max_length", "the sample length (characters)"),
-                 ("max_len", "max_length", "the output length (tokens)"),
-                 ("num_samples", "max_samples", "the number of samples"),
-                 ("n_best", "max_samples", "the number of outputs"),
-                 ("beam", "max_beam", "the beam"))
 REPLY_BEAM_PER_REPLY = 4  # the reply route searches a beam this many times k wide (at most --max-beam)
 
 
@@ -112,7 +107,7 @@ class Service:
     def predict_options(self, loaded: Loaded, values: dict[str, Any]) -> Any:
         """The application's predict options from a request's values, checked against the limits."""
         options = loaded.app.predict_options(**values)  # its own checks: one-line ValueErrors, answered 422
-        for name, limit, what in OPTION_LIMITS:
+        for name, (limit, what) in OPTION_LIMITS.items():
             value, allowed = getattr(options, name, None), getattr(self.options, limit)
             if isinstance(value, int) and value > allowed:
                 raise over_limit(limit, what, value, allowed, status=422)
@@ -223,7 +218,7 @@ def with_body(endpoint: Callable[..., Any], model: type[BaseModel]) -> Callable[
 
 def add_model_routes(app: FastAPI, service: Service, loaded: Loaded) -> None:
     """The routes of one loaded run, at its own paths, so the OpenAPI document shows its own body."""
-    body = request_model(loaded)
+    body = request_model(loaded, service.options)
     base = f"/v1/models/{loaded.name}"
     tag: list[str | Enum] = [loaded.name]
 

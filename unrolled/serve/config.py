@@ -14,6 +14,13 @@ from dataclasses import dataclass, field
 from unrolled.options import option, require_positive
 
 LOOPBACK = "127.0.0.1"
+OPTION_LIMITS = {"length": ("max_length", "the sample length (characters)"),
+                 "max_len": ("max_length", "the output length (tokens)"),
+                 "num_samples": ("max_samples", "the number of samples"),
+                 "n_best": ("max_samples", "the number of outputs"),
+                 "beam": ("max_beam", "the beam")}
+"""The predict options that a limit bounds: option -> (the limit's field, what it counts). A default above its
+limit is served as the limit."""
 
 
 @dataclass

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from unrolled.apps.base import Application, Predictor
 from unrolled.apps.registry import APPLICATIONS
 from unrolled.checkpoint import CONFIG_FILE, resolve_checkpoint
+from unrolled.serve.config import OPTION_LIMITS, ServeOptions
 
 INPUTS = {"lm": "prime", "classify": "texts", "tag": "texts", "seq2seq": "sources", "caption": "images",
           "glimpse": "images", "speech": "audio", "video": "clips"}
@@ -128,10 +129,12 @@ def client_options(options: type) -> list[dataclasses.Field[Any]]:
     return [item for item in dataclasses.fields(options) if item.init and item.name not in SERVER_OPTIONS]
 
 
-def option_field(item: dataclasses.Field[Any], kind: Any) -> tuple[Any, Any]:
-    """The pydantic (type, Field) of one option: its default and help; seeds in `SEED_RANGE`, temperatures
-    from `MIN_TEMPERATURE`."""
+def option_field(item: dataclasses.Field[Any], kind: Any, limits: ServeOptions) -> tuple[Any, Any]:
+    """The pydantic (type, Field) of one option: its default (at most its limit, `OPTION_LIMITS`) and help; seeds
+    in `SEED_RANGE`, temperatures from `MIN_TEMPERATURE`."""
     default = item.default if item.default is not dataclasses.MISSING else item.default_factory()  # type: ignore[operator]
+    if item.name in OPTION_LIMITS and isinstance(default, int) and not isinstance(default, bool):
+        default = min(default, getattr(limits, OPTION_LIMITS[item.name][0]))
     limits: dict[str, Any] = {}
     if item.name == "seed":
         limits = {"ge": SEED_RANGE[0], "le": SEED_RANGE[1]}
@@ -140,11 +143,12 @@ def option_field(item: dataclasses.Field[Any], kind: Any) -> tuple[Any, Any]:
     return kind, Field(default=default, description=item.metadata.get("help"), **limits)
 
 
-def request_model(loaded: Loaded) -> type[BaseModel]:
+def request_model(loaded: Loaded, limits: ServeOptions) -> type[BaseModel]:
     """The JSON body of ``POST /v1/models/NAME/predict`` for this run (see the module docstring)."""
     options = loaded.app.predict_options
     hints = typing.get_type_hints(options)
-    fields: dict[str, Any] = {item.name: option_field(item, hints[item.name]) for item in client_options(options)}
+    fields: dict[str, Any] = {item.name: option_field(item, hints[item.name], limits)
+                              for item in client_options(options)}
     inputs = loaded.inputs
     if inputs == "prime":
         fields["stream"] = (bool, Field(default=False, description="send the characters as server-sent events "
