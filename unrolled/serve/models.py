@@ -135,12 +135,12 @@ def option_field(item: dataclasses.Field[Any], kind: Any, limits: ServeOptions) 
     default = item.default if item.default is not dataclasses.MISSING else item.default_factory()  # type: ignore[operator]
     if item.name in OPTION_LIMITS and isinstance(default, int) and not isinstance(default, bool):
         default = min(default, getattr(limits, OPTION_LIMITS[item.name][0]))
-    limits: dict[str, Any] = {}
+    bounds: dict[str, Any] = {}
     if item.name == "seed":
-        limits = {"ge": SEED_RANGE[0], "le": SEED_RANGE[1]}
+        bounds = {"ge": SEED_RANGE[0], "le": SEED_RANGE[1]}
     elif item.name == "temperature":
-        limits = {"ge": MIN_TEMPERATURE}
-    return kind, Field(default=default, description=item.metadata.get("help"), **limits)
+        bounds = {"ge": MIN_TEMPERATURE}
+    return kind, Field(default=default, description=item.metadata.get("help"), **bounds)
 
 
 def request_model(loaded: Loaded, limits: ServeOptions) -> type[BaseModel]:
