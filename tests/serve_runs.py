@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,14 +65,15 @@ def serving(runs: list[Path], *flags: str) -> Iterator[str]:
     command = [sys.executable, "-c", "import sys; from unrolled.cli import main; sys.exit(main())", "serve",
                *map(str, runs), "--port", str(port), *flags]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a pipe nobody reads would block the server
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + START_SECONDS
         while True:
             if process.poll() is not None:
-                said = process.stderr.read() if process.stderr else ""
-                raise RuntimeError(f"unrolled serve ended at start-up: {said}")
+                log.seek(0)
+                raise RuntimeError(f"unrolled serve ended at start-up: {log.read()}")
             try:
                 if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                     break
@@ -84,10 +86,11 @@ def serving(runs: list[Path], *flags: str) -> Iterator[str]:
     finally:
         process.send_signal(signal.SIGINT)
         try:
-            process.communicate(timeout=10)
+            process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.communicate()
+            process.wait()
+        log.close()
 
 
 def limit_flags(**changes: float) -> list[str]:

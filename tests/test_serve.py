@@ -278,6 +278,13 @@ def test_bad_input_is_a_one_line_4xx_json_error(url: str, path: str, body: Any) 
     refused(response, response.status_code)
 
 
+@pytest.mark.parametrize("raw", [b'{"prime": "to", "temperature": NaN}', b'{"prime": "to", "temperature": Infinity}',
+                                 b'{"prime": "to", "top_p": NaN}'])
+def test_nan_and_infinity_are_4xx(url: str, raw: bytes) -> None:
+    response = httpx.post(f"{url}/v1/models/lm/predict", content=raw, headers={"content-type": "application/json"})
+    assert "finite" in refused(response, 422)
+
+
 def test_a_body_that_is_not_json_is_a_4xx(url: str) -> None:
     response = httpx.post(f"{url}/v1/models/classify/predict", content=b"{not json",
                           headers={"content-type": "application/json"})

@@ -87,12 +87,18 @@ def install_handlers(app: FastAPI) -> None:
         limit = {"limit": error.limit} if isinstance(error, BodyTooLarge) else {}
         return JSONResponse({"error": str(error.detail), **limit}, status_code=error.status_code)
 
+    async def known(request: Request, error: Exception) -> JSONResponse:
+        answer = client_error(error)
+        assert answer is not None
+        return JSONResponse(answer.body(), status_code=answer.status)
+
+    for kind in (ValueError, OSError, UnicodeError):  # handled as they come, not logged as the server's failures
+        app.add_exception_handler(kind, known)
+
     @app.exception_handler(Exception)
     async def failed(request: Request, error: Exception) -> JSONResponse:
-        known = client_error(error)
-        if known is not None:
-            return JSONResponse(known.body(), status_code=known.status)
-        log.exception("unrolled serve: %s %s failed", request.method, request.url.path)
+        log.error("unrolled serve: %s %s failed: %s: %s", request.method, request.url.path, type(error).__name__,
+                  one_line(error))
         return JSONResponse({"error": f"internal error ({type(error).__name__}); the server log has the details"},
                             status_code=500)
 
