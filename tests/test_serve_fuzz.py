@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from tests.serve_runs import serving, train_runs
 
-EXAMPLES = 40
+EXAMPLES = 60
 SMALL = ["--max-length", "40", "--max-beam", "4", "--max-samples", "3", "--max-texts", "4", "--max-text-chars", "60",
          "--max-batch", "8", "--max-wait-ms", "2", "--max-audio-seconds", "2", "--max-image-pixels", "4096"]
 NAMES = ["lm", "classify", "tag", "seq2seq", "caption", "speech", "video"]

@@ -46,6 +46,10 @@ def serve_command(args: argparse.Namespace) -> int:
     from unrolled.serve.models import load_runs
 
     options = apply_flags(ServeOptions(), args)
+    if options.threads is not None:
+        import torch
+
+        torch.set_num_threads(options.threads)
     loaded = load_runs(list(args.runs), device=options.device)
     app = create_app(loaded, options)
     names = ", ".join(f"{name} ({run.app.name})" for name, run in loaded.items())

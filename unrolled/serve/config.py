@@ -32,6 +32,9 @@ class ServeOptions:
     port: int = field(default=8000, metadata=option("TCP port"))
     device: str = field(default="auto", metadata=option(
         "where the models run: auto (CUDA when present, else CPU), cpu, cuda, cuda:N, mps"))
+    threads: int | None = field(default=None, metadata=option(
+        "torch threads for the models' passes (none: torch's default, one per core); fewer leave cores to the "
+        "HTTP side", metavar="N"))
     max_batch: int = field(default=64, metadata=option(
         "B: most requests answered by one batched pass of a model (1: one at a time, no batching)", metavar="B"))
     max_wait_ms: float = field(default=5.0, metadata=option(
@@ -51,7 +54,7 @@ class ServeOptions:
                                                                    metavar="SECONDS"))
 
     def __post_init__(self) -> None:
-        require_positive(self, "port", "max_batch", "max_request_bytes", "max_texts", "max_text_chars", "max_length",
+        require_positive(self, "port", "threads", "max_batch", "max_request_bytes", "max_texts", "max_text_chars", "max_length",
                          "max_samples", "max_beam", "max_image_pixels")
         if not (self.max_wait_ms >= 0 and self.max_audio_seconds > 0):
             raise ValueError("--max-wait-ms must be 0 or more and --max-audio-seconds positive")
