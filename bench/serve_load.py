@@ -6,8 +6,8 @@ BiLSTM) and a seq2seq auto-reply model on chatterbot (words in, words out). Then
 `unrolled serve` process serves all three on 127.0.0.1:
 
 - batching on: --max-batch 64 --max-wait-ms 5; off: --max-batch 1 (each request its own pass);
-- the load generator (this process: keep-alive HTTP/1.1 over asyncio streams, only ever 127.0.0.1) runs C = 1, 8, 64 clients
-  for --seconds each, each client sending its next request when its last is answered: generation
+- the load generator (this process: keep-alive HTTP/1.1 over asyncio streams, only ever 127.0.0.1)
+  runs C = 1, 8, 64 clients for --seconds each, each client sending its next request when its last is answered: generation
   (200 characters, temperature 0.8, no seed) and classification (one sentence); it stops after
   --seconds or --max-requests, whichever comes first;
 - requests/s (answered with 200, over the stretch), p50 and p99 latency, failed requests (any other
@@ -41,7 +41,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness  # noqa: E402
+import harness
 
 RESULTS = harness.results_dir("serve_load")
 LOOPBACK = "127.0.0.1"
@@ -92,7 +92,7 @@ class Server:
     def __init__(self, runs: dict[str, Path], flags: list[str]) -> None:
         self.port = free_port()
         self.url = f"http://{LOOPBACK}:{self.port}"
-        self.log = tempfile.TemporaryFile(mode="w+")
+        self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed by `stop`)
         command = [sys.executable, "-c", "import sys; from unrolled.cli import main; sys.exit(main())", "serve",
                    *(str(run) for run in runs.values()), "--host", LOOPBACK, "--port", str(self.port), *flags]
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
@@ -218,7 +218,7 @@ def percentile(ordered: list[float], q: float) -> float:
     """The q-quantile of sorted values (nearest rank); NaN for none."""
     if not ordered:
         return float("nan")
-    return ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered))) - 1))]
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
 
 def measure_mode(runs: dict[str, Path], flags: list[str], args: argparse.Namespace, *,
@@ -321,8 +321,8 @@ def report() -> None:
     print(f"  failed requests: {failures} (target 0): {'met' if failures == 0 else 'NOT met'}")
     for label, mode in (("on", on), ("off", off)):
         growth = mode["rss_end_mib"] / mode["rss_warm_mib"] - 1
-        print(f"  server RSS, batching {label}: {mode['rss_warm_mib']:.0f} MiB after warm-up, {mode['rss_end_mib']:.0f} "
-              f"MiB at the end ({100 * growth:+.1f}%; target within {100 * RSS_GROWTH:.0f}%): "
+        print(f"  server RSS, batching {label}: {mode['rss_warm_mib']:.0f} MiB after warm-up, "
+              f"{mode['rss_end_mib']:.0f} MiB at the end ({100 * growth:+.1f}%; target within {100 * RSS_GROWTH:.0f}%): "
               f"{'met' if abs(growth) <= RSS_GROWTH else 'NOT met'}")
     mean = {label: mode["batching"] for label, mode in (("on", on),)}
     print("  mean batch with batching on: " + ", ".join(

@@ -54,7 +54,7 @@ class ServeOptions:
                                                                    metavar="SECONDS"))
 
     def __post_init__(self) -> None:
-        require_positive(self, "port", "threads", "max_batch", "max_request_bytes", "max_texts", "max_text_chars", "max_length",
-                         "max_samples", "max_beam", "max_image_pixels")
+        require_positive(self, "port", "threads", "max_batch", "max_request_bytes", "max_texts", "max_text_chars",
+                         "max_length", "max_samples", "max_beam", "max_image_pixels")
         if not (self.max_wait_ms >= 0 and self.max_audio_seconds > 0):
             raise ValueError("--max-wait-ms must be 0 or more and --max-audio-seconds positive")
