@@ -1,15 +1,16 @@
 """Serving under load (issue 26): `unrolled serve` on loopback, with batching across requests on and off.
 
-Three runs are trained first through the CLI (`harness.train`, --train-minutes each): the char LM of
+Three runs are trained first through the CLI (`harness.train`, --train-minutes each, the reply model
+--reply-minutes): the char LM of
 `make demo` (a 2 x 256 LSTM, embedding 64, on Shakespeare), the MR sentence classifier (the default
 BiLSTM) and a seq2seq auto-reply model on chatterbot (words in, words out). Then, for each mode, one
 `unrolled serve` process serves all three on 127.0.0.1:
 
 - batching on: --max-batch 64 --max-wait-ms 5; off: --max-batch 1 (each request its own pass);
 - the load generator (this process: keep-alive HTTP/1.1 over asyncio streams, only ever 127.0.0.1)
-  runs C = 1, 8, 64 clients for --seconds each, each client sending its next request when its last is answered: generation
-  (200 characters, temperature 0.8, no seed) and classification (one sentence); it stops after
-  --seconds or --max-requests, whichever comes first;
+  runs C = 1, 8, 64 clients for --seconds each, each client sending its next request when its last
+  is answered: generation (200 characters, temperature 0.8, no seed) and classification (one
+  sentence); it stops after --seconds or --max-requests, whichever comes first;
 - requests/s (answered with 200, over the stretch), p50 and p99 latency, failed requests (any other
   answer or a transport error), and the server's RSS after a warm-up and at the end;
 - with batching on: the reply route at 16 clients (suggestions/s: replies returned per second,
@@ -67,12 +68,12 @@ REPLY_PATH, REPLY_BODY = "/v1/models/run-reply/reply", {"message": "how are you?
 WHAT = {"lm": "char LM, 200 characters", "classify": "classifier, one sentence"}
 
 
-def train_runs(minutes: float, reuse: bool) -> dict[str, Path]:
+def train_runs(minutes: float, reply_minutes: float, reuse: bool) -> dict[str, Path]:
     runs = {}
     for name, recipe in RECIPES.items():
         out = RESULTS / f"run-{name}"
         if not (reuse and (out / "best").is_dir()):
-            harness.train(RESULTS, name, recipe, minutes, threads=2)
+            harness.train(RESULTS, name, recipe, reply_minutes if name == "reply" else minutes, threads=2)
         runs[name] = out
     return runs
 
@@ -298,7 +299,7 @@ def report() -> None:
     print(f"unrolled serve on {LOOPBACK}, {setup['cpu']} ({setup['cores']} cores, SHARED with other jobs while "
           f"measured: figures are noisy, ratios come from the same run); {setup['seconds']:g} s per stretch"
           f"{' (shorter than the issue' + chr(39) + 's 60 s)' if setup['seconds'] < 60 else ''}; "
-          f"runs trained {setup['train_minutes']:g} min each")
+          f"runs trained {setup['train_minutes']:g} min each, the reply model {setup.get('reply_minutes', 0):g} min")
     print(f"batching on: {' '.join(on['flags'])}; off: {' '.join(off['flags'])}")
     print()
     print(f"{'':28} {'clients':>7} | {'on: req/s':>9} {'p50 s':>7} {'p99 s':>7} {'fail':>4} | "
@@ -322,7 +323,8 @@ def report() -> None:
     for label, mode in (("on", on), ("off", off)):
         growth = mode["rss_end_mib"] / mode["rss_warm_mib"] - 1
         print(f"  server RSS, batching {label}: {mode['rss_warm_mib']:.0f} MiB after warm-up, "
-              f"{mode['rss_end_mib']:.0f} MiB at the end ({100 * growth:+.1f}%; target within {100 * RSS_GROWTH:.0f}%): "
+              f"{mode['rss_end_mib']:.0f} MiB at the end ({100 * growth:+.1f}%; "
+              f"target within {100 * RSS_GROWTH:.0f}%): "
               f"{'met' if abs(growth) <= RSS_GROWTH else 'NOT met'}")
     mean = {label: mode["batching"] for label, mode in (("on", on),)}
     print("  mean batch with batching on: " + ", ".join(
@@ -346,16 +348,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="seconds per load stretch (default: 60)")
     parser.add_argument("--max-requests", type=int, default=100_000, help="most requests per stretch")
     parser.add_argument("--train-minutes", type=float, default=1.0, help="training time per run (default: 1)")
+    parser.add_argument("--reply-minutes", type=float, default=3.0, help="training time of the reply model "
+                                                                         "(default: 3)")
     parser.add_argument("--quick", action="store_true", help="3-second stretches, 0.3-minute training")
     parser.add_argument("--reuse", action="store_true", help="keep the runs already trained")
     parser.add_argument("--report", action="store_true", help="only print the last measurement's table")
     args = parser.parse_args()
     if args.quick:
-        args.seconds, args.train_minutes = 3.0, 0.3
+        args.seconds, args.train_minutes, args.reply_minutes = 3.0, 0.3, 0.3
     if not args.report:
-        runs = train_runs(args.train_minutes, args.reuse)
+        runs = train_runs(args.train_minutes, args.reply_minutes, args.reuse)
         setup = {"cpu": harness.cpu_model(), "cores": os.cpu_count(), "seconds": args.seconds,
-                 "train_minutes": args.train_minutes}
+                 "train_minutes": args.train_minutes, "reply_minutes": args.reply_minutes}
         harness.record(RESULTS, "setup", setup)
         for label, flags in (("on", ["--max-batch", "64", "--max-wait-ms", "5"]), ("off", ["--max-batch", "1"])):
             print(f"batching {label}", flush=True)

@@ -65,7 +65,7 @@ def serving(runs: list[Path], *flags: str) -> Iterator[str]:
     command = [sys.executable, "-c", "import sys; from unrolled.cli import main; sys.exit(main())", "serve",
                *map(str, runs), "--port", str(port), *flags]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a pipe nobody reads would block the server
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed below) a file: a pipe nobody reads would block
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
