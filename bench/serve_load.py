@@ -29,12 +29,8 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +39,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness
+
+from unrolled.serve.launch import Launched
 
 RESULTS = harness.results_dir("serve_load")
 LOOPBACK = "127.0.0.1"
@@ -81,56 +79,15 @@ def train_runs(minutes: float, reply_minutes: float, reuse: bool) -> dict[str, P
 # -- the server -------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        return int(probe.getsockname()[1])
-
-
-class Server:
-    """`unrolled serve` over the runs in a child process on a free loopback port (its log in a temporary file)."""
+class Server(Launched):
+    """`unrolled serve` over the runs (`Launched`), and what its queues have done."""
 
     def __init__(self, runs: dict[str, Path], flags: list[str]) -> None:
-        self.port = free_port()
-        self.url = f"http://{LOOPBACK}:{self.port}"
-        self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed by `stop`)
-        command = [sys.executable, "-c", "import sys; from unrolled.cli import main; sys.exit(main())", "serve",
-                   *(str(run) for run in runs.values()), "--host", LOOPBACK, "--port", str(self.port), *flags]
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while True:
-            if self.process.poll() is not None:
-                self.log.seek(0)
-                raise SystemExit(f"unrolled serve ended at start-up: {self.log.read().strip()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise SystemExit("unrolled serve did not answer /health within 2 minutes")
-            time.sleep(0.2)
-
-    def rss_mib(self) -> float:
-        with open(f"/proc/{self.process.pid}/status", encoding="utf-8") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        return float("nan")
+        super().__init__(list(runs.values()), ["--host", LOOPBACK, *flags])
 
     def batching(self) -> dict[str, Any]:
         models = httpx.get(f"{self.url}/v1/models", timeout=30).json()["models"]
         return {model["name"]: model["batching"] for model in models}
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.log.close()
 
 
 # -- the load generator -----------------------------------------------------------------------------

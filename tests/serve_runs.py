@@ -9,26 +9,18 @@ with small limits so that every limit can be met with a small request, and stopp
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from tests.test_app_devices import CASES
 from unrolled.cli import main
+from unrolled.serve.launch import Launched
 
 LIMITS = {"max_texts": 12, "max_text_chars": 300, "max_length": 300, "max_samples": 4, "max_beam": 8,
           "max_image_pixels": 64 * 64, "max_audio_seconds": 3.0, "max_request_bytes": 400_000}
 """The limits the test server runs with (each small, so that a small request exceeds it)."""
-START_SECONDS = 60
 
 
 @dataclass
@@ -52,45 +44,14 @@ def train_runs(root: Path, names: list[str] | None = None) -> Runs:
     return Runs(root, inputs)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextmanager
 def serving(runs: list[Path], *flags: str) -> Iterator[str]:
     """`unrolled serve RUNS FLAGS` in a child process on a free loopback port; yields its base URL."""
-    port = free_port()
-    command = [sys.executable, "-c", "import sys; from unrolled.cli import main; sys.exit(main())", "serve",
-               *map(str, runs), "--port", str(port), *flags]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed below) a file: a pipe nobody reads would block
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
-    url = f"http://127.0.0.1:{port}"
+    server = Launched(runs, flags, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     try:
-        deadline = time.monotonic() + START_SECONDS
-        while True:
-            if process.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"unrolled serve ended at start-up: {log.read()}")
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("unrolled serve did not answer /health within a minute")
-            time.sleep(0.1)
-        yield url
+        yield server.url
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+        server.stop()
 
 
 def limit_flags(**changes: float) -> list[str]:

@@ -154,6 +154,13 @@ def test_classify_tag_and_seq2seq_answers_are_the_predictors_and_do_not_depend_o
     assert concurrently(url, "/v1/models/seq2seq/predict", sources) == alone
 
 
+def test_drawn_outputs_run_alone_so_a_seed_gives_the_same_output_in_any_company(url: str) -> None:
+    bodies = [{"sources": [source], "sample": True, "seed": 5, "temperature": 1.5, "max_len": 12}
+              for source in ("abc", "ba", "cab", "a")]
+    alone = [ok(post(url, "/v1/models/seq2seq/predict", body)) for body in bodies]
+    assert concurrently(url, "/v1/models/seq2seq/predict", bodies) == alone
+
+
 def test_replies_are_k_diverse_suggestions_from_the_n_best(url: str, runs: Runs) -> None:
     answer = ok(post(url, "/v1/models/seq2seq/reply", {"message": "abc", "k": 3}))
     texts = [reply["text"] for reply in answer["replies"]]

@@ -18,6 +18,7 @@ against the limits (`ServeOptions`) before they queue.
 import asyncio
 import contextlib
 import inspect
+import itertools
 import json
 import math
 import secrets
@@ -42,6 +43,9 @@ from unrolled.serve.files import Uploads, read_files
 from unrolled.serve.generate import Draw, generate
 from unrolled.serve.models import Health, Loaded, ModelList, ReplyRequest, ReplyResponse, request_model
 
+ALONE = ("sample", "one_voice")
+"""Options under which an application's results depend on the other inputs of the pass: seq2seq's sampling draws
+every input of a pass from one generator, speech's one voice pools the pass's warp search. Such requests run alone."""
 REPLY_BEAM_PER_REPLY = 4  # the reply route searches a beam this many times k wide (at most --max-beam)
 
 
@@ -97,6 +101,7 @@ class Service:
 
     def __init__(self, loaded: dict[str, Loaded], options: ServeOptions) -> None:
         self.loaded, self.options = loaded, options
+        self.alone = itertools.count()
         self.queues: dict[str, Batcher[Job, Any]] = {
             name: Batcher(partial(run_pass, run), max_batch=options.max_batch, max_wait_ms=options.max_wait_ms,
                           key=job_key, name=name) for name, run in loaded.items()}
@@ -112,6 +117,13 @@ class Service:
             if isinstance(value, int) and value > allowed:
                 raise over_limit(limit, what, value, allowed, status=422)
         return options
+
+    def sharing(self, options: Any) -> Hashable:
+        """The key of the requests that may share a pass with one of these `options`: those with equal options,
+        except where a result depends on the batch (`ALONE`), which runs alone."""
+        if any(getattr(options, name, False) for name in ALONE):
+            return ("alone", next(self.alone))
+        return ("predict", repr(options))
 
     def check_texts(self, texts: list[str], what: str) -> None:
         """At most --max-texts texts, each non-blank and at most --max-text-chars long."""
@@ -137,14 +149,13 @@ class Service:
             return await self.sample(loaded, options, stream=stream)
         if loaded.inputs in ("texts", "sources"):
             self.check_texts(inputs, loaded.inputs)
-            results = await self.submit(loaded.name, Job("predict", inputs, options, ("predict", repr(options))))
+            results = await self.submit(loaded.name, Job("predict", inputs, options, self.sharing(options)))
             return answer({"results": [to_json(result) for result in results]})
         files: list[tuple[str | None, bytes | str]] = (
             list(uploads) if uploads is not None else [(item["name"], item["data"]) for item in inputs])
         with Uploads(files, loaded.inputs, self.options) as sent:
             read = await asyncio.to_thread(read_files, sent, loaded.app, options, self.options)
-            key: Hashable = ("predict", repr(options)) if not getattr(options, "one_voice", False) else id(sent)
-            results = await self.submit(loaded.name, Job("predict", read, options, key))
+            results = await self.submit(loaded.name, Job("predict", read, options, self.sharing(options)))
             return answer({"results": [sent.named(to_json(result)) for result in results]})
 
     async def sample(self, loaded: Loaded, options: Any, *, stream: bool) -> Any:
