@@ -267,6 +267,7 @@ BAD_INPUTS: list[tuple[str, Any]] = [
     ("/v1/models/lm/predict", {"prime": "\u2603 snow"}),
     ("/v1/models/lm/predict", {"prime": "to", "stream": True, "num_samples": 2}),
     ("/v1/models/seq2seq/predict", {"sources": ["ab"], "beam": 2, "n_best": 3}),
+    ("/v1/models/seq2seq/predict", {"sources": ["0"], "length_penalty": 248.0}),  # found by the fuzz: a 500 once
     ("/v1/models/seq2seq/reply", {"message": ""}),
     ("/v1/models/seq2seq/reply", {"message": "ab", "k": 0}),
     ("/v1/models/classify/reply", {"message": "ab"}),

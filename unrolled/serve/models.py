@@ -35,6 +35,7 @@ SERVER_OPTIONS = frozenset({"device", "batch_size", "json", "attention_map", "pa
 FILE_SUFFIX = {"images": ".png", "audio": ".wav", "clips": ".npz"}  # when an upload has no name
 SEED_RANGE = (0, 2**63 - 1)
 MIN_TEMPERATURE = 0.01  # below this, dividing log-probabilities by it overflows float32 to -inf everywhere
+LENGTH_PENALTY_BOUND = 5.0  # |alpha| of the GNMT penalty ((5 + |Y|) / 6)^alpha; far beyond it the power overflows
 STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 VOCABULARY_COUNTS = ("vocab_size", "source_vocab", "target_vocab", "classes", "num_classes", "tags", "symbols")
 
@@ -131,7 +132,7 @@ def client_options(options: type) -> list[dataclasses.Field[Any]]:
 
 def option_field(item: dataclasses.Field[Any], kind: Any, limits: ServeOptions) -> tuple[Any, Any]:
     """The pydantic (type, Field) of one option: its default (at most its limit, `OPTION_LIMITS`) and help; seeds
-    in `SEED_RANGE`, temperatures from `MIN_TEMPERATURE`."""
+    in `SEED_RANGE`, temperatures from `MIN_TEMPERATURE`, length penalties within `LENGTH_PENALTY_BOUND`."""
     default = item.default if item.default is not dataclasses.MISSING else item.default_factory()  # type: ignore[operator]
     if item.name in OPTION_LIMITS and isinstance(default, int) and not isinstance(default, bool):
         default = min(default, getattr(limits, OPTION_LIMITS[item.name][0]))
@@ -140,6 +141,8 @@ def option_field(item: dataclasses.Field[Any], kind: Any, limits: ServeOptions) 
         bounds = {"ge": SEED_RANGE[0], "le": SEED_RANGE[1]}
     elif item.name == "temperature":
         bounds = {"ge": MIN_TEMPERATURE}
+    elif item.name == "length_penalty":
+        bounds = {"ge": -LENGTH_PENALTY_BOUND, "le": LENGTH_PENALTY_BOUND}
     return kind, Field(default=default, description=item.metadata.get("help"), **bounds)
 
 
