@@ -7,5 +7,6 @@
 - `diverse`: the auto-reply rule, k replies with no two near-duplicates;
 - `files`: uploaded images, audio and clips files, checked against the limits;
 - `errors`: every failure as one JSON object; the request-size limit;
-- `app`: `create_app`, the FastAPI application and its routes.
+- `app`: `create_app`, the FastAPI application and its routes;
+- `launch`: the command as a child process on a free loopback port (the tests and the benchmark).
 """
