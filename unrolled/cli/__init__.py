@@ -1,7 +1,7 @@
 """The `unrolled` command. Bad input ends in one line on stderr and exit status 2, never a traceback.
 
 Each application adds its commands from its own module (`lm`, `classify`,
-`tag`, `seq2seq`, `caption`, `glimpse`, `video`, `speech`, `viz`), and the
+`tag`, `seq2seq`, `caption`, `glimpse`, `video`, `speech`, `viz`, `serve`), and the
 benchmarks theirs from `bench`; every action sets ``handler(args) -> exit status``.
 Warnings are printed as one line each, ``unrolled <command>: warning: ...``.
 """
@@ -24,6 +24,7 @@ from unrolled.cli.bench import add_bench_commands
 from unrolled.cli.common import positive_int
 from unrolled.cli.data import add_data_commands
 from unrolled.cli.export import add_export_commands
+from unrolled.cli.serve import add_serve_command
 from unrolled.cli.viz import add_viz_commands, with_default_action
 from unrolled.extras import MissingExtra
 
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_application(commands, app)
     add_viz_commands(commands)
     add_data_commands(commands)
+    add_serve_command(commands)
     add_bench_commands(commands)
     add_export_commands(commands)
     return parser
