@@ -50,6 +50,15 @@ def test_a_good_manifest_reads_whole_with_paths_relative_to_it(tmp_path: Path) -
     assert [u.line for u in tested] == [3]
 
 
+def test_a_nemo_manifest_reads_as_it_is(tmp_path: Path) -> None:
+    """NeMo's manifests name the audio path audio_filepath and add a duration."""
+    clip(tmp_path / "a.wav", 0.5)
+    nemo = json.dumps({"audio_filepath": "a.wav", "duration": 0.5, "text": "two five"})
+    (utterance,) = read_manifest(manifest(tmp_path, [nemo]))
+    assert utterance.audio == tmp_path / "a.wav" and utterance.text == "two five"
+    assert utterance.extra == {"duration": 0.5} and round(utterance.seconds, 3) == 0.5
+
+
 def test_a_written_manifest_reads_back(tmp_path: Path) -> None:
     clip(tmp_path / "a.wav", 0.3)
     path = write_manifest(tmp_path / "m.jsonl", [{"audio": "a.wav", "text": "héllo", "split": "train"}])

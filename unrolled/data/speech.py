@@ -7,9 +7,10 @@ A manifest is a UTF-8 file of one JSON object a line::
 
 ``audio`` is a path, relative to the manifest's folder unless absolute, to a
 file soundfile reads (WAV, FLAC, ...; any rate and channel count, see
-`unrolled.data.audio`); ``text`` is the transcript. Other keys are kept in
-`Utterance.extra` (the built-in datasets add ``split``, ``voice`` and
-``engine``). Blank lines are skipped.
+`unrolled.data.audio`); ``text`` is the transcript. NeMo's manifests name the
+path ``audio_filepath`` (and add ``duration``): they read as they are. Other
+keys are kept in `Utterance.extra` (the built-in datasets add ``split``,
+``voice`` and ``engine``). Blank lines are skipped.
 
 `read_manifest` checks every line and stops at the first bad one with a
 one-line `ManifestError` that names the manifest and the line: not JSON, not
@@ -37,6 +38,7 @@ from unrolled.data.errors import DataError
 MIN_SECONDS = 0.1  # 10 frames of the front end; a shorter clip holds no word
 MAX_SECONDS = 30.0  # the default limit; longer clips are refused, not cut, when a manifest is read
 REQUIRED_KEYS = ("audio", "text")
+NEMO_AUDIO = "audio_filepath"  # NeMo's name for the audio path
 
 
 class ManifestError(DataError):
@@ -97,6 +99,8 @@ def _record(line: str, where: str) -> dict[str, Any]:
         raise ManifestError(f"{where} is not JSON ({error.msg})") from None
     if not isinstance(record, dict):
         raise ManifestError(f"{where} is not a JSON object with keys {', '.join(REQUIRED_KEYS)}")
+    if "audio" not in record and NEMO_AUDIO in record:  # a NeMo manifest's line
+        record = {"audio": record.pop(NEMO_AUDIO), **record}
     for key in REQUIRED_KEYS:
         if key not in record:
             raise ManifestError(f"{where}: missing key {key!r}")
