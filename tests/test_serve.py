@@ -302,6 +302,13 @@ def test_a_body_that_is_not_json_is_a_4xx(url: str) -> None:
     refused(response, 422)
 
 
+def test_json_sent_without_its_content_type_is_415_saying_what_to_send(url: str) -> None:
+    """curl -d sends application/x-www-form-urlencoded unless told otherwise: the answer says so."""
+    response = httpx.post(f"{url}/v1/models/lm/predict", content=b'{"prime": "to"}',
+                          headers={"content-type": "application/x-www-form-urlencoded"})
+    assert "content-type: application/json" in refused(response, 415)
+
+
 def test_a_run_that_does_not_load_stops_start_up_with_one_line(tmp_path: Path, runs: Runs) -> None:
     broken = tmp_path / "broken"
     (broken / "best").mkdir(parents=True)

@@ -80,6 +80,11 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "application/json" and not kind.startswith("multipart/") and request.method == "POST":
+            return JSONResponse({"error": f"the body must be JSON sent as content-type: application/json, not "
+                                          f"{kind or 'no content-type'} (curl: -H 'content-type: application/json')"},
+                                status_code=415)
         return JSONResponse({"error": validation_message(error)}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
