@@ -208,6 +208,15 @@ def test_top_p_stops_as_soon_as_the_sum_reaches_p() -> None:
         assert (kept.sum(dim=1) == count).all(), (top_p, kept)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_a_top_p_too_small_for_the_dtype_still_keeps_the_top_token(dtype: torch.dtype) -> None:
+    """A p that rounds to 0 in the tensor's dtype (found by the service's fuzz: 8.6e-126) is a p near 0."""
+    p = torch.tensor([[0.1, 0.4, 0.2, 0.3]], dtype=dtype)
+    for top_p in (8.6e-126, 1e-300, 5e-324):
+        filtered = filter_logits(p.log(), top_p=top_p)
+        assert torch.equal(filtered.exp(), torch.tensor([[0, 1, 0, 0]], dtype=dtype)), (top_p, filtered)
+
+
 def test_filters_apply_in_order_temperature_top_k_top_p() -> None:
     p = torch.tensor([0.1, 0.4, 0.2, 0.3], dtype=torch.float64)
     # top_k=3 leaves 0.4, 0.3, 0.2 over 0.9: 0.444 < 0.75 <= 0.778, so the nucleus has two; without top_k it has three

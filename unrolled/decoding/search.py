@@ -166,7 +166,9 @@ def filter_logits(
         ranked, order = scores.sort(dim=-1, descending=True)
         probs = ranked.softmax(dim=-1)
         before = F.pad(probs.cumsum(dim=-1)[..., :-1], (1, 0))  # mass of the tokens more likely than each
-        ranked = ranked.masked_fill(before >= top_p, -math.inf)  # before[..., 0] = 0 < p: the top token stays
+        cut = before >= top_p
+        cut[..., 0] = False  # the top token stays, even for a p so small that it rounds to 0 in the tensor's dtype
+        ranked = ranked.masked_fill(cut, -math.inf)
         scores = scores.scatter(-1, order, ranked)
     return scores.log_softmax(dim=-1)
 
