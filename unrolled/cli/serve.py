@@ -38,6 +38,31 @@ def add_serve_command(commands: Any) -> None:
     parser.set_defaults(handler=serve_command)
 
 
+M_ARENA_MAX = -8  # glibc's mallopt parameter, what MALLOC_ARENA_MAX sets
+SERVE_ARENAS = 2
+
+
+def limit_malloc_arenas(arenas: int = SERVE_ARENAS) -> bool:
+    """Cap glibc's malloc arenas at `arenas` (as ``MALLOC_ARENA_MAX`` would), unless the environment sets it.
+
+    glibc gives threads arenas of their own (up to 8 per core); a server whose
+    request threads and per-model threads allocate and free tensors of every
+    size spreads them over those arenas and its resident memory creeps up from
+    fragmentation. Two arenas keep it near flat (bench/serve_load.py measures
+    it). Not glibc (macOS, musl): nothing to do. Returns whether it was set.
+    """
+    import ctypes
+    import os
+
+    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):  # no mallopt: not glibc
+        return False
+
+
 def serve_command(args: argparse.Namespace) -> int:
     """Load every run (a run that does not load ends start-up with one line), then serve until interrupted."""
     from unrolled.extras import need
@@ -51,6 +76,7 @@ def serve_command(args: argparse.Namespace) -> int:
     from unrolled.serve.models import load_runs
 
     options = apply_flags(ServeOptions(), args)
+    limit_malloc_arenas()  # before the model and request threads start
     if options.threads is not None:
         import torch
 
