@@ -60,3 +60,16 @@ def test_suggestions_are_short_distinct_best_first_candidates(candidates: list[t
             continue
         assert len(chosen) == k or any(near_duplicates(text, kept) and kept_score >= score
                                        for kept, kept_score in chosen)
+
+
+def test_serve_caps_malloc_arenas_unless_the_environment_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    import platform
+    import sys
+
+    from unrolled.cli.serve import limit_malloc_arenas
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert limit_malloc_arenas() is False  # the user's setting stands (glibc has read it already)
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        assert limit_malloc_arenas() is True
