@@ -253,8 +253,8 @@ async def diversity(url: str, messages: list[str]) -> dict[str, Any]:
 def report() -> None:
     kept = harness.load(RESULTS)
     on, off, setup = kept["on"], kept["off"], kept["setup"]
-    print(f"unrolled serve on {LOOPBACK}, {setup['cpu']} ({setup['cores']} cores, SHARED with other jobs while "
-          f"measured: figures are noisy, ratios come from the same run); {setup['seconds']:g} s per stretch"
+    print(f"unrolled serve on {LOOPBACK}, {setup['cpu']} ({setup['cores']} cores; the load generator shares them "
+          f"with the server, so ratios from the same run are the figures); {setup['seconds']:g} s per stretch"
           f"{' (shorter than the issue' + chr(39) + 's 60 s)' if setup['seconds'] < 60 else ''}; "
           f"runs trained {setup['train_minutes']:g} min each, the reply model {setup.get('reply_minutes', 0):g} min")
     print(f"batching on: {' '.join(on['flags'])}; off: {' '.join(off['flags'])}")
