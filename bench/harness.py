@@ -200,9 +200,9 @@ def main(results: Path, doc: str | None, models: Iterable[str], run_model: Calla
         summarise(results, doc, report, picture=picture)
 
 
-def trained_for(row: dict[str, Any], epochs: Any = None) -> str:
+def trained_for(row: dict[str, Any]) -> str:
     """How long a model trained: "(30 min, 4.2 epochs)"."""
-    return f"({row['train_seconds'] / 60:.0f} min, {row.get('epochs', '?') if epochs is None else epochs} epochs)"
+    return f"({row['train_seconds'] / 60:.0f} min, {row.get('epochs', '?')} epochs)"
 
 
 def parse_form(parser: argparse.ArgumentParser, argv: list[str] | None, quick: dict[str, Any],
