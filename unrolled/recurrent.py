@@ -46,6 +46,7 @@ from torch import _VF, Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from unrolled.cells import Cell, Gates, State, linear, make_cell
+from unrolled.dropout import check_rate, drop_connect, locked_dropout
 from unrolled.products import DeferredProducts
 
 Trace = dict[str, dict[str, Tensor]]
@@ -150,6 +151,9 @@ class Recurrent(nn.Module):
         bias: whether cells have b_ih and b_hh.
         batch_first: inputs and outputs are (B, T, ...) instead of (T, B, ...).
         dropout: dropout on the outputs of every layer but the last, while training.
+        variational: that dropout's mask is the same at every step (locked dropout, `unrolled.dropout`).
+        weight_drop: DropConnect on every cell's W_hh while training, one mask per forward pass
+            (Merity et al. 2018; `unrolled.dropout`); needs the fused path (torch's LSTM, GRU, RNN).
         bidirectional: a second cell per layer reads each sequence backwards.
         fused: allow torch's fused kernel where it computes the same function.
         **cell_options: passed to every cell, e.g. ``nonlinearity="relu"`` (rnn),
@@ -183,6 +187,8 @@ class Recurrent(nn.Module):
         dropout: float = 0.0,
         bidirectional: bool = False,
         fused: bool = True,
+        variational: bool = False,
+        weight_drop: float = 0.0,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         **cell_options: Any,
@@ -190,8 +196,8 @@ class Recurrent(nn.Module):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be at least 1, got {num_layers}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        check_rate("dropout", dropout)
+        check_rate("weight_drop", weight_drop)
         self.mode = mode
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -202,6 +208,8 @@ class Recurrent(nn.Module):
         self.bidirectional = bidirectional
         self.num_directions = 2 if bidirectional else 1
         self.fused = fused
+        self.variational = variational
+        self.weight_drop = weight_drop
         self.cell_options = dict(cell_options)
         self.unroller: Unroller = unroll
         self.cells = nn.ModuleList(
@@ -247,8 +255,13 @@ class Recurrent(nn.Module):
         return (
             f"{self.mode!r}, {self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
             f"batch_first={self.batch_first}, dropout={self.dropout}, "
-            f"bidirectional={self.bidirectional}{options}"
+            f"bidirectional={self.bidirectional}{self.regularisers()}{options}"
         )
+
+    def regularisers(self) -> str:
+        """The recurrent regularisers that are on, as `extra_repr` shows them."""
+        shown = ", variational=True" if self.variational else ""
+        return shown + (f", weight_drop={self.weight_drop}" if self.weight_drop else "")
 
     # -- the call ---------------------------------------------------------------------------
 
@@ -273,6 +286,10 @@ class Recurrent(nn.Module):
         state = self.check_state(state, x)
         if lengths is not None and bool((lengths == x.shape[0]).all()):
             lengths = None  # nothing is padded
+        if self.weight_drop and self.training and (self.fused_mode is None or trace):
+            why = "a trace was asked for" if trace else f"{self.mode} cells with {self.cell_options}"
+            raise ValueError(f"weight drop runs on torch's fused kernels, which this layer cannot use ({why}): "
+                             "turn weight_drop off, or use plain lstm, gru or rnn cells without a trace")
         if self.fused_mode is not None and not trace:
             out, state = self.run_fused(x, state, lengths)
             gates: Trace = {}
@@ -312,34 +329,66 @@ class Recurrent(nn.Module):
                     gates[self.suffix(index)[1:]] = traced
             x = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)  # (T, B, D*H)
             if layer < self.num_layers - 1 and self.dropout > 0:
-                x = F.dropout(x, self.dropout, self.training)
+                x = self.between_layers(x)
         if isinstance(finals[0], tuple):
             h_n = torch.stack([s[0] for s in finals])
             c_n = torch.stack([s[1] for s in finals])
             return x, (h_n, c_n), gates
         return x, torch.stack(finals), gates  # type: ignore[arg-type]
 
+    def between_layers(self, x: Tensor) -> Tensor:
+        """Dropout on a layer's outputs x (T, B, D*H) before the next layer: locked over time if variational."""
+        if self.variational:
+            return locked_dropout(x, self.dropout, self.training, time_dim=0)
+        return F.dropout(x, self.dropout, self.training)
+
+    def fused_weights(self) -> list[Tensor]:
+        """Every cell's parameters in torch's order; W_hh through DropConnect while training (weight_drop)."""
+        return [drop_connect(w, self.weight_drop, self.training) if name == "weight_hh" else w
+                for cell in self.cells for name, w in cell.named_parameters(recurse=False)]
+
     def run_fused(self, x: Tensor, state: LayerState, lengths: Tensor | None) -> tuple[Tensor, LayerState]:
-        """torch's fused kernel on this layer's own parameters (packed sequences for lengths)."""
+        """torch's fused kernel on this layer's own parameters (packed sequences for lengths).
+
+        With locked dropout between layers (variational, while training), the kernel runs one layer at a
+        time and the mask is applied between them; otherwise one call runs the whole stack.
+        """
+        weights = self.fused_weights()
+        hx = list(state) if isinstance(state, tuple) else [state]
+        if not (self.variational and self.training and self.dropout > 0 and self.num_layers > 1):
+            out, finals = self.fused_call(x, hx, weights, self.num_layers, lengths)
+        else:
+            per_layer, d = len(weights) // self.num_layers, self.num_directions
+            parts: list[tuple[Tensor, ...]] = []
+            out = x
+            for layer in range(self.num_layers):
+                if layer:
+                    out = self.between_layers(out)
+                out, part = self.fused_call(out, [h[layer * d : (layer + 1) * d] for h in hx],
+                                            weights[layer * per_layer : (layer + 1) * per_layer], 1, lengths)
+                parts.append(part)
+            finals = tuple(torch.cat([part[i] for part in parts]) for i in range(len(hx)))
+        return out, (finals[0], finals[1]) if len(finals) == 2 else finals[0]
+
+    def fused_call(self, x: Tensor, hx: list[Tensor], weights: list[Tensor], layers: int,
+                   lengths: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """One call of torch's kernel over `layers` layers: the outputs (T, B, D*H) and the final states."""
         mode = self.fused_mode
         assert mode is not None
         kernel = FUSED_KERNELS[mode]
-        weights = [w for cell in self.cells for w in cell.parameters()]
-        hx = list(state) if isinstance(state, tuple) else [state]
-        common = (weights, self.bias, self.num_layers, self.dropout, self.training, self.bidirectional)
+        dropout = self.dropout if layers > 1 else 0.0
+        common = (weights, self.bias, layers, dropout, self.training, self.bidirectional)
         if lengths is None:
             result = kernel(x, tuple(hx) if mode == "LSTM" else hx[0], *common, False)
-            out, finals = result[0], result[1:]
-        else:
-            packed = pack_padded_sequence(x, lengths.cpu(), enforce_sorted=False)
-            order, unorder = packed.sorted_indices, packed.unsorted_indices
-            assert order is not None and unorder is not None
-            hx = [h.index_select(1, order) for h in hx]
-            result = kernel(packed.data, packed.batch_sizes, tuple(hx) if mode == "LSTM" else hx[0], *common)
-            packed_out = PackedSequence(result[0], packed.batch_sizes, order, unorder)
-            out, _ = pad_packed_sequence(packed_out, total_length=x.shape[0])
-            finals = tuple(h.index_select(1, unorder) for h in result[1:])
-        return out, (finals[0], finals[1]) if mode == "LSTM" else finals[0]
+            return result[0], tuple(result[1:])
+        packed = pack_padded_sequence(x, lengths.cpu(), enforce_sorted=False)
+        order, unorder = packed.sorted_indices, packed.unsorted_indices
+        assert order is not None and unorder is not None
+        hx = [h.index_select(1, order) for h in hx]
+        result = kernel(packed.data, packed.batch_sizes, tuple(hx) if mode == "LSTM" else hx[0], *common)
+        packed_out = PackedSequence(result[0], packed.batch_sizes, order, unorder)
+        out, _ = pad_packed_sequence(packed_out, total_length=x.shape[0])
+        return out, tuple(h.index_select(1, unorder) for h in result[1:])
 
     # -- checks -----------------------------------------------------------------------------
 

@@ -174,6 +174,17 @@ class LMModel:
         "dropout between layers and before the output layer"))
     tie_weights: bool = field(default=CharLMConfig.tie_weights, metadata=option(
         "share embedding and output weights", aliases=("--tie-embeddings",)))
+    input_dropout: float = field(default=CharLMConfig.input_dropout, metadata=option(
+        "dropout on the embeddings"))
+    variational: bool = field(default=CharLMConfig.variational, metadata=option(
+        "locked dropout: one mask per stream for a whole window (Gal and Ghahramani 2016)"))
+    weight_drop: float = field(default=CharLMConfig.weight_drop, metadata=option(
+        "DropConnect on the recurrent weights W_hh, one mask per window (Merity et al. 2018); plain cells"))
+    activation_reg: float = field(default=CharLMConfig.activation_reg, metadata=option(
+        "activation regularisation: this times the mean square of the dropped last-layer outputs", metavar="ALPHA"))
+    temporal_reg: float = field(default=CharLMConfig.temporal_reg, metadata=option(
+        "temporal activation regularisation: this times the mean square of the outputs' step-to-step change",
+        metavar="BETA"))
 
     def __post_init__(self) -> None:
         self.config(1)  # CharLMConfig's checks, before any text is read

@@ -16,6 +16,21 @@ and is trained on the cross-entropy of every prediction,
 in nats per character; bits per character are :math:`\mathcal{L} / \ln 2` and the
 perplexity :math:`e^{\mathcal{L}}`.
 
+Regularisers (all off by default; Merity et al. 2018's AWD-LSTM recipe, see
+`unrolled.dropout`): ``input_dropout`` on the embeddings :math:`e_t`;
+``variational`` makes that, the dropout between layers and the one before the
+output locked over time (one mask per stream and window); ``weight_drop`` drops
+entries of every :math:`W_{hh}` (one mask per window); and the loss gains the
+activation and temporal activation penalties of the last layer's outputs,
+
+.. math::
+    \mathcal{L}' = \mathcal{L} + \alpha\, \overline{\mathrm{dropout}(h^{(L)}_t)^2}
+                 + \beta\, \overline{(h^{(L)}_t - h^{(L)}_{t-1})^2}
+
+(means over batch, steps and units; ``activation_reg`` = :math:`\alpha`,
+``temporal_reg`` = :math:`\beta`). The trainer logs :math:`\mathcal{L}` beside
+:math:`\mathcal{L}'` as ``nats``.
+
 Training reads the text as B parallel streams in consecutive windows of T
 characters (`unrolled.data.text.TextStreams`, `StreamWindow`); the state
 left by one window starts the next and is detached, so gradients flow back at
@@ -42,6 +57,7 @@ from torch import Tensor, nn
 from unrolled.cells import CELLS, State
 from unrolled.checkpoint import CheckpointError
 from unrolled.data.text import StreamWindow
+from unrolled.dropout import check_rate, locked_dropout
 from unrolled.products import affine, onednn_for
 from unrolled.recurrent import LayerState, Recurrent, at_least_float32, cell_state, map_state
 
@@ -60,6 +76,11 @@ class CharLMConfig:
     dropout: float = 0.3
     tie_weights: bool = False
     cell_options: dict[str, Any] = field(default_factory=dict)
+    input_dropout: float = 0.0
+    variational: bool = False
+    weight_drop: float = 0.0
+    activation_reg: float = 0.0
+    temporal_reg: float = 0.0
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -69,8 +90,11 @@ class CharLMConfig:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.embedding < 0:
             raise ValueError(f"embedding must be 0 (one-hot input) or a positive size, got {self.embedding}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        for name in ("dropout", "input_dropout", "weight_drop"):
+            check_rate(name, getattr(self, name))
+        for name in ("activation_reg", "temporal_reg"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 (off) or positive, got {getattr(self, name)}")
         if self.tie_weights and self.embedding != self.hidden:
             raise ValueError(f"tied weights need the embedding size to equal the hidden size, "
                              f"got embedding {self.embedding} and hidden {self.hidden}")
@@ -97,8 +121,8 @@ class CharLM(nn.Module):
         width = config.embedding or config.vocab_size
         self.embedding = nn.Embedding(config.vocab_size, config.embedding) if config.embedding else None
         self.rnn = Recurrent(config.cell, width, config.hidden, config.layers, dropout=config.dropout,
-                             batch_first=True, **config.cell_options)
-        self.drop = nn.Dropout(config.dropout)
+                             batch_first=True, variational=config.variational, weight_drop=config.weight_drop,
+                             **config.cell_options)
         self.head = nn.Linear(config.hidden, config.vocab_size)
         if config.tie_weights:
             assert self.embedding is not None
@@ -114,8 +138,22 @@ class CharLM(nn.Module):
 
     def forward(self, inputs: Tensor, state: LayerState | None = None) -> tuple[Tensor, LayerState]:
         """Logits (B, T, V) for inputs (B, T), and the state after the last character."""
-        out, state = self.rnn(self.embed(inputs), state)  # (B, T, H)
-        return self.head(self.drop(out)), state
+        logits, state, _, _ = self.run(inputs, state)
+        return logits, state
+
+    def run(self, inputs: Tensor, state: LayerState | None) -> tuple[Tensor, LayerState, Tensor, Tensor]:
+        """The logits, the state, and the last layer's outputs h (B, T, H) before and after dropout."""
+        c = self.config
+        e = self.dropped(self.embed(inputs), c.input_dropout)  # (B, T, E)
+        out, state = self.rnn(e, state)  # (B, T, H)
+        dropped = self.dropped(out, c.dropout)
+        return self.head(dropped), state, out, dropped
+
+    def dropped(self, x: Tensor, p: float) -> Tensor:
+        """Dropout on x (B, T, F): one mask per stream and feature for all T steps if variational."""
+        if self.config.variational:
+            return locked_dropout(x, p, self.training, time_dim=1)
+        return F.dropout(x, p, self.training)
 
     def loss(self, batch: StreamWindow | tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, float]]:
         """Mean cross-entropy in nats per character over the batch; a `StreamWindow` carries its state on."""
@@ -123,12 +161,20 @@ class CharLM(nn.Module):
             inputs, targets, carry = batch.inputs, batch.targets, batch.carry
         else:
             (inputs, targets), carry = batch, None
-        logits, state = self(inputs, carry.state if carry is not None else None)
+        logits, state, out, dropped = self.run(inputs, carry.state if carry is not None else None)
         if carry is not None:
             carry.state = map_state(state, _detached_float)
         wide = at_least_float32(logits)  # bf16 training: the loss in float32
         loss = F.cross_entropy(wide.reshape(-1, wide.shape[-1]), targets.reshape(-1))
-        return loss, {"tokens": float(targets.numel())}
+        metrics = {"tokens": float(targets.numel())}
+        alpha, beta = self.config.activation_reg, self.config.temporal_reg
+        if self.training and (alpha or beta):
+            metrics["nats"] = loss.item()
+            if alpha:
+                loss = loss + alpha * at_least_float32(dropped).pow(2).mean()
+            if beta:
+                loss = loss + beta * at_least_float32(out[:, 1:] - out[:, :-1]).pow(2).mean()
+        return loss, metrics
 
     # ------------------------------------------------------------------ decoding interface
 
