@@ -120,6 +120,8 @@ class TrainConfig:
     progress          show a progress bar (stderr)
     device            "auto" (CUDA where there is one, else the CPU), "cpu", "cuda", "cuda:1", "mps"
                       (`unrolled.devices.resolve_device`; distributed CUDA runs use cuda:LOCAL_RANK)
+    average           keep an exponential moving average of the weights with this decay (e.g. 0.999);
+                      validation, best/ and every checkpoint's model use it (`unrolled.training.averaging`)
     threads           torch's CPU threads for the run; None: torch's count, lowered to the cores other
                       programs leave free while a time-bounded run goes on (`unrolled.machine`;
                       step- and epoch-bounded runs keep the count, so they resume bit for bit)
@@ -168,6 +170,9 @@ class TrainConfig:
     precision: str = _option("fp32", "training arithmetic: bf16 or fp16 runs the forward in half precision "
                              "(weights and evaluation stay float32; fp16 on CUDA only); auto picks bf16 where the "
                              "device computes it natively, else fp16 on CUDA, else fp32", choices=PRECISIONS)
+    average: float | None = _option(None, "keep a moving average of the weights with this decay, e.g. 0.999 "
+                                    "(about the last 1000 updates); validation and the saved model use it",
+                                    metavar="DECAY")
     threads: int | None = _option(None, "CPU threads for training (default: torch's count, lowered to the cores "
                                   "other programs leave free while a --max-time run goes on)", metavar="N")
 
@@ -203,6 +208,8 @@ class TrainConfig:
         _whole("log_every", self.log_every, low=1)
         _whole("seed", self.seed, low=0)
         _whole("threads", self.threads, low=1, optional=True)
+        if self.average is not None:
+            _number("average", self.average, low=0.0, high=1.0, low_open=True, high_open=True, hint="e.g. 0.999")
         check_device_name(self.device)
 
     @property

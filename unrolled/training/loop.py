@@ -29,6 +29,7 @@ from torch import nn
 from unrolled.checkpoint import capture_rng_state, restore_rng_state
 from unrolled.devices import resolve_precision, to_device
 from unrolled.machine import ThreadGovernor
+from unrolled.training.averaging import WeightAverage
 from unrolled.training.config import Evaluate, TrainConfig, TrainData, TrainResult, format_seconds
 from unrolled.training.distributed import Processes
 from unrolled.training.interrupt import (
@@ -142,7 +143,8 @@ class Trainer:
         self._epoch_length = len(self._data)
         if self._epoch_length < 1:
             raise ValueError("the training data has no batches: use more text, or a smaller batch size or length")
-        self._state = Resumable(self.model, self.optimizer, self._data, self._scaler)
+        self._average = WeightAverage(self._parameters, config.average) if config.average else None
+        self._state = Resumable(self.model, self.optimizer, self._data, self._scaler, self._average)
         if resume:
             self._progress = load_run(self.run_dir / LAST, self._state, app_config=self.checkpoint_config,
                                       config=config, rank=self.rank, world=self.world)
@@ -264,6 +266,8 @@ class Trainer:
                 self._progress.skipped_steps += 1
         if self._after_update is not None:
             self._after_update()  # e.g. a max-norm constraint on some weights
+        if self._average is not None:
+            self._average.update()
         return value, metrics, norm
 
     def _check(self, what: str, value: float, step: int | None = None) -> None:
@@ -372,8 +376,9 @@ class Trainer:
         if self.rank == 0:
             generators = capture_rng_state()  # evaluation must not move the training's random streams
             self.model.eval()
+            averaged = contextlib.nullcontext() if self._average is None else self._average.applied()
             try:
-                with torch.no_grad():
+                with torch.no_grad(), averaged:
                     metrics = {name: float(value) for name, value in self.evaluate(self.model).items()}
             finally:
                 self.model.train()

@@ -11,7 +11,9 @@ atomically) is::
      elapsed, time-line anchor, best loss, evaluations without improvement, plateau scale,
      the unfinished metrics window, skipped fp16 steps), "optimizer": optimizer.state_dict(),
      "rng": capture_rng_state(), "data": {"world": W, "ranks": [data.state_dict() of each process]},
-     "scaler": the fp16 gradient scaler's state_dict() (fp16 runs only)}
+     "scaler": the fp16 gradient scaler's state_dict() (fp16 runs only),
+     "average": the raw weights and the update count of a run that averages its weights
+                (`unrolled.training.averaging`; the checkpoint's model is then the average)}
 
 Resume (``fit(resume=True)``) loads ``RUN/last``, checks that the application's
 config, the optimiser and the number of processes match, restores all of the
@@ -22,6 +24,7 @@ the time line becomes its anchor).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,7 @@ import torch
 from torch import nn
 
 from unrolled.checkpoint import CheckpointError, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from unrolled.training.averaging import WeightAverage, restore_raw
 from unrolled.training.config import TrainConfig, TrainData
 from unrolled.training.schedule import TrainingProgress, apply_hyperparameters, clamp
 
@@ -70,12 +74,14 @@ def refuse_existing_checkpoint(run_dir: Path) -> None:
 
 @dataclasses.dataclass
 class Resumable:
-    """What a resume restores into: the model, its optimiser, this rank's data, an fp16 run's scaler."""
+    """What a resume restores into: the model, its optimiser, this rank's data, an fp16 run's scaler, the
+    average of the weights of a run that keeps one."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
     data: TrainData
     scaler: torch.amp.GradScaler | None = None
+    average: WeightAverage | None = None
 
 
 def load_run(last: Path, into: Resumable, *, app_config: dict[str, Any], config: TrainConfig, rank: int,
@@ -105,6 +111,11 @@ def load_run(last: Path, into: Resumable, *, app_config: dict[str, Any], config:
         raise ValueError(f"the run in {last} was trained by {data['world']} process(es), not {world}: "
                          f"resume with {data['world']}")
     into.model.load_state_dict(checkpoint.model_state)
+    averaged = state.get("average")
+    if into.average is not None:
+        into.average.load_state_dict(averaged)
+    elif isinstance(averaged, dict):
+        restore_raw([p for p in into.model.parameters() if p.requires_grad], averaged)
     into.optimizer.load_state_dict(state["optimizer"])
     apply_hyperparameters(into.optimizer, config)
     if into.scaler is not None and isinstance(state.get("scaler"), dict):
@@ -139,4 +150,8 @@ def save_run(path: Path, of: Resumable, *, progress: TrainingProgress, world: in
     saved = {**app_config, "train": dataclasses.asdict(config), "step": progress.step}
     if validation:
         saved["validation"] = validation
-    save_checkpoint(path, model_state=of.model.state_dict(), config=saved, training_state=training_state)
+    averaged = contextlib.nullcontext() if of.average is None else of.average.applied()
+    if of.average is not None:
+        training_state["average"] = of.average.state_dict()
+    with averaged:
+        save_checkpoint(path, model_state=of.model.state_dict(), config=saved, training_state=training_state)
