@@ -110,7 +110,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-SAMPLE_RATE = 16_000  # Hz: every waveform reaches the front end at this rate (`unrolled.data.audio`)
+from unrolled.sound import SAMPLE_RATE  # Hz: every waveform reaches the front end at this rate
+
 LOG_FLOOR = 1e-6  # epsilon: added to the mel energies before the log, so digital silence stays finite
 NORM_EPS = 1e-5  # delta: added to a band's standard deviation, so a constant band normalises to 0
 HTK_SCALE, HTK_BREAK = 2595.0, 700.0  # mel(f) = 2595 log10(1 + f / 700)
