@@ -98,4 +98,22 @@ def lively(module: torch.nn.Module, scale: float = 3.0) -> torch.nn.Module:
     return module
 
 
-RUNS = {"lm": lm_run, "classify": classify_run, "tag": tag_run, "seq2seq": seq2seq_run}
+ALPHABET = list("abcdefgh ")
+
+
+def speech_run(folder: Path, seed: int = 0, **model: Any) -> Path:
+    """A random recogniser over `ALPHABET` (CTC, unless ``decoder`` says), small and lively."""
+    from unrolled.features import FeatureConfig
+    from unrolled.models.speech import Recogniser, SpeechConfig
+
+    torch.manual_seed(seed)
+    options = {"hidden": 8, "layers": 1, "decoder_hidden": 8, "embedding": 4, "filters": 2, "width": 3,
+               "features": FeatureConfig(bands=16, stack=2, stride=2), **model}
+    network = lively(Recogniser(SpeechConfig(vocabulary=len(ALPHABET) + 1, **options)), 2.0)
+    config = {"kind": "speech", "model": network.config.to_json(), "alphabet": ALPHABET, "max_seconds": 10.0,
+              "split": None}
+    save_checkpoint(folder / "best", model_state=network.state_dict(), config=config)
+    return folder
+
+
+RUNS = {"lm": lm_run, "classify": classify_run, "tag": tag_run, "seq2seq": seq2seq_run, "speech": speech_run}

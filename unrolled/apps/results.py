@@ -1,6 +1,6 @@
-"""What the predictors of the text applications return: plain dataclasses, without torch.
+"""What the predictors of the applications return: plain dataclasses, without torch.
 
-The applications (`unrolled.apps.lm`, `classify`, `tag`, `seq2seq`) and the
+The applications (`unrolled.apps.lm`, `classify`, `tag`, `seq2seq`, `speech`, ...) and the
 runtime that runs their exported models without torch (`unrolled.runtime`)
 return the same classes, so a program reads either's results the same way;
 `unrolled.apps.base.to_json` writes them as JSON.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Label", "Sample", "Tagged", "Translation", "Translations"]
+__all__ = ["Label", "Sample", "Tagged", "Transcript", "Translation", "Translations"]
 
 @dataclass
 class Sample:
@@ -65,3 +65,16 @@ class Translations:
 
     source: str
     outputs: list[Translation]
+
+
+@dataclass
+class Transcript:
+    """One transcript: the audio file it is of (None for a waveform given as such), its text, its log-probability
+    (beam search; None for greedy), the decoder used and the mel warp it was decoded at (the warp search's choice;
+    of the longest piece for audio transcribed in pieces)."""
+
+    audio: str | None
+    text: str
+    score: float | None
+    decoder: str
+    warp: float = 1.0

@@ -242,7 +242,10 @@ def seq2seq_graphs(predictor: Any) -> tuple[list[Graph], dict[str, Any]]:
     return graphs, settings
 
 
+from unrolled.export.speech import speech_graphs  # noqa: E402 (it builds this module's Graph)
+
 EXPORTERS: dict[str, Callable[[Any], tuple[list[Graph], dict[str, Any]]]] = {
     "lm": lm_graphs, "classify": classify_graphs, "tag": tag_graphs, "seq2seq": seq2seq_graphs,
+    "speech": speech_graphs,
 }
 """The applications that export, by name."""

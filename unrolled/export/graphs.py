@@ -43,6 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from unrolled.cells import Cell, State
+from unrolled.features import FrontEnd, dft_power_spectrum
 from unrolled.recurrent import Recurrent, masked
 
 OPSET = 17
@@ -117,7 +118,8 @@ class CellStep(nn.Module):
 
 
 def exportable(model: nn.Module) -> nn.Module:
-    """A copy of `model` to trace: eval mode, no gradients, every `Recurrent` on `scan_unroller`.
+    """A copy of `model` to trace: eval mode, no gradients, every `Recurrent` on `scan_unroller`, every speech
+    front end on the STFT as a DFT product (`unrolled.features.dft_power_spectrum`: ONNX has no complex tensors).
 
     A layer running another unroller (the C++ one of `unrolled.native`, the compiled
     chunks of `unrolled.chunked`) computes `unroll`'s function, so its copy runs this one.
@@ -127,6 +129,8 @@ def exportable(model: nn.Module) -> nn.Module:
         if isinstance(module, Recurrent):
             module.fused = False
             module.unroller = scan_unroller
+        if isinstance(module, FrontEnd):
+            module.spectrum = dft_power_spectrum
     return model
 
 

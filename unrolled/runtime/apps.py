@@ -326,5 +326,7 @@ class Translator:
         return [Translations(text, outputs) for text, outputs in zip(texts, found, strict=True)]
 
 
+from unrolled.runtime.speech import Transcriber  # noqa: E402 (it builds on this module's Graph)
+
 PREDICTORS: dict[str, Any] = {"lm": LanguageModel, "classify": TextClassifier, "tag": SequenceTagger,
-                              "seq2seq": Translator}
+                              "seq2seq": Translator, "speech": Transcriber}
