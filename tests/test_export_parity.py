@@ -120,7 +120,7 @@ def test_a_single_unidirectional_fused_layer_and_the_cpp_unroller_export() -> No
 def graph_sessions(predictor: Any) -> dict[str, tuple[Any, Any]]:
     """Each declared graph of an application's predictor: (its ONNX Runtime session, its eager module)."""
     name = {"LanguageModel": "lm", "TextClassifier": "classify", "SequenceTagger": "tag",
-            "Translator": "seq2seq"}[type(predictor).__name__]
+            "Translator": "seq2seq", "Transcriber": "speech"}[type(predictor).__name__]
     graphs, _ = EXPORTERS[name](predictor)
     found = {}
     for graph in graphs:

@@ -48,9 +48,12 @@ class Graph:
         settings.log_severity_level = 3
         self.session = ort.InferenceSession(str(bundle.graph(name)), settings, providers=["CPUExecutionProvider"])
         self.outputs = [output.name for output in self.session.get_outputs()]
+        self.inputs = {value.name for value in self.session.get_inputs()}
 
     def __call__(self, **feeds: np.ndarray) -> dict[str, np.ndarray]:
-        return dict(zip(self.outputs, self.session.run(self.outputs, feeds), strict=True))
+        """The outputs for `feeds`; a feed the graph does not read (the exporter drops unread inputs) is left out."""
+        read = {name: value for name, value in feeds.items() if name in self.inputs}
+        return dict(zip(self.outputs, self.session.run(self.outputs, read), strict=True))
 
 
 def padded(sequences: list[list[int]], min_steps: int = 1) -> tuple[np.ndarray, np.ndarray]:
