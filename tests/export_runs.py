@@ -116,4 +116,20 @@ def speech_run(folder: Path, seed: int = 0, **model: Any) -> Path:
     return folder
 
 
-RUNS = {"lm": lm_run, "classify": classify_run, "tag": tag_run, "seq2seq": seq2seq_run, "speech": speech_run}
+def caption_run(folder: Path, seed: int = 0, size: tuple[int, int] = (16, 12), **model: Any) -> Path:
+    """A random captioner of `size` images (soft attention unless ``attention`` says), its captions `SENTENCES`."""
+    from unrolled.apps.sides import Side
+    from unrolled.models.captioner import Captioner, CaptionerConfig
+
+    torch.manual_seed(seed)
+    side = Side.build(SENTENCES, "word", max_len=8, target=True)
+    options = {"channels": 4, "stages": 2, "embedding": 8, "hidden": 12, "dropout": 0.0, **model}
+    network = lively(Captioner(CaptionerConfig(vocab=len(side.vocabulary), **options)).eval(), 2.0)
+    config = {"kind": "captioner", "model": asdict(network.config), "captions": side.to_json(),
+              "image_size": list(size), "split": None}
+    save_checkpoint(folder / "best", model_state=network.state_dict(), config=config)
+    return folder
+
+
+RUNS = {"lm": lm_run, "classify": classify_run, "tag": tag_run, "seq2seq": seq2seq_run, "speech": speech_run,
+        "caption": caption_run}

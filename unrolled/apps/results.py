@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Label", "Sample", "Tagged", "Transcript", "Translation", "Translations"]
+__all__ = ["Caption", "CaptionedImage", "Label", "Sample", "Tagged", "Transcript", "Translation", "Translations"]
 
 @dataclass
 class Sample:
@@ -78,3 +78,26 @@ class Transcript:
     score: float | None
     decoder: str
     warp: float = 1.0
+
+
+@dataclass
+class Caption:
+    """One caption of one image: its text, tokens and scores, and optionally its attention.
+
+    attention: (tokens + finished, h', w') weights over the encoder's grid, when asked and the model attends.
+    """
+
+    text: str
+    tokens: list[str]
+    score: float
+    normalised: float
+    finished: bool
+    attention: Any = field(default=None, repr=False)
+
+
+@dataclass
+class CaptionedImage:
+    """The captions of one image file, best first."""
+
+    image: str
+    captions: list[Caption]

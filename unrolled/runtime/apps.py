@@ -329,7 +329,9 @@ class Translator:
         return [Translations(text, outputs) for text, outputs in zip(texts, found, strict=True)]
 
 
-from unrolled.runtime.speech import Transcriber  # noqa: E402 (it builds on this module's Graph)
+from unrolled.runtime.speech import Transcriber  # noqa: E402 (these build on this module's Graph)
+from unrolled.runtime.vision import Captioner  # noqa: E402
 
 PREDICTORS: dict[str, Any] = {"lm": LanguageModel, "classify": TextClassifier, "tag": SequenceTagger,
-                              "seq2seq": Translator, "speech": Transcriber}
+                              "seq2seq": Translator, "speech": Transcriber,
+                              "caption": Captioner}

@@ -1,0 +1,79 @@
+"""The image applications over an exported folder, with ONNX Runtime and NumPy only.
+
+`Captioner` is `unrolled.apps.caption.ImageCaptioner`: image files read and
+resized by `unrolled.imagefiles` (Pillow, bilinear, as the predictor reads
+them), the encoder graph (pixels to [0, 1] inside it), then the step graph
+under `unrolled.runtime.decode.beam_search` (beam 1: greedy), the features
+of an image shared by its hypotheses. Attention maps are not drawn here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unrolled.apps.results import Caption, CaptionedImage
+from unrolled.imagefiles import read_images
+from unrolled.runtime import decode
+from unrolled.runtime.apps import BOS_ID, EOS_ID, Graph, option
+from unrolled.runtime.bundle import Bundle
+from unrolled.runtime.text import Side
+
+CAPTION_BATCH = 64
+
+
+class Captioner:
+    """Images in, captions out, best first (`unrolled.apps.caption.ImageCaptioner.predict`)."""
+
+    def __init__(self, bundle: Bundle, threads: int | None = None) -> None:
+        settings = bundle.settings
+        self.side = Side(settings["captions"])
+        self.size = (int(settings["size"][0]), int(settings["size"][1]))
+        self.shared: list[str] = settings["shared"]
+        self.encoder, self.decoder = Graph(bundle, "encoder", threads), Graph(bundle, "step", threads)
+
+    def step(self, tokens: np.ndarray, state: decode.State) -> tuple[np.ndarray, decode.State]:
+        out = self.decoder(tokens=tokens.astype(np.int64), **state)
+        return out["log_probs"], {"h": out["h_next"], "c": out["c_next"], **{k: state[k] for k in self.shared}}
+
+    def reorder(self, state: decode.State, index: np.ndarray) -> decode.State:
+        """The state of hypotheses `index` (`decode.beam_search`'s blocks per image): the features stay shared."""
+        return {name: value if name in self.shared else value[index] for name, value in state.items()}
+
+    def caption(self, images: np.ndarray, *, beam: int = 5, n_best: int = 1, length_penalty: float = 0.0,
+                max_length: int | None = None, batch_size: int = CAPTION_BATCH) -> list[list[Caption]]:
+        """The n_best captions of each image (uint8 (N, H, W, 3) at the run's size), best first; beam 1 is greedy."""
+        if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8 or \
+                tuple(images.shape[1:3]) != self.size:
+            raise ValueError(f"images must be uint8 (N, {self.size[0]}, {self.size[1]}, 3) (the run's image size), "
+                             f"got {images.dtype} {images.shape}")
+        if batch_size < 1:
+            raise ValueError(f"the batch size must be at least 1, got {batch_size}")
+        limit = max_length if max_length is not None else self.side.max_len + 1
+        results: list[list[Caption]] = []
+        for start in range(0, len(images), batch_size):
+            state = self.encoder(images=images[start : start + batch_size])
+            log_probs, state = self.step(np.full(len(state["h"]), BOS_ID, dtype=np.int64), state)
+            found = decode.beam_search(self.step, log_probs, state, beam_size=beam, max_length=limit,
+                                       end_token=EOS_ID, length_penalty=length_penalty, n_best=n_best,
+                                       reorder=self.reorder)
+            for hypotheses in found:
+                results.append([])
+                for h in hypotheses:
+                    tokens = self.side.decode(h.tokens)
+                    results[-1].append(Caption(self.side.text(tokens), tokens, h.score, h.normalised, h.finished))
+        return results
+
+    def predict(self, inputs: Sequence[str], options: Any = None) -> list[CaptionedImage]:
+        """The captions of each image file (any size or format Pillow reads; resized to the run's size)."""
+        if option(options, "attention_map", None):
+            raise ValueError("--attention-map is not in the runtime; draw it with the run (unrolled caption predict)")
+        images = read_images([Path(name) for name in inputs], size=self.size)
+        found = self.caption(images, beam=option(options, "beam", 5), n_best=option(options, "n_best", 1),
+                             length_penalty=option(options, "length_penalty", 0.0),
+                             max_length=option(options, "max_len", None),
+                             batch_size=option(options, "batch_size", CAPTION_BATCH))
+        return [CaptionedImage(str(name), captions) for name, captions in zip(inputs, found, strict=True)]
