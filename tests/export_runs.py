@@ -131,5 +131,21 @@ def caption_run(folder: Path, seed: int = 0, size: tuple[int, int] = (16, 12), *
     return folder
 
 
+def glimpse_run(folder: Path, seed: int = 0, reader: str = "dram", size: tuple[int, int] = (16, 24),
+                **model: Any) -> Path:
+    """A random reader of digit strings (DRAM or the CNN) for `size` images."""
+    from unrolled.apps.glimpse import build, config_of
+
+    torch.manual_seed(seed)
+    options = {"glimpse": 4, "scales": 2, "features": 8, "hidden": 8, "per_symbol": 2, "max_digits": 3,
+               "context": (8, 8), "sensor": "conv"} if reader == "dram" else {"max_digits": 3, "channels": (4, 4),
+                                                                              "hidden": 8}
+    network = lively(build(reader, {**options, **model}, size).eval(), 2.0)
+    config = {"kind": "glimpse", "reader": reader, "model": config_of(network), "image_size": list(size),
+              "split": None}
+    save_checkpoint(folder / "best", model_state=network.state_dict(), config=config)
+    return folder
+
+
 RUNS = {"lm": lm_run, "classify": classify_run, "tag": tag_run, "seq2seq": seq2seq_run, "speech": speech_run,
-        "caption": caption_run}
+        "caption": caption_run, "glimpse": glimpse_run}

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Caption", "CaptionedImage", "Label", "Sample", "Tagged", "Transcript", "Translation", "Translations"]
+__all__ = ["Caption", "CaptionedImage", "Label", "Reading", "Sample", "Tagged", "Transcript", "Translation",
+           "Translations"]
 
 @dataclass
 class Sample:
@@ -101,3 +102,12 @@ class CaptionedImage:
 
     image: str
     captions: list[Caption]
+
+
+@dataclass
+class Reading:
+    """The digits read from one image file ("3 1 4"), and DRAM's glimpse centres as (y, x) in [-1, 1]."""
+
+    image: str
+    digits: str
+    glimpses: list[list[float]] | None

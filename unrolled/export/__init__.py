@@ -94,7 +94,7 @@ def write_onnx(graph: Graph, path: Path, quantize: str | None) -> None:
     """Graph `graph` as ONNX at `path`, quantised to int8 weights when asked."""
     import onnx
 
-    model = to_onnx(exportable(graph.module), graph.args, graph.inputs, graph.outputs, graph.dynamic)
+    model = to_onnx(exportable(graph.module), graph.args, graph.inputs, graph.outputs, graph.dynamic, graph.opset)
     if quantize is None:
         onnx.save(model, str(path))
         return

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from unrolled.export.graphs import ExportError
+from unrolled.export.graphs import OPSET, ExportError
 
 EXAMPLE_LENGTHS = (5, 2, 4)
 """The lengths of the example batch traced: padded, so the traced graph keeps the masking."""
@@ -40,6 +40,7 @@ class Graph:
     inputs: list[str]
     outputs: list[str]
     dynamic: dict[str, dict[int, str]]
+    opset: int = OPSET
 
 
 def _example_ids(vocabulary: int) -> tuple[Tensor, Tensor]:
@@ -243,10 +244,10 @@ def seq2seq_graphs(predictor: Any) -> tuple[list[Graph], dict[str, Any]]:
 
 
 from unrolled.export.speech import speech_graphs  # noqa: E402 (these build this module's Graph)
-from unrolled.export.vision import caption_graphs  # noqa: E402
+from unrolled.export.vision import caption_graphs, glimpse_graphs  # noqa: E402
 
 EXPORTERS: dict[str, Callable[[Any], tuple[list[Graph], dict[str, Any]]]] = {
     "lm": lm_graphs, "classify": classify_graphs, "tag": tag_graphs, "seq2seq": seq2seq_graphs,
-    "speech": speech_graphs, "caption": caption_graphs,
+    "speech": speech_graphs, "caption": caption_graphs, "glimpse": glimpse_graphs,
 }
 """The applications that export, by name."""

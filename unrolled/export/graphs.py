@@ -46,7 +46,7 @@ from unrolled.cells import Cell, State
 from unrolled.features import FrontEnd, dft_power_spectrum
 from unrolled.recurrent import Recurrent, masked
 
-OPSET = 17
+OPSET = 17  # a graph that needs a later operator asks for it (`unrolled.export.apps.Graph.opset`)
 DOMAIN = "unrolled"
 PLACEHOLDER = "ScanCell"
 
@@ -147,14 +147,14 @@ def quiet() -> Iterator[None]:
 
 
 def to_onnx(module: nn.Module, args: tuple[Tensor, ...], inputs: list[str], outputs: list[str],
-            dynamic: dict[str, dict[int, str]]) -> Any:
-    """The ONNX model (an `onnx.ModelProto`) of `module` traced on `args`, loops made Scans."""
+            dynamic: dict[str, dict[int, str]], opset: int = OPSET) -> Any:
+    """The ONNX model (an `onnx.ModelProto`) of `module` traced on `args` at `opset`, loops made Scans."""
     import onnx
 
     _CELLS.clear()
     with quiet(), torch.no_grad(), tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "graph.onnx"
-        torch.onnx.export(module, args, path, dynamo=False, opset_version=OPSET, input_names=inputs,
+        torch.onnx.export(module, args, path, dynamo=False, opset_version=opset, input_names=inputs,
                           output_names=outputs, dynamic_axes=dynamic,
                           do_constant_folding=True)
         model = onnx.load(str(path))

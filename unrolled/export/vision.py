@@ -5,12 +5,17 @@ app         graphs (inputs -> outputs; B images, K hypotheses: dynamic)
 ==========  =========================================================================================
 caption     encoder: images (B, H, W, 3) uint8 -> h, c (B, H_d)[, features (B, L, D), keys (B, L, A)];
             step: tokens (K,), h, c (K, H_d)[, features, keys (n, L, .)] -> log_probs (K, V), h_next, c_next
+glimpse     model: images (B, H, W, 3) uint8 -> logits (B, S, 11)[, locations (B, N, 2) of DRAM]
 ==========  =========================================================================================
 
 Every graph is the application's own model traced: `Captioner.encode` (after
 the predictor's conversion of pixels to [0, 1], inside the graph) and
 `Captioner.step`, whose K = n k hypotheses read the features of their image
 as `Captioner.reorder` keeps them (one row per image, traced with k = 2).
+The glimpse reader is its whole forward pass (`Glimpses`: the N glimpses are a
+fixed loop, each location the policy's mean, as when reading; or the CNN),
+after the predictor's grey conversion, inside the graph; DRAM's sensor samples
+with ONNX's AffineGrid and GridSample, so that graph is opset 20.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from unrolled.export.graphs import OPSET
 
 PIXEL_SCALE = 255.0
 
@@ -72,3 +79,37 @@ def caption_graphs(predictor: Any) -> tuple[list[Any], dict[str, Any]]:
                         ["tokens", "h", "c", *shared], ["log_probs", "h_next", "c_next"], step_dynamic))
     settings = {"captions": predictor.side.to_json(), "size": list(predictor.size), "shared": shared}
     return graphs, settings
+
+
+GRID_OPSET = 20  # ONNX's AffineGrid (torch's affine_grid) arrived in opset 20
+
+
+class ReaderGraph(nn.Module):
+    """uint8 images (B, H, W, 3) -> the reader's logits (B, S, 11)[, DRAM's glimpse centres (B, N, 2)]."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        from unrolled.models.glimpse import Glimpses
+
+        grey = images.float().mean(dim=3).round().unsqueeze(1) / PIXEL_SCALE  # as `grey`, then `as_float`
+        if isinstance(self.model, Glimpses):
+            logits, locations, _, _ = self.model(grey)
+            return logits, locations
+        return (self.model(grey),)
+
+
+def glimpse_graphs(predictor: Any) -> tuple[list[Any], dict[str, Any]]:
+    from unrolled.export.apps import Graph
+    from unrolled.models.glimpse import END, Glimpses
+
+    height, width = predictor.size
+    images = torch.randint(0, 256, (3, height, width, 3), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    dram = isinstance(predictor.model, Glimpses)
+    outputs = ["logits", "locations"] if dram else ["logits"]
+    graph = Graph("model", ReaderGraph(predictor.model), (images,), ["images"], outputs,
+                  {name: {0: "B"} for name in ["images", *outputs]}, GRID_OPSET if dram else OPSET)
+    return [graph], {"size": list(predictor.size), "end": END}

@@ -5,6 +5,10 @@ resized by `unrolled.imagefiles` (Pillow, bilinear, as the predictor reads
 them), the encoder graph (pixels to [0, 1] inside it), then the step graph
 under `unrolled.runtime.decode.beam_search` (beam 1: greedy), the features
 of an image shared by its hypotheses. Attention maps are not drawn here.
+
+`Reader` is `unrolled.apps.glimpse.Reader`: one graph reads every image (the
+glimpse locations are the policy's means, so the path is the predictor's);
+the digits are the argmax symbols up to the first <end>.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from unrolled.apps.results import Caption, CaptionedImage
+from unrolled.apps.results import Caption, CaptionedImage, Reading
 from unrolled.imagefiles import read_images
 from unrolled.runtime import decode
 from unrolled.runtime.apps import BOS_ID, EOS_ID, Graph, option
@@ -23,6 +27,7 @@ from unrolled.runtime.bundle import Bundle
 from unrolled.runtime.text import Side
 
 CAPTION_BATCH = 64
+READ_BATCH = 64
 
 
 class Captioner:
@@ -77,3 +82,35 @@ class Captioner:
                              max_length=option(options, "max_len", None),
                              batch_size=option(options, "batch_size", CAPTION_BATCH))
         return [CaptionedImage(str(name), captions) for name, captions in zip(inputs, found, strict=True)]
+
+
+class Reader:
+    """Images of digit strings in, `Reading` out (`unrolled.apps.glimpse.Reader.predict`)."""
+
+    def __init__(self, bundle: Bundle, threads: int | None = None) -> None:
+        self.size = (int(bundle.settings["size"][0]), int(bundle.settings["size"][1]))
+        self.end = int(bundle.settings["end"])
+        self.graph = Graph(bundle, "model", threads)
+
+    def read(self, images: np.ndarray, *, batch_size: int = READ_BATCH) -> tuple[list[list[int]], np.ndarray | None]:
+        """The digits of each image (uint8 (N, H, W, 3) at the run's size) and DRAM's glimpse centres (N, n, 2)."""
+        if images.ndim != 4 or images.shape[3] != 3 or tuple(images.shape[1:3]) != self.size:
+            raise ValueError(f"images must be uint8 (N, {self.size[0]}, {self.size[1]}, 3), got {images.shape}")
+        strings: list[list[int]] = []
+        centres = []
+        for start in range(0, len(images), batch_size):
+            out = self.graph(images=np.ascontiguousarray(images[start : start + batch_size], dtype=np.uint8))
+            for row in out["logits"].argmax(-1).tolist():
+                strings.append(row[: row.index(self.end)] if self.end in row else row)
+            if "locations" in out:
+                centres.append(out["locations"])
+        return strings, np.concatenate(centres) if centres else None
+
+    def predict(self, inputs: Sequence[str], options: Any = None) -> list[Reading]:
+        """The digits of each image file (resized to the run's image size), and DRAM's glimpses."""
+        if option(options, "path", None):
+            raise ValueError("--path is not in the runtime; draw the glimpses with the run (unrolled glimpse predict)")
+        strings, centres = self.read(read_images([Path(name) for name in inputs], size=self.size),
+                                     batch_size=option(options, "batch_size", READ_BATCH))
+        return [Reading(str(name), " ".join(map(str, digits)), None if centres is None else centres[k].tolist())
+                for k, (name, digits) in enumerate(zip(inputs, strings, strict=True))]
