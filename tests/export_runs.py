@@ -147,5 +147,20 @@ def glimpse_run(folder: Path, seed: int = 0, reader: str = "dram", size: tuple[i
     return folder
 
 
+def video_run(folder: Path, seed: int = 0, first_labelled: bool = True, **model: Any) -> Path:
+    """A random frame labeller of 12 x 10 frames, three labels (the recurrent model unless ``model`` says)."""
+    from unrolled.models.video import FrameLabeller, VideoConfig
+
+    torch.manual_seed(seed)
+    options = {"height": 12, "width": 10, "labels": 3, "channels": 2, "features": 6, "hidden": 5, "dropout": 0.0,
+               **model}
+    network = lively(FrameLabeller(VideoConfig(**options)).eval(), 2.0)
+    config = {"kind": "video", "model": asdict(network.config), "label_names": ["left", "still", "right"],
+              "first_labelled": first_labelled, "split": None}
+    save_checkpoint(folder / "best", model_state=network.state_dict(), config=config)
+    return folder
+
+
 RUNS = {"lm": lm_run, "classify": classify_run, "tag": tag_run, "seq2seq": seq2seq_run, "speech": speech_run,
-        "caption": caption_run, "glimpse": glimpse_run}
+        "caption": caption_run, "glimpse": glimpse_run,
+        "video": video_run}

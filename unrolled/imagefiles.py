@@ -2,7 +2,8 @@
 
 `load_image` reads one file (any mode Pillow reads, converted to RGB) and
 resizes it bilinearly to the run's size; `read_images` reads several into one
-(N, H, W, 3) array. Errors are one line and name the file. This module imports
+(N, H, W, 3) array; `read_clip` reads a clip's frames in grey (a folder of
+frame images or a multi-frame image). Errors are one line and name the file. This module imports
 numpy and Pillow (when used), never torch, so `unrolled.runtime` reads images
 as the predictors do; `unrolled.data.images` offers the same names.
 """
@@ -20,11 +21,13 @@ from numpy.typing import NDArray
 from unrolled.extras import lazy
 
 if TYPE_CHECKING:
-    from PIL import Image
+    from PIL import Image, ImageSequence
 else:
     Image = lazy("PIL.Image", "reading images")
+    ImageSequence = lazy("PIL.ImageSequence", "reading frames")
 
 PathLike = str | os.PathLike[str]
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 def load_image(path: Path, shape: tuple[int, int] | None) -> tuple[NDArray[np.uint8], tuple[int, int]]:
@@ -63,3 +66,41 @@ def read_images(paths: Sequence[PathLike], *, size: tuple[int, int]) -> NDArray[
             raise ValueError(f"no such image: {path}")
         pixels[k], _ = load_image(path, size)
     return pixels
+
+
+def read_clip(path: PathLike, size: tuple[int, int]) -> NDArray[np.uint8]:
+    """One clip, uint8 (T, H, W) at `size` (H, W): a folder of frame images in name order, or a multi-frame image.
+
+    Frames are read in grey (colour averaged by Pillow's "L" conversion) and
+    resized. A one-line ValueError for a missing path, a folder without
+    images, or a file Pillow cannot read.
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise ValueError(f"{path}: a folder of frames, but it holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        return np.stack([_grey(image, size) for file in files for image in _open_frames(file)[:1]])
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file or folder")
+    return np.stack([_grey(image, size) for image in _open_frames(path)])
+
+
+def _open_frames(path: Path) -> list[Image.Image]:
+    """Every frame of an image file (one for a still image), loaded; a one-line ValueError if Pillow cannot."""
+    try:
+        with Image.open(path) as image:
+            return [frame.copy() for frame in ImageSequence.Iterator(image)]
+    except (Image.UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"{path}: not a readable image ({' '.join(str(error).split())})") from None
+
+
+def _grey(image: Image.Image, size: tuple[int, int]) -> NDArray[np.uint8]:
+    """(H, W) uint8: the image in grey at `size` (H, W); 16-bit images are scaled to 8 bits first."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L"):
+        wide = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray(np.round(wide * 255 / max(wide.max(), 1)).astype(np.uint8))
+    grey = image.convert("L")
+    if grey.size != (size[1], size[0]):
+        grey = grey.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    return np.asarray(grey, dtype=np.uint8)

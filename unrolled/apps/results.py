@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Caption", "CaptionedImage", "Label", "Reading", "Sample", "Tagged", "Transcript", "Translation",
-           "Translations"]
+__all__ = ["Caption", "CaptionedImage", "FrameLabels", "Label", "Reading", "Sample", "Tagged", "Transcript",
+           "Translation", "Translations"]
 
 @dataclass
 class Sample:
@@ -111,3 +111,11 @@ class Reading:
     image: str
     digits: str
     glimpses: list[list[float]] | None
+
+
+@dataclass
+class FrameLabels:
+    """A clip's name and the label of each of its frames (`UNLABELLED` for a first frame training never labelled)."""
+
+    clip: str
+    labels: list[str]

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from unrolled.apps.base import Application, EvalOptions, HeldOutEvalOptions, PredictOptions, Predictor, RunConfig
 from unrolled.apps.common import data_path, evaluating
+from unrolled.apps.results import FrameLabels
 from unrolled.apps.split import PARTS, SplitRecord, as_record, new_record, split_parts
 from unrolled.cells import CELLS
 from unrolled.checkpoint import saved_run_config
@@ -188,14 +189,6 @@ class Clip:
 
     name: str
     frames: NDArray[np.uint8] | None = None
-
-
-@dataclass
-class FrameLabels:
-    """A clip's name and the label of each of its frames (`UNLABELLED` for a first frame training never labelled)."""
-
-    clip: str
-    labels: list[str]
 
 
 @dataclass

@@ -244,10 +244,11 @@ def seq2seq_graphs(predictor: Any) -> tuple[list[Graph], dict[str, Any]]:
 
 
 from unrolled.export.speech import speech_graphs  # noqa: E402 (these build this module's Graph)
-from unrolled.export.vision import caption_graphs, glimpse_graphs  # noqa: E402
+from unrolled.export.vision import caption_graphs, glimpse_graphs, video_graphs  # noqa: E402
 
 EXPORTERS: dict[str, Callable[[Any], tuple[list[Graph], dict[str, Any]]]] = {
     "lm": lm_graphs, "classify": classify_graphs, "tag": tag_graphs, "seq2seq": seq2seq_graphs,
     "speech": speech_graphs, "caption": caption_graphs, "glimpse": glimpse_graphs,
+    "video": video_graphs,
 }
 """The applications that export, by name."""

@@ -6,6 +6,7 @@ app         graphs (inputs -> outputs; B images, K hypotheses: dynamic)
 caption     encoder: images (B, H, W, 3) uint8 -> h, c (B, H_d)[, features (B, L, D), keys (B, L, A)];
             step: tokens (K,), h, c (K, H_d)[, features, keys (n, L, .)] -> log_probs (K, V), h_next, c_next
 glimpse     model: images (B, H, W, 3) uint8 -> logits (B, S, 11)[, locations (B, N, 2) of DRAM]
+video       model: frames (B, T, H, W) uint8, lengths (B,) -> logits (B, T, C)
 ==========  =========================================================================================
 
 Every graph is the application's own model traced: `Captioner.encode` (after
@@ -15,7 +16,9 @@ as `Captioner.reorder` keeps them (one row per image, traced with k = 2).
 The glimpse reader is its whole forward pass (`Glimpses`: the N glimpses are a
 fixed loop, each location the policy's mean, as when reading; or the CNN),
 after the predictor's grey conversion, inside the graph; DRAM's sensor samples
-with ONNX's AffineGrid and GridSample, so that graph is opset 20.
+with ONNX's AffineGrid and GridSample, so that graph is opset 20. The video
+labeller is `FrameLabeller.forward` (pixels to [0, 1] inside), its recurrent
+layer exported as every `Recurrent` is (`unrolled.export.graphs`).
 """
 
 from __future__ import annotations
@@ -113,3 +116,27 @@ def glimpse_graphs(predictor: Any) -> tuple[list[Any], dict[str, Any]]:
     graph = Graph("model", ReaderGraph(predictor.model), (images,), ["images"], outputs,
                   {name: {0: "B"} for name in ["images", *outputs]}, GRID_OPSET if dram else OPSET)
     return [graph], {"size": list(predictor.size), "end": END}
+
+
+class FrameLogits(nn.Module):
+    """uint8 frames (B, T, H, W) and lengths (B,) -> the labeller's logits (B, T, C)."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, frames: Tensor, lengths: Tensor) -> Tensor:
+        return self.model(frames.float() / PIXEL_SCALE, lengths)  # as `unrolled.apps.video.as_float`
+
+
+def video_graphs(predictor: Any) -> tuple[list[Any], dict[str, Any]]:
+    from unrolled.export.apps import EXAMPLE_LENGTHS, Graph
+
+    height, width = predictor.size
+    lengths = torch.tensor(EXAMPLE_LENGTHS)
+    frames = torch.randint(0, 256, (len(EXAMPLE_LENGTHS), max(EXAMPLE_LENGTHS), height, width), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    graph = Graph("model", FrameLogits(predictor.model), (frames, lengths), ["frames", "lengths"], ["logits"],
+                  {"frames": {0: "B", 1: "T"}, "lengths": {0: "B"}, "logits": {0: "B", 1: "T"}})
+    settings = {"size": list(predictor.size), "names": predictor.names, "first_labelled": predictor.first_labelled}
+    return [graph], settings

@@ -330,8 +330,9 @@ class Translator:
 
 
 from unrolled.runtime.speech import Transcriber  # noqa: E402 (these build on this module's Graph)
-from unrolled.runtime.vision import Captioner, Reader  # noqa: E402
+from unrolled.runtime.vision import Captioner, Reader, VideoLabeller  # noqa: E402
 
 PREDICTORS: dict[str, Any] = {"lm": LanguageModel, "classify": TextClassifier, "tag": SequenceTagger,
                               "seq2seq": Translator, "speech": Transcriber,
-                              "caption": Captioner, "glimpse": Reader}
+                              "caption": Captioner, "glimpse": Reader,
+                              "video": VideoLabeller}

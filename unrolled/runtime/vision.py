@@ -9,6 +9,10 @@ of an image shared by its hypotheses. Attention maps are not drawn here.
 `Reader` is `unrolled.apps.glimpse.Reader`: one graph reads every image (the
 glimpse locations are the policy's means, so the path is the predictor's);
 the digits are the argmax symbols up to the first <end>.
+
+`VideoLabeller` is `unrolled.apps.video.VideoLabeller`: clips (frames given,
+or read in grey by `unrolled.imagefiles.read_clip`) batched by length, a label
+per frame (the argmax), the first frame unlabelled where training labelled none.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from unrolled.apps.results import Caption, CaptionedImage, Reading
-from unrolled.imagefiles import read_images
+from unrolled.apps.results import Caption, CaptionedImage, FrameLabels, Reading
+from unrolled.imagefiles import read_clip, read_images
 from unrolled.runtime import decode
 from unrolled.runtime.apps import BOS_ID, EOS_ID, Graph, option
 from unrolled.runtime.bundle import Bundle
@@ -28,6 +32,8 @@ from unrolled.runtime.text import Side
 
 CAPTION_BATCH = 64
 READ_BATCH = 64
+LABEL_BATCH = 64
+UNLABELLED = "-"  # as `unrolled.apps.video.UNLABELLED`
 
 
 class Captioner:
@@ -114,3 +120,51 @@ class Reader:
                                      batch_size=option(options, "batch_size", READ_BATCH))
         return [Reading(str(name), " ".join(map(str, digits)), None if centres is None else centres[k].tolist())
                 for k, (name, digits) in enumerate(zip(inputs, strings, strict=True))]
+
+
+class VideoLabeller:
+    """Clips in, a label per frame out (`unrolled.apps.video.VideoLabeller.predict`)."""
+
+    def __init__(self, bundle: Bundle, threads: int | None = None) -> None:
+        settings = bundle.settings
+        self.size = (int(settings["size"][0]), int(settings["size"][1]))
+        self.names: list[str] = [str(name) for name in settings["names"]]
+        self.first_labelled = bool(settings["first_labelled"])
+        self.graph = Graph(bundle, "model", threads)
+
+    def label_ids(self, clips: list[np.ndarray], *, batch_size: int = LABEL_BATCH) -> list[list[int]]:
+        """Label ids of every frame of each clip (uint8 (T, H, W), any T), in batches of clips of equal length."""
+        for k, clip in enumerate(clips):
+            if clip.ndim != 3 or tuple(clip.shape[1:]) != self.size or clip.dtype != np.uint8 or len(clip) == 0:
+                raise ValueError(f"clip {k}: frames must be uint8 (T, {self.size[0]}, {self.size[1]}) with T >= 1, "
+                                 f"not {clip.dtype} {clip.shape}")
+        found: list[list[int]] = [[] for _ in clips]
+        by_length: dict[int, list[int]] = {}
+        for k, clip in enumerate(clips):
+            by_length.setdefault(len(clip), []).append(k)
+        for length, members in by_length.items():
+            for start in range(0, len(members), batch_size):
+                rows = members[start : start + batch_size]
+                logits = self.graph(frames=np.stack([clips[k] for k in rows]),
+                                    lengths=np.full(len(rows), length, dtype=np.int64))["logits"]
+                for k, row in zip(rows, logits.argmax(-1).tolist(), strict=True):
+                    found[k] = row
+        return found
+
+    def label(self, clips: list[np.ndarray], *, batch_size: int = LABEL_BATCH) -> list[list[str]]:
+        """The label name of every frame of each clip; `UNLABELLED` for a first frame when training labelled none."""
+        named = [[self.names[i] for i in row] for row in self.label_ids(clips, batch_size=batch_size)]
+        if not self.first_labelled:
+            for row in named:
+                row[0] = UNLABELLED
+        return named
+
+    def predict(self, inputs: Sequence[Any], options: Any = None) -> list[FrameLabels]:
+        """The label of every frame of each clip: a name (a folder of frames or a multi-frame image) or a clip with
+        its ``name`` and uint8 ``frames`` (T, H, W) (`unrolled.apps.video.Clip`)."""
+        names = [item if isinstance(item, str) else str(item.name) for item in inputs]
+        given = [None if isinstance(item, str) else item.frames for item in inputs]
+        frames = [read_clip(Path(name), self.size) if clip is None else clip for name, clip in zip(names, given,
+                                                                                                   strict=True)]
+        labels = self.label(frames, batch_size=option(options, "batch_size", LABEL_BATCH))
+        return [FrameLabels(name, row) for name, row in zip(names, labels, strict=True)]
