@@ -124,7 +124,10 @@ def caption_run(folder: Path, seed: int = 0, size: tuple[int, int] = (16, 12), *
     torch.manual_seed(seed)
     side = Side.build(SENTENCES, "word", max_len=8, target=True)
     options = {"channels": 4, "stages": 2, "embedding": 8, "hidden": 12, "dropout": 0.0, **model}
-    network = lively(Captioner(CaptionerConfig(vocab=len(side.vocabulary), **options)).eval(), 2.0)
+    network = Captioner(CaptionerConfig(vocab=len(side.vocabulary), **options)).eval()
+    for name, part in network.named_children():
+        if name != "encoder":  # the CNN keeps its size: scaled, its features would grow layer by layer
+            lively(part, 2.0)
     config = {"kind": "captioner", "model": asdict(network.config), "captions": side.to_json(),
               "image_size": list(size), "split": None}
     save_checkpoint(folder / "best", model_state=network.state_dict(), config=config)
