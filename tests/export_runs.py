@@ -167,3 +167,17 @@ def video_run(folder: Path, seed: int = 0, first_labelled: bool = True, **model:
 RUNS = {"lm": lm_run, "classify": classify_run, "tag": tag_run, "seq2seq": seq2seq_run, "speech": speech_run,
         "caption": caption_run, "glimpse": glimpse_run,
         "video": video_run}
+
+
+def without_torch(*lines: str) -> list[str]:
+    """The printed lines of a Python program that runs ``from unrolled import runtime`` and then `lines`, in a fresh
+    interpreter that must end without torch imported (it fails the test otherwise)."""
+    import subprocess
+    import sys
+
+    script = "; ".join(["import sys", "from unrolled import runtime", *lines,
+                        "assert 'torch' not in sys.modules, 'torch was imported'"])
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False,
+                          cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()

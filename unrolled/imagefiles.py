@@ -104,3 +104,17 @@ def _grey(image: Image.Image, size: tuple[int, int]) -> NDArray[np.uint8]:
     if grey.size != (size[1], size[0]):
         grey = grey.resize((size[1], size[0]), Image.Resampling.BILINEAR)
     return np.asarray(grey, dtype=np.uint8)
+
+
+def clip_batches(clips: Sequence[NDArray[np.uint8]], size: tuple[int, int], batch_size: int) -> list[list[int]]:
+    """The clips (uint8 (T, H, W) at ``size``, any T >= 1) as batches of indices, each of clips of one length, at
+    most ``batch_size`` each; a one-line ValueError names a clip of the wrong shape or type."""
+    for k, clip in enumerate(clips):
+        if clip.ndim != 3 or tuple(clip.shape[1:]) != size or clip.dtype != np.uint8 or len(clip) == 0:
+            raise ValueError(f"clip {k}: frames must be uint8 (T, {size[0]}, {size[1]}) with T >= 1, "
+                             f"not {clip.dtype} {clip.shape}")
+    by_length: dict[int, list[int]] = {}
+    for k, clip in enumerate(clips):
+        by_length.setdefault(len(clip), []).append(k)
+    return [members[start : start + batch_size] for members in by_length.values()
+            for start in range(0, len(members), batch_size)]

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from unrolled.apps.results import Caption, CaptionedImage, FrameLabels, Reading
-from unrolled.imagefiles import read_clip, read_images
+from unrolled.imagefiles import clip_batches, read_clip, read_images
 from unrolled.runtime import decode
 from unrolled.runtime.apps import BOS_ID, EOS_ID, Graph, option
 from unrolled.runtime.bundle import Bundle
@@ -134,21 +134,12 @@ class VideoLabeller:
 
     def label_ids(self, clips: list[np.ndarray], *, batch_size: int = LABEL_BATCH) -> list[list[int]]:
         """Label ids of every frame of each clip (uint8 (T, H, W), any T), in batches of clips of equal length."""
-        for k, clip in enumerate(clips):
-            if clip.ndim != 3 or tuple(clip.shape[1:]) != self.size or clip.dtype != np.uint8 or len(clip) == 0:
-                raise ValueError(f"clip {k}: frames must be uint8 (T, {self.size[0]}, {self.size[1]}) with T >= 1, "
-                                 f"not {clip.dtype} {clip.shape}")
         found: list[list[int]] = [[] for _ in clips]
-        by_length: dict[int, list[int]] = {}
-        for k, clip in enumerate(clips):
-            by_length.setdefault(len(clip), []).append(k)
-        for length, members in by_length.items():
-            for start in range(0, len(members), batch_size):
-                rows = members[start : start + batch_size]
-                logits = self.graph(frames=np.stack([clips[k] for k in rows]),
-                                    lengths=np.full(len(rows), length, dtype=np.int64))["logits"]
-                for k, row in zip(rows, logits.argmax(-1).tolist(), strict=True):
-                    found[k] = row
+        for rows in clip_batches(clips, self.size, batch_size):  # clips of one length each
+            frames = np.stack([clips[k] for k in rows])  # (B, T, H, W)
+            logits = self.graph(frames=frames, lengths=np.full(len(rows), frames.shape[1], dtype=np.int64))["logits"]
+            for k, row in zip(rows, logits.argmax(-1).tolist(), strict=True):
+                found[k] = row
         return found
 
     def label(self, clips: list[np.ndarray], *, batch_size: int = LABEL_BATCH) -> list[list[str]]:
