@@ -34,8 +34,8 @@ from typing import Any
 
 import torch
 
-from unrolled.export.apps import EXPORTERS, Graph
-from unrolled.export.graphs import ExportError, exportable, quiet, to_onnx
+from unrolled.export.apps import EXPORTERS
+from unrolled.export.graphs import ExportError, Graph, exportable, quiet, to_onnx
 from unrolled.extras import need
 from unrolled.runtime.bundle import GRAPH_FORMATS, SETTINGS, SUFFIXES, write_manifest
 

@@ -18,29 +18,14 @@ are the checkpoint's own pieces: vocabularies, tokenisers, labels, lengths.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from unrolled.export.graphs import OPSET, ExportError
-
-EXAMPLE_LENGTHS = (5, 2, 4)
-"""The lengths of the example batch traced: padded, so the traced graph keeps the masking."""
-
-
-@dataclass
-class Graph:
-    """One graph to export: a module, example inputs, names, and which axes are dynamic."""
-
-    name: str
-    module: nn.Module
-    args: tuple[Tensor, ...]
-    inputs: list[str]
-    outputs: list[str]
-    dynamic: dict[str, dict[int, str]]
-    opset: int = OPSET
+from unrolled.export.graphs import EXAMPLE_LENGTHS, ExportError, Graph
+from unrolled.export.speech import speech_graphs
+from unrolled.export.vision import caption_graphs, glimpse_graphs, video_graphs
 
 
 def _example_ids(vocabulary: int) -> tuple[Tensor, Tensor]:
@@ -242,9 +227,6 @@ def seq2seq_graphs(predictor: Any) -> tuple[list[Graph], dict[str, Any]]:
                 "per_hypothesis": per_hypothesis, "shared": shared}
     return graphs, settings
 
-
-from unrolled.export.speech import speech_graphs  # noqa: E402 (these build this module's Graph)
-from unrolled.export.vision import caption_graphs, glimpse_graphs, video_graphs  # noqa: E402
 
 EXPORTERS: dict[str, Callable[[Any], tuple[list[Graph], dict[str, Any]]]] = {
     "lm": lm_graphs, "classify": classify_graphs, "tag": tag_graphs, "seq2seq": seq2seq_graphs,

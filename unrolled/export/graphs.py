@@ -36,6 +36,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +47,29 @@ from unrolled.cells import Cell, State
 from unrolled.features import FrontEnd, dft_power_spectrum
 from unrolled.recurrent import Recurrent, masked
 
-OPSET = 17  # a graph that needs a later operator asks for it (`unrolled.export.apps.Graph.opset`)
+OPSET = 17  # a graph that needs a later operator asks for it (`Graph.opset`)
 DOMAIN = "unrolled"
 PLACEHOLDER = "ScanCell"
 
 _CELLS: list[Cell] = []
 """The cells seen by `scan_unroller` during one export, by the index their placeholder records."""
+
+
+EXAMPLE_LENGTHS = (5, 2, 4)
+"""The lengths of the example batch traced: padded, so the traced graph keeps the masking."""
+
+
+@dataclass
+class Graph:
+    """One graph to export: a module, example inputs, names, and which axes are dynamic."""
+
+    name: str
+    module: nn.Module
+    args: tuple[Tensor, ...]
+    inputs: list[str]
+    outputs: list[str]
+    dynamic: dict[str, dict[int, str]]
+    opset: int = OPSET
 
 
 class ExportError(ValueError):

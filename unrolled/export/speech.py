@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from unrolled.export.graphs import Graph
+
 STEP_STATE = ["h", "c", "context", "weights"]
 """The speller's state per hypothesis, as the step graph names it; the memory, keys and mask come from the encoder."""
 MEMORY = ["memory", "keys", "mask"]
@@ -72,9 +74,7 @@ def example_waves(rate: int) -> tuple[Tensor, Tensor]:
     return waves.masked_fill(torch.arange(waves.shape[1]) >= samples.unsqueeze(1), 0.0), samples
 
 
-def speech_graphs(predictor: Any) -> tuple[list[Any], dict[str, Any]]:
-    from unrolled.export.apps import Graph
-
+def speech_graphs(predictor: Any) -> tuple[list[Graph], dict[str, Any]]:
     model = predictor.model
     config = model.config
     waves, samples = example_waves(config.features.rate)

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from unrolled.export.graphs import OPSET
+from unrolled.export.graphs import EXAMPLE_LENGTHS, OPSET, Graph
 
 PIXEL_SCALE = 255.0
 
@@ -60,9 +60,7 @@ class CaptionStep(nn.Module):
         return log_probs, state.h, state.c
 
 
-def caption_graphs(predictor: Any) -> tuple[list[Any], dict[str, Any]]:
-    from unrolled.export.apps import Graph
-
+def caption_graphs(predictor: Any) -> tuple[list[Graph], dict[str, Any]]:
     model = predictor.model
     soft = model.config.attention == "soft"
     height, width = predictor.size
@@ -104,8 +102,7 @@ class ReaderGraph(nn.Module):
         return (self.model(grey),)
 
 
-def glimpse_graphs(predictor: Any) -> tuple[list[Any], dict[str, Any]]:
-    from unrolled.export.apps import Graph
+def glimpse_graphs(predictor: Any) -> tuple[list[Graph], dict[str, Any]]:
     from unrolled.models.glimpse import END, Glimpses
 
     height, width = predictor.size
@@ -129,9 +126,7 @@ class FrameLogits(nn.Module):
         return self.model(frames.float() / PIXEL_SCALE, lengths)  # as `unrolled.apps.video.as_float`
 
 
-def video_graphs(predictor: Any) -> tuple[list[Any], dict[str, Any]]:
-    from unrolled.export.apps import EXAMPLE_LENGTHS, Graph
-
+def video_graphs(predictor: Any) -> tuple[list[Graph], dict[str, Any]]:
     height, width = predictor.size
     lengths = torch.tensor(EXAMPLE_LENGTHS)
     frames = torch.randint(0, 256, (len(EXAMPLE_LENGTHS), max(EXAMPLE_LENGTHS), height, width), dtype=torch.uint8,

@@ -27,8 +27,8 @@ from numpy.typing import NDArray
 from unrolled.apps.results import Transcript
 from unrolled.ctc_search import BLANK, collapse, prefix_beam
 from unrolled.runtime import decode
-from unrolled.runtime.apps import Graph, option
 from unrolled.runtime.bundle import Bundle
+from unrolled.runtime.graph import Graph, option
 from unrolled.sound import (
     CHUNK_SECONDS,
     DECODE_BATCH,

@@ -26,9 +26,9 @@ import numpy as np
 from unrolled.apps.results import Caption, CaptionedImage, FrameLabels, Reading
 from unrolled.imagefiles import clip_batches, read_clip, read_images
 from unrolled.runtime import decode
-from unrolled.runtime.apps import BOS_ID, EOS_ID, Graph, option
 from unrolled.runtime.bundle import Bundle
-from unrolled.runtime.text import Side
+from unrolled.runtime.graph import Graph, option
+from unrolled.runtime.text import BOS_ID, EOS_ID, Side
 
 CAPTION_BATCH = 64
 READ_BATCH = 64
