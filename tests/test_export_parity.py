@@ -65,6 +65,20 @@ def batches(features: int, seed: int = 0) -> list[tuple[Tensor, Tensor]]:
     return found
 
 
+def some_lengths(generator: torch.Generator) -> list[tuple[int, int, Tensor]]:
+    """(batch, T, lengths (B,)) at batch 1 and 8 and three lengths T, each unpadded (all T) and padded (random
+    lengths, the first T)."""
+    found = []
+    for batch in BATCHES:
+        for steps in LENGTHS:
+            for padded in (False, True):
+                lengths = torch.randint(1, steps + 1, (batch,), generator=generator) if padded else \
+                    torch.full((batch,), steps)
+                lengths[0] = steps
+                found.append((batch, steps, lengths))
+    return found
+
+
 def largest_difference(session: Any, module: nn.Module, feeds: dict[str, Tensor]) -> float:
     with torch.no_grad():
         expected = module(*feeds.values())
@@ -120,7 +134,7 @@ def test_a_single_unidirectional_fused_layer_and_the_cpp_unroller_export() -> No
 def graph_sessions(predictor: Any) -> dict[str, tuple[Any, Any]]:
     """Each declared graph of an application's predictor: (its ONNX Runtime session, its eager module)."""
     name = {"LanguageModel": "lm", "TextClassifier": "classify", "SequenceTagger": "tag",
-            "Translator": "seq2seq"}[type(predictor).__name__]
+            "Translator": "seq2seq", "Transcriber": "speech"}[type(predictor).__name__]
     graphs, _ = EXPORTERS[name](predictor)
     found = {}
     for graph in graphs:
@@ -146,21 +160,16 @@ def test_seq2seq_encoder_and_step_for_every_attention_kind(tmp_path: Path, atten
     encoder_session, encoder = sessions["encoder"]
     step_session, step = sessions["step"]
     generator = torch.Generator().manual_seed(2)
-    for batch in BATCHES:
-        for steps in LENGTHS:
-            for padded in (False, True):
-                lengths = torch.randint(1, steps + 1, (batch,), generator=generator) if padded else \
-                    torch.full((batch,), steps)
-                lengths[0] = steps
-                source = torch.randint(2, 28, (batch, steps), generator=generator)
-                source = source.masked_fill(torch.arange(steps) >= lengths.unsqueeze(1), 0)
-                assert largest_difference(encoder_session, encoder, {"source": source, "lengths": lengths}) \
-                    < TOLERANCE
-                with torch.no_grad():
-                    state = encoder(source, lengths)
-                tokens = torch.randint(2, 19, (batch,), generator=generator)
-                feeds = dict(zip([i.name for i in step_session.get_inputs()], (tokens, *state), strict=True))
-                assert largest_difference(step_session, step, feeds) < TOLERANCE
+    for batch, steps, lengths in some_lengths(generator):
+        source = torch.randint(2, 28, (batch, steps), generator=generator)
+        source = source.masked_fill(torch.arange(steps) >= lengths.unsqueeze(1), 0)
+        assert largest_difference(encoder_session, encoder, {"source": source, "lengths": lengths}) \
+            < TOLERANCE
+        with torch.no_grad():
+            state = encoder(source, lengths)
+        tokens = torch.randint(2, 19, (batch,), generator=generator)
+        feeds = dict(zip([i.name for i in step_session.get_inputs()], (tokens, *state), strict=True))
+        assert largest_difference(step_session, step, feeds) < TOLERANCE
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])

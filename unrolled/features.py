@@ -105,12 +105,15 @@ Shapes: B batch, N samples, T frames, M mel bands.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-SAMPLE_RATE = 16_000  # Hz: every waveform reaches the front end at this rate (`unrolled.data.audio`)
+from unrolled.sound import SAMPLE_RATE  # Hz: every waveform reaches the front end at this rate
+
 LOG_FLOOR = 1e-6  # epsilon: added to the mel energies before the log, so digital silence stays finite
 NORM_EPS = 1e-5  # delta: added to a band's standard deviation, so a constant band normalises to 0
 HTK_SCALE, HTK_BREAK = 2595.0, 700.0  # mel(f) = 2595 log10(1 + f / 700)
@@ -205,6 +208,36 @@ def power_spectrum(waves: Tensor, config: FeatureConfig) -> Tensor:
     return spectrum.abs().square().transpose(1, 2)  # (B, T, K)
 
 
+def dft_power_spectrum(waves: Tensor, config: FeatureConfig) -> Tensor:
+    r"""`power_spectrum`'s P (B, T_max, N_fft / 2 + 1), the STFT written as frames times a real DFT basis, in float64.
+
+    With the window w zero-padded to N_fft as the STFT centres it, and
+    :math:`\theta_{nk} = 2\pi\, (n k \bmod N_{fft}) / N_{fft}`,
+
+    .. math::
+        P[t, k] = \Bigl(\sum_n w[n] \tilde x[tR + n] \cos\theta_{nk}\Bigr)^2
+                + \Bigl(\sum_n w[n] \tilde x[tR + n] \sin\theta_{nk}\Bigr)^2
+
+    the frames gathered from the zero-padded signal (T_max = 1 + floor(N / R)).
+    ONNX has no complex tensors, so this is the form `unrolled.export` traces
+    (`FrontEnd.spectrum`); it agrees with the FFT to float32 rounding (tested).
+    """
+    size, hop = config.fft_size, config.hop
+    bins = size // 2 + 1
+    left = (size - config.window) // 2
+    window = F.pad(torch.hann_window(config.window, periodic=True, dtype=torch.float64),
+                   (left, size - config.window - left))  # w (N_fft,)
+    n = torch.arange(size, dtype=torch.int64)
+    turns = (n[:, None] * n[None, :bins]) % size  # n k mod N_fft (N_fft, K)
+    theta = (2 * math.pi / size) * turns.to(torch.float64)
+    basis = torch.cat([torch.cos(theta), torch.sin(theta)], dim=1) * window[:, None]  # (N_fft, 2K)
+    padded = F.pad(waves.to(torch.float64), (size // 2, size // 2))  # x~ (B, N + N_fft)
+    steps = 1 + waves.shape[1] // hop  # T_max (traced: a dynamic size)
+    index = torch.arange(steps)[:, None] * hop + n[None, :]  # (T, N_fft)
+    real, imaginary = (padded[:, index] @ basis).split(bins, dim=-1)  # (B, T, K) each
+    return (real.square() + imaginary.square()).to(waves.dtype)
+
+
 def frame_mask(lengths: Tensor, total: int) -> Tensor:
     """(B, total) bool, True at the first lengths[b] frames of each row."""
     return torch.arange(total, device=lengths.device)[None, :] < lengths[:, None]
@@ -234,7 +267,7 @@ def stack_frames(features: Tensor, lengths: Tensor, *, stack: int, stride: int) 
         return features, lengths
     batch, total, bands = features.shape
     out_lengths = torch.div(lengths + stride - 1, stride, rounding_mode="floor")  # ceil(T_b / s)
-    out_total = -(-total // stride)
+    out_total = (total + stride - 1) // stride  # ceil(T / s), written without negatives (ONNX divides toward 0)
     starts = torch.arange(out_total, device=features.device) * stride  # (T',)
     index = starts[:, None] + torch.arange(stack, device=features.device)[None, :]  # (T', k)
     last = (lengths - 1).clamp(min=0)[:, None, None]  # (B, 1, 1)
@@ -334,6 +367,8 @@ class FrontEnd(nn.Module):
 
     The filter bank is a buffer left out of the state dict: the config makes it.
     ``augment`` (training) applies SpecAugment between normalising and stacking.
+    ``spectrum`` computes P: `power_spectrum` (the FFT), or `dft_power_spectrum`,
+    which export swaps in (`unrolled.export`).
     """
 
     filterbank: Tensor  # F (M, N_fft / 2 + 1)
@@ -346,13 +381,14 @@ class FrontEnd(nn.Module):
         bank = mel_filterbank(rate=self.config.rate, fft_size=self.config.fft_size, bands=self.config.bands,
                               fmin=self.config.fmin, fmax=top)
         self.register_buffer("filterbank", bank.to(torch.float32), persistent=False)  # (M, K)
+        self.spectrum: Callable[[Tensor, FeatureConfig], Tensor] = power_spectrum
 
     def log_mel(self, waves: Tensor, lengths: Tensor, *, pitch: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """L (B, T, M), the log mel energies, and T_b (B,).
 
         ``pitch`` (B,), the factors beta_b, shifts each utterance's pitch first (`shift_pitch`).
         """
-        power = power_spectrum(waves, self.config)  # (B, T, K)
+        power = self.spectrum(waves, self.config)  # (B, T, K)
         if pitch is not None:
             quefrency = round(self.config.rate * ENVELOPE_QUEFRENCY_MS / 1000)
             power = shift_pitch(power, pitch.to(power.device), quefrency=quefrency)

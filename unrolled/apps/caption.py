@@ -35,6 +35,7 @@ from unrolled.apps.images import (
     run_part,
     split_images,
 )
+from unrolled.apps.results import Caption, CaptionedImage
 from unrolled.apps.sides import Side, left_out_long
 from unrolled.apps.split import new_record
 from unrolled.checkpoint import saved_run_config
@@ -152,29 +153,6 @@ class CaptionConfig(RunConfig):
 
 
 # ---------------------------------------------------------------------- the trained captioner
-
-
-@dataclass
-class Caption:
-    """One caption of one image: its text, tokens and scores, and optionally its attention.
-
-    attention: (tokens + finished, h', w') weights over the encoder's grid, when asked and the model attends.
-    """
-
-    text: str
-    tokens: list[str]
-    score: float
-    normalised: float
-    finished: bool
-    attention: Tensor | None = field(default=None, repr=False)
-
-
-@dataclass
-class CaptionedImage:
-    """The captions of one image file, best first."""
-
-    image: str
-    captions: list[Caption]
 
 
 @dataclass

@@ -33,6 +33,7 @@ from unrolled.apps.images import (
     run_part,
     split_images,
 )
+from unrolled.apps.results import Reading
 from unrolled.apps.split import new_record
 from unrolled.checkpoint import saved_run_config
 from unrolled.data.images import ImageCaptions
@@ -208,15 +209,6 @@ class ReaderConfig(RunConfig):
 
 
 # ---------------------------------------------------------------------- the trained reader
-
-
-@dataclass
-class Reading:
-    """The digits read from one image file ("3 1 4"), and DRAM's glimpse centres as (y, x) in [-1, 1]."""
-
-    image: str
-    digits: str
-    glimpses: list[list[float]] | None
 
 
 @dataclass

@@ -1,6 +1,6 @@
-"""What the predictors of the text applications return: plain dataclasses, without torch.
+"""What the predictors of the applications return: plain dataclasses, without torch.
 
-The applications (`unrolled.apps.lm`, `classify`, `tag`, `seq2seq`) and the
+The applications (`unrolled.apps.lm`, `classify`, `tag`, `seq2seq`, `speech`, ...) and the
 runtime that runs their exported models without torch (`unrolled.runtime`)
 return the same classes, so a program reads either's results the same way;
 `unrolled.apps.base.to_json` writes them as JSON.
@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Label", "Sample", "Tagged", "Translation", "Translations"]
+__all__ = ["Caption", "CaptionedImage", "FrameLabels", "Label", "Reading", "Sample", "Tagged", "Transcript",
+           "Translation", "Translations"]
 
 @dataclass
 class Sample:
@@ -65,3 +66,56 @@ class Translations:
 
     source: str
     outputs: list[Translation]
+
+
+@dataclass
+class Transcript:
+    """One transcript: the audio file it is of (None for a waveform given as such), its text, its log-probability
+    (beam search; None for greedy), the decoder used and the mel warp it was decoded at (the warp search's choice;
+    of the longest piece for audio transcribed in pieces)."""
+
+    audio: str | None
+    text: str
+    score: float | None
+    decoder: str
+    warp: float = 1.0
+
+
+@dataclass
+class Caption:
+    """One caption of one image: its text, tokens and scores, and optionally its attention.
+
+    attention: (tokens + finished, h', w') weights over the encoder's grid, when asked and the model attends.
+    """
+
+    text: str
+    tokens: list[str]
+    score: float
+    normalised: float
+    finished: bool
+    attention: Any = field(default=None, repr=False)
+
+
+@dataclass
+class CaptionedImage:
+    """The captions of one image file, best first."""
+
+    image: str
+    captions: list[Caption]
+
+
+@dataclass
+class Reading:
+    """The digits read from one image file ("3 1 4"), and DRAM's glimpse centres as (y, x) in [-1, 1]."""
+
+    image: str
+    digits: str
+    glimpses: list[list[float]] | None
+
+
+@dataclass
+class FrameLabels:
+    """A clip's name and the label of each of its frames (`UNLABELLED` for a first frame training never labelled)."""
+
+    clip: str
+    labels: list[str]

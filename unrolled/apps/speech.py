@@ -27,6 +27,7 @@ from torch import nn
 
 from unrolled.apps.base import Application, RunConfig
 from unrolled.apps.common import evaluating
+from unrolled.apps.results import Transcript
 from unrolled.apps.speech_data import (
     Clip,
     SpeechData,
@@ -39,15 +40,7 @@ from unrolled.apps.speech_data import (
     write_transcripts,
 )
 from unrolled.apps.split import SplitRecord, as_record, new_record
-from unrolled.apps.transcriber import (
-    DATASETS,
-    DECODE_BATCH,
-    KIND,
-    SpeechEvalOptions,
-    SpeechPredictOptions,
-    Transcriber,
-    Transcript,
-)
+from unrolled.apps.transcriber import DATASETS, KIND, SpeechEvalOptions, SpeechPredictOptions, Transcriber
 from unrolled.checkpoint import saved_run_config
 from unrolled.data.audio import PerturbConfig
 from unrolled.data.speech import MAX_SECONDS, SpeechBatch, Utterance
@@ -55,6 +48,7 @@ from unrolled.features import FeatureConfig, SpecAugmentConfig
 from unrolled.metrics import error_rates
 from unrolled.models.speech import ATTENTIONS, DECODERS, Alphabet, Recogniser, SpeechConfig
 from unrolled.options import option, require_fractions, require_positive
+from unrolled.sound import DECODE_BATCH
 from unrolled.training import TrainConfig, TrainResult, to_device
 
 VALIDATION_DECODES = 300  # utterances transcribed greedily at each evaluation for the CER

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +22,12 @@ import torch
 from numpy.typing import NDArray
 
 from unrolled.apps.split import PARTS, SplitRecord, split_parts
-from unrolled.data.audio import PerturbConfig, perturb, read_audio
+from unrolled.data.audio import PerturbConfig, perturb
 from unrolled.data.labelled import LabelledData
 from unrolled.data.speech import SpeechBatch, Utterance
 from unrolled.features import SAMPLE_RATE
 from unrolled.models.speech import Alphabet, SpeechConfig, needed_steps
+from unrolled.sound import Clip, cut_points, read_audio, read_clips  # noqa: F401 (torch-free, shared with the runtime)
 
 
 def read_waves(utterances: Sequence[Utterance]) -> list[NDArray[np.int16]]:
@@ -95,25 +95,6 @@ class SpeechData(LabelledData):
         return part
 
 
-def cut_points(wave: NDArray[np.floating], chunk_seconds: float, rate: int = SAMPLE_RATE) -> list[int]:
-    """Where to cut a long waveform: pieces of at most ``chunk_seconds``, each ending at the quietest 10 ms (lowest
-    mean square) of its last quarter; [] when it is not longer than one chunk."""
-    longest = int(chunk_seconds * rate)
-    if longest < rate // 10:
-        raise ValueError(f"chunks must last at least 0.1 s, got {chunk_seconds} s")
-    frame = rate // 100
-    cuts, start = [], 0
-    while len(wave) - start > longest:
-        low = start + longest - longest // 4
-        window = np.asarray(wave[low : start + longest], dtype=np.float64)
-        usable = len(window) // frame * frame
-        energy = (window[:usable].reshape(-1, frame) ** 2).mean(axis=1)
-        cut = low + int(np.argmin(energy)) * frame + frame // 2
-        cuts.append(cut)
-        start = cut
-    return cuts
-
-
 def encode_utterances(utterances: Sequence[Utterance], alphabet: Alphabet, config: SpeechConfig, *,
                       fastest: float = 1.0) -> tuple[list[int], list[list[int]]]:
     """(the utterances kept, their character ids): a CTC head needs enough encoder steps for its transcript, so an
@@ -139,34 +120,3 @@ def write_transcripts(path: Path, texts: Sequence[str]) -> None:
     temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     temp.write_text("".join(f"{' '.join(text.split())}\n" for text in texts), encoding="utf-8")
     os.replace(temp, path)
-
-
-@dataclass
-class Clip:
-    """An audio file to transcribe: its name as given, and its 16 kHz mono waveform."""
-
-    name: str
-    wave: NDArray[np.float32]
-
-
-def read_clips(paths: Sequence[str]) -> list[Clip]:
-    """The waveforms of audio files (any format soundfile reads, any rate and channel count), each long enough for a
-    word and not silent; one-line errors otherwise."""
-    from unrolled.data.audio import AudioError, is_silent
-    from unrolled.data.speech import MIN_SECONDS
-
-    if not paths:
-        raise ValueError("no audio: give the audio files to transcribe")
-    clips = []
-    for name in paths:
-        try:
-            wave = read_audio(Path(name))
-        except AudioError as error:
-            raise ValueError(str(error)) from None
-        if len(wave) < MIN_SECONDS * SAMPLE_RATE:
-            raise ValueError(f"{name} lasts {len(wave) / SAMPLE_RATE:.3f} s, shorter than the {MIN_SECONDS:g} s a "
-                             "word needs")
-        if is_silent(wave):
-            raise ValueError(f"{name} is silent (no sample above -60 dB of full scale): nothing to transcribe")
-        clips.append(Clip(name, wave))
-    return clips

@@ -45,7 +45,6 @@ benchmarks use: up to 20% either way.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 import os
 import time
@@ -61,7 +60,8 @@ from torch import Tensor
 
 from unrolled import decoding
 from unrolled.apps.base import SPLITS, EvalOptions, PredictOptions, Predictor
-from unrolled.apps.speech_data import Clip, as_float, cut_points
+from unrolled.apps.results import Transcript
+from unrolled.apps.speech_data import Clip, as_float
 from unrolled.data.audio import read_audio
 from unrolled.data.speech import SpeechBatch, Utterance
 from unrolled.decoding.ctc import BLANK, greedy_decode, joint_scores, prefix_beam_search
@@ -70,23 +70,14 @@ from unrolled.features import SAMPLE_RATE
 from unrolled.metrics import error_rates
 from unrolled.models.speech import DECODERS, Alphabet, Recogniser, SpeechConfig
 from unrolled.options import option, require_positive
+from unrolled.sound import CHUNK_SECONDS, DECODE_BATCH, LENGTH_PENALTY, character_limit, join_pieces, split_pieces
 from unrolled.training import to_device
 
 KIND = "speech"
 COMMAND = "unrolled speech train"
 DATASETS = "spoken-digits, spoken-sentences"
-DECODE_BATCH = 16
 LM_ORDER = 6  # characters of a character language model's context, and one predicted
-CHUNK_SECONDS = 20.0  # transcription cuts longer audio into pieces of at most this length
-CHARS_PER_SECOND = 40  # the attention decoder stops after this many characters per second of audio (and 10 more)
 WARP_GRID = (1 / 1.2, 1 / 1.1, 1.0, 1.1, 1.2)  # A of the warp search: formants up to 20% lower or higher
-LENGTH_PENALTY = 1.0  # GNMT's alpha for the attention beam: with 0 the beam prefers transcripts cut short (measured:
-# beam 8 on 150 spoken-digits test clips, CER 28.4% with alpha 0 and 5.4% with 1, against 5.5% greedy)
-
-
-def character_limit(samples: int) -> int:
-    """The most characters (and the end) the attention decoder writes for a clip of `samples` samples."""
-    return math.ceil(samples / SAMPLE_RATE * CHARS_PER_SECOND) + 10
 
 
 def check_warps(warps: Sequence[float]) -> tuple[float, ...]:
@@ -119,19 +110,6 @@ def pick_warps(scores: Tensor, weights: Tensor, warps: Sequence[float], groups: 
         pooled = total / count.clamp(min=1e-12)  # the confidence per step over all the group's steps
         best[label] = max(rank, key=lambda a: (float(pooled[a]), -rank.index(a)))
     return [float(warps[best[label]]) for label in groups]
-
-
-@dataclass
-class Transcript:
-    """One transcript: the audio file it is of (None for a waveform given as such), its text, its log-probability
-    (beam search; None for greedy), the decoder used and the mel warp it was decoded at (the warp search's choice;
-    of the longest piece for audio transcribed in pieces)."""
-
-    audio: str | None
-    text: str
-    score: float | None
-    decoder: str
-    warp: float = 1.0
 
 
 # Shallow fusion's lambda per decoder and CTC's beta: what bench/speech.py chose on spoken-digits validation clips
@@ -293,15 +271,7 @@ class Transcriber(Predictor[Clip, Transcript]):
         if ctc_weight is not None and not 0.0 <= ctc_weight <= 1.0:
             raise ValueError(f"the CTC weight of joint decoding must lie in [0, 1], got {ctc_weight:g}")
         weight = self.model.config.ctc_weight if ctc_weight is None else ctc_weight
-        pieces: list[NDArray[np.float32]] = []
-        owned: list[list[int]] = []  # the pieces of each waveform, in order
-        for n, wave in enumerate(waves):
-            wave = np.asarray(wave, dtype=np.float32)
-            if len(wave) == 0:
-                raise ValueError(f"waveform {n} holds no samples")
-            bounds = [0, *cut_points(wave, chunk_seconds), len(wave)]
-            owned.append(list(range(len(pieces), len(pieces) + len(bounds) - 1)))
-            pieces.extend(wave[start:end] for start, end in itertools.pairwise(bounds))
+        pieces, owned = split_pieces(waves, chunk_seconds)  # owned: the pieces of each waveform, in order
         order = sorted(range(len(pieces)), key=lambda i: len(pieces[i]))  # similar lengths batch together
         found: list[tuple[str, float | None]] = [("", None)] * len(pieces)
         chosen = [grid[0]] * len(pieces)  # alpha* of each piece: one factor needs no search
@@ -320,12 +290,9 @@ class Transcriber(Predictor[Clip, Transcript]):
                 found[i] = result
         transcripts: list[Transcript] = []
         for mine in owned:
-            parts = [found[i] for i in mine]
-            text = " ".join(t for t, _ in parts if t)
-            scores = [s for _, s in parts]
-            total = None if any(s is None for s in scores) else float(sum(s for s in scores if s is not None))
+            text, total = join_pieces([found[i] for i in mine])
             longest = max(mine, key=lambda i: len(pieces[i]))
-            transcripts.append(Transcript(None, " ".join(text.split()), total, head, chosen[longest]))
+            transcripts.append(Transcript(None, text, total, head, chosen[longest]))
         return transcripts
 
     @torch.inference_mode()

@@ -27,12 +27,14 @@ from torch import Tensor, nn
 
 from unrolled.apps.base import Application, EvalOptions, HeldOutEvalOptions, PredictOptions, Predictor, RunConfig
 from unrolled.apps.common import data_path, evaluating
+from unrolled.apps.results import FrameLabels
 from unrolled.apps.split import PARTS, SplitRecord, as_record, new_record, split_parts
 from unrolled.cells import CELLS
 from unrolled.checkpoint import saved_run_config
 from unrolled.data.canvases import NO_LABEL
 from unrolled.data.clips import Clips
 from unrolled.data.labelled import IGNORE_LABEL, LabelledData
+from unrolled.imagefiles import clip_batches
 from unrolled.models.video import KIND, MODELS, FrameLabeller, VideoConfig
 from unrolled.options import option, require_fractions, require_positive
 from unrolled.training import TrainConfig, TrainResult, epochs_recipe, to_device
@@ -191,14 +193,6 @@ class Clip:
 
 
 @dataclass
-class FrameLabels:
-    """A clip's name and the label of each of its frames (`UNLABELLED` for a first frame training never labelled)."""
-
-    clip: str
-    labels: list[str]
-
-
-@dataclass
 class VideoEvalOptions(HeldOutEvalOptions):
     dataset: str | None = field(default=None, metadata=option("a named dataset instead of a file (known: "
                                                                "moving-digits)"))
@@ -228,22 +222,13 @@ class VideoLabeller(Predictor[Clip, FrameLabels]):
 
     def label_ids(self, clips: list[NDArray[np.uint8]], *, batch_size: int = LABEL_BATCH) -> list[list[int]]:
         """Label ids of every frame of each clip (uint8 (T, H, W), any T), in batches of clips of equal length."""
-        for k, clip in enumerate(clips):
-            if clip.ndim != 3 or tuple(clip.shape[1:]) != self.size or clip.dtype != np.uint8 or len(clip) == 0:
-                raise ValueError(f"clip {k}: frames must be uint8 (T, {self.size[0]}, {self.size[1]}) with T >= 1, "
-                                 f"not {clip.dtype} {clip.shape}")
         found: list[list[int]] = [[] for _ in clips]
-        by_length: dict[int, list[int]] = {}
-        for k, clip in enumerate(clips):
-            by_length.setdefault(len(clip), []).append(k)
-        for length, members in by_length.items():
-            for start in range(0, len(members), batch_size):
-                rows = members[start : start + batch_size]
-                frames = as_float(np.stack([clips[k] for k in rows])).to(self.device)  # (B, T, H, W)
-                lengths = torch.full((len(rows),), length, dtype=torch.long, device=self.device)
-                ids = self.model.predict(frames, lengths).cpu()  # (B, T)
-                for k, row in zip(rows, ids.tolist(), strict=True):
-                    found[k] = row
+        for rows in clip_batches(clips, self.size, batch_size):  # clips of one length each
+            frames = as_float(np.stack([clips[k] for k in rows])).to(self.device)  # (B, T, H, W)
+            lengths = torch.full((len(rows),), frames.shape[1], dtype=torch.long, device=self.device)
+            ids = self.model.predict(frames, lengths).cpu()  # (B, T)
+            for k, row in zip(rows, ids.tolist(), strict=True):
+                found[k] = row
         return found
 
     def label(self, clips: list[NDArray[np.uint8]], *, batch_size: int = LABEL_BATCH) -> list[list[str]]:

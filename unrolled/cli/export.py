@@ -27,7 +27,7 @@ def add_export_commands(commands: Any) -> None:
     from unrolled.runtime.bundle import GRAPH_FORMATS
 
     export = commands.add_parser(
-        "export", help="export a trained run (lm, classify, tag, seq2seq) to ONNX or TorchScript",
+        "export", help="export a trained run (any application) to ONNX or TorchScript",
         description="Export a run: its graphs (the decoder step and the encoder, batch and lengths dynamic), its "
                     "vocabularies and settings, and a manifest with the SHA-256 of every file, in one folder "
                     "written atomically. `unrolled run` (or unrolled.runtime) runs an ONNX export without torch.")

@@ -1,11 +1,7 @@
 r"""Audio files in, 16 kHz mono waveforms out; and the waveform perturbations of training.
 
-Reading (soundfile, so WAV, FLAC, OGG and the other formats of libsndfile):
-a file of :math:`C` channels at rate :math:`r_0` becomes one channel, the
-mean of the channels, resampled to :math:`r` = 16 kHz with soxr (the SoX
-resampler, "high quality": a linear-phase low-pass that keeps the band below
-the lower Nyquist frequency and removes what would alias). Samples are
-float32 in [-1, 1].
+Reading is `unrolled.sound`'s (no torch there, so the runtime shares it; its
+names are offered here too): soundfile, then soxr to 16 kHz mono float32.
 
 Perturbations (`perturb`, seeded by a NumPy generator; each utterance draws
 its own):
@@ -29,103 +25,24 @@ Errors are one line and name the file: `AudioError`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
-from numpy.typing import NDArray
 
-from unrolled.data.errors import DataError
-from unrolled.extras import lazy
-from unrolled.features import SAMPLE_RATE
+from unrolled.sound import (  # noqa: F401 (reading lives in unrolled.sound, without torch; offered here too)
+    SAMPLE_RATE,
+    SILENCE_PEAK,
+    AudioError,
+    AudioInfo,
+    Wave,
+    audio_info,
+    is_silent,
+    read_audio,
+    resample,
+    trim_silence,
+    write_wav,
+)
 
-if TYPE_CHECKING:
-    import soundfile
-    import soxr
-else:
-    soundfile = lazy("soundfile", "reading audio")
-    soxr = lazy("soxr", "resampling audio")
-
-
-Wave = NDArray[np.float32]
-SILENCE_PEAK = 10 ** (-60 / 20)  # a clip whose loudest sample is below -60 dB of full scale is silent
 NOISE_COLOURS = (0.0, 1.0, 2.0)  # beta: white, pink, brown
-
-
-class AudioError(DataError):
-    """A file that is missing, is not audio, or is not usable as speech; the message is one line."""
-
-
-@dataclass(frozen=True)
-class AudioInfo:
-    """What a file's header says: its rate, channels and length in samples per channel."""
-
-    rate: int
-    channels: int
-    samples: int
-
-    @property
-    def seconds(self) -> float:
-        return self.samples / self.rate
-
-
-def audio_info(path: Path | str) -> AudioInfo:
-    """The header of an audio file (nothing decoded); an `AudioError` if it is missing or not audio."""
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"audio file {path} not found")
-    try:
-        info = soundfile.info(str(path))
-    except (soundfile.LibsndfileError, RuntimeError) as error:
-        raise AudioError(f"{path} is not audio that soundfile can read ({_first_line(error)})") from None
-    return AudioInfo(rate=int(info.samplerate), channels=int(info.channels), samples=int(info.frames))
-
-
-def read_audio(path: Path | str, *, rate: int = SAMPLE_RATE) -> Wave:
-    """float32 (N,): the file mixed down to mono and resampled to ``rate``; an `AudioError` if unreadable or empty."""
-    path = Path(path)
-    audio_info(path)  # missing file, not audio: one line each
-    try:
-        samples, file_rate = soundfile.read(str(path), dtype="float32", always_2d=True)  # (N, C)
-    except (soundfile.LibsndfileError, RuntimeError) as error:
-        raise AudioError(f"{path} could not be decoded ({_first_line(error)})") from None
-    if samples.shape[0] == 0:
-        raise AudioError(f"{path} holds no samples")
-    return resample(samples.mean(axis=1), file_rate, rate)
-
-
-def resample(wave: NDArray[np.floating], from_rate: float, to_rate: float) -> Wave:
-    """float32: ``wave`` (N,) at ``from_rate`` resampled to ``to_rate`` with soxr (high quality)."""
-    if from_rate == to_rate:
-        return np.ascontiguousarray(wave, dtype=np.float32)
-    return np.asarray(soxr.resample(np.asarray(wave, dtype=np.float32), from_rate, to_rate, quality="HQ"),
-                      dtype=np.float32)
-
-
-def is_silent(wave: NDArray[np.floating]) -> bool:
-    """True when no sample reaches `SILENCE_PEAK` (-60 dB of full scale)."""
-    return wave.size == 0 or float(np.max(np.abs(wave))) < SILENCE_PEAK
-
-
-def trim_silence(wave: Wave, *, margin: int, threshold: float = SILENCE_PEAK) -> Wave:
-    """``wave`` without what lies more than ``margin`` samples before its first or after its last sample at or
-    above ``threshold`` (-60 dB of full scale); a silent wave is returned whole."""
-    loud = np.flatnonzero(np.abs(wave) >= threshold)
-    if loud.size == 0:
-        return wave
-    return wave[max(int(loud[0]) - margin, 0) : int(loud[-1]) + 1 + margin]
-
-
-def write_wav(path: Path | str, wave: NDArray[np.floating], rate: int = SAMPLE_RATE) -> Path:
-    """Write ``wave`` (N,) as 16-bit PCM WAV, samples clipped to [-1, 1]; returns the path."""
-    soundfile.write(str(path), np.clip(wave, -1.0, 1.0), rate, subtype="PCM_16", format="WAV")
-    return Path(path)
-
-
-def _first_line(error: BaseException) -> str:
-    """The reason in soundfile's message, without its "Error opening '<path>': " prefix."""
-    line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    return line.rsplit("': ", 1)[-1]
 
 
 @dataclass

@@ -28,23 +28,15 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from unrolled.data.canvases import NO_LABEL
-from unrolled.extras import lazy
-
-if TYPE_CHECKING:
-    from PIL import Image, ImageSequence
-else:
-    Image = lazy("PIL.Image", "reading frames")
-    ImageSequence = lazy("PIL.ImageSequence", "reading frames")
-
+from unrolled.imagefiles import IMAGE_SUFFIXES, read_clip  # noqa: F401 (torch-free, shared with the runtime)
 
 SPLITS = ("train", "validation", "test")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 PathLike = str | os.PathLike[str]
 
 
@@ -155,41 +147,3 @@ def write_clips(path: PathLike, clips: Clips, **extra: NDArray[np.generic]) -> P
     with path.open("wb") as handle:
         np.savez_compressed(handle, **arrays)
     return path
-
-
-def read_clip(path: PathLike, size: tuple[int, int]) -> NDArray[np.uint8]:
-    """One clip, uint8 (T, H, W) at `size` (H, W): a folder of frame images in name order, or a multi-frame image.
-
-    Frames are read in grey (colour averaged by Pillow's "L" conversion) and
-    resized. A one-line ValueError for a missing path, a folder without
-    images, or a file Pillow cannot read.
-    """
-    path = Path(path)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        if not files:
-            raise ValueError(f"{path}: a folder of frames, but it holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        return np.stack([_grey(image, size) for file in files for image in _open_frames(file)[:1]])
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file or folder")
-    return np.stack([_grey(image, size) for image in _open_frames(path)])
-
-
-def _open_frames(path: Path) -> list[Image.Image]:
-    """Every frame of an image file (one for a still image), loaded; a one-line ValueError if Pillow cannot."""
-    try:
-        with Image.open(path) as image:
-            return [frame.copy() for frame in ImageSequence.Iterator(image)]
-    except (Image.UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"{path}: not a readable image ({' '.join(str(error).split())})") from None
-
-
-def _grey(image: Image.Image, size: tuple[int, int]) -> NDArray[np.uint8]:
-    """(H, W) uint8: the image in grey at `size` (H, W); 16-bit images are scaled to 8 bits first."""
-    if image.mode in ("I", "I;16", "I;16B", "I;16L"):
-        wide = np.asarray(image, dtype=np.float64)
-        image = Image.fromarray(np.round(wide * 255 / max(wide.max(), 1)).astype(np.uint8))
-    grey = image.convert("L")
-    if grey.size != (size[1], size[0]):
-        grey = grey.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-    return np.asarray(grey, dtype=np.uint8)

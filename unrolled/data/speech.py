@@ -34,8 +34,8 @@ from numpy.typing import NDArray
 
 from unrolled.data.audio import AudioError, audio_info, is_silent, read_audio
 from unrolled.data.errors import DataError
+from unrolled.sound import MIN_SECONDS
 
-MIN_SECONDS = 0.1  # 10 frames of the front end; a shorter clip holds no word
 MAX_SECONDS = 30.0  # the default limit; longer clips are refused, not cut, when a manifest is read
 REQUIRED_KEYS = ("audio", "text")
 NEMO_AUDIO = "audio_filepath"  # NeMo's name for the audio path

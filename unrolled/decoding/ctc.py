@@ -19,7 +19,8 @@ its last character; at step s + 1, with :math:`p = p_{s+1}`,
 
 then keeps the K prefixes of largest :math:`p_b + p_n`. With K at least the
 number of prefixes it is exact: it finds the most probable transcript, not
-the transcript of the most probable path.
+the transcript of the most probable path. The searches themselves are
+`unrolled.ctc_search`'s (no torch: the runtime runs them too).
 
 With a language model (shallow fusion, `unrolled.decoding.ngram`) each
 character a prefix gains adds ``weight`` log p_LM(c | prefix) + ``bonus``.
@@ -41,16 +42,14 @@ speller's typical error.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from unrolled.ctc_search import BLANK, collapse, prefix_beam
 from unrolled.decoding.ngram import END, CharNgram
-
-BLANK = 0  # CTC's blank symbol, id 0 of every speech alphabet
 
 
 def joint_scores(log_probs: Tensor, steps: int, hypotheses: Sequence[Sequence[int]], attention: Sequence[float],
@@ -84,50 +83,19 @@ def prefix_beam_search(log_probs: Tensor, beam: int, *, lm: CharNgram | None = N
     """
     table = log_probs.detach().to(torch.float64).cpu().tolist()  # (S, V)
     fused = lm is not None and (weight != 0.0 or bonus != 0.0)
-    beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, -math.inf)}  # prefix -> (log p_b, log p_n)
-    for row in table:
-        grown: dict[tuple[int, ...], list[float]] = {}
-        for prefix, (blank, last) in beams.items():
-            _extend(grown, prefix, blank=_logsum(blank, last) + row[BLANK])
-            gain = (weight * lm.log_probs(lm.history(prefix)) + bonus).tolist() if fused and lm else None
-            for symbol in range(1, len(row)):
-                extra = gain[symbol] if gain is not None else 0.0
-                if prefix and symbol == prefix[-1]:
-                    _extend(grown, prefix, last=last + row[symbol])  # the repeat merges into the prefix
-                    _extend(grown, (*prefix, symbol), last=blank + row[symbol] + extra)  # a blank parted them
-                else:
-                    _extend(grown, (*prefix, symbol), last=_logsum(blank, last) + row[symbol] + extra)
-        ranked = sorted(grown.items(), key=lambda item: (-_logsum(*item[1]), item[0]))[:beam]
-        beams = {prefix: (scores[0], scores[1]) for prefix, scores in ranked}
-    found = [(list(prefix), _logsum(*scores)) for prefix, scores in beams.items()]
+
+    def gain(prefix: tuple[int, ...]) -> list[float]:
+        assert lm is not None
+        return (weight * lm.log_probs(lm.history(prefix)) + bonus).tolist()
+
+    found = prefix_beam(table, beam, gain if fused else None)
     if fused and lm is not None:
         found = [(ids, score + weight * float(lm.log_probs(lm.history(ids))[END])) for ids, score in found]
         found.sort(key=lambda item: (-item[1], item[0]))
     return found
 
 
-def _extend(grown: dict[tuple[int, ...], list[float]], prefix: tuple[int, ...], *, blank: float = -math.inf,
-            last: float = -math.inf) -> None:
-    """Add probability (log) to a prefix's blank-ending and character-ending sums."""
-    scores = grown.setdefault(prefix, [-math.inf, -math.inf])
-    scores[0], scores[1] = _logsum(scores[0], blank), _logsum(scores[1], last)
-
-
-def _logsum(a: float, b: float) -> float:
-    """log(e^a + e^b), exact at -inf."""
-    if a == -math.inf:
-        return b
-    if b == -math.inf:
-        return a
-    top = max(a, b)
-    return top + math.log1p(math.exp(-abs(a - b)))
-
-
 def greedy_decode(log_probs: Tensor, steps: Tensor) -> list[list[int]]:
     """B(argmax path) of each utterance: repeats merged, then blanks removed."""
     best = log_probs.argmax(dim=-1).cpu()  # (B, S)
-    decoded = []
-    for b, length in enumerate(steps.tolist()):
-        path = best[b, :length].tolist()
-        decoded.append([s for t, s in enumerate(path) if s != BLANK and (t == 0 or s != path[t - 1])])
-    return decoded
+    return [collapse(best[b, :length].tolist()) for b, length in enumerate(steps.tolist())]

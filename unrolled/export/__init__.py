@@ -34,8 +34,8 @@ from typing import Any
 
 import torch
 
-from unrolled.export.apps import EXPORTERS, Graph
-from unrolled.export.graphs import ExportError, exportable, quiet, to_onnx
+from unrolled.export.apps import EXPORTERS
+from unrolled.export.graphs import ExportError, Graph, exportable, quiet, to_onnx
 from unrolled.extras import need
 from unrolled.runtime.bundle import GRAPH_FORMATS, SETTINGS, SUFFIXES, write_manifest
 
@@ -94,7 +94,7 @@ def write_onnx(graph: Graph, path: Path, quantize: str | None) -> None:
     """Graph `graph` as ONNX at `path`, quantised to int8 weights when asked."""
     import onnx
 
-    model = to_onnx(exportable(graph.module), graph.args, graph.inputs, graph.outputs, graph.dynamic)
+    model = to_onnx(exportable(graph.module), graph.args, graph.inputs, graph.outputs, graph.dynamic, graph.opset)
     if quantize is None:
         onnx.save(model, str(path))
         return

@@ -18,28 +18,14 @@ are the checkpoint's own pieces: vocabularies, tokenisers, labels, lengths.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from unrolled.export.graphs import ExportError
-
-EXAMPLE_LENGTHS = (5, 2, 4)
-"""The lengths of the example batch traced: padded, so the traced graph keeps the masking."""
-
-
-@dataclass
-class Graph:
-    """One graph to export: a module, example inputs, names, and which axes are dynamic."""
-
-    name: str
-    module: nn.Module
-    args: tuple[Tensor, ...]
-    inputs: list[str]
-    outputs: list[str]
-    dynamic: dict[str, dict[int, str]]
+from unrolled.export.graphs import EXAMPLE_LENGTHS, ExportError, Graph
+from unrolled.export.speech import speech_graphs
+from unrolled.export.vision import caption_graphs, glimpse_graphs, video_graphs
 
 
 def _example_ids(vocabulary: int) -> tuple[Tensor, Tensor]:
@@ -244,5 +230,7 @@ def seq2seq_graphs(predictor: Any) -> tuple[list[Graph], dict[str, Any]]:
 
 EXPORTERS: dict[str, Callable[[Any], tuple[list[Graph], dict[str, Any]]]] = {
     "lm": lm_graphs, "classify": classify_graphs, "tag": tag_graphs, "seq2seq": seq2seq_graphs,
+    "speech": speech_graphs, "caption": caption_graphs, "glimpse": glimpse_graphs,
+    "video": video_graphs,
 }
 """The applications that export, by name."""

@@ -36,6 +36,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +44,32 @@ import torch
 from torch import Tensor, nn
 
 from unrolled.cells import Cell, State
+from unrolled.features import FrontEnd, dft_power_spectrum
 from unrolled.recurrent import Recurrent, masked
 
-OPSET = 17
+OPSET = 17  # a graph that needs a later operator asks for it (`Graph.opset`)
 DOMAIN = "unrolled"
 PLACEHOLDER = "ScanCell"
 
 _CELLS: list[Cell] = []
 """The cells seen by `scan_unroller` during one export, by the index their placeholder records."""
+
+
+EXAMPLE_LENGTHS = (5, 2, 4)
+"""The lengths of the example batch traced: padded, so the traced graph keeps the masking."""
+
+
+@dataclass
+class Graph:
+    """One graph to export: a module, example inputs, names, and which axes are dynamic."""
+
+    name: str
+    module: nn.Module
+    args: tuple[Tensor, ...]
+    inputs: list[str]
+    outputs: list[str]
+    dynamic: dict[str, dict[int, str]]
+    opset: int = OPSET
 
 
 class ExportError(ValueError):
@@ -117,7 +136,8 @@ class CellStep(nn.Module):
 
 
 def exportable(model: nn.Module) -> nn.Module:
-    """A copy of `model` to trace: eval mode, no gradients, every `Recurrent` on `scan_unroller`.
+    """A copy of `model` to trace: eval mode, no gradients, every `Recurrent` on `scan_unroller`, every speech
+    front end on the STFT as a DFT product (`unrolled.features.dft_power_spectrum`: ONNX has no complex tensors).
 
     A layer running another unroller (the C++ one of `unrolled.native`, the compiled
     chunks of `unrolled.chunked`) computes `unroll`'s function, so its copy runs this one.
@@ -127,6 +147,8 @@ def exportable(model: nn.Module) -> nn.Module:
         if isinstance(module, Recurrent):
             module.fused = False
             module.unroller = scan_unroller
+        if isinstance(module, FrontEnd):
+            module.spectrum = dft_power_spectrum
     return model
 
 
@@ -143,14 +165,14 @@ def quiet() -> Iterator[None]:
 
 
 def to_onnx(module: nn.Module, args: tuple[Tensor, ...], inputs: list[str], outputs: list[str],
-            dynamic: dict[str, dict[int, str]]) -> Any:
-    """The ONNX model (an `onnx.ModelProto`) of `module` traced on `args`, loops made Scans."""
+            dynamic: dict[str, dict[int, str]], opset: int = OPSET) -> Any:
+    """The ONNX model (an `onnx.ModelProto`) of `module` traced on `args` at `opset`, loops made Scans."""
     import onnx
 
     _CELLS.clear()
     with quiet(), torch.no_grad(), tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "graph.onnx"
-        torch.onnx.export(module, args, path, dynamo=False, opset_version=OPSET, input_names=inputs,
+        torch.onnx.export(module, args, path, dynamo=False, opset_version=opset, input_names=inputs,
                           output_names=outputs, dynamic_axes=dynamic,
                           do_constant_folding=True)
         model = onnx.load(str(path))

@@ -198,8 +198,7 @@ class SpeechConfig:
 def pair_steps(h: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
     """[h_{2i}; h_{2i+1}] (B, ceil(T / 2), 2D) and lengths ceil(n / 2); an odd last step is paired with zeros."""
     batch, steps, width = h.shape
-    if steps % 2:
-        h = F.pad(h, (0, 0, 0, 1))  # (B, T + 1, D)
+    h = F.pad(h, (0, 0, 0, 1))[:, : 2 * ((steps + 1) // 2)]  # (B, 2 ceil(T / 2), D): no branch, so it exports
     return h.reshape(batch, -1, 2 * width), torch.div(lengths + 1, 2, rounding_mode="floor")
 
 

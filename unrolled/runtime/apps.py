@@ -16,41 +16,15 @@ from typing import Any
 import numpy as np
 
 from unrolled.apps.results import Label, Sample, Tagged, Translation, Translations
-from unrolled.extras import need
 from unrolled.runtime import decode
 from unrolled.runtime.bundle import Bundle
-from unrolled.runtime.text import Characters, Side, Tokens
+from unrolled.runtime.graph import Graph, option
+from unrolled.runtime.speech import Transcriber
+from unrolled.runtime.text import BOS_ID, EOS_ID, Characters, Side, Tokens
+from unrolled.runtime.vision import Captioner, Reader, VideoLabeller
 from unrolled.tokens import PAD_ID, UNK_ID, tokenize, warn_reading
 
-BOS_ID, EOS_ID = 2, 3
 NEVER = float("nan")
-
-
-def option(options: Any, name: str, default: Any) -> Any:
-    """Option `name` of an options object or dict, else `default`."""
-    if options is None:
-        return default
-    if isinstance(options, dict):
-        return options.get(name, default)
-    return getattr(options, name, default)
-
-
-class Graph:
-    """One ONNX graph in an ONNX Runtime session: ``graph(**arrays) -> {output name: array}``."""
-
-    def __init__(self, bundle: Bundle, name: str, threads: int | None = None) -> None:
-        need("onnxruntime", "the runtime")
-        import onnxruntime as ort
-
-        settings = ort.SessionOptions()
-        if threads:
-            settings.intra_op_num_threads = threads
-        settings.log_severity_level = 3
-        self.session = ort.InferenceSession(str(bundle.graph(name)), settings, providers=["CPUExecutionProvider"])
-        self.outputs = [output.name for output in self.session.get_outputs()]
-
-    def __call__(self, **feeds: np.ndarray) -> dict[str, np.ndarray]:
-        return dict(zip(self.outputs, self.session.run(self.outputs, feeds), strict=True))
 
 
 def padded(sequences: list[list[int]], min_steps: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -327,4 +301,6 @@ class Translator:
 
 
 PREDICTORS: dict[str, Any] = {"lm": LanguageModel, "classify": TextClassifier, "tag": SequenceTagger,
-                              "seq2seq": Translator}
+                              "seq2seq": Translator, "speech": Transcriber,
+                              "caption": Captioner, "glimpse": Reader,
+                              "video": VideoLabeller}

@@ -18,6 +18,7 @@ from typing import Any
 from unrolled.tokens import SPECIAL_TOKENS, UNK_ID, UNK_TOKEN
 
 TARGET_SPECIALS = ("<s>", "</s>")
+BOS_ID, EOS_ID = 2, 3  # the ids of <s> and </s> in a target vocabulary (after <pad> and <unk>)
 UNKNOWN_SYMBOL = "\ufffd"
 
 

@@ -131,9 +131,10 @@ def record_speech_attention(run: str | os.PathLike[str], paths: list[Path], *,
     import torch
 
     from unrolled import decoding
-    from unrolled.apps.transcriber import Transcriber, character_limit
+    from unrolled.apps.transcriber import Transcriber
     from unrolled.data.audio import AudioError, read_audio
     from unrolled.models.speech import BLANK
+    from unrolled.sound import character_limit
 
     _, kind, _ = run_kind(run)
     if kind != SPEECH_KIND:
