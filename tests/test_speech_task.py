@@ -380,7 +380,10 @@ def test_warp_search_decodes_each_clip_at_its_most_confident_factor(trained: tup
     confidences = [{alpha: c for alpha, (c, _) in row.items()} for row in alone]
     for n, (found, scores) in enumerate(zip(searched, confidences, strict=True)):
         best = max(grid, key=lambda a: (scores[a], -abs(np.log(a))))
-        assert found.warp == best and found.text == at[best][n].text and found.score == pytest.approx(at[best][n].score)
+        # The two scores come from batches of other sizes: float32 sums in another order (at 1 thread they differed
+        # by 2.5e-6 relative), so they agree to float32's accumulated rounding, not to 1e-6.
+        assert found.warp == best and found.text == at[best][n].text
+        assert found.score == pytest.approx(at[best][n].score, rel=1e-5)
     assert all(len({round(s[a], 6) for a in grid}) == len(grid) for s in confidences)  # a real choice each time
     shared = transcriber.transcribe(waves, warps=grid, groups=["x", "y", "x", "y"])
     for members in ([0, 2], [1, 3]):  # a group's factor: the best confidence per step over all its clips' steps
