@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -69,7 +70,7 @@ def test_fitted_ratios_match_a_direct_count() -> None:
 def test_padding_changes_nothing(kind: str) -> None:
     torch.manual_seed(0)
     sequences, labels = [[2, 3, 4], [5, 6, 2, 3, 3], [4, 4]], [1, 0, 1]
-    options = {"vocab_size": 7, "classes": 2, "embedding": 8, "wide_order": 2,
+    options: dict[str, Any] = {"vocab_size": 7, "classes": 2, "embedding": 8, "wide_order": 2,
                "wide_features": count_ngrams(sequences, 2, 7)}
     model = (RNNClassifier(RNNClassifierConfig(hidden=5, **options)) if kind == "rnn"
              else CNNClassifier(CNNClassifierConfig(feature_maps=4, widths=[1, 2], **options))).eval()

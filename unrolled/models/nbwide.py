@@ -102,6 +102,9 @@ def log_count_ratio(counts: Tensor, alpha: float = NB_ALPHA) -> Tensor:
 class NBWide(nn.Module):
     """The wide branch: n-gram keys (G,) and ratios r (G, C) as buffers, trained gains w (G, C); see the module doc."""
 
+    keys: Tensor
+    ratio: Tensor
+
     def __init__(self, *, vocab_size: int, classes: int, order: int, features: int, beta: float) -> None:
         super().__init__()
         check_order(order, vocab_size)
