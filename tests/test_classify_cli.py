@@ -205,3 +205,17 @@ def test_python_api_matches_the_cli(run: Path, capsys: pytest.CaptureFixture[str
     assert (result.label, round(result.probability, 4)) == (label, float(probability))
     assert result.probabilities[result.label] == result.probability
     assert TextClassifier.load(run).evaluate([Example("superb and great", "pos", 1)])["accuracy"] == 1.0
+
+
+def test_the_nb_branch_trains_saves_and_predicts(data: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    run = trained(tmp_path_factory, "cnn", "classify", str(data), "--model", "cnn", "--wide", "2", *TINY)
+    config = json.loads((run / "best" / "config.json").read_text())["model"]
+    assert config["wide_order"] == 2 and config["wide_features"] > 0
+    classifier = TextClassifier.load(run)
+    assert classifier.model.wide is not None and classifier.model.wide.keys.numel() == config["wide_features"]
+    assert classifier.split is not None
+    parts = split_examples(read_labelled(data), SplitRecord(**classifier.split))
+    assert classifier.evaluate(parts["test"])["accuracy"] >= 0.9
+    texts = [text for text, _ in sentences(30, 7)]
+    alone = torch.cat([classifier.probabilities([text]) for text in texts])
+    assert torch.allclose(classifier.probabilities(texts, batch_size=64), alone, atol=1e-5)

@@ -68,6 +68,12 @@ def test_the_cnn_classifier_reads_texts_shorter_than_its_widest_filter(tmp_path:
         assert abs(got - predictor.probabilities(texts, batch_size=batch).numpy()).max() < 1e-5
 
 
+def test_a_classifier_with_the_nb_branch_is_refused_in_one_line(tmp_path: Path) -> None:
+    run = classify_run(tmp_path / "wide", wide_order=2, wide_features=5)
+    with pytest.raises(ExportError, match=r"NB n-gram branch \(--wide\) does not export"):
+        export_run(run, tmp_path / "wide-onnx")
+
+
 def test_tagger_tags_equal_the_predictors_even_for_sentences_cut_in_pieces(runs: dict[str, Path]) -> None:
     _, predictor = load_predictor(runs["tag"])
     exported = runtime.load(runs["tag-onnx"])

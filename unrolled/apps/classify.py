@@ -39,12 +39,14 @@ from unrolled.data.vocab import UNK_ID, LabelSet, TokenVocabulary, load_vectors,
 from unrolled.metrics import classification_report
 from unrolled.models.classifier import (
     POOLINGS,
+    WIDE_BETA,
     CNNClassifier,
     CNNClassifierConfig,
     RNNClassifier,
     RNNClassifierConfig,
     SequenceClassifier,
 )
+from unrolled.models.nbwide import count_ngrams
 from unrolled.options import option, require_fractions, require_positive
 from unrolled.training import TrainConfig, TrainResult, epochs_recipe, to_device
 
@@ -181,14 +183,26 @@ class ClassifyModel:
     pooling: str = field(default="max", metadata=option("rnn: how the states become one vector", choices=POOLINGS))
     widths: tuple[int, ...] = field(default=(3, 4, 5), metadata=option("cnn: filter widths", metavar="W,W,..."))
     maps: int = field(default=100, metadata=option("cnn: feature maps per width", aliases=("--feature-maps",)))
+    wide: int = field(default=0, metadata=option(
+        "add an NB-weighted bag of 1..N-grams to the network (Wang and Manning 2012's NBSVM features, trained "
+        "with it); 0: none, 2: uni- and bigrams", metavar="N"))
+    wide_beta: float = field(default=WIDE_BETA, metadata=option(
+        "the NB branch's starting gain on the log-count ratios"))
+
+    def __post_init__(self) -> None:
+        if self.wide_beta < 0:
+            raise ValueError(f"--wide-beta must be 0 or more, got {self.wide_beta}")
+        if self.wide < 0:
+            raise ValueError(f"--wide must be 0 (no NB branch) or an n-gram order of 1 or more, got {self.wide}")
 
     def options(self) -> dict[str, Any]:
-        """The fields of the network's config other than the vocabulary size and the number of classes."""
+        """The fields of the network's config other than the vocabulary size, classes and wide_features."""
+        wide = {"wide_order": self.wide, "wide_beta": self.wide_beta}
         if self.model == "cnn":
             return {"embedding": self.embedding, "widths": list(self.widths), "feature_maps": self.maps,
-                    "dropout": self.dropout}
+                    "dropout": self.dropout, **wide}
         return {"embedding": self.embedding, "cell": self.cell, "hidden": self.hidden, "layers": self.layers,
-                "bidirectional": self.bidirectional, "pooling": self.pooling, "dropout": self.dropout}
+                "bidirectional": self.bidirectional, "pooling": self.pooling, "dropout": self.dropout, **wide}
 
 
 class ClassifyConfig(RunConfig):
@@ -329,14 +343,18 @@ def fit(config: ClassifyConfig, out: str | os.PathLike[str], *, resume: bool = F
         labels = LabelSet.build([example.label for example in parts["train"]])
         model = config.model.model
         network_config = {**config.model.options(), "vocab_size": len(encoding.vocabulary), "classes": len(labels)}
+        if config.model.wide:
+            network_config["wide_features"] = count_ngrams(sequences, config.model.wide, len(encoding.vocabulary))
     torch.manual_seed(train_config.seed)
     network = build_model(model, network_config)
+    targets = [labels.encode(example.label) for example in parts["train"]]
+    if network.wide is not None and not saved:
+        network.wide.fit_ratios(sequences, targets)
     if data_config.vectors is not None and not saved:
         table, found = load_vectors(data_config.vectors, encoding.vocabulary)
         network.load_embeddings(table, freeze=data_config.freeze_vectors)
         warnings.warn(f"pretrained vectors for {found} of {len(encoding.vocabulary) - 2} words", stacklevel=2)
     warn_truncated(cut, len(sequences), encoding.max_len)
-    targets = [labels.encode(example.label) for example in parts["train"]]
     batches = LabelledData(sequences, targets, batch_size=data_config.batch_size, seed=train_config.seed)
     evaluate = _evaluator(encoding, labels, parts["validation"])
     extra = {"kind": KIND, "model_type": model, "model": network_config if saved else asdict(network.config),

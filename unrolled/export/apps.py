@@ -89,6 +89,9 @@ class Probabilities(nn.Module):
 
 
 def classify_graphs(predictor: Any) -> tuple[list[Graph], dict[str, Any]]:
+    if getattr(predictor.model, "wide", None) is not None:
+        raise ExportError("the NB n-gram branch (--wide) does not export (its n-gram lookup is not an ONNX "
+                          "operator); serve the run instead, or export one trained without --wide")
     ids, lengths = _example_ids(predictor.model.config.vocab_size)
     graph = Graph("model", Probabilities(predictor.model), (ids, lengths), ["ids", "lengths"], ["probabilities"],
                   {"ids": {0: "B", 1: "T"}, "lengths": {0: "B"}, "probabilities": {0: "B"}})
