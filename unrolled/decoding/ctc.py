@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from unrolled.decoding.ngram import END, CharNgram
+from unrolled.decoding.words import WordConstraint
 
 BLANK = 0  # CTC's blank symbol, id 0 of every speech alphabet
 
@@ -72,7 +73,7 @@ def joint_scores(log_probs: Tensor, steps: int, hypotheses: Sequence[Sequence[in
 
 
 def prefix_beam_search(log_probs: Tensor, beam: int, *, lm: CharNgram | None = None, weight: float = 0.0,
-                       bonus: float = 0.0) -> list[tuple[list[int], float]]:
+                       bonus: float = 0.0, vocabulary: WordConstraint | None = None) -> list[tuple[list[int], float]]:
     """The ``beam`` most probable transcripts of one utterance's log p (S, V), best first, with their log p(y | x).
 
     As in the module docstring, in log space; ties broken by the prefix, so
@@ -80,7 +81,8 @@ def prefix_beam_search(log_probs: Tensor, beam: int, *, lm: CharNgram | None = N
     (shallow fusion, `unrolled.decoding.ngram`): a prefix grown by c gains
     weight log p_LM(c | prefix) + bonus (a repeat that merges gains nothing),
     and the final ranking adds weight log p_LM(end | transcript); the scores
-    returned are these fused sums.
+    returned are these fused sums. With a ``vocabulary`` (`unrolled.decoding.words`) a prefix grows only by the
+    characters it allows, and the finished transcripts (last word whole) rank before the others.
     """
     table = log_probs.detach().to(torch.float64).cpu().tolist()  # (S, V)
     fused = lm is not None and (weight != 0.0 or bonus != 0.0)
@@ -90,11 +92,15 @@ def prefix_beam_search(log_probs: Tensor, beam: int, *, lm: CharNgram | None = N
         for prefix, (blank, last) in beams.items():
             _extend(grown, prefix, blank=_logsum(blank, last) + row[BLANK])
             gain = (weight * lm.log_probs(lm.history(prefix)) + bonus).tolist() if fused and lm else None
+            allowed = None if vocabulary is None else vocabulary.next(prefix)
             for symbol in range(1, len(row)):
                 extra = gain[symbol] if gain is not None else 0.0
                 if prefix and symbol == prefix[-1]:
                     _extend(grown, prefix, last=last + row[symbol])  # the repeat merges into the prefix
-                    _extend(grown, (*prefix, symbol), last=blank + row[symbol] + extra)  # a blank parted them
+                    if allowed is None or symbol in allowed:
+                        _extend(grown, (*prefix, symbol), last=blank + row[symbol] + extra)  # a blank parted them
+                elif allowed is not None and symbol not in allowed:
+                    continue
                 else:
                     _extend(grown, (*prefix, symbol), last=_logsum(blank, last) + row[symbol] + extra)
         ranked = sorted(grown.items(), key=lambda item: (-_logsum(*item[1]), item[0]))[:beam]
@@ -103,6 +109,8 @@ def prefix_beam_search(log_probs: Tensor, beam: int, *, lm: CharNgram | None = N
     if fused and lm is not None:
         found = [(ids, score + weight * float(lm.log_probs(lm.history(ids))[END])) for ids, score in found]
         found.sort(key=lambda item: (-item[1], item[0]))
+    if vocabulary is not None:  # a stable sort: the finished first, each part in its order
+        found.sort(key=lambda item: not vocabulary.finished(item[0]))
     return found
 
 
