@@ -72,13 +72,12 @@ def vocabulary_words(spec: str) -> list[str]:
     if spec == "digits":
         return list(DIGITS)
     path = Path(spec)
-    try:
-        words = path.read_text(encoding="utf-8").split()
-    except OSError as error:
-        raise ValueError(f"--vocabulary takes 'digits' or a text file of words; cannot read {spec!r}: "
-                         f"{error.strerror or error}") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"the vocabulary file {spec!r} is not UTF-8 text") from None
+    if not path.is_file():
+        raise ValueError(f"--vocabulary takes 'digits' or a text file of words; {spec!r} is neither")
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    if "\ufffd" in text:
+        raise ValueError(f"the vocabulary file {spec!r} is not UTF-8 text")
+    words = text.split()
     if not words:
         raise ValueError(f"the vocabulary file {spec!r} holds no words; give one word or more, separated by spaces or "
                          "lines")
