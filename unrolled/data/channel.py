@@ -53,8 +53,9 @@ a low-pass at U[4, 7.5] kHz and two peaking sections at log-uniform
 high-pass's Q = 0.707. The filter runs in the frequency domain:
 :math:`y = \mathrm{IDFT}_L(X[k] \prod_j H_j(e^{2\pi i k / L}))` over
 :math:`L \ge N + r / 10` points, the first N samples kept: the sections'
-impulse responses have died away well within the 0.1 s of padding, so this
-is the difference equation's output to rounding.
+impulse responses have died away well within the 0.1 s of padding (L is
+rounded up to a multiple of 2048), so this is the difference equation's
+output to rounding.
 
 **Room** (`room_response`, `reverberate`): a simulated impulse response of
 reverberation time :math:`T_{60}` (the time its energy takes to fall by
@@ -93,6 +94,7 @@ ALAW_MASKS = (0xD5, 0x55)  # A-law's inverted bits of a code of u >= 0, and of u
 BUTTERWORTH_Q = 1 / math.sqrt(2)  # Q of the microphone's high- and low-pass sections
 FILTER_TAIL_SECONDS = 0.1  # padding of the frequency-domain filter: longer than any section's ringing
 SECTIONS = ("highpass", "lowpass", "peaking")
+FFT_BLOCK = 2048  # the filter's FFT length is a multiple of this: few prime factors, so the FFT stays fast
 
 
 def to_int16(wave: NDArray[np.floating]) -> NDArray[np.int16]:
@@ -184,19 +186,19 @@ class Section:
             a = np.array([1 + alpha / gain, -2 * c, 1 - alpha / gain])
         return b, a
 
-    def response(self, points: int, rate: int) -> NDArray[np.complex128]:
-        """H(e^{2 pi i k / L}) at the L // 2 + 1 frequencies of a real FFT of ``points`` = L points."""
+    def response(self, delay: NDArray[np.complex128], rate: int) -> NDArray[np.complex128]:
+        """H at the frequencies whose z^-1 are ``delay``: (b0 + b1 z^-1 + b2 z^-2) / (a0 + a1 z^-1 + a2 z^-2)."""
         b, a = self.coefficients(rate)
-        z = np.exp(-2j * np.pi * np.arange(points // 2 + 1) / points)  # z^-1
-        return (b[0] + b[1] * z + b[2] * z**2) / (a[0] + a[1] * z + a[2] * z**2)
+        return (b[0] + delay * (b[1] + delay * b[2])) / (a[0] + delay * (a[1] + delay * a[2]))
 
 
 def biquad(wave: Wave, sections: tuple[Section, ...], *, rate: int = SAMPLE_RATE) -> Wave:
     """The waveform through the sections in turn, computed in the frequency domain (module docstring)."""
-    points = 1 << (len(wave) + round(FILTER_TAIL_SECONDS * rate) - 1).bit_length()
+    points = -(-(len(wave) + round(FILTER_TAIL_SECONDS * rate)) // FFT_BLOCK) * FFT_BLOCK
     spectrum = np.fft.rfft(np.asarray(wave, dtype=np.float64), n=points)
+    delay = np.exp(-2j * np.pi * np.arange(points // 2 + 1) / points)  # z^-1 at the L // 2 + 1 frequencies
     for section in sections:
-        spectrum = spectrum * section.response(points, rate)
+        spectrum = spectrum * section.response(delay, rate)
     return np.fft.irfft(spectrum, n=points)[: len(wave)].astype(np.float32)
 
 
