@@ -35,6 +35,7 @@ SETS = {"synthetic": ("spoken-digits", None), "people": ("diphone-digits", None)
 DECODINGS = ("greedy", "beam 8", "beam 8, digits")
 TARGETS = {"people": 0.05, "people 8 kHz": 0.08}  # the CER targets for the real-voice rows
 RECORD = "bench-channels.json"
+NOTES = "## Notes"  # results-channels.md keeps what follows this heading when the table is written again
 
 
 def test_sets(limit: int | None) -> dict[str, tuple[list[Any], list[Any]]]:
@@ -44,10 +45,13 @@ def test_sets(limit: int | None) -> dict[str, tuple[list[Any], list[Any]]]:
     from unrolled.data.channel import telephone
     from unrolled.data.speech import read_manifest
 
+    read: dict[str, tuple[list[Any], list[Any]]] = {}  # each dataset's test clips, read once
     sets = {}
     for name, (dataset, codec) in SETS.items():
-        utterances = read_manifest(obtain(dataset), split="test")[:limit]
-        waves = [read_audio(u.audio) for u in utterances]
+        if dataset not in read:
+            utterances = read_manifest(obtain(dataset), split="test")[:limit]
+            read[dataset] = (utterances, [read_audio(u.audio) for u in utterances])
+        utterances, waves = read[dataset]
         sets[name] = (utterances, [telephone(w, codec) for w in waves] if codec else waves)
     return sets
 
@@ -119,7 +123,10 @@ def main() -> None:
     if args.report:
         runs = args.runs or sorted(p.parent.name for p in RESULTS.glob(f"*/{RECORD}"))
         text = report(runs)
-        (RESULTS / "results-channels.md").write_text(text + "\n")
+        target = RESULTS / "results-channels.md"
+        old = target.read_text() if target.exists() else ""
+        notes = old[old.index(NOTES):] if NOTES in old else ""  # the written notes below the table stay
+        target.write_text(f"### {__doc__.splitlines()[0]}\n\n{text}\n" + (f"\n{notes}" if notes else ""))
         summary = json.loads((RESULTS / "result.json").read_text()) if (RESULTS / "result.json").exists() else {}
         summary["channels"] = {run: json.loads((RESULTS / run / RECORD).read_text()) for run in runs
                                if (RESULTS / run / RECORD).exists()}
