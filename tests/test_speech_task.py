@@ -153,9 +153,9 @@ def test_a_ten_minute_recording_is_transcribed_in_chunks_not_refused(trained: tu
     decode = transcriber._decode
 
     def spy(batch: Any, head: str, beam: int, length_penalty: float, fusion: Any, ctc_weight: float,
-            warp: Any = None) -> Any:
+            warp: Any = None, vocabulary: Any = None) -> Any:
         seen.extend(batch.samples.tolist())
-        return decode(batch, head, beam, length_penalty, fusion, ctc_weight, warp)
+        return decode(batch, head, beam, length_penalty, fusion, ctc_weight, warp, vocabulary)
 
     transcriber._decode = spy  # type: ignore[method-assign]
     text = transcriber.transcribe([long])[0].text
