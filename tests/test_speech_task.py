@@ -494,7 +494,7 @@ def test_the_channel_flags_reach_the_perturbation_and_fmax_the_front_end() -> No
     assert chosen.model.recogniser(vocabulary=2).features.fmax == 4000.0
     with pytest.raises(ValueError, match=r"^--telephone is a share of the utterances, in \[0, 1\]; got 1\.5$"):
         train_flags("--telephone", "1.5")
-    with pytest.raises(ValueError, match=r"^--reverb perturb the training audio, which --no-perturb turns off"):
+    with pytest.raises(ValueError, match=r"^--reverb perturbs the training audio, which --no-perturb turns off"):
         train_flags("--reverb", "0.5", "--no-perturb").data.perturbation()
 
 

@@ -126,10 +126,12 @@ class SpeechDataConfig:
     def perturbation(self) -> PerturbConfig | None:
         """The training perturbations: none with --no-perturb, else the defaults with --speeds' factors."""
         if not self.perturb:
+            if self.speeds is not None:
+                raise ValueError("--speeds sets the speed perturbation, which --no-perturb turns off; give one of them")
             given = [f"--{name}" for name in ("reverb", "microphone", "telephone") if getattr(self, name) > 0]
-            if self.speeds is not None or given:
-                raise ValueError(f"{' and '.join(given or ['--speeds'])} perturb the training audio, which "
-                                 "--no-perturb turns off; give one or the other")
+            if given:
+                raise ValueError(f"{' and '.join(given)} {'perturbs' if len(given) == 1 else 'perturb'} the training "
+                                 "audio, which --no-perturb turns off; give one or the other")
             return None
         wrong = [f"{factor:g}" for factor in self.speeds or () if not 0.5 <= factor <= 2.0]
         if wrong:
