@@ -107,5 +107,6 @@ def test_vocabulary_words_are_digits_or_a_files_words(tmp_path: Path) -> None:
     assert "oh" in vocabulary_words("digits") and "zero" in vocabulary_words("digits")
     (tmp_path / "words.txt").write_text("yes no\nyes\n")
     assert vocabulary_words(str(tmp_path / "words.txt")) == ["no", "yes"]
-    with pytest.raises(ValueError, match=r"--vocabulary takes 'digits' or a text file of words; '\S+missing\.txt' is neither"):
+    with pytest.raises(ValueError,
+                       match=r"--vocabulary takes 'digits' or a text file of words; '\S+missing\.txt' is neither"):
         vocabulary_words(str(tmp_path / "missing.txt"))
