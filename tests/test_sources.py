@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import re
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,7 +140,7 @@ def test_a_pins_file_line_that_is_not_four_or_five_fields_is_one_line(tmp_path: 
 def test_every_debian_pin_records_its_pool_path() -> None:
     for pinned in PINS:
         if pinned.source == "debian":
-            assert pinned.path.startswith("pool/main/") and pinned.path.endswith(".deb"), pinned
+            assert re.match(r"pool/(main|contrib|non-free)/", pinned.path) and pinned.path.endswith(".deb"), pinned
             assert f"/{pinned.name}_" in pinned.path, pinned
 
 
