@@ -56,7 +56,7 @@ MODELS = {"ctc": ["--decoder", "ctc", "--layers", "2"], "attention": ["--decoder
 # layers) was still at 97% validation CER (CTC) and 203% (attention) after 200 updates, 13 minutes.
 # The first two runs had no band warp (`--tag warp --band-warp 0.15` the third): kept off here so they reproduce.
 COMMON = ["--hidden", "192", "--stride", "3", "--batch", "16", "--lr", "2e-3", "--warmup", "50", "--band-warp", "0"]
-SHORT = {"spoken-digits": "digits", "spoken-sentences": "sentences"}
+SHORT = {"spoken-digits": "digits", "spoken-sentences": "sentences", "spoken-digits-all": "all"}
 TARGET_CER = 0.02  # spoken-digits, held-out voices
 TARGET_SPEED = 50.0  # seconds of audio per second of compute, batch 1
 # Shallow fusion of a character 6-gram of the training transcripts (`unrolled.decoding.ngram`): the weight (and CTC's

@@ -174,6 +174,8 @@ def test_cli_run_prints_what_speech_predict_prints_and_bad_input_is_one_line(
     assert [{**r, "score": None} for r in got_json] == [{**r, "score": None} for r in expected_json]
     assert all(abs(a["score"] - b["score"]) < 1e-4 for a, b in zip(got_json, expected_json, strict=True))
     one_error_line(capsys, main(["run", str(out), *clips, "--lm", clips[0]]), "--lm is not in the runtime")
+    one_error_line(capsys, main(["run", str(out), *clips, "--vocabulary", "digits", "--beam", "3"]),
+                   "--vocabulary is not in the runtime")
     one_error_line(capsys, main(["run", str(out), *clips, "--decoder", "joint"]), "joint rescoring needs the run")
     one_error_line(capsys, main(["run", str(runs["ctc-onnx"]), *clips, "--decoder", "attention"]),
                    "this export has no attention decoder")

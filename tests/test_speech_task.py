@@ -153,9 +153,9 @@ def test_a_ten_minute_recording_is_transcribed_in_chunks_not_refused(trained: tu
     decode = transcriber._decode
 
     def spy(batch: Any, head: str, beam: int, length_penalty: float, fusion: Any, ctc_weight: float,
-            warp: Any = None) -> Any:
+            warp: Any = None, vocabulary: Any = None) -> Any:
         seen.extend(batch.samples.tolist())
-        return decode(batch, head, beam, length_penalty, fusion, ctc_weight, warp)
+        return decode(batch, head, beam, length_penalty, fusion, ctc_weight, warp, vocabulary)
 
     transcriber._decode = spy  # type: ignore[method-assign]
     text = transcriber.transcribe([long])[0].text
@@ -487,3 +487,39 @@ def test_a_run_repeats_from_its_saved_configuration_and_predict_and_eval_print_j
     assert main(["speech", "eval", str(second), str(path), "--json", "--beam", "2", "--split", "all"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["utterances"] == 10 and report["decoder"] == "attention" and set(report["beam2"]) >= {"cer", "wer"}
+
+
+def test_the_channel_flags_reach_the_perturbation_and_fmax_the_front_end() -> None:
+    chosen = train_flags("--telephone", "1", "--reverb", "0.25", "--microphone", "0.5", "--fmax", "4000")
+    perturbation = chosen.data.perturbation()
+    assert perturbation is not None and (perturbation.telephone, perturbation.reverb,
+                                         perturbation.microphone) == (1.0, 0.25, 0.5)
+    assert chosen.model.recogniser(vocabulary=2).features.fmax == 4000.0
+    with pytest.raises(ValueError, match=r"^--telephone is a share of the utterances, in \[0, 1\]; got 1\.5$"):
+        train_flags("--telephone", "1.5")
+    with pytest.raises(ValueError, match=r"^--reverb perturbs the training audio, which --no-perturb turns off"):
+        train_flags("--reverb", "0.5", "--no-perturb").data.perturbation()
+
+
+def test_a_vocabulary_keeps_ctcs_beam_to_its_words(trained: tuple[Path, Path], tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    _, run = trained
+    transcriber = Transcriber.load(run)
+    waves = [tone_word(word, np.random.default_rng(11)) for word in ("acb", "cab", "ab c")]
+    assert [t.text for t in transcriber.transcribe(waves, beam=8)] == ["acb", "cab", "ab c"]
+    allowed = transcriber.word_constraint(["cab", "ab"], "ctc")
+    constrained = [t.text for t in transcriber.transcribe(waves, beam=8, vocabulary=allowed)]
+    assert constrained[1] == "cab"  # already allowed: the vocabulary leaves it
+    assert all(text and set(text.split()) <= {"cab", "ab"} for text in constrained)  # "acb" and "c" are not words
+    (tmp_path / "words.txt").write_text("cab\nab\n")
+    soundfile.write(tmp_path / "acb.wav", waves[0], 16_000)
+    capsys.readouterr()
+    assert main(["speech", "transcribe", str(run), str(tmp_path / "acb.wav"), "--vocabulary",
+                 str(tmp_path / "words.txt")]) == 0
+    assert capsys.readouterr().out.split("\t")[1].strip() == constrained[0]
+    code, err = run_cli(["speech", "transcribe", str(run), str(tmp_path / "acb.wav"), "--vocabulary", "digits"],
+                        capsys)
+    assert code == 2 and "the vocabulary's word 'zero' has characters this run's alphabet lacks" in err
+    code, err = run_cli(["speech", "transcribe", str(run), str(tmp_path / "acb.wav"), "--vocabulary", "digits",
+                         "--beam", "1"], capsys)
+    assert code == 2 and "--vocabulary restricts the beam search; give --beam 2 or more" in err

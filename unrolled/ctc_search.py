@@ -16,17 +16,21 @@ with :math:`p = p_{s+1}`,
 then keeps the K prefixes of largest :math:`p_b + p_n` (ties: the smaller
 prefix). ``gain(prefix)``, where given, adds a score per character to each
 symbol a prefix gains (shallow fusion's weighted LM log-probability and
-bonus, `unrolled.decoding.ctc`). See `unrolled.decoding.ctc` for the theory.
+bonus, `unrolled.decoding.ctc`); ``allowed(prefix)``, where given, is the set
+of symbols the prefix may grow by (a vocabulary, `unrolled.decoding.words`: a
+repeat that merges leaves the prefix as it is and is always allowed). See
+`unrolled.decoding.ctc` for the theory.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 
 BLANK = 0  # CTC's blank symbol, id 0 of every speech alphabet
 
 Gain = Callable[[tuple[int, ...]], Sequence[float]]
+Allowed = Callable[[tuple[int, ...]], Set[int]]
 
 
 def collapse(path: Sequence[int]) -> list[int]:
@@ -34,21 +38,25 @@ def collapse(path: Sequence[int]) -> list[int]:
     return [s for t, s in enumerate(path) if s != BLANK and (t == 0 or s != path[t - 1])]
 
 
-def prefix_beam(table: Sequence[Sequence[float]], beam: int, gain: Gain | None = None) -> list[tuple[list[int], float]]:
+def prefix_beam(table: Sequence[Sequence[float]], beam: int, gain: Gain | None = None,
+                allowed: Allowed | None = None) -> list[tuple[list[int], float]]:
     """The ``beam`` most probable prefixes after the last step of ``table`` (S, V), best first, with log p (module
-    docstring; plus the gains where ``gain`` is given)."""
+    docstring; plus the gains where ``gain`` is given, and grown only as ``allowed`` allows where it is given)."""
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, -math.inf)}  # prefix -> (log p_b, log p_n)
     for row in table:
         grown: dict[tuple[int, ...], list[float]] = {}
         for prefix, (blank, last) in beams.items():
             _extend(grown, prefix, blank=logsum(blank, last) + row[BLANK])
             extra = gain(prefix) if gain is not None else None
+            permitted = allowed(prefix) if allowed is not None else None
             for symbol in range(1, len(row)):
                 bonus = extra[symbol] if extra is not None else 0.0
+                grows = permitted is None or symbol in permitted
                 if prefix and symbol == prefix[-1]:
                     _extend(grown, prefix, last=last + row[symbol])  # the repeat merges into the prefix
-                    _extend(grown, (*prefix, symbol), last=blank + row[symbol] + bonus)  # a blank parted them
-                else:
+                    if grows:
+                        _extend(grown, (*prefix, symbol), last=blank + row[symbol] + bonus)  # a blank parted them
+                elif grows:
                     _extend(grown, (*prefix, symbol), last=logsum(blank, last) + row[symbol] + bonus)
         ranked = sorted(grown.items(), key=lambda item: (-logsum(*item[1]), item[0]))[:beam]
         beams = {prefix: (scores[0], scores[1]) for prefix, scores in ranked}

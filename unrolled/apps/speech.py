@@ -98,9 +98,20 @@ class SpeechDataConfig:
     speeds: tuple[float, ...] | None = field(default=None, metadata=option(
         "speed perturbation: each utterance is played F times faster (and higher), F drawn from these factors, "
         f"each in [0.5, 2]; none: {' '.join(map(str, PerturbConfig.speeds))}", metavar="F", nargs="+"))
+    reverb: float = field(default=0.0, metadata=option(
+        "share of the training utterances played in a simulated room (reverberation time 0.2 to 0.8 s)",
+        metavar="P"))
+    microphone: float = field(default=0.0, metadata=option(
+        "share of the training utterances heard through a drawn microphone (high-pass, low-pass, two peaks)",
+        metavar="P"))
+    telephone: float = field(default=0.0, metadata=option(
+        "share of the training utterances sent down a telephone line: 8 kHz, mu-law, A-law or linear", metavar="P"))
 
     def __post_init__(self) -> None:
         require_fractions(self, "validation", "test")
+        for name in ("reverb", "microphone", "telephone"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"--{name} is a share of the utterances, in [0, 1]; got {getattr(self, name)}")
         if not self.max_seconds > 0:
             raise ValueError(f"--max-seconds must be a positive number, got {self.max_seconds}")
         require_positive(self, "batch_size")
@@ -111,11 +122,16 @@ class SpeechDataConfig:
         if not self.perturb:
             if self.speeds is not None:
                 raise ValueError("--speeds sets the speed perturbation, which --no-perturb turns off; give one of them")
+            given = [f"--{name}" for name in ("reverb", "microphone", "telephone") if getattr(self, name) > 0]
+            if given:
+                raise ValueError(f"{' and '.join(given)} {'perturbs' if len(given) == 1 else 'perturb'} the training "
+                                 "audio, which --no-perturb turns off; give one or the other")
             return None
         wrong = [f"{factor:g}" for factor in self.speeds or () if not 0.5 <= factor <= 2.0]
         if wrong:
             raise ValueError(f"a speed factor must lie in [0.5, 2], got {', '.join(wrong)}")
-        return PerturbConfig(speeds=tuple(self.speeds)) if self.speeds else PerturbConfig()
+        return PerturbConfig(speeds=tuple(self.speeds) if self.speeds else PerturbConfig.speeds,
+                             reverb=self.reverb, microphone=self.microphone, telephone=self.telephone)
 
 
 @dataclass
@@ -135,6 +151,9 @@ class SpeechModelConfig:
     stack: int = field(default=FEATURES.stack, metadata=option("log-mel frames stacked per vector"))
     stride: int = field(default=FEATURES.stride, metadata=option(
         "keep every n-th stacked vector: 100 / n vectors a second"))
+    fmax: float | None = field(default=FEATURES.fmax, metadata=option(
+        "the mel bands' top in Hz; 4000 keeps to the band a telephone carries; none: half the rate (8000)",
+        metavar="HZ"))
     decoder_hidden: int = field(default=SpeechConfig.decoder_hidden, metadata=option("speller LSTM units"))
     ctc_weight: float = field(default=SpeechConfig.ctc_weight, metadata=option("CTC's share of the joint loss"))
     dropout: float = field(default=SpeechConfig.dropout, metadata=option("dropout between layers"))
@@ -160,7 +179,8 @@ class SpeechModelConfig:
         layers, levels = ENCODER_DEFAULTS[self.decoder]
         augment = SpecAugmentConfig(band_warp=self.band_warp, pitch_shift=self.pitch_shift) if self.spec_augment \
             else None
-        return SpeechConfig(vocabulary=vocabulary, features=FeatureConfig(stack=self.stack, stride=self.stride),
+        return SpeechConfig(vocabulary=vocabulary, features=FeatureConfig(stack=self.stack, stride=self.stride,
+                                                                               fmax=self.fmax),
                             hidden=self.hidden, layers=layers if self.layers is None else self.layers,
                             levels=levels if self.levels is None else self.levels, dropout=self.dropout,
                             decoder=self.decoder, attention=self.attention, decoder_hidden=self.decoder_hidden,

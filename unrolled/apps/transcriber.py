@@ -66,6 +66,7 @@ from unrolled.data.audio import read_audio
 from unrolled.data.speech import SpeechBatch, Utterance
 from unrolled.decoding.ctc import BLANK, greedy_decode, joint_scores, prefix_beam_search
 from unrolled.decoding.ngram import CharNgram, Fusion, LanguageModelFusion, read_texts
+from unrolled.decoding.words import WordConstraint, vocabulary_words
 from unrolled.features import SAMPLE_RATE
 from unrolled.metrics import error_rates
 from unrolled.models.speech import DECODERS, Alphabet, Recogniser, SpeechConfig
@@ -152,6 +153,9 @@ class DecodingOptions:
     warps: tuple[float, ...] | None = field(default=None, metadata=option(
         "the warp search over these factors instead, each in [0.5, 2]; one factor warps every clip by it (above 1 "
         "moves formants down)", metavar="F", nargs="+"))
+    vocabulary: str | None = field(default=None, metadata=option(
+        "CTC's beam writes only these words, separated by spaces: 'digits' (zero to nine, and oh) or a text file "
+        "of words", metavar="WORDS"))
 
     def __post_init__(self) -> None:
         parent = getattr(super(), "__post_init__", None)
@@ -163,6 +167,8 @@ class DecodingOptions:
         check_warps(self.warp_grid)
         if self.lm is not None and self.beam == 1:
             raise ValueError("--lm joins the beam search; give --beam 2 or more")
+        if self.vocabulary is not None and self.beam == 1:
+            raise ValueError("--vocabulary restricts the beam search; give --beam 2 or more")
         if self.lm_weight is not None and self.lm_weight < 0:
             raise ValueError(f"--lm-weight must be at least 0, got {self.lm_weight:g}")
 
@@ -251,7 +257,8 @@ class Transcriber(Predictor[Clip, Transcript]):
                    batch_size: int = DECODE_BATCH, chunk_seconds: float = CHUNK_SECONDS,
                    length_penalty: float = LENGTH_PENALTY, fusion: Fusion | None = None,
                    ctc_weight: float | None = None, warps: Sequence[float] = (1.0,),
-                   groups: Sequence[object] | None = None) -> list[Transcript]:
+                   groups: Sequence[object] | None = None,
+                   vocabulary: WordConstraint | None = None) -> list[Transcript]:
         """The transcript of each 16 kHz waveform; beam 1 is greedy. Waveforms longer than ``chunk_seconds`` are
         transcribed in pieces (module docstring). ``length_penalty``: GNMT's alpha for the attention beam (the
         CTC prefix beam needs none: every prefix has read the whole clip). ``fusion``: a character language model
@@ -261,7 +268,7 @@ class Transcriber(Predictor[Clip, Transcript]):
         ``warps``: the factors of the warp search (module docstring); one factor decodes every waveform at it, and
         the default (1.0,) leaves the features as they are. ``groups``: one label per waveform; waveforms with the
         same label share the factor their pooled confidence prefers (default: each waveform its own, its pieces
-        each their own)."""
+        each their own). ``vocabulary``: CTC's beam writes only its words (`unrolled.decoding.words`)."""
         if beam < 1 or batch_size < 1:
             raise ValueError(f"the beam and the batch size must be at least 1, got {beam} and {batch_size}")
         grid = check_warps(warps)
@@ -285,7 +292,7 @@ class Transcriber(Predictor[Clip, Transcript]):
             rows = order[start : start + batch_size]
             batch = SpeechBatch.make([pieces[i] for i in rows], [[] for _ in rows])
             warp = None if grid == (1.0,) else torch.tensor([chosen[i] for i in rows], dtype=torch.float64)
-            results = self._decode(batch, head, beam, length_penalty, fusion, weight, warp)
+            results = self._decode(batch, head, beam, length_penalty, fusion, weight, warp, vocabulary)
             for i, result in zip(rows, results, strict=True):
                 found[i] = result
         transcripts: list[Transcript] = []
@@ -345,7 +352,7 @@ class Transcriber(Predictor[Clip, Transcript]):
 
     def _decode(self, batch: SpeechBatch, head: str, beam: int, length_penalty: float = LENGTH_PENALTY,
                 fusion: Fusion | None = None, ctc_weight: float = 0.0,
-                warp: Tensor | None = None) -> list[tuple[str, float | None]]:
+                warp: Tensor | None = None, vocabulary: WordConstraint | None = None) -> list[tuple[str, float | None]]:
         model = self.model
         batch = to_device(batch, self.device)
         waves, samples = batch.waves, batch.samples
@@ -355,7 +362,8 @@ class Transcriber(Predictor[Clip, Transcript]):
                 return [(self.alphabet.decode(ids), None) for ids in greedy_decode(log_probs, steps)]
             lm, weight, bonus = (None, 0.0, 0.0) if fusion is None else (fusion.lm, fusion.weight, fusion.bonus)
             return [(self.alphabet.decode(best[0][0]), best[0][1]) for best in (
-                prefix_beam_search(log_probs[b, : int(steps[b])], beam, lm=lm, weight=weight, bonus=bonus)
+                prefix_beam_search(log_probs[b, : int(steps[b])], beam, lm=lm, weight=weight, bonus=bonus,
+                                   vocabulary=vocabulary)
                 for b in range(len(steps)))]
         limit = character_limit(int(samples.max()))
         log_probs, state = model.prime(waves, samples, warp=warp)
@@ -391,8 +399,25 @@ class Transcriber(Predictor[Clip, Transcript]):
         if options.lm is not None:
             lm = read_language_model(options.lm, self.alphabet, order=options.lm_order)
             fusion = Fusion(lm, LM_WEIGHT[head] if options.lm_weight is None else options.lm_weight, options.lm_bonus)
+        vocabulary = None if options.vocabulary is None else self.word_constraint(
+            vocabulary_words(options.vocabulary), head)
         return {"decoder": head, "batch_size": options.batch_size, "length_penalty": options.length_penalty,
-                "fusion": fusion, "ctc_weight": options.ctc_weight, "warps": options.warp_grid}
+                "fusion": fusion, "ctc_weight": options.ctc_weight, "warps": options.warp_grid,
+                "vocabulary": vocabulary}
+
+    def word_constraint(self, words: Sequence[str], head: str) -> WordConstraint:
+        """The vocabulary of `words` over this run's alphabet, for CTC's beam; one-line errors where it cannot be."""
+        if head != "ctc":
+            raise ValueError("--vocabulary restricts CTC's beam; this run decodes with its attention speller (give "
+                             "--decoder ctc where the run is joint)")
+        known = set(self.alphabet.characters)
+        if " " not in known:
+            raise ValueError("this run's alphabet has no space, so it cannot separate the vocabulary's words")
+        unknown = [word for word in words if not set(word) <= known]
+        if unknown:
+            raise ValueError(f"the vocabulary's word {unknown[0]!r} has characters this run's alphabet lacks; keep to "
+                             f"{''.join(sorted(known)).strip()!r}")
+        return WordConstraint([self.alphabet.encode(word) for word in words], self.alphabet.encode(" ")[0])
 
     def predict(self, inputs: Sequence[Clip], options: PredictOptions | None = None) -> list[Transcript]:
         """The transcript of each clip, named by it: `transcribe` with predict's options."""
@@ -413,14 +438,15 @@ class Transcriber(Predictor[Clip, Transcript]):
                  waves: Sequence[NDArray[np.floating]] | None = None,
                  length_penalty: float = LENGTH_PENALTY, fusion: Fusion | None = None,
                  by: str | None = None, ctc_weight: float | None = None,
-                 warps: Sequence[float] = (1.0,), warp_by: str | None = None) -> dict[str, Any]:
+                 warps: Sequence[float] = (1.0,), warp_by: str | None = None,
+                 vocabulary: WordConstraint | None = None) -> dict[str, Any]:
         """CER, WER and string accuracy of each beam size on `utterances` (module docstring), and real-time factor:
         seconds of audio transcribed per second of compute. With `by`, a manifest key (``voice``, ``speaker``),
         each beam's scores also hold ``"by"``: the same error rates over each value's utterances alone (those
         without the key under ``"-"``). ``warps``: the warp search's factors (`transcribe`); with more than one,
         each beam's scores also hold ``"warps"``, how many utterances were decoded at each factor. ``warp_by``, a
         manifest key (``speaker``): the utterances of each of its values share one factor (`transcribe`'s
-        ``groups``; an utterance without the key is a group alone)."""
+        ``groups``; an utterance without the key is a group alone). ``vocabulary``: `transcribe`'s."""
         if not utterances:
             raise ValueError("no utterances to evaluate")
         grid = check_warps(warps)
@@ -438,7 +464,7 @@ class Transcriber(Predictor[Clip, Transcript]):
             started = time.perf_counter()
             outputs = self.transcribe(audio, beam=beam, decoder=head, batch_size=batch_size,
                                       length_penalty=length_penalty, fusion=fusion, ctc_weight=ctc_weight,
-                                      warps=grid, groups=speakers)
+                                      warps=grid, groups=speakers, vocabulary=vocabulary if beam > 1 else None)
             spent = time.perf_counter() - started
             hypotheses = [o.text for o in outputs]
             scores: dict[str, Any] = dict(error_rates(hypotheses, references))

@@ -18,6 +18,14 @@ its own):
   uniformly) at a signal-to-noise ratio :math:`S \sim U[S_{min}, S_{max}]` dB:
   with :math:`P_x = \frac{1}{N}\sum_n x_n^2`, the noise :math:`\nu` is scaled
   so that :math:`P_\nu = P_x 10^{-S/10}`, and :math:`y = x + \nu`.
+* the channel (`unrolled.data.channel`, each with its own probability, none
+  by default): a room (reverberation time :math:`T_{60}` ~ U[T_min, T_max],
+  direct-to-reverberant ratio D ~ U[0, 12] dB) before the noise, a
+  microphone after it, and last, after the volume, a telephone line (8 kHz,
+  with a codec drawn from mu-law, A-law and linear).
+
+The order is the way sound travels: speed (the speaker), room, noise (the
+room's other sounds), microphone, volume, telephone.
 
 Errors are one line and name the file: `AudioError`.
 """
@@ -53,12 +61,19 @@ class PerturbConfig:
     gain_db       (G_min, G_max), the volume change in dB
     noise         p_n, the probability of adding noise
     snr_db        (S_min, S_max), the signal-to-noise ratio of added noise in dB
+    reverb        the probability of a simulated room; rt60 (T_min, T_max), its reverberation time in seconds
+    microphone    the probability of a drawn microphone's frequency response
+    telephone     the probability of a telephone line: 8 kHz and a G.711 codec (or none)
     """
 
     speeds: tuple[float, ...] = (0.9, 1.0, 1.1)
     gain_db: tuple[float, float] = (-10.0, 6.0)
     noise: float = 0.5
     snr_db: tuple[float, float] = (10.0, 40.0)
+    reverb: float = 0.0
+    rt60: tuple[float, float] = (0.2, 0.8)
+    microphone: float = 0.0
+    telephone: float = 0.0
 
 
 def change_speed(wave: Wave, factor: float, rate: int = SAMPLE_RATE) -> Wave:
@@ -91,12 +106,33 @@ def add_noise(wave: Wave, snr_db: float, noise: Wave) -> Wave:
     return (wave + scale * noise[: len(wave)]).astype(np.float32)
 
 
+DRR_DB = (0.0, 12.0)  # the simulated rooms' direct-to-reverberant ratios, dB
+
+
 def perturb(wave: Wave, config: PerturbConfig, generator: np.random.Generator, *, rate: int = SAMPLE_RATE) -> Wave:
-    """One random draw of speed, then volume, then (with probability p_n) noise, as in the module docstring."""
+    """One random draw of speed, room, noise, microphone, volume and telephone, in the module docstring's order.
+
+    The draws of speed, volume and noise come first and in the order they
+    always had, so a configuration without the channel perturbs as before.
+    """
+    from unrolled.data import channel
+
     speed = float(generator.choice(config.speeds))
     out = change_speed(wave, speed, rate) if speed != 1.0 else wave
-    out = change_volume(out, float(generator.uniform(*config.gain_db)))
-    if generator.random() < config.noise:
+    gain_db = float(generator.uniform(*config.gain_db))
+    noisy = generator.random() < config.noise
+    if noisy:
         beta = float(generator.choice(NOISE_COLOURS))
-        out = add_noise(out, float(generator.uniform(*config.snr_db)), coloured_noise(len(out), beta, generator))
+        snr_db, noise = float(generator.uniform(*config.snr_db)), coloured_noise(len(out), beta, generator)
+    if config.reverb > 0 and generator.random() < config.reverb:
+        room = channel.room_response(float(generator.uniform(*config.rt60)), float(generator.uniform(*DRR_DB)),
+                                     generator, rate=rate)
+        out = channel.reverberate(out, room)
+    if noisy:
+        out = add_noise(out, snr_db, noise)
+    if config.microphone > 0 and generator.random() < config.microphone:
+        out = channel.microphone(out, generator, rate=rate)
+    out = change_volume(out, gain_db)
+    if config.telephone > 0 and generator.random() < config.telephone:
+        out = channel.telephone(out, str(generator.choice(channel.CODECS)), rate=rate)
     return out

@@ -181,12 +181,18 @@ def unpacked_program(engine: str, packages: Sequence[str], tools: Path, download
     return Program(root / "usr" / "bin" / engine, arguments, {"LD_LIBRARY_PATH": library_path(root)})
 
 
-def espeak_variants(program: Program) -> list[str]:
-    """The names of espeak-ng's voice variants (files of ``espeak-ng-data/voices/!v``), sorted; some skipped."""
+def espeak_data(program: Program) -> list[Path]:
+    """espeak-ng's data folder (``espeak-ng-data``): the one ``--path`` names, else the one the program reports."""
     folders = [Path(argument.removeprefix("--path=")) / "espeak-ng-data" for argument in program.arguments]
     if not folders:  # a system espeak-ng says where its data is: "... Data at: /usr/lib/.../espeak-ng-data"
         said = re.search(r"Data at: (\S+)", program.run(["--version"]).stdout)
         folders = [Path(said.group(1))] if said else []
+    return folders
+
+
+def espeak_variants(program: Program) -> list[str]:
+    """The names of espeak-ng's voice variants (files of ``espeak-ng-data/voices/!v``), sorted; some skipped."""
+    folders = espeak_data(program)
     variants = [path.name for folder in folders for path in (folder / "voices" / "!v").glob("*") if path.is_file()]
     return sorted(name for name in variants if " " not in name and name not in ESPEAK_SKIPPED)
 
@@ -290,7 +296,7 @@ def speak_dataset(folder: Path, texts: Mapping[str, Sequence[str]], voices: Sequ
                 raise ValueError(f"no voice left for the {split} split")
             for n, request in enumerate(draw_requests(texts[split], by_split[split], np.random.default_rng(seed + k))):
                 name = f"clips/{split}-{n:05d}.wav"
-                write_wav(folder / name, _spoken(request, raw, synthesise))
+                write_wav(folder / name, speak_clip(request, raw, synthesise))
                 records.append({"audio": name, "text": request.text, "split": split, "voice": request.voice.name,
                                 "engine": request.voice.engine, "speed": request.speed, "pitch": request.pitch})
     voices_used = {split: sorted({v.name for v in by_split[split]}) for split in texts}
@@ -299,7 +305,7 @@ def speak_dataset(folder: Path, texts: Mapping[str, Sequence[str]], voices: Sequ
     return write_manifest(folder / "manifest.jsonl", records)
 
 
-def _spoken(request: Request, raw: Path, synthesise: Synthesiser) -> np.ndarray:
+def speak_clip(request: Request, raw: Path, synthesise: Synthesiser) -> np.ndarray:
     """The request's audio at 16 kHz; a one-line ValueError if the synthesiser wrote nothing usable."""
     raw.unlink(missing_ok=True)
     synthesise(request, raw)

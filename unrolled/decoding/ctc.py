@@ -50,6 +50,7 @@ from torch import Tensor
 
 from unrolled.ctc_search import BLANK, collapse, prefix_beam
 from unrolled.decoding.ngram import END, CharNgram
+from unrolled.decoding.words import WordConstraint
 
 
 def joint_scores(log_probs: Tensor, steps: int, hypotheses: Sequence[Sequence[int]], attention: Sequence[float],
@@ -71,7 +72,7 @@ def joint_scores(log_probs: Tensor, steps: int, hypotheses: Sequence[Sequence[in
 
 
 def prefix_beam_search(log_probs: Tensor, beam: int, *, lm: CharNgram | None = None, weight: float = 0.0,
-                       bonus: float = 0.0) -> list[tuple[list[int], float]]:
+                       bonus: float = 0.0, vocabulary: WordConstraint | None = None) -> list[tuple[list[int], float]]:
     """The ``beam`` most probable transcripts of one utterance's log p (S, V), best first, with their log p(y | x).
 
     As in the module docstring, in log space; ties broken by the prefix, so
@@ -79,7 +80,8 @@ def prefix_beam_search(log_probs: Tensor, beam: int, *, lm: CharNgram | None = N
     (shallow fusion, `unrolled.decoding.ngram`): a prefix grown by c gains
     weight log p_LM(c | prefix) + bonus (a repeat that merges gains nothing),
     and the final ranking adds weight log p_LM(end | transcript); the scores
-    returned are these fused sums.
+    returned are these fused sums. With a ``vocabulary`` (`unrolled.decoding.words`) a prefix grows only by the
+    characters it allows, and the finished transcripts (last word whole) rank before the others.
     """
     table = log_probs.detach().to(torch.float64).cpu().tolist()  # (S, V)
     fused = lm is not None and (weight != 0.0 or bonus != 0.0)
@@ -88,10 +90,13 @@ def prefix_beam_search(log_probs: Tensor, beam: int, *, lm: CharNgram | None = N
         assert lm is not None
         return (weight * lm.log_probs(lm.history(prefix)) + bonus).tolist()
 
-    found = prefix_beam(table, beam, gain if fused else None)
+    found = prefix_beam(table, beam, gain if fused else None,
+                        vocabulary.next if vocabulary is not None else None)
     if fused and lm is not None:
         found = [(ids, score + weight * float(lm.log_probs(lm.history(ids))[END])) for ids, score in found]
         found.sort(key=lambda item: (-item[1], item[0]))
+    if vocabulary is not None:  # a stable sort: the finished first, each part in its order
+        found.sort(key=lambda item: not vocabulary.finished(item[0]))
     return found
 
 

@@ -13,7 +13,7 @@ features and the encoder; then
   `unrolled.sound.character_limit` characters.
 
 Not here (each a one-line error that says so): joint rescoring with CTC, a
-character language model (``--lm``) and the warp search; use the run itself.
+character language model (``--lm``), a restricted ``--vocabulary`` and the warp search; use the run itself.
 """
 
 from __future__ import annotations
@@ -134,7 +134,8 @@ class Transcriber:
     def predict(self, inputs: Sequence[Any], options: Any = None) -> list[Transcript]:
         """The transcript of each clip (`unrolled.sound.Clip`) or audio file path, named by it."""
         unsupported = [flag for flag, name in (("--lm", "lm"), ("--warp-search", "warp_search"), ("--warps", "warps"),
-                                               ("--ctc-weight", "ctc_weight")) if option(options, name, None)]
+                                               ("--ctc-weight", "ctc_weight"), ("--vocabulary", "vocabulary"))
+                       if option(options, name, None)]
         if unsupported:
             raise ValueError(f"{unsupported[0]} is not in the runtime; use the run itself (unrolled speech predict)")
         clips = [item for item in inputs if not isinstance(item, str)]

@@ -30,7 +30,7 @@ INPUTS = {"lm": "prime", "classify": "texts", "tag": "texts", "seq2seq": "source
           "glimpse": "images", "speech": "audio", "video": "clips"}
 """What each application's requests carry: a prime (its options), a list of texts, or files (images, audio
 files, clips files: base64 in JSON, or multipart uploads)."""
-SERVER_OPTIONS = frozenset({"device", "batch_size", "json", "attention_map", "path", "lm", "text_column"})
+SERVER_OPTIONS = frozenset({"device", "batch_size", "json", "attention_map", "path", "lm", "text_column", "vocabulary"})
 """Predict options a client may not set: the server's own, and those that name files on the server."""
 FILE_SUFFIX = {"images": ".png", "audio": ".wav", "clips": ".npz"}  # when an upload has no name
 SEED_RANGE = (0, 2**63 - 1)

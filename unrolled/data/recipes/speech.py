@@ -8,15 +8,27 @@ See `unrolled.data.recipes` for the conventions.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from unrolled.data import diphones
 from unrolled.data.cache import TOOLS, cache_dir
 from unrolled.data.errors import DataError
 from unrolled.data.recipes import Source
-from unrolled.data.synth import Engines, Voice, digit_texts, engines_info, find_engines, short_sentences, speak_dataset
+from unrolled.data.speech import write_manifest
+from unrolled.data.synth import (
+    ESPEAK,
+    Engines,
+    Voice,
+    digit_texts,
+    engines_info,
+    find_engines,
+    short_sentences,
+    speak_dataset,
+)
 
 SPEECH_SEED = 2016  # seeds the spoken datasets: their texts, voice splits and every draw (Chan et al. 2016, LAS)
 SPEECH_COUNTS = {"train": 8_000, "validation": 1_000, "test": 1_000}  # clips in each split
@@ -68,3 +80,27 @@ def obtain_spoken_sentences(folder: Path, *, engines: Engines | None = None,
     return speak_dataset(folder, texts, _voices(engines), engines.synthesise, seed=SPEECH_SEED, info=info)
 
 
+
+
+def obtain_diphone_digits(folder: Path, *, engines: Engines | None = None,
+                          counts: Mapping[str, int] = diphones.COUNTS) -> Path:
+    """Write ``manifest.jsonl`` and ``clips/``: digit strings as people say them (zero or oh, with and without pauses,
+    in groups) spoken by the four MBROLA voices, split by speaker (`unrolled.data.diphones`)."""
+    tools = cache_dir() / TOOLS
+    espeak = (engines or find_engines(tools)).programs[ESPEAK]
+    return diphones.speak_digit_strings(folder, diphones.mbrola_engines(espeak, tools), seed=SPEECH_SEED,
+                                        counts=counts)
+
+
+def obtain_spoken_digits_all(folder: Path, *, source: Source) -> Path:
+    """Write ``manifest.jsonl``: every line of spoken-digits and of diphone-digits, their splits kept, the audio
+    paths made relative to this folder (a sibling of theirs in the cache), so one run trains on both."""
+    records = []
+    for name in ("spoken-digits", "diphone-digits"):
+        manifest = source(name)
+        for line in manifest.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                record = json.loads(line)
+                record["audio"] = os.path.relpath(manifest.parent / record["audio"], folder)
+                records.append({**record, "dataset": name})
+    return write_manifest(folder / "manifest.jsonl", records)

@@ -9,7 +9,9 @@ member.
 ``apt-get download NAME=VERSION`` fetches the pinned version only. When the
 archive has moved on (apt offers another version), the error says which
 version apt has and that the pin needs updating. Without apt-get (another
-distribution), the pinned file is fetched from a Debian mirror
+distribution), or where apt knows no version of the package at all (it lies
+in a component, contrib or non-free, that this machine's apt sources leave
+out), the pinned file is fetched from a Debian mirror
 (``$UNROLLED_DEBIAN_MIRROR``, else http://deb.debian.org/debian) by its pool
 path, which the pin records; either way it is used only once its sha256 matches.
 """
@@ -25,7 +27,7 @@ from pathlib import Path
 
 from unrolled.data.errors import DataError
 from unrolled.data.sources.archives import extract_all, read_prefixed
-from unrolled.data.sources.pins import PINS_FILE, fetch, pin, verify
+from unrolled.data.sources.pins import PINS_FILE, Pin, fetch, pin, verify
 
 MIRROR = "http://deb.debian.org/debian"
 
@@ -46,14 +48,15 @@ def download(name: str, dest: Path) -> Path:
         if not pinned.path:
             raise DataError(f"{name} comes from the Debian archive, this machine has no apt-get, and its pin in "
                             f"{PINS_FILE} records no pool path to fetch it from; add one")
-        mirror = (os.environ.get("UNROLLED_DEBIAN_MIRROR") or MIRROR).rstrip("/")
-        return fetch(f"{mirror}/{pinned.path}", dest, pinned)
+        return _from_mirror(pinned, dest)
     result = subprocess.run(["apt-get", "download", pinned.spec], cwd=dest, capture_output=True, text=True,
                             check=False)
     debs = sorted(dest.glob(f"{name}_*.deb"))
     if result.returncode == 0 and len(debs) == 1:
         return verify(debs[0], pinned)
     offered = candidate(name)
+    if offered is None and pinned.path and shutil.which("apt-cache") is not None:
+        return _from_mirror(pinned, dest)  # apt knows no version: a component its sources leave out
     if offered is not None and offered != pinned.version:
         raise DataError(f"apt offers {name} {offered}, not the pinned {pinned.version}: the Debian archive has "
                         f"moved on; check the new package and update its pin (version and sha256) in {PINS_FILE}, "
@@ -61,6 +64,12 @@ def download(name: str, dest: Path) -> Path:
     last_line = (result.stderr.strip().splitlines() or ["no output"])[-1]
     raise DataError(f"could not download {pinned.spec} with apt-get ({last_line}); this machine must reach the "
                     "Debian archive (try apt-get update) to obtain the dataset")
+
+
+def _from_mirror(pinned: Pin, dest: Path) -> Path:
+    """The pinned file from the Debian mirror by its pool path, once its sha256 matches."""
+    mirror = (os.environ.get("UNROLLED_DEBIAN_MIRROR") or MIRROR).rstrip("/")
+    return fetch(f"{mirror}/{pinned.path}", dest, pinned)
 
 
 def candidate(name: str) -> str | None:
