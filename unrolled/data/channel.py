@@ -83,8 +83,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from unrolled.sound import Wave, resample
 from unrolled.features import SAMPLE_RATE
+from unrolled.sound import Wave, resample
 
 TELEPHONE_RATE = 8_000  # r_t, the narrow-band telephone's rate
 CODECS = ("mulaw", "alaw", "linear")  # what a telephone channel codes its 8 kHz samples with
