@@ -159,7 +159,8 @@ def main() -> None:
 
     import torch
 
-    from unrolled.apps.seq2seq import Translator, new_record, pair_key, references, split_pairs
+    from unrolled.apps.seq2seq import Translator, pair_key, references, split_pairs
+    from unrolled.apps.split import SplitRecord, new_record
     from unrolled.cli import main as unrolled
     from unrolled.data import obtain
     from unrolled.data.pairs import read_pairs
@@ -197,6 +198,8 @@ def main() -> None:
             raise SystemExit(f"unrolled seq2seq train failed with status {code}")
         trained = time.monotonic() - started
         translator = Translator.load(out)
+        if translator.split is None or split_pairs(pairs, SplitRecord(**translator.split))["test"] != parts["test"]:
+            raise SystemExit("our run's test words are not the split given to Eole: the split rule has changed")
         ours: dict[str, Any] = {"train_seconds": round(trained, 1)}
         for batch in (64, 1):
             started = time.monotonic()
