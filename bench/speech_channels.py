@@ -109,7 +109,7 @@ def report(runs: list[str]) -> str:
             speed = f"{record['speed_batch1']:.0f}" if decoding == "greedy" else ""
             lines.append(f"| {run} | {decoding} | " + " | ".join(
                 "-" if cell is None else f"{100 * cell['cer']:.2f}" for cell in cells) + f" | {speed} |")
-    lines += ["", "Targets (issue 29): people at most " + ", ".join(
+    lines += ["", "Targets (issue 29): at most " + ", ".join(
         f"{name} {100 * cer:.0f}%" for name, cer in TARGETS.items()) + "; synthetic no worse than the runs of "
         "results-digits.md; at least 50x real time at batch 1."]
     return "\n".join(lines)
