@@ -116,6 +116,15 @@ def report() -> None:
              f"{100 * s['sequence_error']:.2f}", f"{100 * s['token_error']:.2f}", f"{s['per_second']:.0f}")
             for row, decoding, s in harness.by_decoding(rows)]
     published = [(label, f"{wer:.2f}", "" if per is None else f"{per:.2f}", "") for label, wer, per in PUBLISHED]
+    kept = harness.load(RESULTS)
+    for key, task in (("eole", "with stress"), ("eole-nostress", "no stress")):  # bench/g2p_eole.py's runs
+        if key in kept:
+            run, minutes = kept[key], f"{kept[key]['minutes']:g} min"
+            labels = (f"ours, unidirectional, constant lr ({task}, {minutes}), beam 5, batch 1, beside Eole",
+                      f"Eole 0.6.4, the same model ({task}, {minutes}), beam 5, batch 1")
+            for label, s in zip(labels, (run["ours"]["batch1"], run["eole"]), strict=True):
+                published.append((label, f"{100 * s['sequence_error']:.2f}", f"{100 * s['token_error']:.2f}",
+                                  f"{s['words_per_s']:.0f}"))
     harness.table(f"G2P on cmudict, test words of our split ({rows[0]['sources']} words, {rows[0]['pairs']} "
                   "pronunciations)", [("model", 84), ("WER %", 6), ("PER %", 6), ("words/s", 8)], ours + published)
     for row in rows:

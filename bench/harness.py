@@ -151,9 +151,13 @@ def rows(results: Path, models: Iterable[str]) -> list[dict[str, Any]]:
     return found
 
 
+NOTES = "## Notes"  # results.md keeps what follows this heading when `summarise` writes the table again
+
+
 def summarise(results: Path, doc: str | None, report: Callable[[], None], *, picture: str | None = None) -> None:
     """Print `report` and write what it printed to results.md, under the benchmark's first docstring line, with
-    the learning curve of run-<picture> (when that run is here) as the one picture, curve.png."""
+    the learning curve of run-<picture> (when that run is here) as the one picture, curve.png. What follows a
+    ``## Notes`` heading in the old results.md (written by hand) stays, after the new table."""
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         report()
@@ -165,6 +169,9 @@ def summarise(results: Path, doc: str | None, report: Callable[[], None], *, pic
         shutil.copy(curve, results / PICTURE_FILE)
     if (results / PICTURE_FILE).is_file():
         lines += [f"![learning curve{f' of {picture}' if picture else ''}]({PICTURE_FILE})", ""]
+    old = (results / SUMMARY_FILE).read_text() if (results / SUMMARY_FILE).is_file() else ""
+    if NOTES in old:
+        lines += [old[old.index(NOTES) :].rstrip("\n"), ""]
     (results / SUMMARY_FILE).write_text("\n".join(lines))
 
 
