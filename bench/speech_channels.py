@@ -145,6 +145,10 @@ def main() -> None:
             run: json.loads((RESULTS / run / RECORD).read_text()) for run in runs if (RESULTS / run / RECORD).exists()}}
         (RESULTS / "result.json").write_text(json.dumps(summary, indent=1) + "\n")
         print(text)
+        if any((RESULTS / run / "metrics.jsonl").exists() for run in runs if run.startswith("all-")):
+            import speech  # bench/speech.py, beside this script
+
+            print(f"learning curves of the spoken-digits-all runs here: {speech.learning_curves('spoken-digits-all')}")
 
 
 if __name__ == "__main__":
