@@ -169,10 +169,14 @@ def summarise(results: Path, doc: str | None, report: Callable[[], None], *, pic
         shutil.copy(curve, results / PICTURE_FILE)
     if (results / PICTURE_FILE).is_file():
         lines += [f"![learning curve{f' of {picture}' if picture else ''}]({PICTURE_FILE})", ""]
-    old = (results / SUMMARY_FILE).read_text() if (results / SUMMARY_FILE).is_file() else ""
-    if NOTES in old:
-        lines += [old[old.index(NOTES) :].rstrip("\n"), ""]
-    (results / SUMMARY_FILE).write_text("\n".join(lines))
+    write_keeping_notes(results / SUMMARY_FILE, "\n".join(lines))
+
+
+def write_keeping_notes(path: Path, text: str) -> None:
+    """Write `text` to `path`, then what followed the `NOTES` heading in the file it replaces (notes by hand)."""
+    old = path.read_text() if path.is_file() else ""
+    notes = old[old.index(NOTES) :] if NOTES in old else ""
+    path.write_text(text.rstrip("\n") + "\n" + (f"\n{notes}" if notes else ""))
 
 
 def by_decoding(rows: Iterable[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], str, dict[str, Any]]]:

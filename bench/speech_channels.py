@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import harness
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "speech"
 SETS = {"synthetic": ("spoken-digits", None), "people": ("diphone-digits", None),
@@ -40,7 +42,6 @@ DECODINGS = ("greedy", "beam 8", "beam 8, digits", "beam 8, digits, warp search"
              "beam 8, digits, warp search, one voice")
 TARGETS = {"people": 0.05, "people 8 kHz": 0.08}  # the issue's CER targets for the real-voice rows
 RECORD = "bench-channels.json"
-NOTES = "## Notes"  # results-channels.md keeps what follows this heading when the table is written again
 
 
 def test_sets(limit: int | None) -> dict[str, tuple[list[Any], list[Any]]]:
@@ -91,17 +92,11 @@ def score_run(folder: Path, sets: dict[str, tuple[list[Any], list[Any]]], speed_
     return record
 
 
-def report(runs: list[str]) -> str:
+def report(records: dict[str, dict[str, Any]]) -> str:
     """The Markdown table of the runs' records: a row per run and decoding, a column per test set (CER %)."""
-    kept = json.loads((RESULTS / "result.json").read_text()).get("channels", {}) if (
-        RESULTS / "result.json").exists() else {}  # records of runs whose folders are gone (never committed)
     lines = ["| run | decoding | " + " | ".join(f"CER {name} %" for name in SETS) + " | x real time (batch 1) |",
              "| --- | --- |" + " --- |" * (len(SETS) + 1)]
-    for run in runs:
-        path = RESULTS / run / RECORD
-        if not path.exists() and run not in kept:
-            continue
-        record = json.loads(path.read_text()) if path.exists() else kept[run]
+    for run, record in records.items():
         for decoding in DECODINGS:
             cells = [record["sets"][name].get(decoding) for name in SETS]
             if all(cell is None for cell in cells):
@@ -134,15 +129,13 @@ def main() -> None:
             (RESULTS / run / RECORD).write_text(json.dumps(record, indent=1))
     if args.report:
         summary = json.loads((RESULTS / "result.json").read_text()) if (RESULTS / "result.json").exists() else {}
-        runs = args.runs or sorted({p.parent.name for p in RESULTS.glob(f"*/{RECORD}")} | set(summary.get(
-            "channels", {})))
-        text = report(runs)
-        target = RESULTS / "results-channels.md"
-        old = target.read_text() if target.exists() else ""
-        notes = old[old.index(NOTES):] if NOTES in old else ""  # the written notes below the table stay
-        target.write_text(f"### {__doc__.splitlines()[0]}\n\n{text}\n" + (f"\n{notes}" if notes else ""))
-        summary["channels"] = {**summary.get("channels", {}), **{
-            run: json.loads((RESULTS / run / RECORD).read_text()) for run in runs if (RESULTS / run / RECORD).exists()}}
+        # the records on disk, and those result.json keeps of runs whose folders are gone (never committed)
+        records = {**summary.get("channels", {}), **{
+            p.parent.name: json.loads(p.read_text()) for p in RESULTS.glob(f"*/{RECORD}")}}
+        runs = args.runs or sorted(records)
+        text = report({run: records[run] for run in runs if run in records})
+        harness.write_keeping_notes(RESULTS / "results-channels.md", f"### {__doc__.splitlines()[0]}\n\n{text}\n")
+        summary["channels"] = records
         (RESULTS / "result.json").write_text(json.dumps(summary, indent=1) + "\n")
         print(text)
         if any((RESULTS / run / "metrics.jsonl").exists() for run in runs if run.startswith("all-")):
